@@ -1,0 +1,121 @@
+"""How the host talks to a device: one small interface, several transports.
+
+:class:`DeviceClient` is what profiling jobs, predictors and search use. The
+``local`` device and phones reached in-process use :class:`LocalClient` over a
+:class:`~edgelat.agents.backend.Backend`; boards and GPU hosts use the gRPC
+client in :mod:`edgelat.agents.remote`. Both send a model once (by content
+hash) and stream one result per model in a batch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from edgelat import __version__
+from edgelat.agents.backend import Backend
+from edgelat.agents.cache import ModelCache
+from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.errors import BadInput, EdgelatError
+
+
+class DeviceClient(ABC):
+    """The host's view of one device."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The device facts (see :meth:`Backend.describe`)."""
+
+    @abstractmethod
+    def put_model(self, data: bytes) -> str:
+        """Make a model available on the device; returns its sha256. Sends nothing
+        if the device already has it."""
+
+    @abstractmethod
+    def benchmark_batch(
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+    ) -> Iterator[BenchmarkResult]:
+        """Benchmark models already put, yielding one result per item as it finishes.
+
+        A model that fails yields a result with ``error`` set; the batch goes on.
+        Losing the device raises :class:`edgelat.errors.AgentUnreachable` or
+        :class:`edgelat.errors.DeviceError`.
+        """
+
+    def benchmark(
+        self, item: BenchmarkItem, config: RuntimeConfig, protocol: MeasurementProtocol
+    ) -> BenchmarkResult:
+        """One model (a batch of one)."""
+        return next(iter(self.benchmark_batch([item], config, protocol)))
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> "DeviceClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_item(
+    backend: Backend,
+    cache: ModelCache,
+    item: BenchmarkItem,
+    config: RuntimeConfig,
+    protocol: MeasurementProtocol,
+) -> BenchmarkResult:
+    """Run one batch item on a backend, turning input errors into a per-item error.
+
+    Shared by :class:`LocalClient` and the gRPC agent service so both report
+    failures the same way.
+    """
+    path = cache.path(item.model_sha256)
+    if path is None:
+        return BenchmarkResult(
+            model_sha256=item.model_sha256, config=config, tag=item.tag,
+            error=f"model {item.model_sha256[:12]} is not on the device (put it first)",
+        )
+    if item.model_format not in ("onnx", "tflite"):
+        raise BadInput(f"unknown model format {item.model_format!r}")
+    try:
+        result = backend.benchmark(path, item.model_format, config, protocol)
+    except EdgelatError as exc:
+        return BenchmarkResult(model_sha256=item.model_sha256, config=config, tag=item.tag, error=str(exc))
+    result.tag = item.tag
+    result.model_sha256 = item.model_sha256
+    if not result.agent_version:
+        result.agent_version = __version__
+    return result
+
+
+class LocalClient(DeviceClient):
+    """A device reached in this process (the ``local`` device, an in-process ADB bridge)."""
+
+    def __init__(self, backend: Backend, cache_dir: str | Path | None = None) -> None:
+        self.backend = backend
+        self._tmp = None
+        if cache_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgelat-local-")
+            cache_dir = self._tmp.name
+        self.cache = ModelCache(cache_dir)
+
+    def describe(self) -> dict[str, Any]:
+        return self.backend.describe()
+
+    def put_model(self, data: bytes) -> str:
+        return self.cache.put(data)
+
+    def benchmark_batch(
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+    ) -> Iterator[BenchmarkResult]:
+        for item in items:
+            yield run_item(self.backend, self.cache, item, config, protocol)
+
+    def close(self) -> None:
+        self.backend.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -1,0 +1,15 @@
+"""The ``edgelat`` command line: a thin click layer over the library."""
+
+from edgelat.cli.base import main
+
+# Each module attaches its commands to the groups in ``base``.
+from edgelat.cli import agent as _agent  # noqa: F401,E402
+from edgelat.cli import devices as _devices  # noqa: F401,E402
+from edgelat.cli import phone as _phone  # noqa: F401,E402
+from edgelat.cli import profile as _profile  # noqa: F401,E402
+from edgelat.cli import lut as _lut  # noqa: F401,E402
+from edgelat.cli import predict as _predict  # noqa: F401,E402
+from edgelat.cli import search as _search  # noqa: F401,E402
+from edgelat.cli import quickstart as _quickstart  # noqa: F401,E402
+
+__all__ = ["main"]

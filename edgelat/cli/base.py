@@ -1,0 +1,107 @@
+"""Click groups and the options every command shares.
+
+Command modules (``edgelat/cli/<area>.py``) attach their commands to the
+groups defined here; heavy libraries are imported inside the command
+functions so that ``edgelat --help`` and ``edgelat agent serve`` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from edgelat.errors import EdgelatError
+
+
+class EdgelatGroup(click.Group):
+    """A group that turns :class:`EdgelatError` into a one-line message and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgelatError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=EdgelatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgelat")
+def main() -> None:
+    """edgelat: measure how fast neural networks really run on real devices.
+
+    Profile operators and whole models on phones, boards and GPU hosts, keep the
+    results in per-device lookup tables, predict latency, and search for
+    architectures that fit a latency budget on a named device.
+
+    \b
+    Example (this machine, no agent needed):
+      edgelat quickstart
+      edgelat profile ops --device local --preset smoke
+    """
+
+
+@main.group(cls=EdgelatGroup)
+def agent() -> None:
+    """Run the device-side agent (board/GPU host) or the ADB bridge (phone)."""
+
+
+@main.group(cls=EdgelatGroup)
+def devices() -> None:
+    """Register, list, show and remove named devices."""
+
+
+@main.group(cls=EdgelatGroup)
+def profile() -> None:
+    """Measure operators or whole models on a device into its lookup table."""
+
+
+@main.group(cls=EdgelatGroup)
+def lut() -> None:
+    """Show, export and import the per-device latency/energy tables."""
+
+
+@main.group(cls=EdgelatGroup)
+def predictor() -> None:
+    """Build, fit and evaluate latency predictors for a device."""
+
+
+def json_option(f: Callable) -> Callable:
+    """``--json``: print machine-readable output on stdout (nothing else there)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout, for piping.")(f)
+
+
+def runtime_options(f: Callable) -> Callable:
+    """``--runtime``/``--threads``/``--provider``: which runtime config a row belongs to."""
+
+    @click.option(
+        "--runtime",
+        type=click.Choice(["onnxruntime", "litert", "tflite-runtime"]),
+        default="onnxruntime",
+        show_default=True,
+        help="Runtime that runs the model on the device.",
+    )
+    @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="Intra-op threads.")
+    @click.option(
+        "--provider",
+        default="cpu",
+        show_default=True,
+        help="onnxruntime execution provider (cpu, cuda, tensorrt) or LiteRT delegate (cpu, xnnpack, gpu).",
+    )
+    @functools.wraps(f)
+    def wrapper(*args: Any, runtime: str, threads: int, provider: str, **kwargs: Any) -> Any:
+        from edgelat.agents.types import RuntimeConfig
+
+        kwargs["runtime_config"] = RuntimeConfig(runtime=runtime, threads=threads, provider=provider)
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document to stdout."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
