@@ -18,6 +18,7 @@ from edgelat import __version__
 from edgelat.agents.backend import Backend
 from edgelat.agents.cache import ModelCache
 from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat import errors
 from edgelat.errors import BadInput, EdgelatError
 
 
@@ -76,14 +77,15 @@ def run_item(
     if path is None:
         return BenchmarkResult(
             model_sha256=item.model_sha256, config=config, tag=item.tag,
-            error=f"model {item.model_sha256[:12]} is not on the device (put it first)",
+            error=errors.describe(BadInput(f"model {item.model_sha256[:12]} is not on the device (put it first)")),
         )
     if item.model_format not in ("onnx", "tflite"):
         raise BadInput(f"unknown model format {item.model_format!r}")
     try:
         result = backend.benchmark(path, item.model_format, config, protocol)
     except EdgelatError as exc:
-        return BenchmarkResult(model_sha256=item.model_sha256, config=config, tag=item.tag, error=str(exc))
+        # "ClassName: message", so the host can raise the same error class (errors.revive)
+        return BenchmarkResult(model_sha256=item.model_sha256, config=config, tag=item.tag, error=errors.describe(exc))
     result.tag = item.tag
     result.model_sha256 = item.model_sha256
     if not result.agent_version:

@@ -153,14 +153,16 @@ class Registry:
         with self.db.conn:
             self.db["devices"].delete(name)
 
-    def connect(self, name: str) -> DeviceClient:
-        """A client for the device, by its transport."""
-        return connect(self.get(name))
+    def connect(self, name: str, **overrides: Any) -> DeviceClient:
+        """A client for the device, by its transport (``overrides`` such as
+        ``runner="python"`` replace transport keys for this connection only)."""
+        return connect(self.get(name), **overrides)
 
 
-def connect(device: Device) -> DeviceClient:
+def connect(device: Device, **overrides: Any) -> DeviceClient:
     """Open a :class:`DeviceClient` for a registered device."""
-    t = device.transport.get("type")
+    transport = {**device.transport, **{k: v for k, v in overrides.items() if v is not None}}
+    t = transport.get("type")
     if t == "local":
         from edgelat.agents.client import LocalClient
         from edgelat.agents.local import LocalBackend
@@ -169,11 +171,11 @@ def connect(device: Device) -> DeviceClient:
     if t == "agent":
         from edgelat.agents.remote import GrpcClient
 
-        return GrpcClient.from_transport(device.transport)
+        return GrpcClient.from_transport(transport)
     if t == "adb":
         from edgelat.agents.adb.bridge import client_for
 
-        return client_for(device.transport, device.facts)
+        return client_for(transport, device.facts)
     if t == "imported":
         raise DeviceError(
             f"device {device.name!r} is known only from imported measurements; it cannot run models"

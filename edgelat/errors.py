@@ -45,3 +45,26 @@ class RuntimeUnavailable(EdgelatError):
 
 class DeviceError(EdgelatError):
     """The device failed while running a job (disconnect, timeout, runner crash)."""
+
+
+def describe(exc: EdgelatError) -> str:
+    """Serialise an error as ``"ClassName: message"`` so it survives any transport
+    (a per-item error in a gRPC batch) and can be raised again as the same class."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def revive(text: str) -> EdgelatError:
+    """The inverse of :func:`describe`: rebuild the error class from its text
+    (unknown or missing class names give a plain :class:`DeviceError`)."""
+    name, sep, message = text.partition(": ")
+    cls = _BY_NAME.get(name) if sep else None
+    if cls is None:
+        return DeviceError(text)
+    return cls(message)
+
+
+_BY_NAME: dict[str, type[EdgelatError]] = {
+    c.__name__: c
+    for c in (UnknownDevice, UnknownPreset, BadInput, CorruptModel, AgentUnreachable, AuthFailed,
+              RuntimeUnavailable, DeviceError)
+}

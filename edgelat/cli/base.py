@@ -105,3 +105,47 @@ def emit_json(data: Any) -> None:
     """Write one JSON document to stdout."""
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def protocol_options(f: Callable) -> Callable:
+    """Measurement protocol knobs; gives the command a ``protocol`` kwarg."""
+
+    @click.option("--target-ci", type=click.FloatRange(0.001, 1.0), default=0.02, show_default=True,
+                  help="Stop when the 95% CI of the median is within this fraction of it.")
+    @click.option("--max-seconds", type=click.FloatRange(0.05, 3600), default=10.0, show_default=True,
+                  help="Time cap per model; a row stopped by the cap above target is flagged unstable.")
+    @click.option("--warmup", type=click.IntRange(0, 10000), default=5, show_default=True, help="Warm-up runs.")
+    @click.option("--min-runs", type=click.IntRange(1, 100000), default=10, show_default=True,
+                  help="Measured runs before the CI is first checked.")
+    @functools.wraps(f)
+    def wrapper(*args: Any, target_ci: float, max_seconds: float, warmup: int, min_runs: int, **kwargs: Any) -> Any:
+        from edgelat.agents.types import MeasurementProtocol
+
+        kwargs["protocol"] = MeasurementProtocol(
+            warmup=warmup, min_runs=min_runs, target_rel_ci=target_ci, max_seconds=max_seconds
+        )
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def open_registry() -> Any:
+    """The embedded database and its registry (``(db, registry)``)."""
+    from edgelat.devices.registry import Registry
+    from edgelat.lut.store import open_db
+
+    db = open_db()
+    return db, Registry(db)
+
+
+def stderr_console() -> Any:
+    """A rich console on stderr: progress and tables never pollute ``--json`` stdout."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console()

@@ -1,1 +1,81 @@
-"""Commands: filled in by its owner."""
+"""``edgelat lut``: show and export a device's latency/energy table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgelat.cli.base import emit_json, json_option, lut, open_registry, stdout_console
+
+
+@lut.command("show")
+@click.option("--device", required=True, help="Device name.")
+@click.option("--op", default=None, help="Only this operator type (conv2d, dwconv2d, mbconv, ...).")
+@click.option("--models", is_flag=True, help="Show whole-model rows instead of kernel rows.")
+@json_option
+def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
+    """Show the measured rows of a device's table.
+
+    Unstable rows (the confidence target was not reached) are marked, energy is
+    blank where the device had no sensor (the note says why).
+
+    \b
+    Examples:
+      edgelat lut show --device local --op conv2d
+      edgelat lut show --device rpi5 --json | jq '.[] | select(.stable == 0)'
+    """
+    from edgelat.lut.table import table_rows
+
+    db, registry = open_registry()
+    registry.get(device)
+    rows = table_rows(db, device, op=op, models=models)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"no {'model' if models else 'kernel'} rows for {device}"
+                   f"{' and op ' + op if op else ''}: run 'edgelat profile {'model' if models else 'ops'} --device {device}'",
+                   err=True)
+        return
+    from rich.table import Table
+
+    name_col = "model" if models else "kernel"
+    table = Table(name_col, "runtime", "median ms", "p10", "p90", "n", "stable", "energy mJ",
+                  title=f"{device}: {len(rows)} {name_col} rows")
+    for r in rows:
+        energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "-"
+        table.add_row(
+            r.get("model_name") or r.get("model_ref") if models else r["kernel_key"],
+            f"{r['runtime']} t{r['threads']} {r['provider']}",
+            f"{r['median_ms']:.4f}", f"{r['p10_ms']:.4f}", f"{r['p90_ms']:.4f}", str(r["n"]),
+            "yes" if r["stable"] else "[red]no[/red]", energy,
+        )
+    stdout_console().print(table)
+    notes = sorted({r["energy_note"] for r in rows if r["energy_mj"] is None and r["energy_note"]})
+    for note in notes:
+        click.echo(f"energy: {note}")
+
+
+@lut.command("export")
+@click.option("--device", required=True, help="Device name.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .csv, .parquet or .json (format from the extension).")
+@click.option("--models", is_flag=True, help="Export whole-model rows instead of kernel rows.")
+def export(device: str, out: str, models: bool) -> None:
+    """Export a device's table to CSV, Parquet or JSON.
+
+    The file is written next to its destination and renamed into place, so a full
+    disk or an interrupted export never leaves a half-written table.
+
+    \b
+    Examples:
+      edgelat lut export --device rpi5 --out rpi5.csv
+      edgelat lut export --device rpi5 --out rpi5.parquet
+    """
+    from edgelat.lut.table import export_table
+
+    db, registry = open_registry()
+    registry.get(device)
+    count = export_table(db, device, Path(out), models=models)
+    click.echo(f"wrote {count} rows to {out}")

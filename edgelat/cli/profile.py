@@ -1,1 +1,202 @@
-"""Commands: filled in by its owner."""
+"""``edgelat profile``: measure operators or whole models on a device into its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgelat.cli.base import (
+    emit_json,
+    json_option,
+    open_registry,
+    profile,
+    protocol_options,
+    runtime_options,
+    stderr_console,
+    stdout_console,
+)
+from edgelat.errors import BadInput, DeviceError
+
+RUNNERS = ["benchmark_model", "ort-perf-test", "python"]
+_runner_option = click.option(
+    "--runner",
+    type=click.Choice(RUNNERS),
+    default=None,
+    help="Phones only: the on-device runner (default: the one chosen at register-phone).",
+)
+
+
+def _progress_bar(total: int, quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]profiling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=stderr_console(),
+        disable=quiet,
+        transient=True,
+    )
+
+
+def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any, force: bool,
+                   runner: str | None = None, quiet: bool = False) -> Any:
+    """Profile ``specs`` on ``device`` with a progress bar on stderr (shared with quickstart)."""
+    from edgelat.profiler.jobs import profile_kernels
+
+    db, registry = open_registry()
+    registry.get(device)
+    with registry.connect(device, runner=runner) as client:
+        with _progress_bar(len(specs), quiet) as bar:
+            task = bar.add_task("", total=len(specs))
+
+            def on_result(done: int, total: int, key: str, result: Any) -> None:
+                bar.update(task, completed=done, description=key[:48])
+
+            summary = profile_kernels(db, device, client, specs, runtime_config, protocol, force=force,
+                                      progress=on_result)
+    registry.touch(device, "lost" if summary.interrupted else "available")
+    return summary
+
+
+def _print_summary(summary: Any) -> None:
+    err = stderr_console()
+    err.print(
+        f"{summary.device}: {summary.measured} measured, {summary.skipped} already in the table, "
+        f"{len(summary.failed)} failed, {summary.unstable} flagged unstable "
+        f"({summary.wall_seconds:.1f} s wall, {summary.measured_seconds:.1f} s inside measured runs)"
+    )
+    for key, error in summary.failed[:10]:
+        err.print(f"  failed {key}: {error}")
+
+
+@profile.command("ops")
+@click.option("--device", required=True, help="Device name (see 'edgelat devices list'; 'local' is this machine).")
+@click.option("--preset", default=None, help="Operator preset: mobilenet (default) or smoke.")
+@click.option("--ops", "ops_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML/JSON list of kernel specs (dicts or canonical keys) instead of a preset.")
+@click.option("--force", is_flag=True, help="Measure again kernels already in the table.")
+@runtime_options
+@protocol_options
+@_runner_option
+@json_option
+def ops(device: str, preset: str | None, ops_file: str | None, force: bool, runtime_config: Any, protocol: Any,
+        runner: str | None, as_json: bool) -> None:
+    """Profile operators (kernels) on a device into its lookup table.
+
+    Kernels already measured for this device and runtime config are skipped, so an
+    interrupted run finishes where it stopped when you run it again.
+
+    \b
+    Examples:
+      edgelat profile ops --device local --preset smoke
+      edgelat profile ops --device rpi5 --preset mobilenet --runtime litert --threads 4 --json
+      edgelat profile ops --device pixel7 --preset mobilenet --runner benchmark_model
+    """
+    from edgelat.profiler.ops import load_specs
+    from edgelat.profiler.presets import get_preset
+
+    if preset and ops_file:
+        raise BadInput("give either --preset or --ops, not both")
+    specs = load_specs(ops_file) if ops_file else get_preset(preset or "mobilenet")
+    summary = run_kernel_job(device, specs, runtime_config, protocol, force, runner=runner, quiet=as_json)
+    if as_json:
+        emit_json(summary.to_dict())
+    else:
+        _print_summary(summary)
+    if summary.interrupted:
+        raise DeviceError(summary.interrupted)
+    if summary.failed and not summary.measured and not summary.skipped:
+        raise DeviceError(f"every kernel failed; first error: {summary.failed[0][1]}")
+
+
+def model_format_of(path: Path) -> str:
+    """The model format, from the file name (a clear error for anything else)."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".tflite":
+        return "tflite"
+    raise BadInput(f"{path}: unknown model format {suffix or '(no extension)'}: expected .onnx or .tflite")
+
+
+def result_json(device: str, result: Any, model_ref: str, path: str) -> dict[str, Any]:
+    """The ``profile model --json`` object (its keys are a documented contract)."""
+    lat = result.latency
+    return {
+        "device": device,
+        "model": path,
+        "model_ref": model_ref,
+        "runtime": result.config.runtime,
+        "runtime_version": result.config.version,
+        "provider": result.config.provider,
+        "threads": result.config.threads,
+        "latency_ms": {
+            "median": lat.median, "mean": lat.mean, "std": lat.std,
+            "p10": lat.p10, "p90": lat.p90, "n": lat.n,
+        },
+        "stable": lat.stable,
+        "rel_ci": lat.rel_ci,
+        "session_ms": result.session_ms,
+        "first_run_ms": result.first_run_ms,
+        "energy_mj": result.energy_mj,
+        "energy_note": result.energy_note or None,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "environment": result.environment,
+        "agent_version": result.agent_version,
+    }
+
+
+@profile.command("model")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--device", required=True, help="Device name ('local' is this machine).")
+@runtime_options
+@protocol_options
+@_runner_option
+@json_option
+def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, as_json: bool) -> None:
+    """Profile a whole model file (.onnx or .tflite) on a device.
+
+    The runtime defaults to onnxruntime for .onnx and LiteRT for .tflite.
+
+    \b
+    Examples:
+      edgelat profile model net.onnx --device local --json
+      edgelat profile model net.tflite --device rpi5 --threads 4
+      edgelat profile model net.tflite --device pixel7 --runner benchmark_model --json
+    """
+    import dataclasses
+
+    from edgelat.profiler.jobs import model_ref_for, profile_model
+
+    file = Path(path)
+    fmt = model_format_of(file)
+    if click.get_current_context().get_parameter_source("runtime").name == "DEFAULT" and fmt == "tflite":
+        runtime_config = dataclasses.replace(runtime_config, runtime="litert")
+    if runtime_config.model_format != fmt:
+        raise BadInput(f"{file.name} is a {fmt} model but runtime {runtime_config.runtime} runs "
+                       f"{runtime_config.model_format} models")
+    data = file.read_bytes()
+    if not data:
+        raise BadInput(f"{file}: the file is empty")
+    db, registry = open_registry()
+    registry.get(device)
+    with registry.connect(device, runner=runner) as client:
+        result = profile_model(db, device, client, data, fmt, runtime_config, protocol,
+                               model_ref=model_ref_for(data), name=file.name)
+    registry.touch(device, "available")
+    out = result_json(device, result, model_ref_for(data), str(file))
+    if as_json:
+        emit_json(out)
+        return
+    lat = out["latency_ms"]
+    energy = f"{out['energy_mj']:.3f} mJ" if out["energy_mj"] is not None else f"n/a ({out['energy_note']})"
+    stdout_console().print(
+        f"{file.name} on {device} ({out['runtime']} {out['runtime_version']}, {out['threads']} thread(s)): "
+        f"median {lat['median']:.3f} ms (p10 {lat['p10']:.3f}, p90 {lat['p90']:.3f}, n={lat['n']}"
+        f"{'' if out['stable'] else ', UNSTABLE'}), energy {energy}"
+    )

@@ -1,0 +1,85 @@
+"""The small interface every in-process inference runtime implements.
+
+A :class:`Runtime` knows whether it is installed, its version and which
+providers (onnxruntime execution providers, LiteRT delegates) work here; it
+loads a model into a :class:`Session` that runs one inference per ``run()``
+call on inputs made once at load time, so the timing loop measures inference
+and nothing else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelat.agents.types import RuntimeConfig
+
+
+class Session(ABC):
+    """A loaded model, ready to run on pre-made random inputs."""
+
+    #: Wall time to create the session (load, optimize, allocate), in ms.
+    session_ms: float = 0.0
+    #: The provider/delegate that really runs the model (after fallbacks).
+    provider: str = ""
+
+    @abstractmethod
+    def run(self) -> None:
+        """One inference."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the runtime's resources."""
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Runtime(ABC):
+    """An inference runtime usable in this process."""
+
+    name: str = ""
+    model_format: str = ""
+
+    @abstractmethod
+    def available(self) -> bool:
+        """True when the runtime's Python package imports here."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """The installed version ("" when not available)."""
+
+    @abstractmethod
+    def providers(self) -> list[str]:
+        """Short names of the providers/delegates usable here (e.g. "cpu", "cuda")."""
+
+    @abstractmethod
+    def load(self, model_path: Path, config: RuntimeConfig) -> Session:
+        """Load a model; raises CorruptModel, RuntimeUnavailable or BadInput."""
+
+
+def random_input(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> np.ndarray:
+    """A random tensor of ``shape``/``dtype``: floats in [-1, 1), integers in {0, 1}.
+
+    Small integers keep index-like inputs (Gather, embedding ids) in range.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return rng.uniform(-1.0, 1.0, size=shape).astype(dt)
+    if dt.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(dt)
+    if dt.kind in "iu":
+        return rng.integers(0, 2, size=shape).astype(dt)
+    raise ValueError(f"unsupported input dtype {dt}")
+
+
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """The runtime's error shortened to one line (runtimes often print pages)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,165 @@
+"""onnxruntime in this process, one execution provider per session.
+
+Sessions are sequential with ``intra_op_num_threads = config.threads`` and one
+inter-op thread, so ``threads`` means the same thing on every device. The
+provider asked for must really run the model: onnxruntime silently falls back
+to CPU when a GPU provider fails to initialize, and a CPU number filed under
+"cuda" would poison the table, so that case raises RuntimeUnavailable.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelat.agents.runtimes.base import Runtime, Session, random_input, short_reason
+from edgelat.agents.types import RuntimeConfig
+from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
+
+# short provider name -> onnxruntime execution provider
+PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+}
+_SHORT = {v: k for k, v in PROVIDERS.items()}
+# Providers that are not local compute devices and never appear in providers().
+_NOT_COMPUTE = {"AzureExecutionProvider"}
+
+# onnxruntime type string -> numpy dtype
+_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
+    "tensor(uint16)": np.uint16,
+    "tensor(int32)": np.int32,
+    "tensor(uint32)": np.uint32,
+    "tensor(int64)": np.int64,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+class OrtSession(Session):
+    """An ``InferenceSession`` plus one set of random inputs."""
+
+    def __init__(self, sess: Any, feeds: dict[str, np.ndarray], session_ms: float, provider: str) -> None:
+        self._sess = sess
+        self._feeds = feeds
+        self._outputs = [o.name for o in sess.get_outputs()]
+        self.session_ms = session_ms
+        self.provider = provider
+
+    def run(self) -> None:
+        self._sess.run(self._outputs, self._feeds)
+
+    def close(self) -> None:
+        self._sess = None
+        self._feeds = {}
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    model_format = "onnx"
+
+    def available(self) -> bool:
+        try:
+            _ort()
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str:
+        return _ort().__version__ if self.available() else ""
+
+    def providers(self) -> list[str]:
+        if not self.available():
+            return []
+        return [_SHORT.get(p, p) for p in _ort().get_available_providers() if p not in _NOT_COMPUTE]
+
+    def _provider_list(self, provider: str, precision: str) -> list[Any]:
+        """The provider list for a session: the one asked for, then its fallbacks."""
+        ort = _ort()
+        full = PROVIDERS.get(provider.lower(), provider)
+        available = ort.get_available_providers()
+        if full not in available or full in _NOT_COMPUTE:
+            usable = ", ".join(self.providers())
+            raise RuntimeUnavailable(
+                f"onnxruntime provider {provider!r} is not available here (available: {usable}); "
+                f"install the onnxruntime build that has it or pick another --provider"
+            )
+        chain: list[Any] = []
+        if full == "TensorrtExecutionProvider":
+            chain.append((full, {"trt_fp16_enable": precision == "fp16"}))
+            if "CUDAExecutionProvider" in available:
+                chain.append("CUDAExecutionProvider")
+        else:
+            chain.append(full)
+        if full != "CPUExecutionProvider":
+            chain.append("CPUExecutionProvider")
+        return chain
+
+    def load(self, model_path: Path, config: RuntimeConfig) -> OrtSession:
+        if not self.available():
+            raise RuntimeUnavailable("onnxruntime is not installed here (pip install onnxruntime)")
+        ort = _ort()
+        path = Path(model_path)
+        if not path.is_file():
+            raise BadInput(f"model file not found: {path}")
+        if config.threads < 0:
+            raise BadInput(f"threads must be >= 0 (0 = runtime default), got {config.threads}")
+        chain = self._provider_list(config.provider, config.precision)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(config.threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3  # errors only; the reason goes into our exception
+        t0 = time.perf_counter_ns()
+        try:
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=chain)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            if type(exc).__name__ == "EPFail":
+                raise RuntimeUnavailable(
+                    f"onnxruntime provider {config.provider!r} failed to start: {short_reason(exc)}"
+                ) from None
+            raise CorruptModel(f"onnxruntime cannot load {path.name}: {short_reason(exc)}") from None
+        session_ms = (time.perf_counter_ns() - t0) / 1e6
+        wanted = chain[0][0] if isinstance(chain[0], tuple) else chain[0]
+        used = sess.get_providers()
+        if not used or used[0] != wanted:
+            raise RuntimeUnavailable(
+                f"onnxruntime provider {config.provider!r} did not initialize (session fell back to "
+                f"{', '.join(used) or 'nothing'}); check the GPU driver/CUDA libraries"
+            )
+        rng = np.random.default_rng(0)
+        feeds: dict[str, np.ndarray] = {}
+        for inp in sess.get_inputs():
+            dtype = _DTYPES.get(inp.type)
+            if dtype is None:
+                raise BadInput(f"model input {inp.name!r} has type {inp.type}, which edgelat cannot feed")
+            # symbolic or unknown dimensions (batch, sequence) are fed as 1
+            shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape)
+            feeds[inp.name] = random_input(shape, dtype, rng)
+        return OrtSession(sess, feeds, session_ms, _SHORT.get(wanted, wanted))

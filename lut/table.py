@@ -1,0 +1,71 @@
+"""Reading a device's table for people and other tools: rows for display, exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edgelat.errors import BadInput, EdgelatError
+
+EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json"}
+
+
+def table_rows(
+    db: sqlite_utils.Database, device: str, op: str | None = None, models: bool = False
+) -> list[dict[str, Any]]:
+    """The device's kernel rows (or model rows) with JSON columns decoded."""
+    if models:
+        where, params = "device = ?", [device]
+        rows = db["model_measurements"].rows_where(where, params, order_by="model_ref, config_key")
+    else:
+        where = "device = ?" + (" and op = ?" if op else "")
+        params = [device] + ([op] if op else [])
+        rows = db["kernel_measurements"].rows_where(where, params, order_by="op, kernel_key, config_key")
+    out = []
+    for r in rows:
+        r = dict(r)
+        r["environment"] = json.loads(r.pop("environment_json") or "{}")
+        if "spec_json" in r:
+            r["spec"] = json.loads(r.pop("spec_json") or "{}")
+        out.append(r)
+    return out
+
+
+def export_table(db: sqlite_utils.Database, device: str, out: Path, models: bool = False) -> int:
+    """Write the device's table to ``out`` (format by extension) atomically; returns the row count."""
+    import pandas as pd
+
+    fmt = EXPORT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise BadInput(f"{out}: unknown export format {out.suffix or '(none)'}: use .csv, .parquet or .json")
+    rows = table_rows(db, device, models=models)
+    frame = pd.DataFrame(rows)
+    for col in ("environment", "spec"):
+        if col in frame:
+            frame[col] = frame[col].map(lambda v: json.dumps(v, sort_keys=True))
+    directory = out.resolve().parent
+    if not directory.is_dir():
+        raise BadInput(f"{out}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_json(tmp, orient="records", indent=2)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise EdgelatError(f"could not write {out}: {exc.strerror or exc}") from exc
+    except ImportError as exc:
+        raise EdgelatError(f"parquet export needs pyarrow: pip install pyarrow ({exc})") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(frame)
