@@ -93,9 +93,10 @@ def run_protocol(
 ) -> tuple[list[float], dict]:
     """Warm up, then time ``run_once`` call by call until the median is pinned down.
 
-    * ``warmup`` untimed runs first (cut short if they alone pass ``max_seconds``,
-      after at least one), then ``before_steady()`` if given (the local backend
-      starts its energy meter there so energy covers the steady loop only).
+    * ``warmup`` untimed runs first (cut short once they pass ``max_seconds``,
+      after at least one; the steady loop then gets its own ``max_seconds``),
+      then ``before_steady()`` if given (the local backend starts its energy
+      meter there so energy covers the steady loop only).
     * Each steady run is timed on its own with ``clock`` (integer nanoseconds).
     * From ``min_runs`` on, the CI is checked every few runs (every ~10% of the
       samples so far, so checking stays cheap); the loop stops when

@@ -86,17 +86,38 @@ class GrpcClient(DeviceClient):
     # -- connection and error mapping -------------------------------------------------
 
     def _connect(self) -> None:
-        """Fail fast, with a clear message, when nothing answers at the address."""
+        """Fail fast, with a clear message, when nothing answers at the address.
+
+        Waits for the channel to be ready, but gives up at once when the first
+        connection attempt fails (refused port, TLS handshake failure) instead
+        of retrying until the timeout.
+        """
         if self._ready:
             return
+        future = grpc.channel_ready_future(self._channel)
+        failed: list[bool] = []
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                failed.append(True)
+                future.cancel()
+
+        self._channel.subscribe(watch)
+        hint = " (check that the agent serves TLS with a certificate this CA signed)" if self.tls else ""
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=self.timeout_s)
+            future.result(timeout=self.timeout_s)
+        except grpc.FutureCancelledError:
+            raise AgentUnreachable(
+                f"agent at {self.address} did not answer: the connection failed{hint}; "
+                "is `edgelat agent serve` running there and the port reachable?"
+            ) from None
         except grpc.FutureTimeoutError:
-            hint = " (check that the agent serves TLS with a certificate signed by this CA)" if self.tls else ""
             raise AgentUnreachable(
                 f"agent at {self.address} did not answer within {self.timeout_s:g} s{hint}: "
                 "is `edgelat agent serve` running there and the port reachable?"
             ) from None
+        finally:
+            self._channel.unsubscribe(watch)
         self._ready = True
 
     def _error(self, exc: grpc.RpcError, during: str) -> Exception:

@@ -41,7 +41,8 @@ from edgelat.agents.types import (
     MeasurementProtocol,
     RuntimeConfig,
 )
-from edgelat.errors import BadInput, EdgelatError
+from edgelat import errors
+from edgelat.errors import BadInput, DeviceError, EdgelatError
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
 
@@ -55,7 +56,9 @@ CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 64 << 20
 # Clients send keepalive pings during long benchmarks (no data flows while the
 # device measures); the server must accept them or it would drop the stream.
+# No SO_REUSEPORT: a second agent on a port in use must fail, not silently share it.
 SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -189,7 +192,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 log.exception("backend failed on model %s", item.model_sha256[:12])
                 return BenchmarkResult(
                     model_sha256=item.model_sha256, config=config, tag=item.tag, agent_version=__version__,
-                    error=f"agent backend failed: {type(exc).__name__}: {exc}",
+                    error=errors.describe(DeviceError(f"agent backend failed: {type(exc).__name__}: {exc}")),
                 )
 
 

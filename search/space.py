@@ -60,35 +60,46 @@ class SearchSpace(ABC):
         """Number of choices of each gene, shape ``(dim,)``."""
         return np.array([len(c) for c in self.choices], dtype=np.int64)
 
+    @cached_property
+    def _cards16(self) -> np.ndarray:
+        return self.cardinalities.astype(np.uint16)
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` uniformly random genotypes, shape ``(n, dim)``."""
-        return rng.integers(0, self.cardinalities, size=(int(n), self.dim)).astype(GENE_DTYPE)
+        return (rng.random((int(n), self.dim)) * self.cardinalities).astype(GENE_DTYPE)
 
     def mutate(self, rng: np.random.Generator, pop: np.ndarray, prob: float) -> np.ndarray:
         """A copy of ``pop`` where each gene is resampled with probability ``prob``
         (OFA's mutation: a resampled gene may draw its old value again)."""
         pop = self.check(pop)
-        mask = rng.random(pop.shape) < prob
-        fresh = rng.integers(0, self.cardinalities, size=pop.shape)
-        return np.where(mask, fresh, pop).astype(GENE_DTYPE)
+        u = rng.random(pop.shape)
+        mask = u < prob
+        # given u < prob, u / prob is uniform on [0, 1): one draw decides both
+        fresh = np.minimum(u * (self.cardinalities / max(prob, 1e-12)), self.cardinalities - 1)
+        return np.where(mask, fresh.astype(GENE_DTYPE), pop)
 
     def crossover(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Uniform crossover: each gene from ``a`` or ``b`` with equal chance (row-wise pairs)."""
         a, b = self.check(a), self.check(b)
         if a.shape != b.shape:
             raise ValueError(f"crossover parents differ in shape: {a.shape} vs {b.shape}")
-        return np.where(rng.random(a.shape) < 0.5, a, b).astype(GENE_DTYPE)
+        return np.where(rng.random(a.shape) < 0.5, a, b)
 
     def check(self, pop: np.ndarray) -> np.ndarray:
-        """``pop`` as an ``(n, dim)`` genotype array; BadInput when out of range."""
+        """``pop`` as an ``(n, dim)`` int16 genotype array; BadInput when out of range."""
         arr = np.asarray(pop)
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise BadInput(f"{self.name}: a genotype has {self.dim} genes, got shape {np.shape(pop)}")
-        if arr.size and (arr.min() < 0 or (arr >= self.cardinalities).any()):
+        if arr.dtype != GENE_DTYPE:
+            if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(GENE_DTYPE).max):
+                raise BadInput(f"{self.name}: genotype gene index out of range")
+            arr = arr.astype(GENE_DTYPE)
+        # negatives wrap to large values as uint16: one comparison checks both ends
+        if (arr.view(np.uint16) >= self._cards16).any():
             raise BadInput(f"{self.name}: genotype gene index out of range")
-        return arr.astype(GENE_DTYPE, copy=False)
+        return arr
 
     def values(self, g: np.ndarray) -> list[Any]:
         """The chosen values of one genotype (gene indices mapped through ``choices``)."""
@@ -165,20 +176,32 @@ class SearchSpace(ABC):
             raise ValueError(f"table has {table.shape[0]} values, the vocabulary {n_vocab}")
         return table[self.kernel_ids(pop)].sum(axis=1)
 
+    def figures(self, pop: np.ndarray) -> dict[str, np.ndarray]:
+        """FLOPs, params and the memory estimate of each architecture, from one
+        :meth:`kernel_ids` call (what search needs every generation)."""
+        ids = self.kernel_ids(pop)
+        fig = self._vocab_figures
+        params = fig["params"][ids].sum(axis=1)
+        return {
+            "flops": fig["flops"][ids].sum(axis=1),
+            "params": params,
+            "memory_bytes": 4 * params + fig["act_bytes"][ids].max(axis=1),
+        }
+
     def flops(self, pop: np.ndarray) -> np.ndarray:
-        """FLOPs of each architecture (sum of its kernels' ``KernelSpec.flops()``)."""
+        """FLOPs of each architecture (sum of its kernels' ``KernelSpec.flops()``:
+        2 x multiply-accumulates for convs and fc, see :mod:`edgelat.profiler.ops`)."""
         return self.gather(self._vocab_figures["flops"], pop)
 
     def params(self, pop: np.ndarray) -> np.ndarray:
-        """Parameters (weights + biases) of each architecture."""
+        """Parameters (weights + biases, batch-norm folded) of each architecture."""
         return self.gather(self._vocab_figures["params"], pop)
 
     def memory(self, pop: np.ndarray) -> np.ndarray:
         """Estimated inference memory in bytes (fp32): all weights plus the largest
         single kernel's input+output activations. An estimate from shapes, not a
         measurement; outputs label it as such."""
-        act = self._vocab_figures["act_bytes"][self.kernel_ids(pop)].max(axis=1)
-        return 4 * self.params(pop) + act
+        return self.figures(pop)["memory_bytes"]
 
     # ---------------------------------------------------------------- export
     def export(self, g: np.ndarray, fmt: str, seed: int = 0) -> bytes:

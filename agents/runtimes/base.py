@@ -25,6 +25,8 @@ class Session(ABC):
     session_ms: float = 0.0
     #: The provider/delegate that really runs the model (after fallbacks).
     provider: str = ""
+    #: The random inputs every run uses, by input name.
+    inputs: dict[str, np.ndarray]
 
     @abstractmethod
     def run(self) -> None:
@@ -79,7 +81,7 @@ def random_input(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -
     raise ValueError(f"unsupported input dtype {dt}")
 
 
-def short_reason(exc: BaseException, limit: int = 160) -> str:
+def short_reason(exc: BaseException | str, limit: int = 160) -> str:
     """The runtime's error shortened to one line (runtimes often print pages)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

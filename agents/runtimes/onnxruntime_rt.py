@@ -9,6 +9,7 @@ to CPU when a GPU provider fails to initialize, and a CPU number filed under
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ _DTYPES: dict[str, Any] = {
 }
 
 
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed: ?)?")
+
+
+def _ort_reason(exc: BaseException) -> str:
+    """onnxruntime's message without its status-code prefix and the repeated path."""
+    return short_reason(_ORT_PREFIX.sub("", " ".join(str(exc).split())) or type(exc).__name__)
+
+
 def _ort():
     import onnxruntime
 
@@ -67,17 +76,16 @@ class OrtSession(Session):
 
     def __init__(self, sess: Any, feeds: dict[str, np.ndarray], session_ms: float, provider: str) -> None:
         self._sess = sess
-        self._feeds = feeds
+        self.inputs = feeds
         self._outputs = [o.name for o in sess.get_outputs()]
         self.session_ms = session_ms
         self.provider = provider
 
     def run(self) -> None:
-        self._sess.run(self._outputs, self._feeds)
+        self._sess.run(self._outputs, self.inputs)
 
     def close(self) -> None:
         self._sess = None
-        self._feeds = {}
 
 
 class OnnxRuntime(Runtime):
@@ -142,9 +150,9 @@ class OnnxRuntime(Runtime):
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             if type(exc).__name__ == "EPFail":
                 raise RuntimeUnavailable(
-                    f"onnxruntime provider {config.provider!r} failed to start: {short_reason(exc)}"
+                    f"onnxruntime provider {config.provider!r} failed to start: {_ort_reason(exc)}"
                 ) from None
-            raise CorruptModel(f"onnxruntime cannot load {path.name}: {short_reason(exc)}") from None
+            raise CorruptModel(f"onnxruntime cannot load {path.name}: {_ort_reason(exc)}") from None
         session_ms = (time.perf_counter_ns() - t0) / 1e6
         wanted = chain[0][0] if isinstance(chain[0], tuple) else chain[0]
         used = sess.get_providers()

@@ -115,14 +115,20 @@ def protocol_options(f: Callable) -> Callable:
     @click.option("--max-seconds", type=click.FloatRange(0.05, 3600), default=10.0, show_default=True,
                   help="Time cap per model; a row stopped by the cap above target is flagged unstable.")
     @click.option("--warmup", type=click.IntRange(0, 10000), default=5, show_default=True, help="Warm-up runs.")
-    @click.option("--min-runs", type=click.IntRange(1, 100000), default=10, show_default=True,
+    @click.option("--min-runs", type=click.IntRange(1, 1_000_000), default=10, show_default=True,
                   help="Measured runs before the CI is first checked.")
+    @click.option("--max-runs", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+                  help="Cap on measured runs per model.")
     @functools.wraps(f)
-    def wrapper(*args: Any, target_ci: float, max_seconds: float, warmup: int, min_runs: int, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, target_ci: float, max_seconds: float, warmup: int, min_runs: int, max_runs: int,
+                **kwargs: Any) -> Any:
         from edgelat.agents.types import MeasurementProtocol
+        from edgelat.errors import BadInput
 
+        if max_runs < min_runs:
+            raise BadInput(f"--max-runs ({max_runs}) must be at least --min-runs ({min_runs})")
         kwargs["protocol"] = MeasurementProtocol(
-            warmup=warmup, min_runs=min_runs, target_rel_ci=target_ci, max_seconds=max_seconds
+            warmup=warmup, min_runs=min_runs, max_runs=max_runs, target_rel_ci=target_ci, max_seconds=max_seconds
         )
         return f(*args, **kwargs)
 

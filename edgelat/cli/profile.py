@@ -17,7 +17,7 @@ from edgelat.cli.base import (
     stderr_console,
     stdout_console,
 )
-from edgelat.errors import BadInput, DeviceError
+from edgelat.errors import BadInput, CorruptModel, DeviceError
 
 RUNNERS = ["benchmark_model", "ort-perf-test", "python"]
 _runner_option = click.option(
@@ -186,8 +186,11 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     db, registry = open_registry()
     registry.get(device)
     with registry.connect(device, runner=runner) as client:
-        result = profile_model(db, device, client, data, fmt, runtime_config, protocol,
-                               model_ref=model_ref_for(data), name=file.name)
+        try:
+            result = profile_model(db, device, client, data, fmt, runtime_config, protocol,
+                                   model_ref=model_ref_for(data), name=file.name)
+        except CorruptModel as exc:
+            raise CorruptModel(f"{file}: {exc}") from exc
     registry.touch(device, "available")
     out = result_json(device, result, model_ref_for(data), str(file))
     if as_json:

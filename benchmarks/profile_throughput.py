@@ -1,0 +1,52 @@
+"""Profiling throughput on ``local``: kernels per minute for the mobilenet preset, and the ratio of
+wall time to the time spent inside measured runs (the overhead of building, loading, warming up).
+
+Usage: python benchmarks/profile_throughput.py [--limit N] [--runtime onnxruntime|litert]
+
+It profiles into a throw-away database, with the default measurement protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from edgelat.agents.client import LocalClient
+from edgelat.agents.local import LocalBackend
+from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.lut.store import open_db
+from edgelat.profiler.jobs import profile_kernels
+from edgelat.profiler.presets import get_preset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=0, help="profile only the first N kernels (0 = all)")
+    parser.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "litert"])
+    args = parser.parse_args()
+
+    specs = get_preset("mobilenet")
+    if args.limit:
+        specs = specs[: args.limit]
+    config = RuntimeConfig(runtime=args.runtime, threads=1)
+    protocol = MeasurementProtocol()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_db(Path(tmp) / "bench.db")
+        with LocalClient(LocalBackend()) as client:
+            summary = profile_kernels(db, "local", client, specs, config, protocol)
+        rows = list(db["kernel_measurements"].rows)
+    per_kernel_wall = summary.wall_seconds / max(summary.measured, 1)
+    print(f"preset mobilenet: {summary.requested} kernels, {summary.measured} measured, "
+          f"{len(summary.failed)} failed, {summary.unstable} unstable ({args.runtime}, 1 thread)")
+    print(f"wall time:                 {summary.wall_seconds:8.1f} s")
+    print(f"inside measured runs:      {summary.measured_seconds:8.1f} s")
+    print(f"kernels per minute:        {60.0 * summary.measured / summary.wall_seconds:8.1f}")
+    print(f"wall / measured ratio:     {summary.wall_seconds / max(summary.measured_seconds, 1e-9):8.2f}  (aim < 2)")
+    print(f"median kernel wall time:   {per_kernel_wall * 1000:8.1f} ms (mean over the batch)")
+    print(f"median samples per kernel: {statistics.median(r['n'] for r in rows):8.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Kernel-level latency predictor: one regressor per kernel type, trained on a device's table.
+
+For every op type with enough rows in the device's ``kernel_measurements``
+(one runtime config) three candidates are cross-validated and the one with the
+lowest out-of-fold MAPE is kept:
+
+- ``linear``: latency = a + b*FLOPs + c*memory traffic (elements moved) + d*params,
+  non-negative, fitted on relative error. Crude, but it extrapolates sanely.
+- ``forest``: a random forest on log features -> log latency. Good inside the
+  sampled region, flat outside it.
+- ``boosted``: the linear model times exp(gradient boosting on log features ->
+  log(measured / linear)). Follows the fine structure (cache and tiling
+  effects) and falls back to the linear trend where data is thin.
+
+Exact table hits are used as they are: a kernel whose key (or its batch-norm
+twin, see :func:`edgelat.predictors.graph.bn_twin`) is in the table is answered
+with its measured median, never with a model.
+
+The out-of-fold predictions of the chosen candidate are kept in ``cv_pred_``:
+they are what ``predictor report`` calls held out, and what adaptive sampling
+uses to find where the predictor is worst.
+
+Persistence: one row per device + config in the ``kernel_predictors`` table
+of the same database, holding the fitted object pickled (scikit-learn models
+have no portable format; the row also records the scikit-learn version, and
+a predictor pickled by another version is refitted from the table instead of
+being trusted).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from edgelat.agents.types import RuntimeConfig
+from edgelat.errors import BadInput
+from edgelat.profiler.ops import FEATURE_NAMES, OP_TYPES, KernelSpec
+
+TABLE = "kernel_predictors"
+CANDIDATES = ("linear", "forest", "boosted")
+_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
+# numeric features the tree models see (log1p); one-hot op columns are constant within a type
+_TREE_COLS = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("op_")]
+
+
+def _linear_design(X: np.ndarray) -> np.ndarray:
+    """[1, flops, memory elements, params] in units that keep the solve well conditioned."""
+    return np.column_stack(
+        [np.ones(len(X)), X[:, _F["flops"]] / 1e6, X[:, _F["mem_elems"]] / 1e5, X[:, _F["params"]] / 1e5]
+    )
+
+
+def _tree_features(X: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(X[:, _TREE_COLS], 0.0))
+
+
+class _Linear:
+    """Non-negative least squares on relative error."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "_Linear":
+        from scipy.optimize import nnls
+
+        A = _linear_design(X)
+        self.coef_, _ = nnls(A / y[:, None], np.ones(len(y)))
+        if not np.any(self.coef_ > 0):  # degenerate: fall back to the mean
+            self.coef_ = np.array([float(np.mean(y)), 0.0, 0.0, 0.0])
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.maximum(_linear_design(X) @ self.coef_, 1e-6)
+
+
+class _Forest:
+    def __init__(self, random_state: int) -> None:
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "_Forest":
+        from sklearn.ensemble import RandomForestRegressor
+
+        self.model_ = RandomForestRegressor(
+            n_estimators=200, min_samples_leaf=1, max_features=0.5, random_state=self.random_state, n_jobs=1
+        ).fit(_tree_features(X), np.log(y))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.exp(self.model_.predict(_tree_features(X)))
+
+
+class _Boosted:
+    def __init__(self, random_state: int) -> None:
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "_Boosted":
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        self.base_ = _Linear().fit(X, y)
+        resid = np.log(y) - np.log(self.base_.predict(X))
+        self.model_ = GradientBoostingRegressor(
+            n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=self.random_state
+        ).fit(_tree_features(X), resid)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.base_.predict(X) * np.exp(self.model_.predict(_tree_features(X)))
+
+
+def _make(name: str, random_state: int):
+    if name == "linear":
+        return _Linear()
+    if name == "forest":
+        return _Forest(random_state)
+    if name == "boosted":
+        return _Boosted(random_state)
+    raise ValueError(f"unknown candidate {name!r}")
+
+
+def _mape(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(np.abs(p - y) / y))
+
+
+class KernelPredictor:
+    """Per-op-type latency regressors for one device + runtime config (scikit-learn style).
+
+    ``min_rows``: an op type with fewer measured rows gets no regressor (its
+    kernels must be exact table hits or be measured). ``tree_min_rows``: below
+    it only the linear candidate is tried (trees on a handful of rows overfit).
+    """
+
+    def __init__(
+        self,
+        min_rows: int = 5,
+        tree_min_rows: int = 20,
+        n_folds: int = 5,
+        candidates: Sequence[str] = CANDIDATES,
+        random_state: int = 0,
+    ) -> None:
+        self.min_rows = min_rows
+        self.tree_min_rows = tree_min_rows
+        self.n_folds = n_folds
+        self.candidates = candidates
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, specs: Sequence[KernelSpec], y_ms: Sequence[float]) -> "KernelPredictor":
+        """Fit one regressor per op type; remember the measured values as the exact table."""
+        from sklearn.model_selection import KFold
+
+        specs = list(specs)
+        y = np.asarray(y_ms, dtype=np.float64)
+        if len(specs) != len(y):
+            raise ValueError(f"{len(specs)} specs but {len(y)} latencies")
+        if np.any(~np.isfinite(y)) or np.any(y <= 0):
+            raise ValueError("latencies must be positive and finite")
+        self.table_: dict[str, float] = {s.key: float(v) for s, v in zip(specs, y)}
+        self.models_: dict[str, Any] = {}
+        self.choice_: dict[str, str] = {}
+        self.cv_: dict[str, dict[str, float]] = {}  # op -> candidate -> out-of-fold MAPE
+        self.cv_pred_: dict[str, float] = {}  # kernel key -> out-of-fold prediction (chosen candidate)
+        self.n_rows_: dict[str, int] = {}
+        by_op: dict[str, list[int]] = {}
+        for i, s in enumerate(specs):
+            by_op.setdefault(s.op, []).append(i)
+        for op, idx in sorted(by_op.items()):
+            self.n_rows_[op] = len(idx)
+            if len(idx) < self.min_rows:
+                continue
+            X = np.stack([specs[i].features() for i in idx])
+            yy = y[idx]
+            names = [c for c in self.candidates if c == "linear" or len(idx) >= self.tree_min_rows]
+            folds = min(self.n_folds, len(idx))
+            kf = KFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+            oof = {c: np.empty(len(idx)) for c in names}
+            for train, test in kf.split(X):
+                for c in names:
+                    oof[c][test] = _make(c, self.random_state).fit(X[train], yy[train]).predict(X[test])
+            scores = {c: _mape(yy, oof[c]) for c in names}
+            best = min(names, key=lambda c: scores[c])
+            self.cv_[op] = scores
+            self.choice_[op] = best
+            self.models_[op] = _make(best, self.random_state).fit(X, yy)
+            for j, i in enumerate(idx):
+                self.cv_pred_[specs[i].key] = float(oof[best][j])
+        self.fitted_at_ = time.time()
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    def ops_(self) -> list[str]:
+        """Op types that have a regressor."""
+        return sorted(self.models_)
+
+    def table_hit(self, spec: KernelSpec) -> float | None:
+        """The measured median of ``spec`` (or of its batch-norm twin), if in the table."""
+        from edgelat.predictors.graph import bn_twin
+
+        if spec.key in self.table_:
+            return self.table_[spec.key]
+        twin = bn_twin(spec)
+        if twin is not None and twin.key in self.table_:
+            return self.table_[twin.key]
+        return None
+
+    def missing(self, specs: Sequence[KernelSpec]) -> list[KernelSpec]:
+        """Kernels that are neither exact table hits nor of a type with a regressor."""
+        return [s for s in specs if s.op not in self.models_ and self.table_hit(s) is None]
+
+    def predict_regressors(self, specs: Sequence[KernelSpec]) -> np.ndarray:
+        """What the regressors say, ignoring table hits (BadInput for types without one)."""
+        specs = list(specs)
+        out = np.empty(len(specs))
+        by_op: dict[str, list[int]] = {}
+        for i, s in enumerate(specs):
+            by_op.setdefault(s.op, []).append(i)
+        lacking = sorted(op for op in by_op if op not in self.models_)
+        if lacking:
+            raise BadInput(f"no regressor for kernel type(s) {', '.join(lacking)} on this device")
+        for op, idx in by_op.items():
+            X = np.stack([specs[i].features() for i in idx])
+            out[idx] = self.models_[op].predict(X)
+        return out
+
+    def predict_specs(self, specs: Sequence[KernelSpec]) -> np.ndarray:
+        """Latency (ms) of each kernel: the measured median where the table has it, else the regressor.
+
+        Raises BadInput naming the kernels that have neither (never a silent zero).
+        """
+        specs = list(specs)
+        missing = self.missing(specs)
+        if missing:
+            names = ", ".join(sorted({s.key for s in missing})[:5]) + (" ..." if len({s.key for s in missing}) > 5 else "")
+            raise BadInput(
+                f"{len(missing)} kernel(s) have no measurement and no regressor for their type: {names}; "
+                "measure them on the device (edgelat profile ops) or run 'edgelat predictor build'"
+            )
+        out = np.empty(len(specs))
+        rest = []
+        for i, s in enumerate(specs):
+            hit = self.table_hit(s)
+            if hit is None:
+                rest.append(i)
+            else:
+                out[i] = hit
+        if rest:
+            out[rest] = self.predict_regressors([specs[i] for i in rest])
+        return out
+
+    def hits(self, specs: Sequence[KernelSpec]) -> np.ndarray:
+        """Boolean mask: which kernels are exact table hits."""
+        return np.array([self.table_hit(s) is not None for s in specs], dtype=bool)
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_table(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig, **params: Any) -> "KernelPredictor":
+        """Fit on the device's kernel rows for ``config`` (catalog kernels only)."""
+        specs, y = table_specs(db, device, config)
+        if not specs:
+            raise BadInput(
+                f"device {device!r} has no kernel measurements for {config.key()}; "
+                f"run 'edgelat predictor build --device {device}' first"
+            )
+        return cls(**params).fit(specs, y)
+
+    def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
+        import sklearn
+
+        ensure_table(db)
+        meta = {
+            "ops": self.ops_,
+            "choice": self.choice_,
+            "cv_mape": self.cv_,
+            "n_rows": self.n_rows_,
+            "params": {k: getattr(self, k) for k in ("min_rows", "tree_min_rows", "n_folds", "random_state")},
+        }
+        row = {
+            "device": device,
+            "config_key": config.key(),
+            "n_rows": len(self.table_),
+            "fitted_at": self.fitted_at_,
+            "sklearn_version": sklearn.__version__,
+            "meta_json": json.dumps(meta, sort_keys=True),
+            "blob": pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL),
+        }
+        with db.conn:
+            db[TABLE].upsert(row, pk=("device", "config_key"))
+
+    @classmethod
+    def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> "KernelPredictor | None":
+        """The stored predictor of a device + config, or None if none was built.
+
+        Its exact table is refreshed from the live table, so kernels measured
+        after the fit (e.g. on demand by ``predict``) are used as they are.
+        """
+        import sklearn
+
+        ensure_table(db)
+        rows = list(db[TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
+        if not rows:
+            return None
+        row = rows[0]
+        model = None
+        if row["sklearn_version"] == sklearn.__version__:
+            try:
+                model = pickle.loads(row["blob"])
+            except Exception:  # unreadable blob: refit below rather than fail
+                model = None
+        if not isinstance(model, cls):
+            params = json.loads(row["meta_json"]).get("params", {})
+            model = cls.from_table(db, device, config, **params)
+            model.save(db, device, config)
+        specs, y = table_specs(db, device, config)
+        model.table_ = {s.key: float(v) for s, v in zip(specs, y)}
+        return model
+
+
+def ensure_table(db: sqlite_utils.Database) -> None:
+    if not db[TABLE].exists():
+        db[TABLE].create(
+            {
+                "device": str,
+                "config_key": str,
+                "n_rows": int,
+                "fitted_at": float,
+                "sklearn_version": str,
+                "meta_json": str,
+                "blob": bytes,
+            },
+            pk=("device", "config_key"),
+        )
+
+
+def table_specs(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> tuple[list[KernelSpec], np.ndarray]:
+    """The catalog kernels measured on a device + config and their medians (ms).
+
+    Rows of graph nodes outside the catalog (op ``graph:...``) and rows without
+    a median are left out.
+    """
+    from edgelat.lut.store import kernel_rows
+
+    specs, y = [], []
+    for r in kernel_rows(db, device, config):
+        if r["op"] not in OP_TYPES or r["median_ms"] is None or not r["median_ms"] > 0:
+            continue
+        specs.append(KernelSpec.from_key(r["kernel_key"]))
+        y.append(r["median_ms"])
+    return specs, np.asarray(y, dtype=np.float64)

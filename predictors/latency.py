@@ -1,0 +1,233 @@
+"""Batch latency of search-space architectures on a device: what search calls.
+
+:func:`latency_model` picks the best source the device has for the space and
+returns a :class:`LatencyModel` whose ``predict(pop)`` answers a whole
+population at once:
+
+1. ``"arch-predictor"``: an architecture-level predictor fitted for this
+   (space, device, config) with ``edgelat predictor fit``;
+2. ``"table"``: the device's kernel table priced per architecture, one gather
+   and one sum (``table_ms[space.kernel_ids(pop)]``); kernels the table lacks
+   are filled by the device's kernel-level predictor when one is fitted
+   (listed in ``missing``), never by a zero;
+3. ``"imported"``: exact imported measurements, for spaces small enough to be
+   measured whole (NAS-Bench-201); an architecture that was never measured is
+   an error, not a guess.
+
+Otherwise :class:`~edgelat.errors.BadInput` says what is missing and what to run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from edgelat.errors import BadInput
+from edgelat.predictors.arch import LinearLogModel, config_key_for, load_predictor, measured_archs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgelat.agents.types import RuntimeConfig
+    from edgelat.search.space import SearchSpace
+
+CHUNK = 8192  # rows per block: keeps the gathers in cache (about 2x faster than one big block)
+DENSE_LIMIT = 4_000_000  # spaces with at most this many architectures get a dense measured-value array
+
+
+class LatencyModel(ABC):
+    """Latency (ms) of a population of one space on one device + runtime config."""
+
+    kind: str = ""
+
+    def __init__(self, space: "SearchSpace", device: str, config_key: str) -> None:
+        self.space = space
+        self.device = device
+        self.config_key = config_key
+        self.missing: list[str] = []
+
+    @abstractmethod
+    def predict(self, pop: np.ndarray) -> np.ndarray:
+        """float64 ``(n,)`` latencies in ms for genotypes ``pop`` of shape ``(n, dim)``."""
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "device": self.device, "space": self.space.name,
+                "config_key": self.config_key, "missing": len(self.missing)}
+
+
+class TableLatency(LatencyModel):
+    """Sum of the device's per-kernel medians over each architecture's kernels.
+
+    ``table_ms[i]`` prices ``space.kernel_vocabulary()[i]``; ``missing`` lists the
+    vocabulary keys that were not measured (their prices came from the kernel
+    predictor).
+    """
+
+    kind = "table"
+
+    def __init__(self, space: "SearchSpace", device: str, config_key: str, table_ms: np.ndarray,
+                 missing: Sequence[str] = ()) -> None:
+        super().__init__(space, device, config_key)
+        table_ms = np.asarray(table_ms, dtype=np.float64)
+        n_vocab = len(space.kernel_vocabulary())
+        if table_ms.shape != (n_vocab,):
+            raise ValueError(f"table has {table_ms.shape} values, the vocabulary {n_vocab}")
+        if not np.all(np.isfinite(table_ms)):
+            raise ValueError("table has non-finite prices")
+        self.table_ = np.append(table_ms, 0.0)  # slot -1 (absent kernel) costs nothing
+        self.missing = list(missing)
+
+    def predict(self, pop: np.ndarray) -> np.ndarray:
+        pop = self.space.check(pop)
+        out = np.empty(pop.shape[0], dtype=np.float64)
+        for i in range(0, pop.shape[0], CHUNK):
+            block = pop[i : i + CHUNK]
+            out[i : i + CHUNK] = self.table_[self.space.kernel_ids(block)].sum(axis=1)
+        return out
+
+
+class ArchModelLatency(LatencyModel):
+    """A fitted architecture-level predictor (ridge or few-shot) on the space's encoding."""
+
+    kind = "arch-predictor"
+
+    def __init__(self, space: "SearchSpace", device: str, config_key: str, model: LinearLogModel,
+                 meta: dict | None = None) -> None:
+        super().__init__(space, device, config_key)
+        self.model = model
+        self.meta = meta or {}
+
+    def predict(self, pop: np.ndarray) -> np.ndarray:
+        pop = self.space.check(pop)
+        out = np.empty(pop.shape[0], dtype=np.float64)
+        for i in range(0, pop.shape[0], CHUNK):
+            out[i : i + CHUNK] = self.model.predict(self.space.encode(pop[i : i + CHUNK]))
+        return out
+
+
+class MeasuredLatency(LatencyModel):
+    """Exact measured latencies by genotype; an unmeasured architecture is an error."""
+
+    kind = "imported"
+
+    def __init__(self, space: "SearchSpace", device: str, config_key: str, measured: dict[str, float]) -> None:
+        super().__init__(space, device, config_key)
+        self.lookup = GenotypeLookup(space, measured)
+
+    def predict(self, pop: np.ndarray) -> np.ndarray:
+        out = self.lookup.get(pop)
+        bad = np.isnan(out)
+        if bad.any():
+            raise BadInput(
+                f"{int(bad.sum())} of {out.size} {self.space.name} architectures were never measured on "
+                f"{self.device!r}; fit a predictor with 'edgelat predictor fit --space {self.space.name} "
+                f"--device {self.device}'"
+            )
+        return out
+
+
+class GenotypeLookup:
+    """Measured values by genotype: a dense array for small spaces, a dict of row bytes otherwise."""
+
+    def __init__(self, space: "SearchSpace", measured: dict[str, float]) -> None:
+        self.space = space
+        archs = list(measured)
+        pop = space.from_strings(archs) if archs else np.zeros((0, space.dim), dtype=np.int16)
+        vals = np.array([measured[a] for a in archs], dtype=np.float64)
+        self.cards = np.asarray(space.cardinalities, dtype=np.int64)
+        self.dense: np.ndarray | None = None
+        total = float(np.prod(self.cards.astype(np.float64)))
+        if total <= DENSE_LIMIT:
+            self.dense = np.full(int(total), np.nan)
+            if len(pop):
+                self.dense[np.ravel_multi_index(pop.astype(np.int64).T, self.cards)] = vals
+        else:
+            self.table = {row.tobytes(): v for row, v in zip(np.ascontiguousarray(pop, dtype=np.int16), vals)}
+
+    def __len__(self) -> int:
+        return int(np.isfinite(self.dense).sum()) if self.dense is not None else len(self.table)
+
+    def get(self, pop: np.ndarray) -> np.ndarray:
+        """Measured ms per row of ``pop``, nan where that architecture was not measured."""
+        pop = self.space.check(pop)
+        if self.dense is not None:
+            return self.dense[np.ravel_multi_index(pop.astype(np.int64).T, self.cards)]
+        rows = np.ascontiguousarray(pop, dtype=np.int16)
+        return np.array([self.table.get(r.tobytes(), np.nan) for r in rows], dtype=np.float64)
+
+
+def _kernel_predictor(db: sqlite_utils.Database, device: str, config: "RuntimeConfig") -> object | None:
+    """The device's kernel-level predictor, or None (also when that module is not installed yet)."""
+    try:
+        from edgelat.predictors.kernel import KernelPredictor
+    except ImportError:
+        return None
+    return KernelPredictor.load(db, device, config)
+
+
+def table_prices(
+    db: sqlite_utils.Database, device: str, config: "RuntimeConfig", space: "SearchSpace"
+) -> tuple[np.ndarray, list[str]]:
+    """Measured median ms per vocabulary kernel (nan where absent) and the absent keys."""
+    from edgelat.lut.store import kernel_rows
+
+    medians = {r["kernel_key"]: r["median_ms"] for r in kernel_rows(db, device, config) if r["median_ms"] is not None}
+    vocab = space.kernel_vocabulary()
+    prices = np.array([medians.get(k.key, np.nan) for k in vocab], dtype=np.float64)
+    missing = [k.key for k, p in zip(vocab, prices) if np.isnan(p)]
+    return prices, missing
+
+
+def latency_model(
+    db: sqlite_utils.Database, device: str, config: "RuntimeConfig", space: "SearchSpace"
+) -> LatencyModel:
+    """The best latency source ``device`` has for ``space`` under ``config`` (see the module docstring)."""
+    ck = config_key_for(db, device, config)  # raises UnknownDevice
+    loaded = load_predictor(db, space.name, device, ck)
+    if loaded is not None:
+        model, meta = loaded
+        if model.coef_.shape[0] != space.encode(space.sample(np.random.default_rng(0), 1)).shape[1]:
+            raise BadInput(
+                f"the stored {space.name} predictor of {device!r} does not match the space's encoding "
+                f"(the space changed); refit it with 'edgelat predictor fit --space {space.name} --device {device}'"
+            )
+        return ArchModelLatency(space, device, ck, model, meta)
+
+    prices, missing = table_prices(db, device, config, space)
+    n_vocab = len(prices)
+    if not missing:
+        return TableLatency(space, device, ck, prices)
+    kp = _kernel_predictor(db, device, config)
+    if kp is not None:
+        vocab = space.kernel_vocabulary()
+        idx = np.flatnonzero(np.isnan(prices))
+        filled = np.asarray(kp.predict_specs([vocab[i] for i in idx]), dtype=np.float64)  # type: ignore[attr-defined]
+        if filled.shape != idx.shape or not np.all(np.isfinite(filled)):
+            raise BadInput(
+                f"the kernel predictor of {device!r} could not price {len(idx)} {space.name} kernels; "
+                f"rebuild it with 'edgelat predictor build --device {device}'"
+            )
+        prices = prices.copy()
+        prices[idx] = filled
+        return TableLatency(space, device, ck, prices, missing)
+
+    measured = measured_archs(db, space.name, device, ck)
+    if measured:
+        return MeasuredLatency(space, device, ck, measured)
+
+    have = n_vocab - len(missing)
+    raise BadInput(
+        f"no latency source for {space.name} on {device!r} ({config.key()}): its table has {have} of the "
+        f"space's {n_vocab} kernels ({len(missing)} missing) and no predictor is fitted; run "
+        f"'edgelat predictor build --device {device}' (kernel predictor) or 'edgelat predictor fit "
+        f"--space {space.name} --device {device}' (needs measured architectures)"
+    )
+
+
+def measured_lookup(
+    db: sqlite_utils.Database, device: str, config: "RuntimeConfig", space: "SearchSpace"
+) -> GenotypeLookup:
+    """The device's exact measured latencies in the space (imported, or profiled under ``config``)."""
+    ck = config_key_for(db, device, config)
+    return GenotypeLookup(space, measured_archs(db, space.name, device, ck))

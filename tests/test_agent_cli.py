@@ -1,0 +1,131 @@
+"""``edgelat agent serve`` as a user runs it: ready line, clear errors, light imports, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from agent_helpers import agent_command, free_port, onnx_conv_model, running_agent, start_agent
+from edgelat.cli import main
+
+# What a board must not have to load to serve benchmarks (host-side stack only).
+HEAVY = ["pandas", "sklearn", "scipy", "matplotlib", "onnx", "sqlite_utils", "rich"]
+
+
+def serve(*args: str):
+    return CliRunner().invoke(main, ["agent", "serve", *args])
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_help_has_an_example():
+    result = CliRunner().invoke(main, ["agent", "serve", "--help"])
+    assert result.exit_code == 0
+    for word in ("--listen", "--token-file", "--tls-cert", "--cache-max-mb", "Example", "edgelat agent serve --listen"):
+        assert word in result.output
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path):
+    empty = tmp_path / "empty-token"
+    empty.write_text("  \n")
+    assert "token file" in one_line_error(serve("--listen", "127.0.0.1:0", "--token-file", str(empty)))
+    assert "cannot read the token file" in one_line_error(
+        serve("--listen", "127.0.0.1:0", "--token-file", str(tmp_path / "missing"))
+    )
+    assert "--tls-key" in one_line_error(serve("--listen", "127.0.0.1:0", "--tls-cert", str(empty)))
+    assert "bad listen address 'nonsense'" in one_line_error(serve("--listen", "nonsense"))
+    assert "HOST:PORT" in one_line_error(serve("--listen", "127.0.0.1:99999"))
+    assert "cannot read the TLS key" in one_line_error(
+        serve("--listen", "127.0.0.1:0", "--tls-cert", str(empty), "--tls-key", str(tmp_path / "nokey"))
+    )
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    with running_agent(tmp_path / "first") as first:
+        proc = subprocess.run(
+            agent_command("--listen", first.address, "--cache-dir", str(tmp_path / "c2")),
+            capture_output=True, text=True, timeout=60,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on {first.address}")
+    assert "Traceback" not in proc.stderr
+
+
+def test_ready_line_without_token(tmp_path):
+    with running_agent(tmp_path) as agent:
+        assert agent.ready_line == f"edgelat agent listening on 127.0.0.1:{agent.port} (no token)"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_shut_down_cleanly(tmp_path, sig):
+    agent = start_agent(tmp_path)
+    assert agent.stop(sig) == 0
+    assert "Traceback" not in "".join(agent.output)
+
+
+PROBE = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+
+    port, model_path, cache_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    HEAVY = json.loads(sys.argv[4])
+
+    def loaded():
+        return sorted(m for m in HEAVY if m in sys.modules)
+
+    def probe():
+        from edgelat.agents.remote import GrpcClient
+        from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+        from edgelat.errors import AgentUnreachable
+
+        report = {}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with GrpcClient(f"127.0.0.1:{port}", timeout_s=5) as c:
+                    c.describe()
+                    report["after_start"] = loaded()
+                    sha = c.put_model(open(model_path, "rb").read())
+                    r = c.benchmark(BenchmarkItem(sha, "onnx"), RuntimeConfig(),
+                                    MeasurementProtocol(warmup=1, min_runs=3, max_runs=10, max_seconds=0.3))
+                    report["benchmark_ok"] = r.ok
+                    report["after_benchmark"] = loaded()
+                break
+            except AgentUnreachable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        print("PROBE " + json.dumps(report), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=probe, daemon=True).start()
+    from edgelat.cli import main
+    main(["agent", "serve", "--listen", f"127.0.0.1:{port}", "--cache-dir", cache_dir])
+    """
+)
+
+
+def test_agent_process_stays_light(tmp_path):
+    """The serving process never imports the host-side stack, at startup or after a benchmark."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(onnx_conv_model(seed=9))
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(free_port()), str(model), str(tmp_path / "cache"), json.dumps(HEAVY)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("PROBE ")]
+    report = json.loads(line[len("PROBE "):])
+    assert report == {"after_start": [], "benchmark_ok": True, "after_benchmark": []}, report
