@@ -10,13 +10,17 @@ Peak memory: on Linux the process's RSS high-water mark is reset (write "5" to
 ``/proc/self/clear_refs``) before the session is created, and
 ``peak_memory_bytes`` is the new high-water mark (``VmHWM``) minus the RSS just
 before creation: the extra resident memory the model needed at its peak,
-creation included. It is process-wide, so benchmarks run one at a time (a
-lock); where the reset is not allowed the value is None and
-``extra["peak_memory_note"]`` says why.
+creation included. Free heap memory is first handed back to the OS
+(``malloc_trim``) so pages left by earlier models are not silently reused.
+It is process-wide: benchmarks run one at a time (a lock), and the first model
+of a runtime in a process also carries that runtime's one-time setup (thread
+pools, XNNPACK init: ~15 MB for onnxruntime here). Where the reset is not
+allowed the value is None and ``extra["peak_memory_note"]`` says why.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import threading
@@ -51,6 +55,19 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Hand memory freed by earlier sessions back to the OS (glibc ``malloc_trim``).
+
+    Without this the allocator reuses pages that are already resident and a
+    second model's growth reads as a few kilobytes. (Sessions are freed by
+    reference counting when closed, so no ``gc.collect()``: it costs ~15 ms.)
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): growth may be under-counted
+        pass
+
+
 class PeakMemory:
     """Peak extra RSS over a block, via the Linux high-water-mark reset."""
 
@@ -60,6 +77,7 @@ class PeakMemory:
 
     def start(self) -> None:
         self._base_kb = None
+        _release_free_memory()
         try:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
@@ -86,6 +104,14 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _check_protocol(p: MeasurementProtocol) -> None:
+    if not (p.warmup >= 0 and 1 <= p.min_runs <= p.max_runs and p.max_seconds > 0 and p.target_rel_ci >= 0):
+        raise BadInput(
+            f"bad measurement protocol: need warmup >= 0, 1 <= min_runs <= max_runs, max_seconds > 0 and "
+            f"target_rel_ci >= 0, got {p.to_dict()}"
+        )
 
 
 class LocalBackend(Backend):
@@ -130,10 +156,11 @@ class LocalBackend(Backend):
                 f"runtime {config.runtime} runs {config.model_format} models, but this model is "
                 f"{model_format}; pick a runtime for {model_format} or export the model as {config.model_format}"
             )
+        _check_protocol(protocol)
+        runtime = get_runtime(config.runtime)
         path = Path(model_path)
         if not path.is_file():
             raise BadInput(f"model file not found: {path}")
-        runtime = get_runtime(config.runtime)
         with self._lock:
             return self._measure(runtime, path, config, protocol)
 
@@ -151,15 +178,21 @@ class LocalBackend(Backend):
             except Exception as exc:
                 raise CorruptModel(f"{runtime.name} loads {path.name} but cannot run it: {short_reason(exc)}") from None
             first_run_ms = (time.perf_counter_ns() - t0) / 1e6
-            _, summary = run_protocol(
-                session.run,
-                warmup=protocol.warmup,
-                min_runs=protocol.min_runs,
-                max_runs=protocol.max_runs,
-                target_rel_ci=protocol.target_rel_ci,
-                max_seconds=protocol.max_seconds,
-                before_steady=meter.start,
-            )
+            try:
+                _, summary = run_protocol(
+                    session.run,
+                    warmup=protocol.warmup,
+                    min_runs=protocol.min_runs,
+                    max_runs=protocol.max_runs,
+                    target_rel_ci=protocol.target_rel_ci,
+                    max_seconds=protocol.max_seconds,
+                    before_steady=meter.start,
+                )
+            except Exception as exc:
+                meter.close()  # stops a sampling thread the meter may have started
+                raise CorruptModel(
+                    f"{runtime.name} failed while timing {path.name} (the first run worked): {short_reason(exc)}"
+                ) from None
             joules = meter.stop()
             peak = memory.stop()
         finally:

@@ -97,7 +97,7 @@ def _request_config(msg: Any, context: grpc.ServicerContext) -> tuple[RuntimeCon
     return config, protocol
 
 
-def _request_items(items: Any, context: grpc.ServicerContext) -> list:
+def _request_items(items: Any, context: grpc.ServicerContext) -> list[BenchmarkItem]:
     out = []
     for i, msg in enumerate(items):
         try:
@@ -134,6 +134,11 @@ class AgentServicer(pb_grpc.AgentServicer):
             _invalid(context, str(exc))
 
     def PutModel(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.PutModelResponse:
+        # Receiving and writing a model costs CPU and memory bandwidth: never while a run is being timed.
+        with self._bench_lock:
+            return self._put_model(request_iterator, context)
+
+    def _put_model(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.PutModelResponse:
         sha = ""
         parts: list[bytes] = []
         received = 0
@@ -187,13 +192,19 @@ class AgentServicer(pb_grpc.AgentServicer):
     def _run(self, item: BenchmarkItem, config: RuntimeConfig, protocol: MeasurementProtocol) -> BenchmarkResult:
         with self._bench_lock:
             try:
-                return run_item(self.backend, self.cache, item, config, protocol)
+                result = run_item(self.backend, self.cache, item, config, protocol)
             except Exception as exc:  # a backend bug must not end the whole batch
                 log.exception("backend failed on model %s", item.model_sha256[:12])
                 return BenchmarkResult(
                     model_sha256=item.model_sha256, config=config, tag=item.tag, agent_version=__version__,
                     error=errors.describe(DeviceError(f"agent backend failed: {type(exc).__name__}: {exc}")),
                 )
+        if result.latency is not None:
+            log.info("model %s %s: median %.4g ms, n=%d%s", item.model_sha256[:12], config.key(),
+                     result.latency.median, result.latency.n, "" if result.latency.stable else " (unstable)")
+        else:
+            log.info("model %s %s: %s", item.model_sha256[:12], config.key(), result.error or "no latency")
+        return result
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -254,8 +265,12 @@ def make_server(
     """
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
-    if token is not None and not token.strip():
-        raise BadInput("the token is empty: put a non-empty token in the --token-file")
+    if token is not None:
+        token = token.strip()
+        if not token:
+            raise BadInput("the token is empty: put a non-empty token in the --token-file")
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise BadInput("the token must be printable ASCII without spaces (it travels as gRPC metadata)")
     host, _, port_text = listen.rpartition(":")
     if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise BadInput(f"bad listen address {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
@@ -266,10 +281,13 @@ def make_server(
     if cache_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgelat-agent-cache-")
         cache_dir = tmp.name
-    cache = ModelCache(cache_dir, max_bytes=cache_max_bytes)
+    try:
+        cache = ModelCache(cache_dir, max_bytes=cache_max_bytes)
+    except OSError as exc:
+        raise BadInput(f"cannot use the model cache directory {cache_dir}: {exc.strerror}; pick another --cache-dir") from exc
     servicer = AgentServicer(backend, cache)
 
-    interceptors = [TokenAuth(token.strip())] if token is not None else []
+    interceptors = [TokenAuth(token)] if token is not None else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="edgelat-agent"),
         interceptors=interceptors,
@@ -347,7 +365,14 @@ def serve(
     finally:
         server.edgelat_health.enter_graceful_shutdown()  # type: ignore[attr-defined]
         server.stop(grace_s).wait()
-        backend.close()
+        # Let a benchmark still measuring finish before its backend goes away (bounded wait).
+        lock = server.edgelat_servicer._bench_lock  # type: ignore[attr-defined]
+        locked = lock.acquire(timeout=grace_s + 10.0)
+        try:
+            backend.close()
+        finally:
+            if locked:
+                lock.release()
         if server.edgelat_tmp is not None:  # type: ignore[attr-defined]
             server.edgelat_tmp.cleanup()  # type: ignore[attr-defined]
         for sig, handler in previous.items():

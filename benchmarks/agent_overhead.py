@@ -37,7 +37,8 @@ def start_agent(cache_dir: str) -> tuple[subprocess.Popen, str]:
     """``edgelat agent serve`` on a free loopback port; returns (process, address) once it is ready."""
     cmd = [sys.executable, "-c", "from edgelat.cli import main; main()", "agent", "serve",
            "--listen", "127.0.0.1:0", "--cache-dir", cache_dir]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))  # its per-model log lines are not ours
     for line in proc.stdout:
         if line.startswith(READY):
             port = line[len(READY):].split()[0].rpartition(":")[2]

@@ -55,11 +55,11 @@ class EvolutionSearch:
 
     def _initial(self, rng: np.random.Generator, ev: Evaluator, c: Constraints) -> tuple[np.ndarray, Metrics]:
         """``population`` random architectures that meet the constraints."""
-        space, need = ev.space, self.population
+        space, need, start = ev.space, self.population, ev.evaluated
         found_pop, found_m = [], []
         have, best_lat = 0, np.inf
-        batch = max(4 * need, 256)
-        for _ in range(64):
+        batch, budget = max(4 * need, 256), max(200 * need, 50000)  # architectures to try at most
+        while have < need and ev.evaluated - start < budget:
             pop = space.sample(rng, batch)
             m = ev(pop, c)
             best_lat = min(best_lat, float(np.nanmin(m.latency_ms)))
@@ -68,15 +68,13 @@ class EvolutionSearch:
                 found_pop.append(pop[ok])
                 found_m.append(m.take(ok))
                 have += ok.size
-            if have >= need:
-                return np.concatenate(found_pop), Metrics.concat(found_m)
-            if have == 0 and ev.evaluated >= 20000:
-                break
-            batch = min(batch * 2, 65536)
+            batch = min(batch * 2, 16384)
+        if have >= need:
+            return np.concatenate(found_pop), Metrics.concat(found_m)
         if have == 0:
             bits = [f"{k}={v:g}" for k, v in c.to_dict().items()]
             raise BadInput(
-                f"no architecture of {space.name} meets {', '.join(bits)} among {ev.evaluated} sampled "
+                f"no architecture of {space.name} meets {', '.join(bits)} among {ev.evaluated - start} sampled "
                 f"(fastest predicted: {best_lat:.3g} ms); relax the constraint"
             )
         pop, m = np.concatenate(found_pop), Metrics.concat(found_m)

@@ -84,14 +84,19 @@ class CsvAccuracy(Objective):
         archs, acc = self._read()
         self.pop_ = space.from_strings(archs)
         self.acc_ = acc
-        self.index_ = {g.tobytes(): i for i, g in enumerate(self.pop_)}
+        # vectorised exact lookup: a 64-bit hash of each genotype, sorted, verified on hit
+        self._mult = np.random.default_rng(12345).integers(1, 2**62, size=space.dim, dtype=np.int64) | 1
+        keys = self._hash(self.pop_)
+        self._order = np.argsort(keys, kind="stable")
+        self._keys = keys[self._order]
+        self.n_listed_ = len(np.unique(self.pop_, axis=0))
         self._offsets = np.concatenate([[0], np.cumsum(space.cardinalities)[:-1]])
         self.onehot_ = self._onehot(self.pop_)
-        self.complete_ = len(self.index_) >= int(np.prod(space.cardinalities.astype(float)))
+        self.complete_ = self.n_listed_ >= float(np.prod(space.cardinalities.astype(float)))
         self.name = f"csv:{self.path.name}"
         self.proxy = unknown == "nearest" and not self.complete_
         self.description = (
-            f"measured accuracies from {self.path} ({len(self.index_)} architectures); "
+            f"measured accuracies from {self.path} ({self.n_listed_} architectures); "
             + ("covers the whole space" if self.complete_ else
                "others borrow the nearest listed architecture's accuracy" if unknown == "nearest" else
                "only listed architectures are eligible")
@@ -126,6 +131,10 @@ class CsvAccuracy(Objective):
             raise BadInput(f"{self.path}: no rows")
         return archs, np.asarray(acc, dtype=np.float64)
 
+    def _hash(self, pop: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return (pop.astype(np.int64) * self._mult).sum(axis=1)
+
     def _onehot(self, pop: np.ndarray) -> np.ndarray:
         out = np.zeros((pop.shape[0], int(self.space.cardinalities.sum())), dtype=np.float32)
         out[np.arange(pop.shape[0])[:, None], self._offsets[None, :] + pop.astype(np.int64)] = 1.0
@@ -134,7 +143,11 @@ class CsvAccuracy(Objective):
     def _lookup(self, pop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each architecture in the file (-1 if absent) and of its nearest row."""
         pop = self.space.check(pop)
-        exact = np.array([self.index_.get(g.tobytes(), -1) for g in pop], dtype=np.int64)
+        keys = self._hash(pop)
+        pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        row = self._order[pos]
+        hit = (self._keys[pos] == keys) & (self.pop_[row] == pop).all(axis=1)
+        exact = np.where(hit, row, -1)
         nearest = exact.copy()
         miss = exact < 0
         if miss.any() and self.unknown == "nearest":

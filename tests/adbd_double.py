@@ -432,6 +432,8 @@ class _Connection:
         crc = (sum(data) & 0xFFFFFFFF) if self.version < VERSION_SKIP_CHECKSUM else 0
         packet = HEADER.pack(command, arg0, arg1, len(data), crc, command ^ 0xFFFFFFFF) + data
         with self.send_lock:
+            if self.closed.is_set():
+                raise ConnectionAbortedError("transport closed")
             self.sock.sendall(packet)
 
     def _recv_exact(self, n: int) -> bytes:
@@ -447,17 +449,19 @@ class _Connection:
         if self.closed.is_set():
             return
         self.closed.set()
+        # The link goes first: a stream woken by the kill below must not get a CLSE out.
+        with self.send_lock:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                self.sock.close()
+            except OSError:
+                pass
         for s in list(self.streams.values()):
             s.kill()
         self.streams.clear()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
         self.double._forget_conn(self)
 
     def forget(self, local_id: int) -> None:

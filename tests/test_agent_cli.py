@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from agent_helpers import agent_command, free_port, onnx_conv_model, running_agent, start_agent
+from agent_helpers import agent, agent_command, free_port, onnx_conv_model, running_agent, start_agent  # noqa: F401
 from edgelat.cli import main
 
 # What a board must not have to load to serve benchmarks (host-side stack only).
@@ -45,6 +45,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
         serve("--listen", "127.0.0.1:0", "--token-file", str(tmp_path / "missing"))
     )
     assert "--tls-key" in one_line_error(serve("--listen", "127.0.0.1:0", "--tls-cert", str(empty)))
+    spaced = tmp_path / "spaced-token"
+    spaced.write_text("two words")
+    assert "printable ASCII without spaces" in one_line_error(serve("--listen", "127.0.0.1:0", "--token-file", str(spaced)))
     assert "bad listen address 'nonsense'" in one_line_error(serve("--listen", "nonsense"))
     assert "HOST:PORT" in one_line_error(serve("--listen", "127.0.0.1:99999"))
     assert "cannot read the TLS key" in one_line_error(
@@ -63,9 +66,9 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_ready_line_without_token(tmp_path):
-    with running_agent(tmp_path) as agent:
-        assert agent.ready_line == f"edgelat agent listening on 127.0.0.1:{agent.port} (no token)"
+def test_ready_line_without_token(agent):
+    assert agent.ready_line == f"edgelat agent listening on 127.0.0.1:{agent.port} (no token)"
+    assert agent.transport == {"type": "agent", "address": agent.address}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

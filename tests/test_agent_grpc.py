@@ -6,7 +6,6 @@ import platform
 import signal
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import onnxruntime
@@ -291,6 +290,7 @@ def test_benchmarks_never_overlap(tmp_path):
         for t in threads:
             t.join(30)
         assert not errors
+        assert server.edgelat_servicer.models_received == 2
         assert len(spans) == 4
         spans.sort()
         for (s0, e0), (s1, _) in zip(spans, spans[1:]):

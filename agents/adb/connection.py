@@ -34,6 +34,10 @@ class ConnectionLost(DeviceError):
     """The link to the phone went away (cable pulled, adbd restarted, Wi-Fi dropped)."""
 
 
+class PhoneLost(DeviceError):
+    """Reconnecting failed for the whole backoff budget."""
+
+
 class CommandTimeout(DeviceError):
     """A command on the phone did not finish in time; it was killed."""
 
@@ -204,13 +208,13 @@ class AdbConnection:
             raise ConnectionLost(f"phone {self.label} answered with something that is not ADB: {_describe(exc)}") from exc
         self._device = device
 
-    def connect(self) -> None:
-        """Connect (or reconnect) with exponential backoff; raises DeviceError after the last attempt."""
+    def connect(self, attempts: int | None = None) -> None:
+        """Connect (or reconnect) with exponential backoff; raises PhoneLost after the last attempt."""
         with self._lock:
             if self._device is not None:
                 return
             last: Exception | None = None
-            delays = self.timeouts.delays()
+            delays = self.timeouts.delays()[: attempts or None]
             for delay in delays:
                 if delay:
                     self._sleep(delay)
@@ -219,7 +223,7 @@ class AdbConnection:
                     return
                 except ConnectionLost as exc:
                     last = exc
-            raise DeviceError(
+            raise PhoneLost(
                 f"lost phone {self.label}: no ADB connection after {len(delays)} attempts "
                 f"over {sum(delays):.0f} s ({last}); check the cable or network, then rerun (finished work is kept)"
             )

@@ -29,8 +29,9 @@ def _reason(exc: BaseException) -> str:
 
 class NvmlMeter(EnergyMeter):
     name = "nvml"
-    # NVML refreshes the energy counter far less often than RAPL; intervals
-    # shorter than this are dominated by the update step (see benchmarks/).
+    # NVML refreshes its energy counter far less often than RAPL does. 100 ms is
+    # a conservative floor chosen by us, not a figure measured on a GPU yet;
+    # the "counter did not advance" check catches anything slower.
     min_interval_s = 0.100
 
     def __init__(self, index: int | None = None, nvml: Any = None) -> None:

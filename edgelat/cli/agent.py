@@ -50,6 +50,7 @@ def serve_cmd(
     Then on the host:
       edgelat devices register jetson --agent board.local:50051 --token-file ~/.edgelat-token
     """
+    import logging
     from pathlib import Path
 
     from edgelat.agents.local import LocalBackend
@@ -67,6 +68,9 @@ def serve_cmd(
             raise BadInput(f"the token file {token_file} is empty: put a token in it (e.g. openssl rand -hex 16)")
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
+
+    # Operators see each stored model and each benchmark on stderr; stdout has only the ready line.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     def ready(server: object) -> None:
         host = listen.rpartition(":")[0]

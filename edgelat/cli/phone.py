@@ -1,1 +1,200 @@
-"""Commands: filled in by its owner."""
+"""Phones over ADB: ``edgelat devices register-phone`` and ``edgelat agent adb``.
+
+Heavy imports (adb-shell, grpc) happen inside the commands so ``edgelat
+--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
+
+RUNNER_CHOICES = ["benchmark_model", "ort-perf-test", "python"]
+
+
+def _ghz(khz: Any) -> str:
+    return f"{khz / 1e6:.2f}" if isinstance(khz, (int, float)) else "?"
+
+
+def summary_line(name: str, facts: dict[str, Any]) -> str:
+    """One line a user reads after registering: what the phone is and what can run on it."""
+    clusters = ", ".join(
+        f"{len(c['cpus'])}x {c['role']} {_ghz(c.get('min_khz'))}-{_ghz(c.get('max_khz'))} GHz"
+        for c in facts.get("clusters") or []
+    )
+    runners = facts.get("runners") or {}
+    present = [r for r in ("benchmark_model", "onnxruntime_perf_test") if runners.get(r)]
+    py = runners.get("python")
+    if py:
+        mods = [f"{m} {v}" for m, v in (py.get("modules") or {}).items() if v and m != "numpy"]
+        present.append(f"python {py.get('version', '')} ({', '.join(mods) or 'no runtime'})")
+    android = f"Android {facts.get('android_version') or '?'} (SDK {facts.get('sdk') or '?'})"
+    return (
+        f"registered phone {name}: {facts.get('manufacturer') or '?'} {facts.get('model') or '?'} "
+        f"({facts.get('soc') or '?'}), {android}, {facts.get('abi') or '?'}, {facts.get('cores') or '?'} cores"
+        f"{': ' + clusters if clusters else ''}; runners: {', '.join(present) or 'none found'}"
+    )
+
+
+def _runner_present(runner: str, facts: dict[str, Any]) -> bool:
+    runners = facts.get("runners") or {}
+    if runner == "benchmark_model":
+        return bool(runners.get("benchmark_model"))
+    if runner == "ort-perf-test":
+        return bool(runners.get("onnxruntime_perf_test"))
+    py = runners.get("python") or {}
+    mods = py.get("modules") or {}
+    return bool(mods.get("onnxruntime") or mods.get("ai_edge_litert") or mods.get("tflite_runtime"))
+
+
+@devices.command("register-phone")
+@click.argument("name")
+@click.option("--serial", metavar="SERIAL", help="USB serial of the phone (as 'adb devices' lists it).")
+@click.option("--address", metavar="HOST:PORT", help="adb-over-TCP address of the phone (adb tcpip 5555).")
+@click.option("--runner", type=click.Choice(RUNNER_CHOICES), default="benchmark_model", show_default=True,
+              help="Benchmark program used on the phone for onnxruntime/litert configs.")
+@click.option("--python", "python", default="python3", show_default=True, metavar="PATH",
+              help="The phone's Python interpreter, for --runner python.")
+@click.option("--benchmark-model", "benchmark_model", type=click.Path(dir_okay=False), default=None,
+              metavar="PATH", help="Host path of a TFLite benchmark_model binary to push to /data/local/tmp/edgelat/.")
+@click.option("--auth-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds to wait for you to accept the 'Allow USB debugging' prompt on the phone.")
+@json_option
+def register_phone(
+    name: str, serial: str | None, address: str | None, runner: str, python: str,
+    benchmark_model: str | None, auth_timeout: float, as_json: bool,
+) -> None:
+    """Register an Android phone reached over ADB (USB or TCP) and read its facts.
+
+    The first connection makes the phone show "Allow USB debugging?": unlock it
+    and accept. The host key lives in $EDGELAT_HOME/adbkey, so the phone
+    remembers this computer.
+
+    \b
+    Examples:
+      edgelat devices register-phone pixel7 --serial 1A2B3C
+      edgelat devices register-phone pixel7 --address 192.168.1.20:5555 \\
+          --benchmark-model ~/tflite/benchmark_model
+      edgelat devices register-phone board --address 10.0.0.7:5555 --runner python --python /usr/bin/python3
+      edgelat devices show pixel7
+    """
+    from edgelat.agents.adb.bridge import AdbBackend
+    from edgelat.agents.adb.connection import AdbConnection, Timeouts
+    from edgelat.agents.adb.facts import check_python_path
+    from edgelat.devices.registry import check_name
+    from edgelat.errors import BadInput
+
+    # Validate everything before touching the phone or the database.
+    check_name(name)
+    if bool(serial) == bool(address):
+        raise BadInput("give exactly one of --serial (USB) or --address HOST:PORT (adb over TCP)")
+    check_python_path(python)
+    if benchmark_model is not None and not Path(benchmark_model).expanduser().is_file():
+        raise BadInput(f"no benchmark_model binary at {benchmark_model}: give the host path of the built tool")
+    db, registry = open_registry()
+
+    conn = AdbConnection(serial=serial, address=address, timeouts=Timeouts(auth_s=auth_timeout))
+    backend = AdbBackend(conn, runner=runner, python=python)
+    try:
+        transport: dict[str, Any] = {"type": "adb", "runner": runner}
+        transport.update({"serial": serial} if serial else {"address": address})
+        if python != "python3":
+            transport["python"] = python
+        if benchmark_model is not None:
+            transport["benchmark_model"] = backend.push_binary(Path(benchmark_model).expanduser(), "benchmark_model")
+        facts = backend.describe()
+    finally:
+        backend.close()
+    facts.pop("bridge", None)
+    device = registry.register(name, "phone", transport, facts)
+    if not _runner_present(runner, facts):
+        hint = {
+            "benchmark_model": "push it with --benchmark-model PATH",
+            "ort-perf-test": "copy onnxruntime_perf_test to /data/local/tmp/edgelat/",
+            "python": "install onnxruntime or ai-edge-litert for the phone's Python, or set --python",
+        }[runner]
+        click.echo(f"warning: runner {runner} was not found on the phone: {hint}", err=True)
+    if as_json:
+        emit_json(device.to_dict())
+    else:
+        click.echo(summary_line(name, facts))
+
+
+@agent.command("adb")
+@click.option("--device", "device_name", metavar="NAME", help="A phone registered with 'devices register-phone'.")
+@click.option("--serial", metavar="SERIAL", help="USB serial of the phone.")
+@click.option("--address", metavar="HOST:PORT", help="adb-over-TCP address of the phone.")
+@click.option("--runner", type=click.Choice(RUNNER_CHOICES), default=None,
+              help="Benchmark program on the phone [default: the registered one, else benchmark_model].")
+@click.option("--python", "python", default=None, metavar="PATH", help="The phone's Python, for --runner python.")
+@click.option(
+    "--listen", default="127.0.0.1:50052", show_default=True, metavar="HOST:PORT",
+    help="Address the gRPC agent listens on; port 0 picks a free port.",
+)
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), default=None,
+    help="File holding a shared token; clients must send it (authorization: Bearer <token>).",
+)
+def agent_adb(
+    device_name: str | None, serial: str | None, address: str | None, runner: str | None,
+    python: str | None, listen: str, token_file: str | None,
+) -> None:
+    """Serve a phone over gRPC: the same Agent service as 'agent serve', run through ADB.
+
+    Run it on the computer the phone is plugged into (or that reaches it over
+    adb-over-TCP); hosts then profile the phone as they would a board.
+
+    \b
+    Examples:
+      edgelat agent adb --device pixel7 --listen 0.0.0.0:50052 --token-file ~/.edgelat-token
+      edgelat agent adb --serial 1A2B3C
+    Then on a host:
+      edgelat devices register pixel7-remote --agent lab-pc:50052 --token-file ~/.edgelat-token
+    """
+    from edgelat.agents.adb.bridge import backend_from_transport
+    from edgelat.agents.server import serve
+    from edgelat.config import home
+    from edgelat.errors import BadInput
+
+    if sum(bool(x) for x in (device_name, serial, address)) != 1:
+        raise BadInput("give exactly one of --device NAME, --serial SERIAL or --address HOST:PORT")
+    token = None
+    if token_file is not None:
+        try:
+            token = Path(token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise BadInput(f"cannot read the token file {token_file}: {exc.strerror}") from exc
+        if not token:
+            raise BadInput(f"the token file {token_file} is empty: put a token in it (e.g. openssl rand -hex 16)")
+    facts: dict[str, Any] = {}
+    if device_name:
+        _, registry = open_registry()
+        device = registry.get(device_name)
+        if device.transport.get("type") != "adb":
+            raise BadInput(f"device {device_name!r} is not a phone reached over ADB (kind {device.kind}); "
+                           "use 'edgelat agent serve' on it instead")
+        transport = {k: v for k, v in device.transport.items() if k not in ("agent", "token_file")}
+        facts = device.facts
+    else:
+        transport = {"type": "adb", **({"serial": serial} if serial else {"address": address})}
+    if runner:
+        transport["runner"] = runner
+    if python:
+        transport["python"] = python
+    backend = backend_from_transport(transport, facts)
+    label = device_name or serial or address
+    backend.describe()  # connect now: an unauthorised or unreachable phone fails before we listen
+
+    def ready(server: Any) -> None:
+        host = listen.rpartition(":")[0]
+        auth = "token required" if token else "no token"
+        click.echo(f"edgelat agent adb serving phone {label} on {host}:{server.edgelat_port} "
+                   f"(runner {backend.runner}, {auth})")
+        sys.stdout.flush()
+
+    serve(backend, listen, on_ready=ready, token=token, cache_dir=home() / "adb-agent-models")

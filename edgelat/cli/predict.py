@@ -176,13 +176,18 @@ def _predict_model(path: str, device: str, config: Any, as_json: bool) -> None:
     from edgelat.cli.base import stdout_console
 
     kernels = data.get("kernels") or []
-    table = Table(title=f"{path} on {device}: {_fmt_ms(float(data['latency_ms']))}", show_edge=False)
+    title = f"{path} on {device}: {_fmt_ms(float(data['latency_ms']))}"
+    if data.get("calibrated"):
+        title += " (calibrated)"
+    if data.get("measured_ms") is not None:
+        title += f", measured {_fmt_ms(float(data['measured_ms']))}"
+    table = Table(title=title, show_edge=False)
     for col in ("kernel", "type", "ms", "from"):
         table.add_column(col, justify="right" if col == "ms" else "left")
     for k in kernels:
-        ms = k.get("ms", k.get("predicted_ms", k.get("latency_ms")))
+        ms = k.get("predicted_ms")
         table.add_row(str(k.get("key", "")), str(k.get("type", "")), f"{ms:.4g}" if ms is not None else "-",
-                      "table" if k.get("exact") else "predicted")
+                      str(k.get("source") or ("table" if k.get("exact_table_hit") else "predicted")))
     stdout_console().print(table)
 
 

@@ -1,1 +1,172 @@
-"""Commands: filled in by its owner."""
+"""``edgelat predictor build`` and ``edgelat predictor report``: the kernel-level predictor of a device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgelat.cli.base import emit_json, json_option, open_registry, predictor, runtime_options, stderr_console, stdout_console
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+@predictor.command("build")
+@click.option("--device", required=True, help="Device name ('local' is this machine).")
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(0, 24 * 60),
+    default=30.0,
+    show_default=True,
+    help="Profiling time for this device + runtime config, summed over runs: an interrupted "
+    "build continues when rerun; rerun with a larger budget to profile more.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kernel sampler.")
+@runtime_options
+@json_option
+def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as_json: bool) -> None:
+    """Profile kernels on a device by adaptive sampling and fit its latency predictor.
+
+    Measures which operator pairs the runtime fuses, kernels drawn from real CNNs
+    (MobileNetV2/V3, Once-for-All subnets and perturbations of them), a handful of
+    whole models to calibrate against, then more kernels around the ones predicted
+    worst, until the budget is spent. Every measurement is stored as it arrives.
+
+    \b
+    Examples:
+      edgelat predictor build --device local --budget-minutes 5
+      edgelat predictor build --device rpi5 --runtime litert --threads 4
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgelat.predictors.sampling import build_predictor, build_state
+
+    db, registry = open_registry()
+    registry.get(device)
+    budget_s = budget_minutes * 60.0
+    already = build_state(db, device, runtime_config)["spent_s"]
+    with registry.connect(device) as client:
+        with Progress(
+            TextColumn("[bold]{task.fields[phase]:<9}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=stderr_console(),
+            disable=as_json,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("", total=max(budget_s, 1.0), completed=min(already, budget_s), phase="start")
+
+            def on_progress(phase: str, spent: float, budget: float, message: str) -> None:
+                bar.update(task, completed=min(spent, budget), description=message[:60], phase=phase)
+
+            summary = build_predictor(db, device, client, runtime_config, budget_s, seed=seed, progress=on_progress)
+    registry.touch(device, "lost" if summary.interrupted else "available")
+    data = summary.to_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        _print_build(data)
+    if summary.interrupted:
+        from edgelat.errors import DeviceError
+
+        raise DeviceError(summary.interrupted)
+
+
+def _print_build(d: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = stdout_console()
+    out.print(
+        f"[bold]{d['device']}[/] {d['config_key']}: {d['kernels_measured']} kernels measured this run "
+        f"({d['kernels_total']} in the table), {d['models_measured']} whole models, {d['rounds']} adaptive rounds; "
+        f"profiling {d['spent_s'] / 60:.1f} of {d['budget_s'] / 60:.1f} min budget, fitting {d['fit_s']:.0f} s"
+    )
+    if d["spent_s"] >= d["budget_s"] and d["spent_this_run_s"] == 0:
+        out.print("the budget was already spent: nothing measured (rerun with a larger --budget-minutes to profile more)")
+    if d["fusion"]:
+        fused = sorted(k for k, v in d["fusion"].items() if v == "fused")
+        separate = sorted(k for k, v in d["fusion"].items() if v == "separate")
+        out.print(f"fused on this runtime: {', '.join(fused) or 'none'}; run apart: {', '.join(separate) or 'none'}")
+    if d["regressors"]:
+        t = Table("kernel type", "rows", "regressor", "CV MAPE", title="per-type regressors")
+        for op, r in d["regressors"].items():
+            t.add_row(op, str(r["rows"]), r["model"], _pct(r["cv_mape"]))
+        out.print(t)
+    else:
+        out.print("no kernel type has enough rows for a regressor yet")
+    c = d["calibration"]
+    if c:
+        out.print(f"calibration: {c['form']} {['%.4g' % x for x in c['coef']]} from {c['models']} whole models")
+    for f in d["failed"]:
+        out.print(f"  failed {f['key']}: {f['error']}")
+
+
+@predictor.command("report")
+@click.option("--device", required=True, help="Device name.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of predicted vs measured.")
+@runtime_options
+@json_option
+def report(device: str, plot_path: str | None, runtime_config: Any, as_json: bool) -> None:
+    """Accuracy of a device's kernel predictor on held-out measurements.
+
+    Kernels: out-of-fold predictions of the cross-validation at fit time. Whole
+    models: the build's holdout models (never calibrated on), the calibration
+    models leave-one-out, and every model with all its kernels predicted
+    out-of-fold (as if the device had never run any of them).
+
+    \b
+    Example:
+      edgelat predictor report --device local --plot report.png
+    """
+    from edgelat.predictors.report import plot_report, predictor_report
+
+    db, _ = open_registry()
+    rep = predictor_report(db, device, runtime_config)
+    if plot_path:
+        plot_report(rep, plot_path)
+    if as_json:
+        data = dict(rep)
+        data["kernels"] = {k: v for k, v in rep["kernels"].items() if k != "points"}
+        data["plot"] = plot_path
+        emit_json(data)
+        return
+    _print_report(rep, plot_path)
+
+
+def _print_report(rep: dict[str, Any], plot_path: str | None) -> None:
+    from rich.table import Table
+
+    out = stdout_console()
+    t = Table("held out", "n", "RMSE ms", "MAPE", "±5%", "±10%", "Spearman", title=f"{rep['device']} · {rep['config_key']}")
+    k = rep["kernels"]
+
+    def row(label: str, m: dict[str, Any]) -> None:
+        if m.get("n"):
+            t.add_row(label, str(m["n"]), _num(m.get("rmse")), _pct(m.get("mape")), _pct(m.get("within_5")),
+                      _pct(m.get("within_10")), _num(m.get("spearman")))
+
+    if "overall" in k:
+        row("kernels (out-of-fold)", k["overall"])
+        for op, m in k["by_type"].items():
+            row(f"  {op} ({m['regressor']})", m)
+    models = rep["models"]
+    row("models: holdout", models["holdout"])
+    row("models: calibration, leave-one-out", models["calibration_leave_one_out"])
+    row("models: kernels unseen", models["kernels_unseen"])
+    row("models: uncalibrated kernel sum", models["uncalibrated_sum"])
+    out.print(t)
+    if k["measured_after_fit"]:
+        out.print(f"{k['measured_after_fit']} kernels measured after the last fit are not in these figures")
+    if k["types_without_regressor"]:
+        lacking = ", ".join(f"{op} ({n} rows)" for op, n in k["types_without_regressor"].items())
+        out.print(f"kernel types without a regressor (too few rows; not in these figures): {lacking}")
+    if plot_path:
+        out.print(f"plot written to {plot_path}")

@@ -1,1 +1,190 @@
-"""Commands: filled in by its owner."""
+"""``edgelat search`` and ``edgelat export``: hardware-aware search against a named device.
+
+Latency comes from the device's table or predictor (see
+:mod:`edgelat.search.sources`); the accuracy side is pluggable and labelled
+as a proxy when it is one (:mod:`edgelat.search.objective`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgelat.cli.base import emit_json, json_option, main, open_registry, runtime_options, stderr_console
+from edgelat.errors import BadInput
+
+
+def _positive(name: str, value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise BadInput(f"{name} must be positive, got {value:g}")
+    return value
+
+
+@main.command("search")
+@click.option("--space", "space_name", required=True,
+              help="ofa-mbv3, proxyless, fbnet, nasbench201, or a path to a YAML space file.")
+@click.option("--device", required=True, help="Device whose table/predictor prices latency.")
+@click.option("--max-latency", type=float, default=None, help="Latency budget (ms, predicted).")
+@click.option("--max-energy", type=float, default=None, help="Energy budget (mJ per inference; needs energy rows).")
+@click.option("--max-memory", type=float, default=None, help="Memory budget (MB; fp32 weights + largest activations, estimated).")
+@click.option("--max-params", type=float, default=None, help="Parameter budget (millions).")
+@click.option("--pareto", is_flag=True, help="NSGA-II: the whole score/latency front instead of one budget.")
+@click.option("--population", type=click.IntRange(4, 100000), default=100, show_default=True)
+@click.option("--generations", type=click.IntRange(0, 100000), default=None,
+              help="Generations [default: 500 for evolution, 100 for --pareto].")
+@click.option("--parents", type=click.FloatRange(0.01, 0.99), default=0.25, show_default=True,
+              help="Share of the population kept as parents (evolution).")
+@click.option("--mutate-prob", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Probability that a gene is resampled in a mutant.")
+@click.option("--mutation-ratio", type=click.FloatRange(0, 0.99), default=0.5, show_default=True,
+              help="Share of each new population made by mutation (the rest by crossover; evolution).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="How many architectures to report (evolution; --pareto reports the whole front).")
+@click.option("--accuracy", "accuracy_csv", default=None, metavar="CSV",
+              help="Measured accuracies: a CSV with columns arch, accuracy.")
+@click.option("--unknown-archs", type=click.Choice(["nearest", "exclude"]), default="nearest", show_default=True,
+              help="With --accuracy: score unlisted architectures by the nearest listed one, or exclude them.")
+@click.option("--accuracy-fn", default=None, metavar="MODULE:FUNCTION",
+              help="Python scorer fn(space, pop) -> scores (module:function or file.py:function).")
+@click.option("--validate", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Export the top K, measure them on the device and store them.")
+@click.option("--validate-seconds", type=click.FloatRange(0.05, 600), default=10.0, show_default=True,
+              help="Time cap per validated model.")
+@click.option("--compare-flops", is_flag=True,
+              help="Also search under a FLOPs budget matched to the latency winner, and compare (measured when possible).")
+@click.option("--out", "out_csv", default=None, metavar="CSV", help="Write the results to a CSV file.")
+@click.option("--plot", "plot_png", default=None, metavar="PNG", help="Write a score-vs-latency PNG with the constraint.")
+@json_option
+@runtime_options
+def search_cmd(
+    space_name: str, device: str, max_latency: float | None, max_energy: float | None, max_memory: float | None,
+    max_params: float | None, pareto: bool, population: int, generations: int | None, parents: float,
+    mutate_prob: float, mutation_ratio: float, seed: int, top: int, accuracy_csv: str | None, unknown_archs: str,
+    accuracy_fn: str | None, validate: int, validate_seconds: float, compare_flops: bool, out_csv: str | None,
+    plot_png: str | None, as_json: bool, runtime_config: Any,
+) -> None:
+    """Find the best architectures of a space that fit a budget on a device.
+
+    The default objective is a size proxy (log FLOPs + log params), labelled
+    as a proxy in every output; give --accuracy or --accuracy-fn for real
+    accuracies. Latency is the device's predicted latency (table, kernel
+    predictor or architecture predictor); --validate measures the winners.
+
+    \b
+    Examples:
+      edgelat search --space ofa-mbv3 --device pixel7 --max-latency 25
+      edgelat search --space ofa-mbv3 --device pixel7 --pareto --out front.csv --plot front.png
+      edgelat search --space ofa-mbv3 --device pixel7 --max-latency 25 --validate 5
+      edgelat search --space nasbench201 --device pixel3 --max-latency 12 --accuracy accuracies.csv
+    """
+    from edgelat.agents.types import MeasurementProtocol
+    from edgelat.search.evaluate import Constraints
+    from edgelat.search.evolution import EvolutionSearch
+    from edgelat.search.job import SearchJob, run_search
+    from edgelat.search.objective import make_objective
+    from edgelat.search.pareto import ParetoSearch
+    from edgelat.search.report import check_writable, plot_front, print_table, write_csv
+    from edgelat.search.spaces import get_space
+
+    # every input is checked before anything runs or is stored
+    space = get_space(space_name)
+    constraints = Constraints(
+        max_latency_ms=_positive("--max-latency", max_latency),
+        max_energy_mj=_positive("--max-energy", max_energy),
+        max_memory_bytes=None if max_memory is None else _positive("--max-memory", max_memory) * 1e6,
+        max_params=None if max_params is None else _positive("--max-params", max_params) * 1e6,
+    )
+    if not pareto and max_latency is None:
+        raise BadInput("give --max-latency MS (or --pareto for the whole latency/score front)")
+    if pareto and compare_flops:
+        raise BadInput("--compare-flops compares single-budget searches; drop --pareto")
+    if parents + mutation_ratio > 1:
+        raise BadInput("--parents plus --mutation-ratio must be at most 1")
+    out_path = check_writable(out_csv, "--out")
+    plot_path = check_writable(plot_png, "--plot")
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise BadInput(f"--plot {plot_path}: name the file *.png")
+    db, registry = open_registry()
+    registry.get(device)
+    objective = make_objective(space, accuracy_csv, accuracy_fn, unknown_archs)
+    keep_cloud = plot_path is not None
+    if pareto:
+        strategy: Any = ParetoSearch(population=population, generations=100 if generations is None else max(1, generations),
+                                     mutate_prob=mutate_prob, seed=seed, keep_cloud=keep_cloud)
+    else:
+        strategy = EvolutionSearch(population=population, parents=parents, mutate_prob=mutate_prob,
+                                   mutation_ratio=mutation_ratio, generations=500 if generations is None else generations,
+                                   seed=seed, keep_cloud=keep_cloud)
+    job = SearchJob(
+        space=space, device=device, config=runtime_config, constraints=constraints, objective=objective,
+        strategy=strategy, top=top, validate=validate, compare_flops=compare_flops,
+        protocol=MeasurementProtocol(max_seconds=validate_seconds), seed=seed,
+    )
+    console = stderr_console()
+    outcome = run_search(db, job, progress=None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]")))
+    report = outcome.report
+    if out_path is not None:
+        write_csv(out_path, report["results"])
+        report["csv"] = str(out_path)
+    if plot_path is not None:
+        plot_front(plot_path, outcome.shown, outcome.result.cloud, max_latency, device, space.name,
+                   "proxy score (log FLOPs + log params)" if objective.proxy and accuracy_csv is None
+                   and accuracy_fn is None else f"score ({objective.name})")
+        report["plot"] = str(plot_path)
+    if as_json:
+        emit_json(report)
+    else:
+        print_table(report)
+        for key in ("csv", "plot"):
+            if key in report:
+                click.echo(f"wrote {report[key]}")
+
+
+@main.command("export")
+@click.option("--space", "space_name", required=True, help="Search space (name or YAML file).")
+@click.option("--arch", required=True, help="Architecture string of the space.")
+@click.option("--out", "out_path", required=True, metavar="FILE", help="Output model: *.onnx or *.tflite.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@json_option
+def export_cmd(space_name: str, arch: str, out_path: str, seed: int, as_json: bool) -> None:
+    """Write an architecture of a space as an ONNX or TFLite model with random weights.
+
+    The format follows the file name. TFLite export covers the chain-shaped
+    spaces (ofa-mbv3, proxyless, YAML spaces); fbnet and nasbench201 export ONNX.
+
+    \b
+    Example:
+      edgelat export --space ofa-mbv3 --arch "{'ks': [...20], 'e': [...20], 'd': [...5], 'r': 160}" --out net.onnx
+      edgelat export --space nasbench201 --arch '|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|' --out cell.onnx
+    """
+    import os
+    import tempfile
+
+    from edgelat.search.report import check_writable
+    from edgelat.search.space import format_for_path
+    from edgelat.search.spaces import get_space
+
+    space = get_space(space_name)
+    path = check_writable(out_path, "--out")
+    assert path is not None
+    fmt = format_for_path(out_path)
+    g = space.from_string(arch)
+    data = space.export(g, fmt, seed)
+    # write atomically: a failure never leaves half a model behind
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    info = {"space": space.name, "arch": space.to_string(g), "format": fmt, "out": str(path), "bytes": len(data),
+            "flops": int(space.flops(g)[0]), "params": int(space.params(g)[0]), "seed": seed}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"wrote {path} ({fmt}, {len(data) / 1e6:.2f} MB, {info['params'] / 1e6:.3f} M params, "
+                   f"{info['flops'] / 1e6:.1f} MFLOPs)")

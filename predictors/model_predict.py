@@ -1,0 +1,185 @@
+"""Predict a model file's latency on a device from its kernels.
+
+The file is split into kernels with the device's fusion verdicts
+(:mod:`edgelat.predictors.graph`), each kernel is answered from the device's
+table (exact hit) or its type's regressor (:mod:`edgelat.predictors.kernel`),
+the kernels are summed and the sum is calibrated to whole-model latency
+(:mod:`edgelat.predictors.calibration`) when the device has a calibration.
+
+Kernels nothing can answer -- a catalog type without a regressor, or a node
+outside the catalog -- are measured on the device there and then when it can
+be reached (and stored in its table, so the next query is an exact hit). When
+it cannot, BadInput names them. Never a silent zero.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.errors import BadInput, EdgelatError
+from edgelat.predictors.graph import Split, UnknownKernel, detect_format, split_model
+from edgelat.profiler.ops import KernelSpec
+
+
+def _graph_rows(db: sqlite_utils.Database, device: str, config: RuntimeConfig, keys: list[str]) -> dict[str, float]:
+    """Measured medians of non-catalog graph kernels (stored with op ``graph:<OpType>``)."""
+    if not keys:
+        return {}
+    marks = ",".join("?" for _ in keys)
+    rows = db.execute(
+        f"select kernel_key, median_ms from kernel_measurements where device = ? and config_key = ? "
+        f"and kernel_key in ({marks}) and median_ms is not null",
+        [device, config.key(), *keys],
+    ).fetchall()
+    return {k: float(v) for k, v in rows}
+
+
+def _measure_unknown(db, device: str, client, config: RuntimeConfig, kernels: list[UnknownKernel], protocol) -> None:
+    from edgelat.lut.store import add_kernel_result
+
+    items, by_tag = [], {}
+    for u in kernels:
+        if not u.model:
+            raise BadInput(f"cannot cut node {u.name} ({u.op_type}) out of the model to measure it")
+        items.append(BenchmarkItem(client.put_model(u.model), u.fmt, u.key))
+        by_tag[u.key] = u
+    for result in client.benchmark_batch(items, config, protocol):
+        u = by_tag[result.tag]
+        if not result.ok or result.latency is None:
+            raise BadInput(f"measuring node {u.name} ({u.op_type}) on {device} failed: {result.error}")
+        add_kernel_result(db, device, u.key, u.type, {**u.to_dict(), "signature": u.signature}, result)
+
+
+def _unreachable(device: str, names: list[str], why: str) -> BadInput:
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return BadInput(f"no measurement or regressor on {device} for: {shown}; and the device cannot measure them now ({why})")
+
+
+def predict_model_file(
+    db: sqlite_utils.Database,
+    device: str,
+    config: RuntimeConfig,
+    path: str | Path,
+    client=None,
+    measure_missing: bool = True,
+    protocol: MeasurementProtocol | None = None,
+) -> dict[str, Any]:
+    """Predicted latency of a model file on ``device`` + ``config``.
+
+    Returns ``device``, ``runtime``, ``config_key``, ``format``, ``latency_ms``
+    (calibrated when ``calibrated``), ``kernels_sum_ms``, ``kernels`` (in order:
+    key, type, predicted_ms, exact_table_hit, source, nodes), ``measured_now``
+    (keys measured by this call), ``layout_ops`` (zero-cost views), ``notes``,
+    and ``measured_ms`` when this exact file was measured whole on the device.
+    """
+    from edgelat.devices.registry import Registry
+    from edgelat.predictors.calibration import Calibration
+    from edgelat.predictors.fusion import load_rules
+    from edgelat.predictors.kernel import KernelPredictor, table_specs
+    from edgelat.predictors.sampling import KERNEL_PROTOCOL
+
+    registry = Registry(db)
+    registry.get(device)  # UnknownDevice before anything else
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read model file {p}: {exc.strerror or exc}") from None
+    fmt = detect_format(data, p)
+    rules = load_rules(db, device, config)
+    split: Split = split_model(data, fmt, rules)
+    if not split.items:
+        raise BadInput(f"{p}: the model has no operators to predict")
+
+    predictor = KernelPredictor.load(db, device, config)
+    if predictor is None:  # nothing built: use whatever the table holds, exact hits first
+        specs, y = table_specs(db, device, config)
+        predictor = KernelPredictor().fit(specs, y)
+
+    missing = list(dict.fromkeys(s.key for s in predictor.missing(split.kernels)))
+    unknown = list({u.key: u for u in split.unknown}.values())
+    unmeasured = [u for u in unknown if u.key not in _graph_rows(db, device, config, [u.key for u in unknown])]
+    measured_now: list[str] = []
+    if missing or unmeasured:
+        names = missing + [f"{u.name} ({u.op_type})" for u in unmeasured]
+        if not measure_missing:
+            raise _unreachable(device, names, "measuring on demand was turned off")
+        if unmeasured and fmt != config.model_format:
+            raise _unreachable(device, names, f"nodes of a {fmt} file cannot run on {config.runtime}")
+        own_client = client is None
+        try:
+            if own_client:
+                client = registry.connect(device)
+            from edgelat.profiler.jobs import profile_kernels
+
+            proto = protocol or KERNEL_PROTOCOL
+            if missing:
+                job = profile_kernels(db, device, client, [KernelSpec.from_key(k) for k in missing], config, proto)
+                if job.failed or job.interrupted:
+                    why = job.interrupted or "; ".join(f"{k}: {e}" for k, e in job.failed[:3])
+                    raise _unreachable(device, names, why)
+            if unmeasured:
+                _measure_unknown(db, device, client, config, unmeasured, proto)
+        except BadInput:
+            raise
+        except EdgelatError as exc:
+            raise _unreachable(device, names, str(exc)) from None
+        finally:
+            if own_client and client is not None:
+                client.close()
+        measured_now = missing + [u.key for u in unmeasured]
+        specs, y = table_specs(db, device, config)
+        predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
+
+    kernel_ms = predictor.predict_specs(split.kernels) if split.kernels else []
+    hits = predictor.hits(split.kernels) if split.kernels else []
+    graph_ms = _graph_rows(db, device, config, [u.key for u in unknown])
+    rows, k = [], 0
+    for item, nodes in zip(split.items, split.sources):
+        if isinstance(item, KernelSpec):
+            ms, hit = float(kernel_ms[k]), bool(hits[k])
+            k += 1
+            rows.append({"key": item.key, "type": item.op, "predicted_ms": ms, "exact_table_hit": hit})
+        else:
+            ms = graph_ms[item.key]
+            rows.append({"key": item.key, "type": item.type, "predicted_ms": ms, "exact_table_hit": True})
+        rows[-1]["source"] = "measured-now" if rows[-1]["key"] in measured_now else ("table" if rows[-1]["exact_table_hit"] else "regressor")
+        rows[-1]["nodes"] = nodes
+    total = sum(r["predicted_ms"] for r in rows)
+    cal = Calibration.load(db, device, config)
+    calibrated = cal is not None and not cal.is_identity
+    latency = float(cal.predict([total], [len(rows)])[0]) if calibrated else total
+
+    from edgelat.profiler.jobs import model_ref_for
+
+    measured = db.execute(
+        "select median_ms from model_measurements where device = ? and config_key = ? and model_ref = ?",
+        [device, config.key(), model_ref_for(data)],
+    ).fetchone()
+    out: dict[str, Any] = {
+        "device": device,
+        "runtime": config.runtime,
+        "threads": config.threads,
+        "provider": config.provider,
+        "config_key": config.key(),
+        "model": str(p),
+        "format": fmt,
+        "latency_ms": latency,
+        "kernels_sum_ms": total,
+        "calibrated": calibrated,
+        "calibration": {"form": cal.form_, "coef": [float(c) for c in cal.coef_]} if calibrated else None,
+        "fusion_rules": rules.source,
+        "kernels": rows,
+        "exact_hits": int(sum(r["exact_table_hit"] for r in rows)),
+        "measured_now": measured_now,
+        "layout_ops": split.layout,
+        "notes": split.notes,
+    }
+    if measured is not None and measured[0] is not None:
+        out["measured_ms"] = float(measured[0])
+    return json.loads(json.dumps(out))

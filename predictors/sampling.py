@@ -1,0 +1,509 @@
+"""Adaptive sampling: build a device's kernel predictor within a profiling budget.
+
+What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
+
+1. **Fusion probes** (once per device + config): which conv/fc + activation
+   pairs the runtime fuses (:mod:`edgelat.predictors.fusion`). Kernels are then
+   drawn as the graph splitter will cut models on this device.
+2. **Initial sample**: kernel configurations drawn from the distributions of
+   real CNNs -- the kernels of MobileNetV2 (resolutions 96..256, width
+   multipliers 0.35..1.4), MobileNetV3-Large and random Once-for-All
+   MobileNetV3 subnets, the ``mobilenet`` preset, perturbations of those
+   (channels x0.5..x2, feature maps, kernel size, expand ratio, SE, activation,
+   stride within the ranges such networks use), and the other catalog types at
+   the shapes those networks have. Measured in shuffled order so that a small
+   budget still covers every type. Gets at most ``INITIAL_SHARE`` of the budget.
+3. **Whole models**: a handful of networks measured whole, split from their
+   own files; ``calibration`` ones fit the kernel-sum -> whole-model map,
+   ``holdout`` ones are only reported on.
+4. **Adaptive rounds** until the budget is spent: fit the per-type regressors,
+   take the kernels with the largest cross-validated error, measure
+   configurations around them (and a quarter of fresh draws, so no region is
+   forgotten), refit.
+
+The budget is profiling wall time (building, sending and measuring models),
+summed over runs of the same device + config and stored with the build state:
+an interrupted build continues where it stopped when rerun, nothing measured
+twice (the table is keyed by kernel). Fitting time is reported, not budgeted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.predictors.fusion import FusionRules, apply_rules
+from edgelat.profiler import networks
+from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
+
+STATE_TABLE = "predictor_builds"
+KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, target_rel_ci=0.02, max_seconds=2.0)
+MODEL_PROTOCOL = MeasurementProtocol(warmup=5, min_runs=20, max_runs=1000, target_rel_ci=0.01, max_seconds=5.0)
+INITIAL_SIZE = 3000
+INITIAL_SHARE = 0.5
+CHUNK = 16  # kernels per profiling call: how often the budget is checked
+WORST_SHARE = 0.05  # share of the table whose neighbourhoods each adaptive round revisits
+NEIGHBOURS = 4
+MIN_ROUND = 48
+
+RESOLUTIONS = tuple(range(96, 257, 8))
+WIDTHS = (0.35, 0.5, 0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.4)
+MB_ACTS = ("relu", "relu6", "hswish")
+EXPANDS = (1.0, 2.0, 2.5, 3.0, 4.0, 4.5, 6.0)
+OTHER_OPS = ("conv2d", "dwconv2d", "maxpool", "avgpool", "global-avgpool", "add", "mul", "concat", "se", "fc", *ACTIVATION_OPS)
+
+
+# --------------------------------------------------------------------------- sampling
+def _ofa_subnet(rng: np.random.Generator, resolution: int) -> list[KernelSpec]:
+    ks = [int(rng.choice(networks.OFA_KERNELS)) for _ in range(20)]
+    es = [float(rng.choice(networks.OFA_EXPANDS)) for _ in range(20)]
+    ds = [int(rng.choice(networks.OFA_DEPTHS)) for _ in range(5)]
+    return networks.ofa_mbv3(ks, es, ds, resolution)
+
+
+def random_network(rng: np.random.Generator) -> tuple[str, list[KernelSpec]]:
+    """One real CNN of a random family, resolution and width (the distribution kernels come from)."""
+    r = int(rng.choice(RESOLUTIONS))
+    family = rng.choice(["mobilenetv2", "mobilenetv3-large", "ofa-mbv3", "ofa-mbv3", "tiny"])
+    if family == "mobilenetv2":
+        w = float(rng.choice(WIDTHS))
+        return f"mobilenetv2-{r}-{w:g}", networks.mobilenetv2(r, w)
+    if family == "mobilenetv3-large":
+        return f"mobilenetv3-large-{r}", networks.mobilenetv3_large(r)
+    if family == "tiny":
+        r = int(rng.choice(range(32, 129, 8)))
+        return f"tiny-{r}", networks.tiny_net(r)
+    return f"ofa-mbv3-{r}-{int(rng.integers(1 << 30))}", _ofa_subnet(rng, r)
+
+
+def _scale(rng: np.random.Generator, value: int, spread: float, lo: int = 8, hi: int = 2048) -> int:
+    return int(min(max(make_divisible(value * math.exp(rng.uniform(-spread, spread))), lo), hi))
+
+
+def _side(rng: np.random.Generator, h: int, spread: float) -> int:
+    return int(min(max(round(h * math.exp(rng.uniform(-spread, spread))), 1), 256))
+
+
+def perturb(spec: KernelSpec, rng: np.random.Generator, spread: float = math.log(1.5)) -> KernelSpec | None:
+    """A kernel near ``spec``: channels and feature map scaled by up to ``exp(spread)``,
+    sometimes another kernel size, expand ratio, SE, activation or stride (within the
+    ranges mobile CNNs use). None if the draw is not a valid kernel."""
+    d = spec.to_dict()
+    p = min(1.0, 0.6 * spread / math.log(1.5))  # chance of a discrete change
+    op = spec.op
+    d["h"] = d["w"] = _side(rng, spec.h, spread)
+    if op == "fc":
+        d["h"] = d["w"] = 1
+    if spec.cin != 3 or op != "conv2d":
+        d["cin"] = _scale(rng, spec.cin, spread)
+    if op in ("conv2d", "fc", "mbconv", "concat"):
+        if op == "mbconv" and spec.cin == spec.cout and rng.random() < 0.6:
+            d["cout"] = d["cin"]
+        else:
+            d["cout"] = _scale(rng, spec.cout, spread, lo=8 if op != "fc" else 10)
+    if op in ("conv2d", "dwconv2d", "mbconv") and rng.random() < p:
+        d["kernel"] = int(rng.choice((1, 3, 5)) if op == "conv2d" else rng.choice((3, 5, 7)))
+    if op in ("conv2d", "dwconv2d", "mbconv", "maxpool", "avgpool") and rng.random() < p / 2:
+        d["stride"] = 3 - spec.stride if spec.stride in (1, 2) else spec.stride
+    if op == "mbconv":
+        if rng.random() < p:
+            e = float(rng.choice(EXPANDS))
+            d["expand"] = 1.0 if e == 1.0 else make_divisible(d["cin"] * e) / d["cin"]
+        elif spec.expand != 1.0:
+            d["expand"] = make_divisible(d["cin"] * spec.expand) / d["cin"]
+        if rng.random() < p / 2:
+            d["se"] = not spec.se
+        if rng.random() < p / 2:
+            d["act"] = str(rng.choice(MB_ACTS))
+    if op in ("conv2d", "dwconv2d", "fc") and rng.random() < p / 2:
+        d["act"] = str(rng.choice(("none",) + MB_ACTS))
+    try:
+        return KernelSpec(**d)
+    except Exception:  # BadInput from an invalid combination: just skip this draw
+        return None
+
+
+def _other_kernel(rng: np.random.Generator) -> KernelSpec:
+    """A kernel of any catalog type at a shape a mobile CNN has."""
+    op = str(rng.choice(OTHER_OPS))
+    h = int(same_out(int(rng.choice(RESOLUTIONS)), int(rng.choice((2, 4, 8, 16, 32)))))
+    c = int(rng.choice((16, 24, 32, 40, 48, 64, 80, 96, 112, 160, 192, 240, 320, 480, 672, 960)))
+    if op == "conv2d":
+        k = int(rng.choice((1, 1, 3, 5)))
+        return KernelSpec("conv2d", h, h, c, _scale(rng, c, 1.0), kernel=k, stride=int(rng.choice((1, 2))), bn=True, act=str(rng.choice(("none",) + MB_ACTS)))
+    if op == "dwconv2d":
+        return KernelSpec("dwconv2d", h, h, c, kernel=int(rng.choice((3, 5, 7))), stride=int(rng.choice((1, 2))), bn=True, act=str(rng.choice(("none",) + MB_ACTS)))
+    if op in ("maxpool", "avgpool"):
+        k = int(rng.choice((2, 3)))
+        return KernelSpec(op, h, h, c, kernel=k, stride=int(rng.choice((1, 2))))
+    if op == "concat":
+        return KernelSpec("concat", h, h, c, _scale(rng, c, 0.7))
+    if op == "fc":
+        return KernelSpec("fc", 1, 1, _scale(rng, c * 2, 1.0), int(rng.choice((10, 100, 1000, 1280))), act=str(rng.choice(("none", "relu", "hswish"))))
+    if op == "global-avgpool":
+        return KernelSpec(op, min(h, 14), min(h, 14), c * 2)
+    return KernelSpec(op, h, h, c)
+
+
+class KernelSampler:
+    """Draws kernel configurations from real CNNs and around given kernels (deterministic per seed)."""
+
+    def __init__(self, seed: int = 0, rules: FusionRules | None = None) -> None:
+        self.seed = seed
+        self.rules = rules or FusionRules()
+
+    def _as_run(self, specs: Sequence[KernelSpec]) -> list[KernelSpec]:
+        out: list[KernelSpec] = []
+        for s in specs:
+            out.extend(apply_rules(s, self.rules))
+        return out
+
+    def initial(self, n: int = INITIAL_SIZE) -> list[KernelSpec]:
+        """About ``n`` distinct kernels in shuffled order: the mobilenet preset, then draws
+        of which ~50% are kernels of random real networks, ~30% perturbations of those
+        and ~20% other catalog types at mobile-CNN shapes."""
+        from edgelat.profiler.presets import get_preset
+
+        rng = np.random.default_rng([self.seed, 1])
+        pool: dict[str, KernelSpec] = {}
+        net_kernels: list[KernelSpec] = []
+        while len(net_kernels) < n:
+            net_kernels.extend(random_network(rng)[1])
+        picks = rng.permutation(len(net_kernels))
+        draws: list[KernelSpec] = []
+        for i in range(n):
+            u = rng.random()
+            if u < 0.5:
+                draws.append(net_kernels[picks[i % len(picks)]])
+            elif u < 0.8:
+                s = perturb(net_kernels[int(rng.integers(len(net_kernels)))], rng)
+                if s is not None:
+                    draws.append(s)
+            else:
+                draws.append(_other_kernel(rng))
+        for s in self._as_run(get_preset("mobilenet")) + self._as_run(draws):
+            pool.setdefault(s.key, s)
+        keys = list(pool)
+        return [pool[keys[i]] for i in rng.permutation(len(keys))]
+
+    def around(self, specs: Sequence[KernelSpec], per_spec: int, round_no: int) -> list[KernelSpec]:
+        """Neighbours of each kernel (small perturbations), as they run on the device."""
+        rng = np.random.default_rng([self.seed, 2, round_no])
+        out: list[KernelSpec] = []
+        for s in specs:
+            for _ in range(per_spec):
+                p = perturb(s, rng, spread=math.log(1.25))
+                if p is not None:
+                    out.extend(apply_rules(p, self.rules))
+        return out
+
+    def fresh(self, n: int, round_no: int) -> list[KernelSpec]:
+        """New draws from real networks (exploration next to the adaptive neighbours)."""
+        rng = np.random.default_rng([self.seed, 3, round_no])
+        out: list[KernelSpec] = []
+        while len(out) < n:
+            kernels = random_network(rng)[1]
+            out.append(kernels[int(rng.integers(len(kernels)))])
+        return self._as_run(out)
+
+
+# --------------------------------------------------------------------------- whole models
+def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
+    """(name, role, kernels) of the whole models a build measures. Benchmarks that claim
+    "never seen" results must not use these."""
+    rng = np.random.default_rng(12345)
+    return [
+        ("tiny-64", "calibration", networks.tiny_net(64)),
+        ("mobilenetv2-224-1.0", "calibration", networks.mobilenetv2(224, 1.0)),
+        ("mobilenetv2-128-0.5", "calibration", networks.mobilenetv2(128, 0.5)),
+        ("mobilenetv3-large-224", "calibration", networks.mobilenetv3_large(224)),
+        ("ofa-mbv3-min-160", "calibration", networks.ofa_mbv3([3] * 20, [3] * 20, [2] * 5, 160)),
+        ("ofa-mbv3-max-224", "calibration", networks.ofa_mbv3([7] * 20, [6] * 20, [4] * 5, 224)),
+        ("ofa-mbv3-rand-192", "calibration", _ofa_subnet(rng, 192)),
+        ("mobilenetv2-192-0.75", "holdout", networks.mobilenetv2(192, 0.75)),
+        ("mobilenetv3-large-160", "holdout", networks.mobilenetv3_large(160)),
+        ("ofa-mbv3-rand-176", "holdout", _ofa_subnet(rng, 176)),
+    ]
+
+
+# --------------------------------------------------------------------------- build state
+def ensure_state_table(db: sqlite_utils.Database) -> None:
+    if not db[STATE_TABLE].exists():
+        db[STATE_TABLE].create(
+            {
+                "device": str,
+                "config_key": str,
+                "spent_s": float,
+                "rounds": int,
+                "seed": int,
+                "updated_at": float,
+                "summary_json": str,
+            },
+            pk=("device", "config_key"),
+        )
+
+
+def build_state(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
+    ensure_state_table(db)
+    rows = list(db[STATE_TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
+    if rows:
+        return dict(rows[0])
+    return {"device": device, "config_key": config.key(), "spent_s": 0.0, "rounds": 0, "seed": 0, "updated_at": None, "summary_json": "{}"}
+
+
+def _save_state(db: sqlite_utils.Database, state: dict[str, Any]) -> None:
+    state["updated_at"] = time.time()
+    with db.conn:
+        db[STATE_TABLE].upsert(state, pk=("device", "config_key"))
+
+
+@dataclass
+class BuildSummary:
+    device: str
+    config: RuntimeConfig
+    budget_s: float
+    spent_s: float = 0.0  # profiling time over all runs of this build
+    spent_this_run_s: float = 0.0
+    fit_s: float = 0.0
+    kernels_measured: int = 0  # this run
+    kernels_total: int = 0
+    models_measured: int = 0
+    rounds: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    fusion: dict[str, str] = field(default_factory=dict)
+    regressors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    interrupted: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "runtime": self.config.runtime,
+            "threads": self.config.threads,
+            "provider": self.config.provider,
+            "config_key": self.config.key(),
+            "budget_s": round(self.budget_s, 1),
+            "spent_s": round(self.spent_s, 1),
+            "spent_this_run_s": round(self.spent_this_run_s, 1),
+            "fit_s": round(self.fit_s, 1),
+            "kernels_measured": self.kernels_measured,
+            "kernels_total": self.kernels_total,
+            "models_measured": self.models_measured,
+            "rounds": self.rounds,
+            "failed": [{"key": k, "error": e} for k, e in self.failed[:20]],
+            "failed_count": len(self.failed),
+            "fusion": self.fusion,
+            "regressors": self.regressors,
+            "calibration": self.calibration,
+            "interrupted": self.interrupted or None,
+        }
+
+
+# progress(phase, spent_s, budget_s, message)
+Progress = Callable[[str, float, float, str], None]
+
+
+class Builder:
+    """Runs one build; see the module docstring. Library entry point: :func:`build_predictor`."""
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        device: str,
+        client,
+        config: RuntimeConfig,
+        budget_s: float,
+        seed: int = 0,
+        kernel_protocol: MeasurementProtocol = KERNEL_PROTOCOL,
+        model_protocol: MeasurementProtocol = MODEL_PROTOCOL,
+        models: Sequence[tuple[str, str, list[KernelSpec]]] | None = None,
+        initial_size: int = INITIAL_SIZE,
+        detect_fusion: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        self.db, self.device, self.client, self.config = db, device, client, config
+        self.budget_s = float(budget_s)
+        self.seed = seed
+        self.kernel_protocol, self.model_protocol = kernel_protocol, model_protocol
+        self.models = list(default_models() if models is None else models)
+        self.initial_size = initial_size
+        self.detect_fusion = detect_fusion
+        self.progress = progress
+        self.state = build_state(db, device, config)
+        self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
+        self._phase = "start"
+
+    # -- budget bookkeeping
+    def spent(self) -> float:
+        return self.state["spent_s"]
+
+    def left(self) -> float:
+        return self.budget_s - self.spent()
+
+    def _charge(self, seconds: float) -> None:
+        self.state["spent_s"] += seconds
+        self.summary.spent_s = self.state["spent_s"]
+        self.summary.spent_this_run_s += seconds
+        _save_state(self.db, self.state)
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(self._phase, self.spent(), self.budget_s, message)
+
+    # -- measuring
+    def _profile(self, specs: list[KernelSpec], limit_s: float) -> None:
+        """Measure ``specs`` (those not in the table) in chunks until done or ``limit_s`` spent."""
+        from edgelat.lut.store import measured_kernel_keys
+        from edgelat.profiler.jobs import profile_kernels
+
+        done = measured_kernel_keys(self.db, self.device, self.config)
+        todo = [s for s in dict.fromkeys(specs) if s.key not in done]
+        for i in range(0, len(todo), CHUNK):
+            if self.spent() >= limit_s:
+                return
+            chunk = todo[i : i + CHUNK]
+            t0 = time.perf_counter()
+            job = profile_kernels(self.db, self.device, self.client, chunk, self.config, self.kernel_protocol)
+            self._charge(time.perf_counter() - t0)
+            self.summary.kernels_measured += job.measured
+            self.summary.failed.extend(job.failed)
+            self._say(f"{self.summary.kernels_measured} kernels measured this run")
+            if job.interrupted:
+                self.summary.interrupted = job.interrupted
+                raise _Stop()
+
+    def _fusion(self) -> FusionRules:
+        from edgelat.predictors.fusion import detect_fusion, load_rules, verdict_rows
+
+        rules = load_rules(self.db, self.device, self.config)
+        if rules.source == "default" and self.detect_fusion and self.left() > 0:
+            self._phase = "fusion"
+            self._say("measuring which operator pairs the runtime fuses")
+            t0 = time.perf_counter()
+            detect_fusion(self.db, self.device, self.client, self.config)
+            self._charge(time.perf_counter() - t0)
+            rules = load_rules(self.db, self.device, self.config)
+        self.summary.fusion = {f"{r['op']}+{r['act']}": r["verdict"] for r in verdict_rows(self.db, self.device, self.config)}
+        return rules
+
+    def _whole_models(self, rules: FusionRules) -> None:
+        from edgelat.lut.store import model_rows
+        from edgelat.predictors.calibration import record_model
+        from edgelat.predictors.graph import split_model
+        from edgelat.profiler.builders import build_model
+        from edgelat.profiler.jobs import model_ref_for, profile_model
+
+        self._phase = "models"
+        fmt = self.config.model_format
+        have = {r["model_ref"] for r in model_rows(self.db, self.device, self.config)}
+        for name, role, specs in self.models:
+            data = build_model(specs, fmt, seed=0)
+            ref = model_ref_for(data)
+            split = split_model(data, fmt, rules)
+            if split.unknown:  # cannot happen for catalog-built models; guard against a silent gap
+                raise RuntimeError(f"{name}: split left unknown kernels {[u.op_type for u in split.unknown]}")
+            # the model's kernels join the table too: a model's sum is then exact where measured
+            self._profile(split.kernels, self.budget_s)
+            if ref not in have:
+                if self.left() <= 0:
+                    return
+                self._say(f"measuring whole model {name}")
+                t0 = time.perf_counter()
+                profile_model(self.db, self.device, self.client, data, fmt, self.config, self.model_protocol, ref, name)
+                self._charge(time.perf_counter() - t0)
+                self.summary.models_measured += 1
+            record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
+
+    def _fit(self):
+        from edgelat.predictors.kernel import KernelPredictor, table_specs
+
+        t0 = time.perf_counter()
+        specs, y = table_specs(self.db, self.device, self.config)
+        predictor = KernelPredictor(random_state=self.seed).fit(specs, y) if specs else None
+        self.summary.fit_s += time.perf_counter() - t0
+        return predictor, specs, y
+
+    def _worst(self, predictor, specs: list[KernelSpec], y: np.ndarray, k: int) -> list[KernelSpec]:
+        """The ``k`` kernels with the largest out-of-fold relative error."""
+        scored = []
+        for s, v in zip(specs, y):
+            p = predictor.cv_pred_.get(s.key)
+            if p is not None:
+                scored.append((abs(p - v) / v, s))
+        scored.sort(key=lambda t: -t[0])
+        return [s for _, s in scored[:k]]
+
+    def run(self) -> BuildSummary:
+        try:
+            rules = self._fusion()
+            sampler = KernelSampler(self.seed, rules)
+            self._phase = "initial"
+            self._profile(sampler.initial(self.initial_size), INITIAL_SHARE * self.budget_s)
+            self._whole_models(rules)
+            self._phase = "adaptive"
+            while self.left() > 0:
+                predictor, specs, y = self._fit()
+                if predictor is None:
+                    break
+                round_no = self.state["rounds"] + 1
+                size = max(MIN_ROUND, int(WORST_SHARE * len(specs)) * NEIGHBOURS)
+                worst = self._worst(predictor, specs, y, max(1, size // NEIGHBOURS))
+                todo = sampler.around(worst, NEIGHBOURS, round_no) + sampler.fresh(size // 4, round_no)
+                before = self.summary.kernels_measured
+                self._say(f"round {round_no}: {len(worst)} worst kernels, {len(todo)} candidates")
+                self._profile(todo, self.budget_s)
+                self.state["rounds"] = round_no
+                self.summary.rounds += 1
+                _save_state(self.db, self.state)
+                if self.summary.kernels_measured == before:  # everything proposed was known: draw more next round
+                    self._profile(sampler.fresh(size, round_no + 10_000), self.budget_s)
+        except _Stop:
+            pass
+        return self.finish()
+
+    def finish(self) -> BuildSummary:
+        from edgelat.predictors.calibration import fit_calibration
+
+        self._phase = "fit"
+        self._say("fitting the regressors")
+        predictor, specs, _ = self._fit()
+        self.summary.kernels_total = len(specs)
+        if predictor is None:
+            return self.summary
+        predictor.save(self.db, self.device, self.config)
+        self.summary.regressors = {
+            op: {"rows": predictor.n_rows_[op], "model": predictor.choice_[op], "cv_mape": round(predictor.cv_[op][predictor.choice_[op]], 4)}
+            for op in predictor.ops_
+        }
+        cal = fit_calibration(self.db, self.device, self.config, predictor)
+        if cal is not None:
+            self.summary.calibration = {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_, "loo_mape": cal.loo_mape_}
+        self.state["summary_json"] = json.dumps(self.summary.to_dict(), default=str)
+        _save_state(self.db, self.state)
+        self._phase = "done"
+        self._say("done")
+        return self.summary
+
+
+class _Stop(Exception):
+    """The device went away mid-build: what was measured is kept; the rerun resumes."""
+
+
+def build_predictor(
+    db: sqlite_utils.Database,
+    device: str,
+    client,
+    config: RuntimeConfig,
+    budget_s: float,
+    **options: Any,
+) -> BuildSummary:
+    """Profile within ``budget_s`` seconds (total over reruns), fit, calibrate and store the
+    kernel predictor of ``device`` + ``config``. Options: see :class:`Builder`."""
+    return Builder(db, device, client, config, budget_s, **options).run()

@@ -1,0 +1,139 @@
+"""One hardware-aware search against a named device, end to end.
+
+:func:`run_search` is what ``edgelat search`` (and a service) calls: it
+resolves the device's latency (and energy) sources, runs the strategy, and
+optionally validates the top architectures on the device and compares with
+a FLOPs-constrained search. It returns the JSON-ready report.
+
+``--compare-flops`` matching: the FLOPs budget is the FLOPs of the
+latency-constrained winner, so both searches may spend the same FLOPs. The
+second search replaces the latency bound by that FLOPs bound (the other
+bounds stay) and keeps the same strategy, seed and objective; its winner is
+what a FLOPs proxy picks for the same budget. Both winners are measured on
+the device when it can run models, so the report shows which one the latency
+budget really admits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlite_utils
+
+from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.errors import BadInput
+from edgelat.search.evaluate import Constraints, Evaluator
+from edgelat.search.evolution import EvolutionSearch
+from edgelat.search.objective import Objective
+from edgelat.search.pareto import ParetoSearch
+from edgelat.search.result import Candidate, SearchResult
+from edgelat.search.space import SearchSpace
+
+
+@dataclass
+class SearchJob:
+    """Everything one search needs (validated by the caller)."""
+
+    space: SearchSpace
+    device: str
+    config: RuntimeConfig
+    constraints: Constraints
+    objective: Objective
+    strategy: EvolutionSearch | ParetoSearch
+    top: int = 5
+    validate: int = 0
+    compare_flops: bool = False
+    protocol: MeasurementProtocol = dataclasses.field(default_factory=MeasurementProtocol)
+    seed: int = 0
+
+
+@dataclass
+class SearchOutcome:
+    report: dict[str, Any]
+    result: SearchResult
+    shown: list[Candidate]
+
+
+def run_search(db: sqlite_utils.Database, job: SearchJob,
+               progress: Callable[[str], None] | None = None) -> SearchOutcome:
+    """Run the job; see the module docstring."""
+    from edgelat.search.sources import energy_source, latency_source
+    from edgelat.search.validate import measure_candidates, reachability
+
+    say = progress or (lambda _msg: None)
+    c = job.constraints
+    if isinstance(job.strategy, EvolutionSearch) and c.max_latency_ms is None:
+        raise BadInput("the evolution search needs --max-latency (or use --pareto)")
+    if job.compare_flops and c.max_latency_ms is None:
+        raise BadInput("--compare-flops needs --max-latency (the FLOPs budget is matched to it)")
+    why_not = reachability(db, job.device)
+    if job.validate and why_not:
+        raise BadInput(f"cannot --validate: {why_not}")
+    model = latency_source(db, job.device, job.config, job.space)
+    energy, energy_note = energy_source(db, job.device, job.config, job.space)
+    if c.max_energy_mj is not None and energy is None:
+        raise BadInput(f"cannot constrain energy on {job.device!r}: {energy_note}; drop --max-energy")
+    ev = Evaluator(job.space, model.predict, job.objective, energy)
+    say(f"searching {job.space.name} on {job.device} ({model.kind} latency)")
+    result = job.strategy.run(ev, c)
+    shown = result.candidates if isinstance(job.strategy, ParetoSearch) else result.candidates[: job.top]
+    notes: list[str] = []
+    if model.kind == "table" and model.missing:
+        notes.append(f"{len(model.missing)} of the space's kernels are not in the table; "
+                     "the kernel predictor priced them")
+    if energy is not None and energy_note:
+        notes.append(f"energy: {energy_note}")
+    if job.validate:
+        todo = shown[: job.validate]
+        say(f"validating {len(todo)} architecture(s) on {job.device}")
+        measure_candidates(db, job.device, job.space, todo, job.config, job.protocol, c.max_latency_ms, job.seed,
+                           progress=lambda i, n, cand: say(f"measured {i}/{n}: {cand.measured_latency_ms:.3f} ms"))
+    comparison = None
+    if job.compare_flops:
+        comparison = _compare_flops(db, job, ev, shown, why_not, say)
+    report = {
+        "device": job.device,
+        "space": job.space.name,
+        "runtime": {**job.config.to_dict(), "key": job.config.key()},
+        "objective": job.objective.describe(),
+        "latency_source": {"kind": model.kind, "missing_kernels": len(getattr(model, "missing", []))},
+        "energy_source": {"available": energy is not None, "note": energy_note or None},
+        "constraints": c.to_dict(),
+        "strategy": result.to_dict(),
+        "memory_note": "memory_bytes_estimate = fp32 weights + the largest kernel's activations (from shapes)",
+        "results": [cand.to_dict() for cand in shown],
+        "notes": notes,
+    }
+    if comparison is not None:
+        report["compare_flops"] = comparison
+    return SearchOutcome(report=report, result=result, shown=shown)
+
+
+def _compare_flops(db: sqlite_utils.Database, job: SearchJob, ev: Evaluator, shown: list[Candidate],
+                   why_not: str, say: Callable[[str], None]) -> dict[str, Any]:
+    from edgelat.search.validate import measure_candidates
+
+    winner = shown[0]
+    budget = winner.flops
+    c2 = dataclasses.replace(job.constraints, max_latency_ms=None, max_flops=budget)
+    say(f"searching again under a FLOPs budget of {budget / 1e6:.1f} M")
+    other = job.strategy.run(ev, c2).candidates[0]
+    note = ""
+    pending = [x for x in (winner, other) if x.measured_latency_ms is None]
+    if why_not:
+        note = f"not measured: {why_not}"
+    elif pending:
+        measure_candidates(db, job.device, job.space, pending, job.config, job.protocol,
+                           job.constraints.max_latency_ms, job.seed)
+    out = {"flops_budget": budget, "matching": "FLOPs budget = FLOPs of the latency-constrained winner",
+           "latency_constrained": winner.to_dict(), "flops_constrained": other.to_dict(), "note": note or None}
+    lim = job.constraints.max_latency_ms
+    for key, cand in (("latency_constrained", winner), ("flops_constrained", other)):
+        out[key]["meets_latency_predicted"] = bool(cand.predicted_latency_ms <= lim) if lim else None
+        out[key]["meets_latency_measured"] = (
+            None if cand.measured_latency_ms is None or lim is None else bool(cand.measured_latency_ms <= lim)
+        )
+    out["same_architecture"] = winner.arch == other.arch
+    return out
