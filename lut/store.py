@@ -15,6 +15,7 @@ batch that dies halfway keeps everything it measured.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -115,7 +116,8 @@ def _result_columns(result: BenchmarkResult) -> dict[str, Any]:
         "p10_ms": lat.p10 if lat else None,
         "p90_ms": lat.p90 if lat else None,
         "n": lat.n if lat else None,
-        "rel_ci": lat.rel_ci if lat else None,
+        # too few samples give an infinite CI: stored as unknown (the row is flagged unstable anyway)
+        "rel_ci": lat.rel_ci if lat and math.isfinite(lat.rel_ci) else None,
         "stable": int(lat.stable) if lat else None,
         "session_ms": result.session_ms,
         "first_run_ms": result.first_run_ms,

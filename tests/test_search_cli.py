@@ -83,8 +83,7 @@ def test_search_json_contract(pixel3):
     assert out["latency_source"]["kind"] == "imported"
     assert out["constraints"] == {"max_latency_ms": 12.0}
     assert 1 <= len(out["results"]) <= 5
-    _, ms = read_help("nasbench201_latency_ms.csv", "pixel3")
-    archs, _ = read_help("nasbench201_latency_ms.csv", "pixel3")
+    archs, ms = read_help("nasbench201_latency_ms.csv", "pixel3")
     measured = dict(zip(archs, ms))
     for r in out["results"]:
         assert set(r) >= {"arch", "predicted_latency_ms", "score", "flops", "params", "measured_latency_ms"}
@@ -221,7 +220,7 @@ def test_search_validate_measures_and_stores(tiny_db):
         assert stored["median_ms"] == pytest.approx(r["measured_latency_ms"])
 
 
-def test_search_litert_validation_uses_tflite(tiny_db):
+def test_another_runtime_needs_its_own_table(tiny_db):
     space_file, source = tiny_db
     install_db(source)
     # a LiteRT table does not exist: the error says so instead of mixing runtimes

@@ -101,9 +101,20 @@ def runtime_options(f: Callable) -> Callable:
     return wrapper
 
 
+def _finite(value: Any) -> Any:
+    """Strict JSON has no Infinity/NaN: an undefined statistic is printed as null."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit_json(data: Any) -> None:
-    """Write one JSON document to stdout."""
-    json.dump(data, sys.stdout, indent=2, default=str)
+    """Write one JSON document to stdout (strict JSON: non-finite numbers become null)."""
+    json.dump(_finite(data), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
 
 

@@ -181,7 +181,8 @@ def _predict_model(path: str, device: str, config: Any, as_json: bool) -> None:
         title += " (calibrated)"
     if data.get("measured_ms") is not None:
         title += f", measured {_fmt_ms(float(data['measured_ms']))}"
-    table = Table(title=title, show_edge=False)
+    click.echo(title)
+    table = Table(show_edge=False)
     for col in ("kernel", "type", "ms", "from"):
         table.add_column(col, justify="right" if col == "ms" else "left")
     for k in kernels:

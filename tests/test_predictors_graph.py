@@ -1,0 +1,218 @@
+"""Graph -> kernels: the splitter recovers the kernels a model was built from, in both formats,
+applies the device's fusion verdicts, and lists what it does not know instead of dropping it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgelat.agents.types import RuntimeConfig
+from edgelat.errors import BadInput, CorruptModel
+from edgelat.predictors.fusion import FusionRules, apply_rules, detect_fusion, load_rules, verdict_rows
+from edgelat.predictors.graph import bn_twin, split_model
+from edgelat.profiler import networks
+from edgelat.profiler.builders import build_model
+from edgelat.profiler.ops import KernelSpec
+from edgelat.profiler.presets import get_preset
+
+NETWORKS = {
+    "mobilenetv2-224": networks.mobilenetv2(224),
+    "mobilenetv2-160-0.5": networks.mobilenetv2(160, 0.5),
+    "mobilenetv3-large-192": networks.mobilenetv3_large(192),
+    "tiny": networks.tiny_net(),
+    "ofa-mixed": networks.ofa_mbv3([3, 5, 7, 3] * 5, [3, 4, 6, 4] * 5, [2, 3, 4, 3, 2], 176),
+}
+
+
+def same_kernel(got: KernelSpec, want: KernelSpec) -> bool:
+    """Equal, or equal up to the batch-norm flag (a folded bn is a plain conv bias)."""
+    return got.key == want.key or (bn_twin(want) is not None and got.key == bn_twin(want).key)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_networks_split_back_into_the_kernels_they_were_built_from(name, fmt):
+    specs = NETWORKS[name]
+    split = split_model(build_model(specs, fmt), fmt)
+    assert [k.key for k in split.items] == [s.key for s in specs]
+    assert split.unknown == [] and split.layout == []
+    assert all(split.sources), "every kernel names the nodes it came from"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_every_smoke_kernel_and_extra_patterns_split_to_themselves(fmt):
+    extra = [
+        KernelSpec("fc", 1, 1, 64, 32, act="hswish"),
+        KernelSpec("conv2d", 8, 8, 8, 8, kernel=3, bn=True, act="swish"),
+        KernelSpec("conv2d", 8, 8, 8, 8, kernel=3, bn=True, act="hsigmoid"),
+        KernelSpec("dwconv2d", 8, 8, 8, kernel=3, bn=True, act="sigmoid"),
+        KernelSpec("mbconv", 8, 8, 16, 16, kernel=7, expand=6, se=True, act="hswish"),
+        KernelSpec("mbconv", 8, 8, 16, 24, kernel=3, expand=1, se=True, act="relu6"),
+        KernelSpec("mbconv", 10, 10, 24, 24, kernel=5, expand=184 / 80, act="relu"),
+    ]
+    for spec in get_preset("smoke") + extra:
+        split = split_model(build_model(spec, fmt), fmt)
+        assert len(split.items) == 1, (spec.key, [k.key for k in split.items])
+        assert same_kernel(split.items[0], spec), (spec.key, split.items[0].key)
+
+
+def test_conv_with_folded_batchnorm_is_reported_with_bn_and_its_twin_is_the_plain_conv():
+    plain = KernelSpec("conv2d", 8, 8, 8, 16, kernel=3, act="relu")
+    got = split_model(build_model(plain, "onnx")).items[0]
+    assert got.bn and got == bn_twin(plain)
+
+
+def test_fusion_verdicts_decide_whether_the_activation_is_its_own_kernel():
+    specs = [
+        KernelSpec("conv2d", 16, 16, 8, 16, kernel=3, bn=True, act="relu6"),
+        KernelSpec("dwconv2d", 16, 16, 16, kernel=3, bn=True, act="hswish"),
+        KernelSpec("mbconv", 16, 16, 16, 16, kernel=3, expand=3, act="hswish"),
+    ]
+    rules = FusionRules(frozenset({("conv2d", "relu6"), ("dwconv2d", "hswish")}), source="measured")
+    keys = [k.key for k in split_model(build_model(specs, "onnx"), "onnx", rules).items]
+    assert keys == [
+        "conv2d:h16,w16,cin8,cout16,k3,s1,bn",
+        "relu6:h16,w16,cin16",
+        "dwconv2d:h16,w16,cin16,k3,s1,bn",
+        "hswish:h16,w16,cin16",
+        specs[2].key,  # a block is measured as a whole: verdicts do not cut it
+    ]
+    # the sampler draws kernels the same way, so the table holds what the splitter asks for
+    assert [k.key for s in specs for k in apply_rules(s, rules)] == keys
+    # in TFLite a relu6 fused into the conv op itself cannot run apart
+    tfl = [k.key for k in split_model(build_model(specs, "tflite"), "tflite", rules).items]
+    assert tfl[0] == "conv2d:h16,w16,cin8,cout16,k3,s1,bn,relu6"
+    assert tfl[1:] == keys[2:]
+
+
+def _pytorch_style_model() -> bytes:
+    """What a PyTorch export looks like: explicit BatchNormalization, ReduceMean pooling,
+    Flatten + MatMul + Add classifier, a swish written as x*sigmoid(x), and a Softmax."""
+    rng = np.random.default_rng(0)
+    init = []
+
+    def const(name, arr):
+        init.append(numpy_helper.from_array(np.asarray(arr, np.float32), name))
+        return name
+
+    nodes = [
+        helper.make_node("Conv", ["x", const("w1", rng.standard_normal((16, 3, 3, 3)))], ["c1"], name="conv1",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", const("g", np.ones(16)), const("b", np.zeros(16)),
+                                                const("m", np.zeros(16)), const("v", np.ones(16))], ["bn1"], name="bn1"),
+        helper.make_node("Relu", ["bn1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", const("w2", rng.standard_normal((16, 16, 1, 1)))], ["c2"], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["a2"], name="add2"),
+        helper.make_node("Sigmoid", ["a2"], ["s2"], name="sig2"),
+        helper.make_node("Mul", ["a2", "s2"], ["sw2"], name="swish2"),
+        helper.make_node("ReduceMean", ["sw2", "axes"], ["p"], name="pool", keepdims=1),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten", axis=1),
+        helper.make_node("MatMul", ["f", const("wf", rng.standard_normal((16, 10)))], ["mm"], name="fc_mm"),
+        helper.make_node("Add", ["mm", const("bf", np.zeros(10))], ["logits"], name="fc_bias"),
+        helper.make_node("Softmax", ["logits"], ["prob"], name="softmax", axis=1),
+    ]
+    init.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    graph = helper.make_graph(
+        nodes, "pt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 10])], initializer=init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_exported_style_patterns_and_unknown_ops_are_listed_not_dropped():
+    import onnxruntime as ort
+
+    split = split_model(_pytorch_style_model(), "onnx")
+    keys = [k.key for k in split.items]
+    assert keys[:5] == [
+        "conv2d:h32,w32,cin3,cout16,k3,s2,bn,relu",
+        "conv2d:h16,w16,cin16,cout16,k1,s1",  # no bias, no BatchNormalization: bn=False
+        "add:h16,w16,cin16",
+        "swish:h16,w16,cin16",
+        "global-avgpool:h16,w16,cin16",
+    ]
+    assert keys[5] == "fc:h1,w1,cin16,cout10"  # Flatten + MatMul + bias Add are one fc kernel
+    assert split.sources[5] == ["flatten", "fc_mm", "fc_bias"]
+    (unknown,) = split.unknown
+    assert (unknown.name, unknown.op_type, unknown.type) == ("softmax", "Softmax", "graph:Softmax")
+    assert unknown.key.startswith("graph:onnx:Softmax:")
+    assert any("symbolic dimension N" in n for n in split.notes)
+    # the unknown node comes with a standalone model of itself that a runtime can run
+    sess = ort.InferenceSession(unknown.model, providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: np.ones((1, 10), np.float32)})
+    assert np.allclose(out, 0.1)
+    # same node, same shapes -> same key (weights do not enter it)
+    assert split_model(_pytorch_style_model(), "onnx").unknown[0].key == unknown.key
+
+
+def test_tflite_unknown_op_is_cut_out_runnable():
+    import ai_edge_litert.schema_py_generated as schema
+    import flatbuffers
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = build_model([KernelSpec("conv2d", 8, 8, 4, 8, kernel=3, bn=True, act="relu")], "tflite")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    sg = model.subgraphs[0]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.TANH
+    code.version = 1
+    model.operatorCodes.append(code)
+    out = schema.TensorT()
+    out.shape, out.type, out.buffer, out.name = [1, 8, 8, 8], schema.TensorType.FLOAT32, 0, b"tanh_out"
+    sg.tensors.append(out)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [sg.outputs[0]], [len(sg.tensors) - 1]
+    sg.operators.append(op)
+    sg.outputs = [len(sg.tensors) - 1]
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    split = split_model(bytes(b.Output()))
+    assert split.fmt == "tflite"
+    assert [type(i).__name__ for i in split.items] == ["KernelSpec", "UnknownKernel"]
+    unknown = split.unknown[0]
+    assert unknown.op_type == "TANH" and unknown.input_shapes == [(1, 8, 8, 8)]
+    interp = Interpreter(model_content=unknown.model)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.full((1, 8, 8, 8), 0.5, np.float32))
+    interp.invoke()
+    assert np.allclose(interp.get_tensor(interp.get_output_details()[0]["index"]), np.tanh(0.5), atol=1e-6)
+
+
+def test_bad_models_fail_with_a_clear_error():
+    with pytest.raises(CorruptModel):
+        split_model(b"definitely not a model", "onnx")
+    with pytest.raises(CorruptModel):
+        split_model(b"\x00\x00\x00\x00TFL3garbage", "tflite")
+    m = onnx.load_from_string(build_model(KernelSpec("relu", 4, 4, 8), "onnx"))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 4
+    with pytest.raises(BadInput, match="batch 4"):
+        split_model(m.SerializeToString(), "onnx")
+
+
+def test_fusion_detected_on_local_matches_what_onnxruntime_does(tmp_path):
+    """onnxruntime's CPU provider fuses Conv+Relu into one kernel (FusedConv, the relu in
+    the GEMM epilogue) but runs HardSwish after a Conv as separate HardSigmoid+Mul nodes."""
+    from edgelat.devices.registry import Registry
+    from edgelat.lut.store import open_db
+
+    db = open_db(tmp_path / "db.sqlite")
+    config = RuntimeConfig()
+    assert load_rules(db, "local", config).source == "default"
+    with Registry(db).connect("local") as client:
+        verdicts = detect_fusion(db, "local", client, config, pairs=[("conv2d", "relu"), ("conv2d", "hswish")])
+    by_pair = {(v.op, v.act): v for v in verdicts}
+    relu, hswish = by_pair["conv2d", "relu"], by_pair["conv2d", "hswish"]
+    assert relu.verdict == "fused", relu
+    assert hswish.verdict == "separate", hswish
+    # fused: conv+relu costs about what the conv alone does; apart: about conv + activation
+    assert relu.fused_ms < relu.first_ms + 0.5 * relu.second_cost_ms
+    assert hswish.fused_ms > hswish.first_ms + 0.5 * hswish.second_cost_ms
+    rules = load_rules(db, "local", config)
+    assert rules.source == "measured" and rules.fuses("conv2d", "relu") and not rules.fuses("conv2d", "hswish")
+    assert {(r["op"], r["act"]) for r in verdict_rows(db, "local", config)} == set(by_pair)
