@@ -39,7 +39,6 @@ NOISE_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, -0.5, 15
 SCALE_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-1, 1, 9))  # multiplies the prior covariance
 MIN_SOURCE_SAMPLES = 30
 
-Source = "tuple[np.ndarray, np.ndarray] | LinearLogModel"
 
 
 class FewShotPredictor(LinearLogModel):
@@ -60,14 +59,12 @@ class FewShotPredictor(LinearLogModel):
         jitter: float = 1e-3,
         noise_grid: Sequence[float] = NOISE_GRID,
         scale_grid: Sequence[float] = SCALE_GRID,
-        bias_var: float = 100.0,
         source_alphas: Sequence[float] = ALPHAS,
     ) -> None:
         self.space = space
         self.jitter = jitter
         self.noise_grid = noise_grid
         self.scale_grid = scale_grid
-        self.bias_var = bias_var
         self.source_alphas = source_alphas
 
     # ------------------------------------------------------------------ prior
@@ -102,42 +99,37 @@ class FewShotPredictor(LinearLogModel):
         mu = W.mean(axis=0)
         S = np.cov(W.T, bias=False).reshape(F, F)
         S = S + self.jitter * max(np.trace(S) / F, 1e-12) * np.eye(F)
-        evals, evecs = np.linalg.eigh(S)
-        evals = np.maximum(evals, 1e-12)
-        S_inv = (evecs / evals) @ evecs.T
-        logdet_S = float(np.sum(np.log(evals)))
+        e, Q = np.linalg.eigh(S)
+        Wh = Q * np.sqrt(np.maximum(e, 1e-300))  # Wh.T @ inv(S) @ Wh = I
 
+        # Flat prior on the intercept: work with centred data (n - 1 dimensions).
         t = np.log(y)
-        Xa = np.hstack([X, np.ones((n, 1))])
-        mu_a = np.append(mu, float(np.mean(t - X @ mu)))
-        r = t - Xa @ mu_a
-        G = Xa.T @ Xa
-        b = Xa.T @ r
+        xm = X.mean(axis=0)
+        Xc = X - xm
+        r = (t - t.mean()) - Xc @ mu
+        lam, U = np.linalg.eigh(Wh.T @ (Xc.T @ Xc) @ Wh)
+        lam = np.maximum(lam, 0.0)
+        T = Wh @ U  # T.T @ inv(S) @ T = I and T.T @ Xc.T @ Xc @ T = diag(lam)
+        beta = T.T @ (Xc.T @ r)
         rr = float(r @ r)
-        prec = np.zeros((F + 1, F + 1))
-        best: tuple[float, float, float, np.ndarray] | None = None
-        for tau in self.scale_grid:
-            prec[:F, :F] = S_inv / tau
-            prec[F, F] = 1.0 / self.bias_var
-            logdet_prior = F * np.log(tau) + logdet_S + np.log(self.bias_var)
-            for s2 in self.noise_grid:
-                P = prec + G / s2
-                try:
-                    L = np.linalg.cholesky(P)
-                except np.linalg.LinAlgError:
-                    continue
-                z = np.linalg.solve(L, b)
-                logdet_K = 2.0 * np.sum(np.log(np.diag(L))) + logdet_prior + n * np.log(s2)
-                quad = rr / s2 - float(z @ z) / (s2 * s2)
-                ll = -0.5 * (logdet_K + quad)
-                if best is None or ll > best[0]:
-                    w = mu_a + np.linalg.solve(L.T, z) / s2
-                    best = (ll, float(s2), float(tau), w)
-        if best is None:  # pragma: no cover - every grid point singular
-            raise BadInput("few-shot fit failed: the prior is degenerate")
-        _, self.noise_, self.prior_scale_, w = best
-        self.coef_ = w[:F]
-        self.intercept_ = float(w[F])
+
+        # log marginal likelihood on the whole (scale, noise) grid at once
+        tau = np.asarray(self.scale_grid, dtype=np.float64)[:, None, None]
+        s2 = np.asarray(self.noise_grid, dtype=np.float64)[None, :, None]
+        d = 1.0 / tau + lam[None, None, :] / s2  # eigenvalues of the posterior precision
+        ll = -0.5 * (
+            (n - 1) * np.log(s2[..., 0])
+            + np.log1p(tau * lam[None, None, :] / s2).sum(axis=-1)
+            + rr / s2[..., 0]
+            - (beta**2 / d).sum(axis=-1) / s2[..., 0] ** 2
+        )
+        i, j = np.unravel_index(int(np.argmax(ll)), ll.shape)
+        tau_b, s2_b = float(self.scale_grid[i]), float(self.noise_grid[j])
+        d_b = 1.0 / tau_b + lam / s2_b
+        w = mu + T @ (beta / d_b) / s2_b
+        self.noise_, self.prior_scale_ = s2_b, tau_b
+        self.coef_ = w
+        self.intercept_ = float(t.mean() - xm @ w)
         self.source_names_ = names
         self.n_samples_ = n
         return self

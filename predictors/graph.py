@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -139,6 +140,20 @@ class Split:
     @property
     def unknown(self) -> list[UnknownKernel]:
         return [k for k in self.items if isinstance(k, UnknownKernel)]
+
+
+def canonical_expand(cin: int, mid: int) -> float:
+    """The shortest decimal expand ratio that gives ``mid`` channels from ``cin``.
+
+    Several ratios name the same block (24 x 2.3 and 24 x 2.2917 both give 55
+    channels); a file only holds the channel counts, so the splitter -- and the
+    sampler, so table keys match -- spell the ratio the shortest way (2.3).
+    """
+    for digits in range(0, 7):
+        e = round(mid / cin, digits)
+        if e > 0 and int(math.floor(cin * e + 0.5)) == mid:
+            return float(e)
+    return mid / cin
 
 
 def bn_twin(spec: KernelSpec) -> KernelSpec | None:
@@ -631,7 +646,7 @@ class _Matcher:
         residual = j is not None and self.p[j].kind == "add" and set(self.p[j].inputs) == {out, x}
         if residual:
             nodes.append(j)
-        expand = 1.0 if first["op"] == "dwconv2d" else mid / cin
+        expand = 1.0 if first["op"] == "dwconv2d" else canonical_expand(cin, mid)
         try:
             spec = KernelSpec("mbconv", h, w, cin, cout, kernel=dw["kernel"], stride=dw["stride"], expand=expand, se=se, act=act)
         except BadInput:

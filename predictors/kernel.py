@@ -96,12 +96,12 @@ class _Boosted:
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "_Boosted":
-        from sklearn.ensemble import GradientBoostingRegressor
+        from sklearn.ensemble import HistGradientBoostingRegressor
 
         self.base_ = _Linear().fit(X, y)
         resid = np.log(y) - np.log(self.base_.predict(X))
-        self.model_ = GradientBoostingRegressor(
-            n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, random_state=self.random_state
+        self.model_ = HistGradientBoostingRegressor(
+            max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=3, random_state=self.random_state
         ).fit(_tree_features(X), resid)
         return self
 
@@ -129,6 +129,8 @@ class KernelPredictor:
     ``min_rows``: an op type with fewer measured rows gets no regressor (its
     kernels must be exact table hits or be measured). ``tree_min_rows``: below
     it only the linear candidate is tried (trees on a handful of rows overfit).
+    ``choice``: {op: candidate} to cross-validate only that candidate for that
+    op (adaptive sampling refits often and re-selects only at the end).
     """
 
     def __init__(
@@ -137,12 +139,14 @@ class KernelPredictor:
         tree_min_rows: int = 20,
         n_folds: int = 5,
         candidates: Sequence[str] = CANDIDATES,
+        choice: dict[str, str] | None = None,
         random_state: int = 0,
     ) -> None:
         self.min_rows = min_rows
         self.tree_min_rows = tree_min_rows
         self.n_folds = n_folds
         self.candidates = candidates
+        self.choice = choice
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
@@ -172,6 +176,9 @@ class KernelPredictor:
             X = np.stack([specs[i].features() for i in idx])
             yy = y[idx]
             names = [c for c in self.candidates if c == "linear" or len(idx) >= self.tree_min_rows]
+            fixed = (self.choice or {}).get(op)
+            if fixed in names:
+                names = [fixed]
             folds = min(self.n_folds, len(idx))
             kf = KFold(n_splits=folds, shuffle=True, random_state=self.random_state)
             oof = {c: np.empty(len(idx)) for c in names}
@@ -274,7 +281,7 @@ class KernelPredictor:
             "choice": self.choice_,
             "cv_mape": self.cv_,
             "n_rows": self.n_rows_,
-            "params": {k: getattr(self, k) for k in ("min_rows", "tree_min_rows", "n_folds", "random_state")},
+            "params": {k: getattr(self, k) for k in ("min_rows", "tree_min_rows", "n_folds", "candidates", "random_state")},
         }
         row = {
             "device": device,

@@ -55,9 +55,15 @@ def _measure_unknown(db, device: str, client, config: RuntimeConfig, kernels: li
         add_kernel_result(db, device, u.key, u.type, {**u.to_dict(), "signature": u.signature}, result)
 
 
-def _unreachable(device: str, names: list[str], why: str) -> BadInput:
-    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    return BadInput(f"no measurement or regressor on {device} for: {shown}; and the device cannot measure them now ({why})")
+def _unreachable(device: str, names: list[str], types: list[str], why: str) -> BadInput:
+    from collections import Counter
+
+    counts = ", ".join(f"{t} x{n}" for t, n in Counter(types).items())
+    shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    return BadInput(
+        f"{len(names)} kernel(s) have no measurement and no regressor on {device} ({counts}: {shown}) "
+        f"and the device cannot measure them now ({why})"
+    )
 
 
 def predict_model_file(
@@ -107,10 +113,11 @@ def predict_model_file(
     measured_now: list[str] = []
     if missing or unmeasured:
         names = missing + [f"{u.name} ({u.op_type})" for u in unmeasured]
+        types = [k.partition(":")[0] for k in missing] + [u.type for u in unmeasured]
         if not measure_missing:
-            raise _unreachable(device, names, "measuring on demand was turned off")
+            raise _unreachable(device, names, types, "measuring on demand was turned off")
         if unmeasured and fmt != config.model_format:
-            raise _unreachable(device, names, f"nodes of a {fmt} file cannot run on {config.runtime}")
+            raise _unreachable(device, names, types, f"nodes of a {fmt} file cannot run on {config.runtime}")
         own_client = client is None
         try:
             if own_client:
@@ -122,13 +129,13 @@ def predict_model_file(
                 job = profile_kernels(db, device, client, [KernelSpec.from_key(k) for k in missing], config, proto)
                 if job.failed or job.interrupted:
                     why = job.interrupted or "; ".join(f"{k}: {e}" for k, e in job.failed[:3])
-                    raise _unreachable(device, names, why)
+                    raise _unreachable(device, names, types, why)
             if unmeasured:
                 _measure_unknown(db, device, client, config, unmeasured, proto)
         except BadInput:
             raise
         except EdgelatError as exc:
-            raise _unreachable(device, names, str(exc)) from None
+            raise _unreachable(device, names, types, str(exc)) from None
         finally:
             if own_client and client is not None:
                 client.close()

@@ -40,6 +40,7 @@ import sqlite_utils
 
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.predictors.fusion import FusionRules, apply_rules
+from edgelat.predictors.graph import canonical_expand
 from edgelat.profiler import networks
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
 
@@ -115,9 +116,9 @@ def perturb(spec: KernelSpec, rng: np.random.Generator, spread: float = math.log
     if op == "mbconv":
         if rng.random() < p:
             e = float(rng.choice(EXPANDS))
-            d["expand"] = 1.0 if e == 1.0 else make_divisible(d["cin"] * e) / d["cin"]
+            d["expand"] = 1.0 if e == 1.0 else canonical_expand(d["cin"], make_divisible(d["cin"] * e))
         elif spec.expand != 1.0:
-            d["expand"] = make_divisible(d["cin"] * spec.expand) / d["cin"]
+            d["expand"] = canonical_expand(d["cin"], make_divisible(d["cin"] * spec.expand))
         if rng.random() < p / 2:
             d["se"] = not spec.se
         if rng.random() < p / 2:
@@ -339,6 +340,8 @@ class Builder:
         self.state = build_state(db, device, config)
         self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
         self._phase = "start"
+        self._choice: dict[str, str] | None = None  # regressor per op at the last selection
+        self._choice_rows = 0
 
     # -- budget bookkeeping
     def spent(self) -> float:
@@ -421,14 +424,26 @@ class Builder:
                 self.summary.models_measured += 1
             record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
 
-    def _fit(self):
+    def _fit(self, select: bool = True):
+        """Fit on the table. ``select=False`` keeps the regressor type each op got at the last
+        selecting fit (only that one is cross-validated): adaptive rounds refit often."""
         from edgelat.predictors.kernel import KernelPredictor, table_specs
 
         t0 = time.perf_counter()
         specs, y = table_specs(self.db, self.device, self.config)
-        predictor = KernelPredictor(random_state=self.seed).fit(specs, y) if specs else None
+        predictor = None
+        if specs:
+            choice = None if select else self._choice
+            predictor = KernelPredictor(choice=choice, random_state=self.seed).fit(specs, y)
+            if select:
+                self._choice, self._choice_rows = dict(predictor.choice_), len(specs)
         self.summary.fit_s += time.perf_counter() - t0
         return predictor, specs, y
+
+    def _table_size(self) -> int:
+        from edgelat.lut.store import measured_kernel_keys
+
+        return len(measured_kernel_keys(self.db, self.device, self.config))
 
     def _worst(self, predictor, specs: list[KernelSpec], y: np.ndarray, k: int) -> list[KernelSpec]:
         """The ``k`` kernels with the largest out-of-fold relative error."""
@@ -449,7 +464,8 @@ class Builder:
             self._whole_models(rules)
             self._phase = "adaptive"
             while self.left() > 0:
-                predictor, specs, y = self._fit()
+                grown = self._choice is None or self._table_size() >= 1.5 * self._choice_rows
+                predictor, specs, y = self._fit(select=grown)
                 if predictor is None:
                     break
                 round_no = self.state["rounds"] + 1

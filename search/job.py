@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import sqlite_utils
 
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
@@ -86,7 +87,12 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     if energy is not None and energy_note:
         notes.append(f"energy: {energy_note}")
     if job.validate:
-        todo = shown[: job.validate]
+        if isinstance(job.strategy, ParetoSearch) and len(shown) > job.validate:
+            # spread the measurements along the front (fastest to best-scoring)
+            picks = np.unique(np.linspace(0, len(shown) - 1, job.validate).round().astype(int))
+            todo = [shown[i] for i in picks]
+        else:
+            todo = shown[: job.validate]
         say(f"validating {len(todo)} architecture(s) on {job.device}")
         measure_candidates(db, job.device, job.space, todo, job.config, job.protocol, c.max_latency_ms, job.seed,
                            progress=lambda i, n, cand: say(f"measured {i}/{n}: {cand.measured_latency_ms:.3f} ms"))

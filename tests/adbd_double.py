@@ -300,7 +300,7 @@ class AdbdDouble:
     def taskset_log(self) -> list[str]:
         """Lines ``run MASK COMMAND`` / ``pid MASK`` for every taskset call on the phone."""
         p = self.root / ".adbd/taskset.log"
-        return p.read_text().splitlines() if p.exists() else []
+        return p.read_text().replace(str(self.root), "").splitlines() if p.exists() else []
 
     # ---- paths -----------------------------------------------------------
     def host_path(self, device_path: str) -> Path | None:

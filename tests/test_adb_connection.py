@@ -202,3 +202,35 @@ def test_split_exit() -> None:
     assert split_exit("a\nb\n\nEDGELAT_EXIT=0\n") == ("a\nb\n", 0)
     assert split_exit("partial\nEDGELAT_EXIT=137\n") == ("partial", 137)
     assert split_exit("killed before the marker") == ("killed before the marker", -1)
+
+
+def test_something_that_is_not_adbd_is_reported_not_hung() -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    stop = threading.Event()
+
+    def http_server() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                c, _ = server.accept()
+            except OSError:
+                continue
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            c.close()
+
+    threading.Thread(target=http_server, daemon=True).start()
+    try:
+        conn = AdbConnection(address=f"127.0.0.1:{server.getsockname()[1]}",
+                             timeouts=Timeouts(io_s=2, attempts=2, backoff_s=0.01))
+        t0 = time.monotonic()
+        with pytest.raises(PhoneLost, match="not ADB|closed the connection"):
+            conn.shell("true")
+        assert time.monotonic() - t0 < 3
+    finally:
+        stop.set()
+        server.close()

@@ -101,3 +101,14 @@ def test_concurrent_reader_sees_committed_rows(tmp_path):
     store.add_kernel_result(db, "d1", "add:1", "add", {}, _result(1.0))
     other = sqlite3.connect(tmp_path / "x.db")
     assert other.execute("select count(*) from kernel_measurements").fetchone()[0] == 1
+
+
+def test_infinite_confidence_interval_is_stored_as_unknown(tmp_path):
+    """Fewer than six samples give no CI of the median: the row says unknown, not a number."""
+    db = store.open_db(tmp_path / "x.db")
+    res = _result(1.0)
+    res.latency = LatencySummary(median=1.0, mean=1.0, std=0.0, p10=1.0, p90=1.0, n=3,
+                                 rel_ci=float("inf"), stable=False)
+    store.add_kernel_result(db, "d1", "add:1", "add", {}, res)
+    row = store.kernel_rows(db, "d1")[0]
+    assert row["rel_ci"] is None and row["stable"] == 0

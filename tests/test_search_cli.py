@@ -220,12 +220,36 @@ def test_search_validate_measures_and_stores(tiny_db):
         assert stored["median_ms"] == pytest.approx(r["measured_latency_ms"])
 
 
+def test_pareto_validation_spreads_along_the_front(tiny_db):
+    space_file, source = tiny_db
+    install_db(source)
+    out = json.loads(run("search", "--space", str(space_file), "--device", "local", "--pareto", "--population", "20",
+                         "--generations", "10", "--validate", "2", "--validate-seconds", "0.2", "--json").stdout)
+    res = out["results"]
+    assert len(res) >= 3
+    measured = [i for i, r in enumerate(res) if r["measured_latency_ms"] is not None]
+    assert measured == [0, len(res) - 1]  # the fastest and the best-scoring ends of the front
+    assert res[0]["validation"]["meets_constraint"] is None  # no latency bound was given
+
+
 def test_another_runtime_needs_its_own_table(tiny_db):
     space_file, source = tiny_db
     install_db(source)
     # a LiteRT table does not exist: the error says so instead of mixing runtimes
     fails("search", "--space", str(space_file), "--device", "local", "--max-latency", "0.5", "--runtime", "litert",
           match="no latency source")
+
+
+def test_energy_budget_without_a_sensor_quotes_the_table(tiny_db):
+    space_file, source = tiny_db
+    install_db(source)
+    from edgelat.lut.store import kernel_rows
+
+    notes = {r["energy_note"] for r in kernel_rows(open_db(), "local")}
+    if any(r["energy_mj"] is not None for r in kernel_rows(open_db(), "local")):
+        pytest.skip("this machine has an energy sensor")
+    fails("search", "--space", str(space_file), "--device", "local", "--max-latency", "0.5", "--max-energy", "1",
+          match=f"cannot constrain energy on 'local': {sorted(notes)[0]}")
 
 
 def test_compare_flops_measures_both(tiny_db):

@@ -464,7 +464,7 @@ class AdbClient(LocalClient):
         for item in items:
             result = run_item(self.backend, self.cache, item, config, protocol)
             if result.error and self.backend.lost_reason is not None:
-                raise DeviceError(result.error)
+                raise DeviceError(self.backend.lost_reason)
             yield result
 
 

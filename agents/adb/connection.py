@@ -15,6 +15,7 @@ import io
 import re
 import select
 import shlex
+import struct
 import socket
 import threading
 import time
@@ -150,6 +151,7 @@ class AdbConnection:
         self._device: Any = None
         self._lock = threading.RLock()
         self.reconnects = 0  # successful reconnects after a lost link (for the environment record)
+        self._ever_connected = False
 
     @property
     def label(self) -> str:
@@ -203,7 +205,7 @@ class AdbConnection:
                     "'Allow USB debugging' prompt, then retry"
                 ) from exc
             raise ConnectionLost(f"cannot connect to phone {self.label}: {_describe(exc)}") from exc
-        except Exception as exc:  # protocol garbage: not an adbd at the other end
+        except _link_errors() as exc:  # protocol garbage: not an adbd at the other end
             _close_quietly(device)
             raise ConnectionLost(f"phone {self.label} answered with something that is not ADB: {_describe(exc)}") from exc
         self._device = device
@@ -220,6 +222,9 @@ class AdbConnection:
                     self._sleep(delay)
                 try:
                     self._connect_once()
+                    if self._ever_connected:
+                        self.reconnects += 1
+                    self._ever_connected = True
                     return
                 except ConnectionLost as exc:
                     last = exc
@@ -227,12 +232,6 @@ class AdbConnection:
                 f"lost phone {self.label}: no ADB connection after {len(delays)} attempts "
                 f"over {sum(delays):.0f} s ({last}); check the cable or network, then rerun (finished work is kept)"
             )
-
-    def reconnect(self) -> None:
-        with self._lock:
-            self._drop()
-            self.connect()
-            self.reconnects += 1
 
     def close(self) -> None:
         with self._lock:
@@ -271,7 +270,7 @@ class AdbConnection:
                 ) from exc
             except (AdbCommandFailureException, PushFailedError) as exc:
                 raise DeviceError(f"{what} failed on phone {self.label}: {_describe(exc)}") from exc
-            except Exception as exc:
+            except _link_errors() as exc:
                 self._drop()
                 raise ConnectionLost(f"lost phone {self.label} during {what}: {_describe(exc)}") from exc
 
@@ -325,6 +324,15 @@ def split_exit(output: str) -> tuple[str, int]:
     if not m:
         return output, -1
     return output[: m.start()], int(m.group(1))
+
+
+def _link_errors() -> tuple[type[BaseException], ...]:
+    """What a broken link looks like from adb-shell: socket errors, USB errors, garbage packets."""
+    from adb_shell import exceptions as e
+
+    return (OSError, struct.error, UnicodeDecodeError, e.AdbConnectionError, e.InvalidChecksumError,
+            e.InvalidCommandError, e.InvalidResponseError, e.UsbReadFailedError, e.UsbWriteFailedError,
+            e.DeviceAuthError)
 
 
 def _close_quietly(device: Any) -> None:

@@ -225,7 +225,7 @@ class OrtPerfTestRunner(DeviceRunner):
 
     name = "ort-perf-test"
     formats = ("onnx",)
-    mark_glob = "*Session creation time cost*|*First inference time cost*|*Total inference*|*Total time cost*"
+    mark_glob = '*"Session creation time cost"*|*"First inference time cost"*|*"Total inference"*|*"Total time cost"*'
     PROVIDERS = ("cpu", "xnnpack", "nnapi", "qnn", "acl", "armnn", "cuda", "tensorrt", "openvino", "dnnl")
 
     def __init__(self, binary: str = f"{DEVICE_DIR}/onnxruntime_perf_test") -> None:

@@ -22,6 +22,10 @@ the HELP/HW-NAS-Bench measurements show them costing as much as live ones.
 The final BN + ReLU is priced as a ``relu`` kernel (the catalog has no
 standalone batch-norm). The exported ONNX model holds exactly these kernels.
 
+Figures (FLOPs = 2 x MACs): all-``nor_conv_3x3`` cell 1,527,946 parameters and
+441.6 MFLOPs (NAS-Bench-201 lists 1.53 MB and 220 M "FLOPs", which are MACs);
+all-``none`` 73,066 parameters.
+
 Export: ONNX only (the cells are a DAG, not a chain); TFLite raises BadInput.
 
 Strings: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``, the NAS-Bench-201 format used

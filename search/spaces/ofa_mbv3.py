@@ -14,11 +14,15 @@ depth_list=[2,3,4])`` with resolutions 128..224 step 4:
 Strings: ``{'ks': [20 kernels], 'e': [20 expands], 'd': [5 depths], 'r': 224}``,
 the format of ``shared/datasets/help/ofa_latency_ms.csv``.
 
-Figures (computed by ``flops``/``params`` from the kernels, checked in tests):
-see :data:`REFERENCE` for the largest and smallest subnets. OFA's own counter
-reports the largest subnet (ks 7, e 6, d 4, r 224) at about 7.7M parameters;
-ours differ from it only by the catalog's conventions (fc bias on the 960->1280
-layer, SE reduction as implemented by the ``se``/``mbconv`` kernels).
+Figures, computed by ``flops``/``params`` from the kernels (FLOPs = 2 x MACs
+plus element-wise ops, the catalog's convention; checked in tests):
+
+- largest subnet (ks 7, e 6, d 4, r 224): 7,645,128 parameters, 1,135.7 MFLOPs
+  (about 568 M multiply-adds). OFA reports about 7.7M parameters for it; the
+  0.7% difference is convention: OFA counts batch-norm's two affine
+  parameters per channel, here batch-norm is folded into one bias per channel
+  (and the bias-free 960->1280 layer is priced as an fc with a bias);
+- smallest (ks 3, e 3, d 2, r 128): 3,406,104 parameters, 83.3 MFLOPs.
 """
 
 from __future__ import annotations

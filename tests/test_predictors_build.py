@@ -1,0 +1,117 @@
+"""Adaptive-sampling build on `local`: within budget, resumable without duplicates, and a report
+whose numbers are metrics.report of the held-out points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.devices.registry import Registry
+from edgelat.lut.store import kernel_rows, model_rows, open_db
+from edgelat.predictors.calibration import Calibration, measured_models
+from edgelat.predictors.kernel import KernelPredictor
+from edgelat.predictors.metrics import report as metrics_report
+from edgelat.predictors.report import plot_report, predictor_report
+from edgelat.predictors.sampling import CHUNK, KernelSampler, build_predictor, build_state
+from edgelat.profiler import networks
+
+CONFIG = RuntimeConfig()
+KERNELS = MeasurementProtocol(warmup=1, min_runs=3, max_runs=20, target_rel_ci=0.05, max_seconds=0.3)
+MODELS = MeasurementProtocol(warmup=2, min_runs=5, max_runs=50, target_rel_ci=0.03, max_seconds=1.0)
+SMALL_MODELS = [
+    ("tiny-48", "calibration", networks.tiny_net(48)),
+    ("tiny-64", "calibration", networks.tiny_net(64)),
+    ("tiny-96", "calibration", networks.tiny_net(96)),
+    ("tiny-80", "holdout", networks.tiny_net(80)),
+]
+
+
+def _build(db, budget_s, **kw):
+    with Registry(db).connect("local") as client:
+        options = dict(kernel_protocol=KERNELS, model_protocol=MODELS, models=SMALL_MODELS, initial_size=400, detect_fusion=False)
+        options.update(kw)
+        return build_predictor(db, "local", client, CONFIG, budget_s, **options)
+
+
+def test_sampler_draws_real_cnn_kernels_deterministically():
+    a, b = KernelSampler(3).initial(300), KernelSampler(3).initial(300)
+    assert [s.key for s in a] == [s.key for s in b]
+    assert len({s.key for s in a}) == len(a)
+    ops = {s.op for s in a}
+    assert {"mbconv", "conv2d", "fc", "global-avgpool"} <= ops and len(ops) >= 10
+    mb = [s for s in a if s.op == "mbconv"]
+    assert all(s.kernel in (3, 5, 7) and 1 <= s.expand <= 6.5 and s.act in ("relu", "relu6", "hswish") for s in mb)
+    near = KernelSampler(3).around(mb[:5], 4, round_no=1)
+    assert near and all(s.op == "mbconv" for s in near)
+    assert KernelSampler(3).around(mb[:5], 4, 1) == near and KernelSampler(3).around(mb[:5], 4, 2) != near
+
+
+def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path):
+    db = open_db(tmp_path / "edgelat.db")
+    summary = _build(db, 20.0)
+    assert 20.0 <= summary.spent_s < 35.0, summary.to_dict()
+    assert summary.rounds >= 1 and summary.kernels_measured > 50
+    assert summary.models_measured == len(SMALL_MODELS)
+    assert len(model_rows(db, "local", CONFIG)) == len(SMALL_MODELS)
+    predictor = KernelPredictor.load(db, "local", CONFIG)
+    assert predictor is not None and "mbconv" in predictor.ops_
+    assert summary.regressors["mbconv"]["rows"] == predictor.n_rows_["mbconv"]
+    cal = Calibration.load(db, "local", CONFIG)
+    assert cal is not None and cal.n_models_ == 3
+
+    rep = predictor_report(db, "local", CONFIG)
+    pts = rep["kernels"]["points"]
+    assert len(pts) == len(predictor.cv_pred_)
+    expected = metrics_report([p["measured_ms"] for p in pts], [p["predicted_ms"] for p in pts])
+    assert rep["kernels"]["overall"] == pytest.approx(expected, nan_ok=True)
+    mb = [p for p in pts if p["type"] == "mbconv"]
+    assert rep["kernels"]["by_type"]["mbconv"]["n"] == len(mb)
+    # the held-out points are out-of-fold predictions, not the fitted values
+    assert all(p["predicted_ms"] == predictor.cv_pred_[p["key"]] for p in pts)
+    rows = {r["name"]: r for r in rep["models"]["rows"]}
+    assert set(rows) == {name for name, _, _ in SMALL_MODELS}
+    hold = rows["tiny-80"]
+    assert hold["role"] == "holdout"
+    assert hold["predicted_ms"] == pytest.approx(float(cal.predict([hold["kernels_sum_ms"]], [9])[0]) if not cal.is_identity else hold["kernels_sum_ms"])
+    expected = metrics_report([hold["measured_ms"]], [hold["predicted_ms"]])
+    assert {k: v for k, v in rep["models"]["holdout"].items() if v is not None} == pytest.approx({k: v for k, v in expected.items() if k != "spearman"})
+    measured = {m["name"]: m["measured_ms"] for m in measured_models(db, "local", CONFIG)}
+    assert all(rows[n]["measured_ms"] == measured[n] for n in rows)
+    png = plot_report(rep, tmp_path / "report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
+    db = open_db(tmp_path / "edgelat.db")
+    calls = {"n": 0}
+
+    def interrupt_after_three_chunks(phase, spent, budget, message):
+        if message.endswith("kernels measured this run"):  # said after each stored chunk
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _build(db, 12.0, progress=interrupt_after_three_chunks, models=[])
+    first = {r["kernel_key"]: r["measured_at"] for r in kernel_rows(db, "local", CONFIG)}
+    spent = build_state(db, "local", CONFIG)["spent_s"]
+    assert 2 * CHUNK < len(first) <= 3 * CHUNK and 0 < spent < 12.0
+    assert KernelPredictor.load(db, "local", CONFIG) is None  # interrupted before fitting
+
+    summary = _build(db, 12.0, models=[])
+    second = {r["kernel_key"]: r["measured_at"] for r in kernel_rows(db, "local", CONFIG)}
+    assert all(second[k] == t for k, t in first.items()), "a kernel measured before the interrupt was measured again"
+    assert len(second) == len(first) + summary.kernels_measured > len(first)
+    (dupes,) = db.execute(
+        "select count(*) - count(distinct kernel_key) from kernel_measurements where device = 'local'"
+    ).fetchone()
+    assert dupes == 0
+    assert summary.spent_s == pytest.approx(spent + summary.spent_this_run_s)
+    assert summary.spent_s >= 12.0
+    # the budget is spent: a third run measures nothing and only refits
+    third = _build(db, 12.0, models=[])
+    assert third.kernels_measured == 0 and third.spent_this_run_s == 0
+    assert len(kernel_rows(db, "local", CONFIG)) == len(second)
+    assert KernelPredictor.load(db, "local", CONFIG) is not None
+    assert np.isfinite(third.spent_s)

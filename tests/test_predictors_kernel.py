@@ -1,0 +1,157 @@
+"""Kernel regressors, calibration and model-file prediction on a real table profiled on `local`."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.devices.registry import Registry
+from edgelat.errors import BadInput
+from edgelat.lut.store import kernel_rows, open_db
+from edgelat.predictors.calibration import Calibration
+from edgelat.predictors.kernel import KernelPredictor, table_specs
+from edgelat.predictors.metrics import spearman
+from edgelat.predictors.model_predict import predict_model_file
+from edgelat.predictors.sampling import perturb
+from edgelat.profiler import networks
+from edgelat.profiler.builders import build_model
+from edgelat.profiler.jobs import profile_kernels
+from edgelat.profiler.ops import KernelSpec
+
+CONFIG = RuntimeConfig()
+PROTOCOL = MeasurementProtocol(warmup=1, min_runs=5, max_runs=40, target_rel_ci=0.05, max_seconds=0.3)
+
+
+def small_specs() -> list[KernelSpec]:
+    """~150 small kernels: tiny nets at several resolutions and perturbations of their blocks."""
+    base = [s for r in range(32, 113, 8) for s in networks.tiny_net(r)]
+    rng = np.random.default_rng(0)
+    out = list(base)
+    for s in base:
+        if s.op == "mbconv":
+            p = perturb(s, rng)
+            if p is not None and p.h <= 64:
+                out.append(p)
+    return list({s.key: s for s in out}.values())
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A real kernel table of `local` (measured once for this module)."""
+    db = open_db(tmp_path_factory.mktemp("kernel") / "edgelat.db")
+    with Registry(db).connect("local") as client:
+        job = profile_kernels(db, "local", client, small_specs(), CONFIG, PROTOCOL)
+    assert job.measured > 100 and not job.failed
+    return db
+
+
+def test_regressors_predict_held_out_kernels_far_better_than_a_constant(table):
+    specs, y = table_specs(table, "local", CONFIG)
+    idx = np.flatnonzero([s.op == "mbconv" for s in specs])
+    rng = np.random.default_rng(1)
+    rng.shuffle(idx)
+    test, train = idx[: len(idx) // 4], idx[len(idx) // 4 :]
+    model = KernelPredictor().fit([specs[i] for i in train], y[train])
+    assert model.ops_ == ["mbconv"]
+    pred = model.predict_regressors([specs[i] for i in test])
+    err = np.abs(pred - y[test]) / y[test]
+    const_err = np.abs(np.median(y[train]) - y[test]) / y[test]
+    assert np.median(err) < 0.25, np.median(err)
+    assert np.mean(err) < 0.5 * np.mean(const_err)
+    assert spearman(y[test], pred) > 0.85
+    # out-of-fold predictions exist for every training kernel and are honest (not in-sample)
+    oof = np.array([model.cv_pred_[specs[i].key] for i in train])
+    assert not np.allclose(oof, y[train])
+    assert set(model.cv_["mbconv"]) == {"linear", "forest", "boosted"}
+
+
+def test_exact_table_hits_are_used_as_measured_and_missing_types_are_named(table):
+    specs, y = table_specs(table, "local", CONFIG)
+    model = KernelPredictor().fit(specs, y)
+    got = model.predict_specs(specs[:10])
+    assert np.array_equal(got, y[:10])
+    assert model.hits(specs[:10]).all()
+    # a conv measured with bn is also the answer for the same conv written without it
+    conv = next(s for s in specs if s.op == "conv2d" and s.bn)
+    plain = KernelSpec(**{**conv.to_dict(), "bn": False})
+    assert model.predict_specs([plain])[0] == y[specs.index(conv)]
+    unseen = KernelSpec("maxpool", 16, 16, 8, kernel=3, stride=2)
+    with pytest.raises(BadInput, match="maxpool:h16,w16,cin8,k3,s2"):
+        model.predict_specs([unseen])
+    new_block = KernelSpec("mbconv", 20, 20, 24, 32, kernel=5, expand=4, act="relu")
+    assert new_block.key not in model.table_
+    assert 0 < model.predict_specs([new_block])[0] < 10
+
+
+def test_predictor_is_stored_per_device_and_config_and_refreshes_its_table(table):
+    assert KernelPredictor.load(table, "local", CONFIG) is None
+    model = KernelPredictor.from_table(table, "local", CONFIG)
+    model.save(table, "local", CONFIG)
+    assert KernelPredictor.load(table, "local", RuntimeConfig(threads=2)) is None
+    loaded = KernelPredictor.load(table, "local", CONFIG)
+    probe = [KernelSpec("mbconv", 20, 20, 24, 32, kernel=5, expand=4, act="relu"), KernelSpec("mbconv", 18, 18, 16, 16, kernel=3, expand=3, act="relu")]
+    assert np.allclose(loaded.predict_regressors(probe), model.predict_regressors(probe))
+    # a kernel measured after the fit is an exact hit for the loaded predictor
+    extra = KernelSpec("relu", 9, 9, 8)
+    with Registry(table).connect("local") as client:
+        profile_kernels(table, "local", client, [extra], CONFIG, PROTOCOL)
+    measured = next(r["median_ms"] for r in kernel_rows(table, "local", CONFIG) if r["kernel_key"] == extra.key)
+    assert KernelPredictor.load(table, "local", CONFIG).predict_specs([extra])[0] == measured
+
+
+def test_calibration_picks_the_form_that_predicts_left_out_models():
+    rng = np.random.default_rng(0)
+    sums = rng.uniform(1, 30, 8)
+    counts = rng.integers(10, 60, 8)
+    measured = 1.2 * sums - 0.02 * counts  # per-kernel overhead counted once per kernel model
+    cal = Calibration().fit(sums, counts, measured)
+    assert cal.form_ == "ratio+count"
+    assert np.allclose(cal.coef_, [1.2, -0.02])
+    assert np.allclose(cal.loo_pred_, measured)
+    assert np.allclose(cal.predict([10.0], [20]), [11.6])
+    # with no evidence for a correction, identity is kept
+    assert Calibration().fit([5.0], [10], [7.0]).form_ == "identity"
+
+
+def _model_with_softmax(tmp_path) -> str:
+    specs = networks.tiny_net(48)[:5] + [KernelSpec("maxpool", 6, 6, 40, kernel=3, stride=2)]
+    m = onnx.load_from_string(build_model(specs, "onnx"))
+    m.graph.node.append(helper.make_node("Softmax", ["output"], ["prob"], name="softmax", axis=1))
+    del m.graph.output[:]
+    m.graph.output.append(helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 40, 3, 3]))
+    path = tmp_path / "net.onnx"
+    path.write_bytes(m.SerializeToString())
+    return str(path)
+
+
+def test_predict_model_file_measures_what_nothing_can_answer_and_stores_it(table, tmp_path):
+    KernelPredictor.from_table(table, "local", CONFIG).save(table, "local", CONFIG)
+    path = _model_with_softmax(tmp_path)
+    first = predict_model_file(table, "local", CONFIG, path)
+    assert {"device", "latency_ms", "kernels", "calibrated", "runtime"} <= set(first)
+    types = [k["type"] for k in first["kernels"]]
+    assert types[-2:] == ["maxpool", "graph:Softmax"]
+    assert set(first["measured_now"]) == {first["kernels"][-2]["key"], first["kernels"][-1]["key"]}
+    assert all(k["predicted_ms"] > 0 for k in first["kernels"])
+    assert first["latency_ms"] == pytest.approx(sum(k["predicted_ms"] for k in first["kernels"]))
+    stored = {r["kernel_key"]: r for r in kernel_rows(table, "local", CONFIG)}
+    softmax = first["kernels"][-1]
+    assert stored[softmax["key"]]["op"] == "graph:Softmax"
+    assert softmax["predicted_ms"] == stored[softmax["key"]]["median_ms"]
+    # the second query finds them in the table: nothing measured, same answer
+    second = predict_model_file(table, "local", CONFIG, path)
+    assert second["measured_now"] == []
+    assert second["latency_ms"] == pytest.approx(first["latency_ms"])
+    assert [k["source"] for k in second["kernels"][-2:]] == ["table", "table"]
+
+
+def test_predict_model_file_names_the_kernels_when_the_device_cannot_measure(table, tmp_path):
+    Registry(table).ensure_imported("phone-from-csv")
+    path = _model_with_softmax(tmp_path)
+    with pytest.raises(BadInput, match=r"graph:Softmax x1.*imported measurements"):
+        predict_model_file(table, "phone-from-csv", CONFIG, path)
+    with pytest.raises(BadInput, match="cannot read model file"):
+        predict_model_file(table, "local", CONFIG, tmp_path / "missing.onnx")
