@@ -11,7 +11,8 @@ What is measured, all in this one run:
    table prices are real medians.
 2. ``table``: ``latency_model(db, "local", config, space)`` must pick the
    table; timed is ``model.predict(pop)`` on N random genotypes, which does
-   ``space.kernel_ids(pop)`` + the gather + the sum (in cache-sized blocks).
+   ``space.kernel_ids(pop)`` + the gather + the sum (in cache-sized blocks, one
+   BLAS thread: the space computes kernel ids with a small matrix product).
    ``kernel_ids`` and the gather alone are timed too.
 3. ``arch-predictor``: the public OFA measurements (shared/datasets/help) are
    imported, a ridge arch predictor is fitted for one of their devices, and
@@ -131,11 +132,12 @@ def main() -> None:
     rate_arch, sec_arch = median_rate(lambda: arch_model.predict(pop), args.n, args.repeats)
     rate_enc, _ = median_rate(lambda: space.encode(pop), args.n, args.repeats)
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nthroughput on {args.n:,} random ofa-mbv3 architectures (median of {args.repeats} runs, "
-          f"{os.cpu_count()} CPUs):")
+          f"{os.cpu_count()} CPUs, load average {load}):")
     print(f"  table          : {rate_table:>12,.0f} archs/s  ({sec_table * 1e3:.1f} ms per batch; "
           f"kernel_ids + gather + sum)   target >= 1,000,000 -> {'met' if rate_table >= 1e6 else 'NOT met'}")
-    print(f"    kernel_ids alone (one block): {rate_ids:>12,.0f} archs/s;  gather+sum alone: {rate_gather:,.0f} archs/s")
+    print(f"    kernel_ids alone (one {args.n:,} block, default BLAS threads): {rate_ids:>12,.0f} archs/s;  gather+sum alone: {rate_gather:,.0f} archs/s")
     print(f"  arch-predictor : {rate_arch:>12,.0f} archs/s  ({sec_arch * 1e3:.1f} ms per batch; "
           f"encode + matmul + exp)   target >= 100,000 -> {'met' if rate_arch >= 1e5 else 'NOT met'}")
     print(f"    encode alone: {rate_enc:>12,.0f} archs/s")

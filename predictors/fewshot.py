@@ -30,7 +30,14 @@ import numpy as np
 import sqlite_utils
 
 from edgelat.errors import BadInput
-from edgelat.predictors.arch import ALPHAS, ArchPredictor, LinearLogModel, _check_xy, measured_archs
+from edgelat.predictors.arch import (
+    ALPHAS,
+    ArchPredictor,
+    LinearLogModel,
+    check_xy,
+    measured_archs,
+    single_blas_thread,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgelat.search.space import SearchSpace
@@ -38,7 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
 NOISE_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, -0.5, 15))  # variance of log-latency
 SCALE_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-1, 1, 9))  # multiplies the prior covariance
 MIN_SOURCE_SAMPLES = 30
-
 
 
 class FewShotPredictor(LinearLogModel):
@@ -90,11 +96,16 @@ class FewShotPredictor(LinearLogModel):
         return names, np.asarray(coefs)
 
     def fit(self, X: Any, y_ms: Any, sources: Mapping[str, Any]) -> "FewShotPredictor":
-        X, y = _check_xy(X, y_ms)
+        X, y = check_xy(X, y_ms)
         assert y is not None
         n, F = X.shape
         if n < 2:
             raise BadInput(f"need at least 2 measured architectures on the target device, got {n}")
+        with single_blas_thread():
+            return self._fit(X, y, sources)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, sources: Mapping[str, Any]) -> "FewShotPredictor":
+        n, F = X.shape
         names, W = self._source_coefs(sources, F)
         mu = W.mean(axis=0)
         S = np.cov(W.T, bias=False).reshape(F, F)

@@ -4,8 +4,10 @@ For every op type with enough rows in the device's ``kernel_measurements``
 (one runtime config) three candidates are cross-validated and the one with the
 lowest out-of-fold MAPE is kept:
 
-- ``linear``: latency = a + b*FLOPs + c*memory traffic (elements moved) + d*params,
-  non-negative, fitted on relative error. Crude, but it extrapolates sanely.
+- ``linear``: latency = a non-negative price per unit of each kind of work the
+  kernel does (:func:`components`: 1x1/dense/depthwise conv FLOPs, elements
+  moved, activations by cost class, SE passes, dispatched nodes), fitted on
+  relative error. A roofline per primitive: it extrapolates sanely.
 - ``forest``: a random forest on log features -> log latency. Good inside the
   sampled region, flat outside it.
 - ``boosted``: the linear model times exp(gradient boosting on log features ->
@@ -43,16 +45,98 @@ from edgelat.profiler.ops import FEATURE_NAMES, OP_TYPES, KernelSpec
 
 TABLE = "kernel_predictors"
 CANDIDATES = ("linear", "forest", "boosted")
-_F = {name: i for i, name in enumerate(FEATURE_NAMES)}
-# numeric features the tree models see (log1p); one-hot op columns are constant within a type
-_TREE_COLS = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("op_")]
+_CHEAP_ACTS = ("relu", "relu6")
+# Work a kernel does, split by the kind of primitive that does it (each runs at its own speed).
+COMPONENT_NAMES: tuple[str, ...] = (
+    "one",  # fixed cost of a kernel
+    "gemm_flops",  # 1x1 convs, fc, the SE's small convs
+    "kxk_flops",  # dense convs with k > 1
+    "dw_flops",  # depthwise convs
+    "in_elems",
+    "out_elems",
+    "mid_elems",  # intermediate tensors inside a block (written and read once each)
+    "params",
+    "cheap_act_elems",  # relu, relu6
+    "exp_act_elems",  # hswish, hsigmoid, sigmoid, swish
+    "se_elems",  # SE pooling and gating passes
+    "eltwise_elems",  # add, mul, pools, standalone activations, concat copies
+    "nodes",  # primitive nodes the runtime dispatches
+)
+_SCALE = np.array([1, 1e6, 1e6, 1e6, 1e5, 1e5, 1e5, 1e5, 1e5, 1e5, 1e5, 1e5, 1.0])
+_NF = len(FEATURE_NAMES)
+# numeric columns the tree models see (log1p); one-hot op columns are constant within a type
+_TREE_COLS = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("op_")] + list(range(_NF + 1, _NF + len(COMPONENT_NAMES)))
+
+
+def components(spec: KernelSpec) -> np.ndarray:
+    """The kernel's work per primitive kind (:data:`COMPONENT_NAMES`): what a linear
+    latency model can price unit by unit (a roofline per kind of primitive)."""
+    v = np.zeros(len(COMPONENT_NAMES))
+    v[0] = 1.0
+    h, w, cin, cout, k = spec.h, spec.w, spec.cin, spec.cout, spec.kernel
+    _, ho, wo, _ = spec.output_shape()
+    v[4] = sum(int(np.prod(x)) for x in spec.input_shapes())
+    v[5] = int(np.prod(spec.output_shape()))
+    v[7] = spec.params()
+
+    def act(elems: int, a: str) -> None:
+        if a != "none":
+            v[8 if a in _CHEAP_ACTS else 9] += elems
+            v[12] += 1
+
+    def se(hh: int, ww: int, c: int) -> None:
+        from edgelat.profiler.ops import se_channels
+
+        v[10] += 2 * hh * ww * c
+        v[1] += 4 * c * se_channels(c)
+        v[12] += 6
+
+    op = spec.op
+    if op == "conv2d":
+        v[1 if k == 1 else 2] += 2 * ho * wo * k * k * cin * cout
+        v[12] += 1
+        act(ho * wo * cout, spec.act)
+    elif op == "dwconv2d":
+        v[3] += 2 * ho * wo * k * k * cin
+        v[12] += 1
+        act(ho * wo * cin, spec.act)
+    elif op == "fc":
+        v[1] += 2 * cin * cout
+        v[12] += 1
+        act(cout, spec.act)
+    elif op == "mbconv":
+        mid = spec.mid_channels
+        if spec.expand != 1.0:
+            v[1] += 2 * h * w * cin * mid
+            v[6] += h * w * mid
+            v[12] += 1
+            act(h * w * mid, spec.act)
+        v[3] += 2 * ho * wo * k * k * mid
+        v[6] += ho * wo * mid
+        v[12] += 1
+        act(ho * wo * mid, spec.act)
+        if spec.se:
+            se(ho, wo, mid)
+        v[1] += 2 * ho * wo * mid * cout
+        v[12] += 1
+        if spec.has_residual:
+            v[11] += ho * wo * cout
+            v[12] += 1
+    elif op == "se":
+        se(h, w, cin)
+    else:
+        v[11] += v[5] if op == "concat" else spec.flops()
+        v[12] += 1
+    return v
+
+
+def feature_matrix(specs: Sequence[KernelSpec]) -> np.ndarray:
+    """One row per kernel: the catalog's features, then :func:`components`."""
+    return np.stack([np.concatenate([s.features(), components(s)]) for s in specs])
 
 
 def _linear_design(X: np.ndarray) -> np.ndarray:
-    """[1, flops, memory elements, params] in units that keep the solve well conditioned."""
-    return np.column_stack(
-        [np.ones(len(X)), X[:, _F["flops"]] / 1e6, X[:, _F["mem_elems"]] / 1e5, X[:, _F["params"]] / 1e5]
-    )
+    return X[:, _NF:] / _SCALE
 
 
 def _tree_features(X: np.ndarray) -> np.ndarray:
@@ -68,7 +152,8 @@ class _Linear:
         A = _linear_design(X)
         self.coef_, _ = nnls(A / y[:, None], np.ones(len(y)))
         if not np.any(self.coef_ > 0):  # degenerate: fall back to the mean
-            self.coef_ = np.array([float(np.mean(y)), 0.0, 0.0, 0.0])
+            self.coef_ = np.zeros(len(COMPONENT_NAMES))
+            self.coef_[0] = float(np.mean(y))
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -83,7 +168,7 @@ class _Forest:
         from sklearn.ensemble import RandomForestRegressor
 
         self.model_ = RandomForestRegressor(
-            n_estimators=200, min_samples_leaf=1, max_features=0.5, random_state=self.random_state, n_jobs=1
+            n_estimators=100, min_samples_leaf=1, max_features=0.5, random_state=self.random_state, n_jobs=1
         ).fit(_tree_features(X), np.log(y))
         return self
 
@@ -96,12 +181,12 @@ class _Boosted:
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "_Boosted":
-        from sklearn.ensemble import HistGradientBoostingRegressor
+        from sklearn.ensemble import GradientBoostingRegressor
 
         self.base_ = _Linear().fit(X, y)
         resid = np.log(y) - np.log(self.base_.predict(X))
-        self.model_ = HistGradientBoostingRegressor(
-            max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=3, random_state=self.random_state
+        self.model_ = GradientBoostingRegressor(
+            n_estimators=100, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=self.random_state
         ).fit(_tree_features(X), resid)
         return self
 
@@ -117,6 +202,15 @@ def _make(name: str, random_state: int):
     if name == "boosted":
         return _Boosted(random_state)
     raise ValueError(f"unknown candidate {name!r}")
+
+
+def _one_thread():
+    """Run any OpenMP/BLAS loop on one thread: on small tables, threads spinning on a
+    machine busy measuring (or running anything else) are 20-50x slower than one thread,
+    which also leaves the other cores to the device being measured."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
 
 
 def _mape(y: np.ndarray, p: np.ndarray) -> float:
@@ -152,6 +246,10 @@ class KernelPredictor:
     # ------------------------------------------------------------------ fitting
     def fit(self, specs: Sequence[KernelSpec], y_ms: Sequence[float]) -> "KernelPredictor":
         """Fit one regressor per op type; remember the measured values as the exact table."""
+        with _one_thread():
+            return self._fit(specs, y_ms)
+
+    def _fit(self, specs: Sequence[KernelSpec], y_ms: Sequence[float]) -> "KernelPredictor":
         from sklearn.model_selection import KFold
 
         specs = list(specs)
@@ -173,7 +271,7 @@ class KernelPredictor:
             self.n_rows_[op] = len(idx)
             if len(idx) < self.min_rows:
                 continue
-            X = np.stack([specs[i].features() for i in idx])
+            X = feature_matrix([specs[i] for i in idx])
             yy = y[idx]
             names = [c for c in self.candidates if c == "linear" or len(idx) >= self.tree_min_rows]
             fixed = (self.choice or {}).get(op)
@@ -226,9 +324,9 @@ class KernelPredictor:
         lacking = sorted(op for op in by_op if op not in self.models_)
         if lacking:
             raise BadInput(f"no regressor for kernel type(s) {', '.join(lacking)} on this device")
-        for op, idx in by_op.items():
-            X = np.stack([specs[i].features() for i in idx])
-            out[idx] = self.models_[op].predict(X)
+        with _one_thread():
+            for op, idx in by_op.items():
+                out[idx] = self.models_[op].predict(feature_matrix([specs[i] for i in idx]))
         return out
 
     def predict_specs(self, specs: Sequence[KernelSpec]) -> np.ndarray:

@@ -53,6 +53,7 @@ CHUNK = 16  # kernels per profiling call: how often the budget is checked
 WORST_SHARE = 0.05  # share of the table whose neighbourhoods each adaptive round revisits
 NEIGHBOURS = 4
 MIN_ROUND = 48
+RECHECK_ERROR = 0.3  # out-of-fold error above which a worst kernel is measured again before trusting it
 
 RESOLUTIONS = tuple(range(96, 257, 8))
 WIDTHS = (0.35, 0.5, 0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.4)
@@ -274,6 +275,7 @@ class BuildSummary:
     spent_this_run_s: float = 0.0
     fit_s: float = 0.0
     kernels_measured: int = 0  # this run
+    kernels_rechecked: int = 0  # measured again because they were far off the trend
     kernels_total: int = 0
     models_measured: int = 0
     rounds: int = 0
@@ -295,6 +297,7 @@ class BuildSummary:
             "spent_this_run_s": round(self.spent_this_run_s, 1),
             "fit_s": round(self.fit_s, 1),
             "kernels_measured": self.kernels_measured,
+            "kernels_rechecked": self.kernels_rechecked,
             "kernels_total": self.kernels_total,
             "models_measured": self.models_measured,
             "rounds": self.rounds,
@@ -342,6 +345,7 @@ class Builder:
         self._phase = "start"
         self._choice: dict[str, str] | None = None  # regressor per op at the last selection
         self._choice_rows = 0
+        self._rechecked: set[str] = set()
 
     # -- budget bookkeeping
     def spent(self) -> float:
@@ -361,21 +365,25 @@ class Builder:
             self.progress(self._phase, self.spent(), self.budget_s, message)
 
     # -- measuring
-    def _profile(self, specs: list[KernelSpec], limit_s: float) -> None:
-        """Measure ``specs`` (those not in the table) in chunks until done or ``limit_s`` spent."""
+    def _profile(self, specs: list[KernelSpec], limit_s: float, again: bool = False) -> None:
+        """Measure ``specs`` (those not in the table, or all with ``again``) in chunks
+        until done or ``limit_s`` spent."""
         from edgelat.lut.store import measured_kernel_keys
         from edgelat.profiler.jobs import profile_kernels
 
-        done = measured_kernel_keys(self.db, self.device, self.config)
+        done = set() if again else measured_kernel_keys(self.db, self.device, self.config)
         todo = [s for s in dict.fromkeys(specs) if s.key not in done]
         for i in range(0, len(todo), CHUNK):
             if self.spent() >= limit_s:
                 return
             chunk = todo[i : i + CHUNK]
             t0 = time.perf_counter()
-            job = profile_kernels(self.db, self.device, self.client, chunk, self.config, self.kernel_protocol)
+            job = profile_kernels(self.db, self.device, self.client, chunk, self.config, self.kernel_protocol, force=again)
             self._charge(time.perf_counter() - t0)
-            self.summary.kernels_measured += job.measured
+            if again:
+                self.summary.kernels_rechecked += job.measured
+            else:
+                self.summary.kernels_measured += job.measured
             self.summary.failed.extend(job.failed)
             self._say(f"{self.summary.kernels_measured} kernels measured this run")
             if job.interrupted:
@@ -445,15 +453,15 @@ class Builder:
 
         return len(measured_kernel_keys(self.db, self.device, self.config))
 
-    def _worst(self, predictor, specs: list[KernelSpec], y: np.ndarray, k: int) -> list[KernelSpec]:
-        """The ``k`` kernels with the largest out-of-fold relative error."""
+    def _worst(self, predictor, specs: list[KernelSpec], y: np.ndarray, k: int) -> list[tuple[float, KernelSpec]]:
+        """The ``k`` kernels with the largest out-of-fold relative error, with that error."""
         scored = []
         for s, v in zip(specs, y):
             p = predictor.cv_pred_.get(s.key)
             if p is not None:
                 scored.append((abs(p - v) / v, s))
         scored.sort(key=lambda t: -t[0])
-        return [s for _, s in scored[:k]]
+        return scored[:k]
 
     def run(self) -> BuildSummary:
         try:
@@ -470,10 +478,16 @@ class Builder:
                     break
                 round_no = self.state["rounds"] + 1
                 size = max(MIN_ROUND, int(WORST_SHARE * len(specs)) * NEIGHBOURS)
-                worst = self._worst(predictor, specs, y, max(1, size // NEIGHBOURS))
+                scored = self._worst(predictor, specs, y, max(1, size // NEIGHBOURS))
+                worst = [s for _, s in scored]
+                # A measurement far off its neighbours' trend is measured once more first: a
+                # burst of load (or thermal throttling) during one row looks exactly like it.
+                suspects = [s for e, s in scored if e > RECHECK_ERROR and s.key not in self._rechecked]
+                self._rechecked.update(s.key for s in suspects)
                 todo = sampler.around(worst, NEIGHBOURS, round_no) + sampler.fresh(size // 4, round_no)
                 before = self.summary.kernels_measured
-                self._say(f"round {round_no}: {len(worst)} worst kernels, {len(todo)} candidates")
+                self._say(f"round {round_no}: {len(worst)} worst kernels ({len(suspects)} rechecked), {len(todo)} candidates")
+                self._profile(suspects, self.budget_s, again=True)
                 self._profile(todo, self.budget_s)
                 self.state["rounds"] = round_no
                 self.summary.rounds += 1

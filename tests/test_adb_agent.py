@@ -128,3 +128,42 @@ def test_agent_adb_bad_input(phone: AdbdDouble, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "is empty" in r.output
     r = runner.invoke(main, ["agent", "adb", "--device", "local"])
     assert r.exit_code == 1 and "not a phone reached over ADB" in r.output
+
+
+def test_benchmark_model_runner_from_the_cli(phone: AdbdDouble, tmp_path: Path) -> None:
+    """--runner benchmark_model builds TFLite models and files rows under the tool's own runtime;
+    statistics the tool does not print stay unknown in the JSON and the table."""
+    from test_adb_bridge import fake_tool
+
+    fake_tool(phone, "benchmark_model", "benchmark_model/04_ti-processor-sdk-doc_2026_am62x_xnnpack.txt")
+    register(phone)
+    net = tmp_path / "net.tflite"
+    net.write_bytes(build_model(get_preset("smoke")[0], "tflite"))
+    r = CliRunner().invoke(main, ["profile", "model", str(net), "--device", "pixel7", "--runner", "benchmark_model",
+                                  "--json", *QUICK_FLAGS])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["runtime"] == "tflite-benchmark"
+    assert out["latency_ms"]["median"] == pytest.approx(899.281)  # the tool printed 899281 us
+    assert out["latency_ms"]["p10"] is None and out["latency_ms"]["p90"] is None
+    assert out["stable"] is False
+
+    specs = get_preset("smoke")[:3]
+    ops = tmp_path / "ops.json"
+    ops.write_text(json.dumps([s.key for s in specs]))
+    r = CliRunner().invoke(main, ["profile", "ops", "--device", "pixel7", "--ops", str(ops),
+                                  "--runner", "benchmark_model", "--json", *QUICK_FLAGS])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["measured"] == 3
+    shown = CliRunner().invoke(main, ["lut", "show", "--device", "pixel7"])
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(CliRunner().invoke(main, ["lut", "show", "--device", "pixel7", "--json"]).stdout)
+    assert {r["runtime"] for r in rows} == {"tflite-benchmark"} and all(r["p10_ms"] is None for r in rows)
+
+    onnx_file = tmp_path / "net.onnx"
+    onnx_file.write_bytes(build_model(get_preset("smoke")[0], "onnx"))
+    r = CliRunner().invoke(main, ["profile", "model", str(onnx_file), "--device", "pixel7",
+                                  "--runner", "benchmark_model", *QUICK_FLAGS])
+    assert r.exit_code != 0 and "runs tflite models" in r.stderr
+    r = CliRunner().invoke(main, ["profile", "model", str(net), "--device", "local", "--runner", "python"])
+    assert r.exit_code != 0 and "applies to phones" in r.stderr

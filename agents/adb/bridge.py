@@ -499,7 +499,7 @@ def backend_from_transport(transport: dict[str, Any], facts: dict[str, Any] | No
     )
     conn = AdbConnection(serial=serial or None, address=None if serial else address,
                          key_path=transport.get("key_path"), timeouts=timeouts)
-    command_timeout = transport.get("command_timeout_s")
+    command_timeout = _float(transport, "command_timeout_s", 0.0) or None
     return AdbBackend(
         conn,
         runner=transport.get("runner") or "benchmark_model",
@@ -514,7 +514,7 @@ def backend_from_transport(transport: dict[str, Any], facts: dict[str, Any] | No
         retries=int(_float(transport, "retries", 3)),
         energy_period_s=_float(transport, "energy_period_s", 0.1) or 0.1,
         battery=transport.get("battery") or DEFAULT_BASE,
-        command_timeout_s=_float(transport, "command_timeout_s", 0) or None if command_timeout is not None else None,
+        command_timeout_s=command_timeout,
     )
 
 

@@ -208,6 +208,14 @@ class AdbConnection:
         except _link_errors() as exc:  # protocol garbage: not an adbd at the other end
             _close_quietly(device)
             raise ConnectionLost(f"phone {self.label} answered with something that is not ADB: {_describe(exc)}") from exc
+        except Exception as exc:
+            _close_quietly(device)
+            if type(exc).__module__.startswith("usb1"):  # libusb: busy, no permission, unplugged
+                raise DeviceError(
+                    f"cannot open phone {self.label} on USB ({_describe(exc)}): stop a running adb server "
+                    "('adb kill-server') and check the udev permissions of the device"
+                ) from exc
+            raise
         self._device = device
 
     def connect(self, attempts: int | None = None) -> None:

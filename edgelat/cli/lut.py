@@ -9,6 +9,11 @@ import click
 from edgelat.cli.base import emit_json, json_option, lut, open_registry, stdout_console
 
 
+def _ms(value: float | None) -> str:
+    """A latency cell; statistics the runner did not report are shown as '-', never made up."""
+    return "-" if value is None or value != value else f"{value:.4f}"
+
+
 @lut.command("show")
 @click.option("--device", required=True, help="Device name.")
 @click.option("--op", default=None, help="Only this operator type (conv2d, dwconv2d, mbconv, ...).")
@@ -48,7 +53,7 @@ def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
         table.add_row(
             r.get("model_name") or r.get("model_ref") if models else r["kernel_key"],
             f"{r['runtime']} t{r['threads']} {r['provider']}",
-            f"{r['median_ms']:.4f}", f"{r['p10_ms']:.4f}", f"{r['p90_ms']:.4f}", str(r["n"]),
+            _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), str(r["n"]),
             "yes" if r["stable"] else "[red]no[/red]", energy,
         )
     stdout_console().print(table)

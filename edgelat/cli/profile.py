@@ -28,6 +28,35 @@ _runner_option = click.option(
 )
 
 
+# The command-line runners on a phone are runtimes of their own (rows from benchmark_model are not
+# comparable with rows from the python runner's LiteRT), and each takes one model format.
+RUNNER_RUNTIME = {"benchmark_model": "tflite-benchmark", "ort-perf-test": "ort-perf-test"}
+
+
+def resolve_runtime(device: Any, runner: str | None, config: Any, runtime_given: bool, fmt: str | None = None) -> Any:
+    """The runtime config for a device + runner (+ model format): a phone's runner decides the runtime
+    unless it is the python runner; a contradiction is a clear error."""
+    import dataclasses
+
+    if runner and device.transport.get("type") != "adb":
+        raise BadInput(f"--runner applies to phones; {device.name} is reached by {device.transport.get('type')}")
+    chosen = runner or (device.transport.get("runner") if device.transport.get("type") == "adb" else None)
+    runtime = RUNNER_RUNTIME.get(chosen or "")
+    if runtime is not None:
+        if runtime_given and config.runtime != runtime:
+            raise BadInput(f"runner {chosen} runs its own runtime; drop --runtime {config.runtime} or use --runner python")
+        config = dataclasses.replace(config, runtime=runtime)
+    elif fmt == "tflite" and not runtime_given:
+        config = dataclasses.replace(config, runtime="litert")
+    if fmt is not None and config.model_format != fmt:
+        raise BadInput(f"this is a {fmt} model but {chosen or config.runtime} runs {config.model_format} models")
+    return config
+
+
+def _runtime_given() -> bool:
+    return click.get_current_context().get_parameter_source("runtime").name != "DEFAULT"
+
+
 def _progress_bar(total: int, quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -49,7 +78,6 @@ def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any,
     from edgelat.profiler.jobs import profile_kernels
 
     db, registry = open_registry()
-    registry.get(device)
     with registry.connect(device, runner=runner) as client:
         with _progress_bar(len(specs), quiet) as bar:
             task = bar.add_task("", total=len(specs))
@@ -103,6 +131,8 @@ def ops(device: str, preset: str | None, ops_file: str | None, force: bool, runt
     if preset and ops_file:
         raise BadInput("give either --preset or --ops, not both")
     specs = load_specs(ops_file) if ops_file else get_preset(preset or "mobilenet")
+    _, registry = open_registry()
+    runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given())
     summary = run_kernel_job(device, specs, runtime_config, protocol, force, runner=runner, quiet=as_json)
     if as_json:
         emit_json(summary.to_dict())
@@ -169,22 +199,18 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
       edgelat profile model net.tflite --device rpi5 --threads 4
       edgelat profile model net.tflite --device pixel7 --runner benchmark_model --json
     """
-    import dataclasses
-
     from edgelat.profiler.jobs import model_ref_for, profile_model
 
     file = Path(path)
     fmt = model_format_of(file)
-    if click.get_current_context().get_parameter_source("runtime").name == "DEFAULT" and fmt == "tflite":
-        runtime_config = dataclasses.replace(runtime_config, runtime="litert")
-    if runtime_config.model_format != fmt:
-        raise BadInput(f"{file.name} is a {fmt} model but runtime {runtime_config.runtime} runs "
-                       f"{runtime_config.model_format} models")
+    db, registry = open_registry()
+    try:
+        runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given(), fmt)
+    except BadInput as exc:
+        raise BadInput(f"{file.name}: {exc}") from exc
     data = file.read_bytes()
     if not data:
         raise BadInput(f"{file}: the file is empty")
-    db, registry = open_registry()
-    registry.get(device)
     with registry.connect(device, runner=runner) as client:
         try:
             result = profile_model(db, device, client, data, fmt, runtime_config, protocol,
@@ -196,10 +222,11 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     if as_json:
         emit_json(out)
         return
-    lat = out["latency_ms"]
+    lat = {k: ("n/a" if v is None or v != v else f"{v:.3f}" if isinstance(v, float) else v)
+           for k, v in out["latency_ms"].items()}
     energy = f"{out['energy_mj']:.3f} mJ" if out["energy_mj"] is not None else f"n/a ({out['energy_note']})"
     stdout_console().print(
         f"{file.name} on {device} ({out['runtime']} {out['runtime_version']}, {out['threads']} thread(s)): "
-        f"median {lat['median']:.3f} ms (p10 {lat['p10']:.3f}, p90 {lat['p90']:.3f}, n={lat['n']}"
+        f"median {lat['median']} ms (p10 {lat['p10']}, p90 {lat['p90']}, n={lat['n']}"
         f"{'' if out['stable'] else ', UNSTABLE'}), energy {energy}"
     )

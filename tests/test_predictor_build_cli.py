@@ -1,0 +1,61 @@
+"""`edgelat predictor build` and `edgelat predictor report` through the real CLI on `local`."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from edgelat.agents.types import RuntimeConfig
+from edgelat.cli import main
+from edgelat.lut.store import kernel_rows, open_db
+from edgelat.predictors.fusion import load_rules
+from edgelat.predictors.kernel import KernelPredictor
+
+
+def test_build_then_report_on_local(tmp_path):
+    runner = CliRunner()
+    built = runner.invoke(main, ["predictor", "build", "--device", "local", "--budget-minutes", "0.4", "--json"])
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.stdout)
+    assert summary["device"] == "local" and summary["config_key"] == "onnxruntime|cpu|t1|fp32"
+    assert 24 <= summary["spent_s"] < 60
+    assert summary["fusion"]["conv2d+relu"] == "fused"  # onnxruntime's FusedConv
+    assert summary["kernels_measured"] > 0 and summary["regressors"]
+
+    db = open_db()
+    config = RuntimeConfig()
+    assert len(kernel_rows(db, "local", config)) == summary["kernels_total"]
+    predictor = KernelPredictor.load(db, "local", config)
+    assert sorted(summary["regressors"]) == predictor.ops_
+    assert load_rules(db, "local", config).source == "measured"
+
+    plot = tmp_path / "report.png"
+    rep = runner.invoke(main, ["predictor", "report", "--device", "local", "--plot", str(plot), "--json"])
+    assert rep.exit_code == 0, rep.output
+    data = json.loads(rep.stdout)
+    assert data["kernels"]["overall"]["n"] == len(predictor.cv_pred_)
+    assert 0 <= data["kernels"]["overall"]["within_10"] <= 1
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    table = runner.invoke(main, ["predictor", "report", "--device", "local"])
+    assert table.exit_code == 0 and "kernels (out-of-fold)" in table.stdout
+
+    # the budget is spent: a rerun measures nothing and says so
+    again = runner.invoke(main, ["predictor", "build", "--device", "local", "--budget-minutes", "0.4"])
+    assert again.exit_code == 0, again.output
+    assert "the budget was already spent" in again.stdout
+    assert len(kernel_rows(db, "local", config)) == summary["kernels_total"]
+
+
+def test_errors_are_one_line_and_name_what_to_do():
+    runner = CliRunner()
+    res = runner.invoke(main, ["predictor", "build", "--device", "nosuch", "--budget-minutes", "1"])
+    assert res.exit_code == 1 and "unknown device 'nosuch'" in res.stderr
+    res = runner.invoke(main, ["predictor", "report", "--device", "local"])
+    assert res.exit_code == 1
+    assert res.stderr.strip().count("\n") == 0
+    assert "predictor build --device local" in res.stderr
+    res = runner.invoke(main, ["predictor", "report", "--device", "local", "--runtime", "litert"])
+    assert res.exit_code == 1 and "litert" in res.stderr
+    res = runner.invoke(main, ["predictor", "build", "--device", "local", "--budget-minutes", "-1"])
+    assert res.exit_code == 2
