@@ -236,6 +236,7 @@ def latency_model(
     raise BadInput(
         f"no latency source for {space.name} on {device!r} ({config.key()}): its table has {have} of the "
         f"space's {n_vocab} kernels ({len(missing)} missing) and no predictor is fitted; run "
+        f"'edgelat profile ops --device {device} --space {space.name}' (the table), "
         f"'edgelat predictor build --device {device}' (kernel predictor) or 'edgelat predictor fit "
         f"--space {space.name} --device {device}' (needs measured architectures)"
     )

@@ -156,3 +156,20 @@ def test_every_command_has_help_with_an_example(command):
 def test_groups_say_what_they_do(group):
     result = run(group, "--help")
     assert "Commands:" in result.stdout
+
+
+def test_profile_ops_for_a_search_space_measures_its_vocabulary(tmp_path, monkeypatch):
+    """--space profiles exactly the kernels the space can contain (a small YAML space here)."""
+    from edgelat.search.spaces import get_space
+
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(
+        "name: tiny\nresolutions: [32]\nstem: {width: 8, act: relu, stride: 2}\n"
+        "stages:\n  - {widths: [8], depths: [1], kernels: [3], expands: [3], stride: 2, act: relu}\n"
+        "head:\n  - {op: gap}\n  - {op: fc, cout: 10}\n"
+    )
+    vocab = get_space(str(space_file)).kernel_vocabulary()
+    out = json.loads(run("profile", "ops", "--device", "local", "--space", str(space_file), "--json", *FAST).stdout)
+    assert out["requested"] == len({s.key for s in vocab}) and out["measured"] == out["requested"]
+    _fails_cleanly("profile", "ops", "--device", "local", "--space", "nosuch-space", match="nosuch-space")
+    _fails_cleanly("profile", "ops", "--device", "local", "--space", "fbnet", "--preset", "smoke", match="one of")

@@ -107,13 +107,16 @@ def _print_summary(summary: Any) -> None:
 @click.option("--preset", default=None, help="Operator preset: mobilenet (default) or smoke.")
 @click.option("--ops", "ops_file", type=click.Path(dir_okay=False), default=None,
               help="YAML/JSON list of kernel specs (dicts or canonical keys) instead of a preset.")
+@click.option("--space", default=None,
+              help="Every kernel a search space can contain (ofa-mbv3, proxyless, fbnet, nasbench201 or a YAML "
+                   "file), so that search can price any architecture from the table.")
 @click.option("--force", is_flag=True, help="Measure again kernels already in the table.")
 @runtime_options
 @protocol_options
 @_runner_option
 @json_option
-def ops(device: str, preset: str | None, ops_file: str | None, force: bool, runtime_config: Any, protocol: Any,
-        runner: str | None, as_json: bool) -> None:
+def ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool, runtime_config: Any,
+        protocol: Any, runner: str | None, as_json: bool) -> None:
     """Profile operators (kernels) on a device into its lookup table.
 
     Kernels already measured for this device and runtime config are skipped, so an
@@ -124,13 +127,21 @@ def ops(device: str, preset: str | None, ops_file: str | None, force: bool, runt
       edgelat profile ops --device local --preset smoke
       edgelat profile ops --device rpi5 --preset mobilenet --runtime litert --threads 4 --json
       edgelat profile ops --device pixel7 --preset mobilenet --runner benchmark_model
+      edgelat profile ops --device rpi5 --space ofa-mbv3 --max-seconds 1
     """
     from edgelat.profiler.ops import load_specs
     from edgelat.profiler.presets import get_preset
 
-    if preset and ops_file:
-        raise BadInput("give either --preset or --ops, not both")
-    specs = load_specs(ops_file) if ops_file else get_preset(preset or "mobilenet")
+    if sum(x is not None for x in (preset, ops_file, space)) > 1:
+        raise BadInput("give one of --preset, --ops or --space")
+    if space is not None:
+        from edgelat.search.spaces import get_space
+
+        specs = get_space(space).kernel_vocabulary()
+    elif ops_file is not None:
+        specs = load_specs(ops_file)
+    else:
+        specs = get_preset(preset or "mobilenet")
     _, registry = open_registry()
     runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given())
     summary = run_kernel_job(device, specs, runtime_config, protocol, force, runner=runner, quiet=as_json)
