@@ -43,20 +43,28 @@ def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
                    f"{' and op ' + op if op else ''}: run 'edgelat profile {'model' if models else 'ops'} --device {device}'",
                    err=True)
         return
-    from rich.table import Table
+    from rich import box
+    from rich.table import Column, Table
 
     name_col = "model" if models else "kernel"
-    table = Table(name_col, "runtime", "median ms", "p10", "p90", "n", "stable", "energy mJ",
-                  title=f"{device}: {len(rows)} {name_col} rows")
+    console = stdout_console()
+    configs: dict[str, list] = {}
     for r in rows:
-        energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "-"
-        table.add_row(
-            r.get("model_name") or r.get("model_ref") if models else r["kernel_key"],
-            f"{r['runtime']} t{r['threads']} {r['provider']}",
-            _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), str(r["n"]),
-            "yes" if r["stable"] else "[red]no[/red]", energy,
-        )
-    stdout_console().print(table)
+        configs.setdefault(r["config_key"], []).append(r)
+    for group in configs.values():  # one table per runtime config: rows are only comparable within one
+        first = group[0]
+        table = Table(Column(name_col, min_width=30, overflow="fold"), "median ms", "p10", "p90", "n", "stable",
+                      "mJ",
+                      box=box.SIMPLE_HEAD, title=f"{device}: {first['runtime']} {first['runtime_version']} {first['provider']}, "
+                            f"{first['threads']} thread(s), {len(group)} {name_col} rows")
+        for r in group:
+            energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "-"
+            table.add_row(
+                (r.get("model_name") or r.get("model_ref")) if models else r["kernel_key"],
+                _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), str(r["n"]),
+                "yes" if r["stable"] else "[red]no[/red]", energy,
+            )
+        console.print(table)
     notes = sorted({r["energy_note"] for r in rows if r["energy_mj"] is None and r["energy_note"]})
     for note in notes:
         click.echo(f"energy: {note}")

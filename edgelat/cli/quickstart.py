@@ -25,7 +25,8 @@ def quickstart(runtime: str, max_seconds: float, as_json: bool) -> None:
       edgelat quickstart
       edgelat lut show --device local
     """
-    from rich.table import Table
+    from rich import box
+    from rich.table import Column, Table
 
     from edgelat import config
     from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
@@ -65,8 +66,8 @@ def quickstart(runtime: str, max_seconds: float, as_json: bool) -> None:
                       "energy_note": result.energy_note or None},
         })
         return
-    table = Table("kernel", "median ms", "p10", "p90", "n", "stable",
-                  title=f"local ({runtime} {result.config.version}, 1 thread)")
+    table = Table(Column("kernel", min_width=30, overflow="fold"), "median ms", "p10", "p90", "n", "stable",
+                  box=box.SIMPLE_HEAD, title=f"local ({runtime} {result.config.version}, 1 thread)")
     for r in rows:
         table.add_row(r["kernel_key"], f"{r['median_ms']:.4f}", f"{r['p10_ms']:.4f}", f"{r['p90_ms']:.4f}",
                       str(r["n"]), "yes" if r["stable"] else "[red]no[/red]")
