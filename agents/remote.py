@@ -21,6 +21,7 @@ from edgelat.agents.cache import check_sha, sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.server import CHUNK_BYTES, MAX_MESSAGE_BYTES
 from edgelat.agents.types import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.config import read_token_file
 from edgelat.errors import AgentUnreachable, AuthFailed, BadInput, DeviceError
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
@@ -75,11 +76,7 @@ class GrpcClient(DeviceClient):
         address = transport.get("address")
         if not address:
             raise BadInput("the device's transport has no agent address: re-register it with --address HOST:PORT")
-        token = None
-        if transport.get("token_file"):
-            token = _read(transport["token_file"], "token file").decode("utf-8").strip()
-            if not token:
-                raise BadInput(f"the token file {transport['token_file']} is empty")
+        token = read_token_file(transport["token_file"]) if transport.get("token_file") else None
         kwargs = {"timeout_s": float(transport["timeout_s"])} if transport.get("timeout_s") else {}
         return cls(address, token=token, tls_ca=transport.get("tls_ca") or None, **kwargs)
 

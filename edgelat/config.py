@@ -27,3 +27,16 @@ def db_path() -> Path:
 def hub_address() -> str | None:
     """The hub to talk to in remote mode (``EDGELAT_HUB``), or None for embedded mode."""
     return os.environ.get("EDGELAT_HUB") or None
+
+
+def read_token_file(path: str | Path) -> str:
+    """The shared secret in a token file (agent side and client side read it the same way)."""
+    from edgelat.errors import BadInput
+
+    try:
+        token = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise BadInput(f"cannot read the token file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise BadInput(f"the token file {path} is empty: put a token in it (e.g. openssl rand -hex 16)")
+    return token

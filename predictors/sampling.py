@@ -330,6 +330,7 @@ class Builder:
         models: Sequence[tuple[str, str, list[KernelSpec]]] | None = None,
         initial_size: int = INITIAL_SIZE,
         detect_fusion: bool = True,
+        recheck_error: float = RECHECK_ERROR,
         progress: Progress | None = None,
     ) -> None:
         self.db, self.device, self.client, self.config = db, device, client, config
@@ -339,6 +340,7 @@ class Builder:
         self.models = list(default_models() if models is None else models)
         self.initial_size = initial_size
         self.detect_fusion = detect_fusion
+        self.recheck_error = recheck_error
         self.progress = progress
         self.state = build_state(db, device, config)
         self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
@@ -482,7 +484,7 @@ class Builder:
                 worst = [s for _, s in scored]
                 # A measurement far off its neighbours' trend is measured once more first: a
                 # burst of load (or thermal throttling) during one row looks exactly like it.
-                suspects = [s for e, s in scored if e > RECHECK_ERROR and s.key not in self._rechecked]
+                suspects = [s for e, s in scored if e > self.recheck_error and s.key not in self._rechecked]
                 self._rechecked.update(s.key for s in suspects)
                 todo = sampler.around(worst, NEIGHBOURS, round_no) + sampler.fresh(size // 4, round_no)
                 before = self.summary.kernels_measured

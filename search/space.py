@@ -37,6 +37,23 @@ GENE_DTYPE = np.int16
 FORMATS = ("onnx", "tflite")
 
 
+class KernelVocabulary:
+    """The distinct kernels of a space, each with a stable id (its index), interned by canonical key
+    while a space builds its lookup tables."""
+
+    def __init__(self) -> None:
+        self.specs: list[KernelSpec] = []
+        self._index: dict[str, int] = {}
+
+    def id(self, spec: KernelSpec) -> int:
+        """The id of ``spec``, adding it the first time it is seen."""
+        key = spec.key
+        if key not in self._index:
+            self._index[key] = len(self.specs)
+            self.specs.append(spec)
+        return self._index[key]
+
+
 class SearchSpace(ABC):
     """A family of architectures with a fixed-length integer genotype.
 

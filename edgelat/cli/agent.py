@@ -51,21 +51,13 @@ def serve_cmd(
       edgelat devices register jetson --agent board.local:50051 --token-file ~/.edgelat-token
     """
     import logging
-    from pathlib import Path
 
     from edgelat.agents.local import LocalBackend
     from edgelat.agents.server import serve
-    from edgelat.config import home
+    from edgelat.config import home, read_token_file
     from edgelat.errors import BadInput
 
-    token = None
-    if token_file is not None:
-        try:
-            token = Path(token_file).expanduser().read_text().strip()
-        except OSError as exc:
-            raise BadInput(f"cannot read the token file {token_file}: {exc.strerror}") from exc
-        if not token:
-            raise BadInput(f"the token file {token_file} is empty: put a token in it (e.g. openssl rand -hex 16)")
+    token = read_token_file(token_file) if token_file is not None else None
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
 

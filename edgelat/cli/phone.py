@@ -158,19 +158,12 @@ def agent_adb(
     """
     from edgelat.agents.adb.bridge import backend_from_transport
     from edgelat.agents.server import serve
-    from edgelat.config import home
+    from edgelat.config import home, read_token_file
     from edgelat.errors import BadInput
 
     if sum(bool(x) for x in (device_name, serial, address)) != 1:
         raise BadInput("give exactly one of --device NAME, --serial SERIAL or --address HOST:PORT")
-    token = None
-    if token_file is not None:
-        try:
-            token = Path(token_file).expanduser().read_text().strip()
-        except OSError as exc:
-            raise BadInput(f"cannot read the token file {token_file}: {exc.strerror}") from exc
-        if not token:
-            raise BadInput(f"the token file {token_file} is empty: put a token in it (e.g. openssl rand -hex 16)")
+    token = read_token_file(token_file) if token_file is not None else None
     facts: dict[str, Any] = {}
     if device_name:
         _, registry = open_registry()

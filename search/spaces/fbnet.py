@@ -37,7 +37,7 @@ import numpy as np
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.space import SearchSpace, check_format
+from edgelat.search.space import KernelVocabulary, SearchSpace, check_format
 
 BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 LAYERS: tuple[tuple[int, int], ...] = (
@@ -112,14 +112,8 @@ class FBNetSpace(SearchSpace):
 
     @cached_property
     def _tables(self) -> tuple[list[KernelSpec], np.ndarray, np.ndarray, np.ndarray]:
-        vocab: list[KernelSpec] = []
-        index: dict[str, int] = {}
-
-        def vid(spec: KernelSpec) -> int:
-            if spec.key not in index:
-                index[spec.key] = len(vocab)
-                vocab.append(spec)
-            return index[spec.key]
+        vocab = KernelVocabulary()
+        vid = vocab.id
 
         stem = vid(KernelSpec("conv2d", h=RESOLUTION, w=RESOLUTION, cin=3, cout=STEM, kernel=3, stride=2, act="relu", bn=True))
         lut = np.full((len(LAYERS), len(BLOCKS), SLOTS_PER_LAYER), -1, dtype=np.int32)
@@ -134,7 +128,7 @@ class FBNetSpace(SearchSpace):
             vid(KernelSpec("global-avgpool", h=h, w=h, cin=HEAD)),
             vid(KernelSpec("fc", h=1, w=1, cin=HEAD, cout=CLASSES)),
         ], dtype=np.int32)
-        return vocab, lut, np.array([stem], dtype=np.int32), head
+        return vocab.specs, lut, np.array([stem], dtype=np.int32), head
 
     def kernel_vocabulary(self) -> list[KernelSpec]:
         return self._tables[0]
@@ -162,7 +156,7 @@ class FBNetSpace(SearchSpace):
                 if not (stride == 1 and cin == cout):
                     x = gr.conv(x, cin, cout, 1, stride=stride, act="relu")
             else:
-                mid, ho = cin * e, _same(h, stride)
+                mid = cin * e
                 y = gr.conv(x, cin, mid, 1, group=groups, act="relu")
                 if groups > 1:
                     y = gr.shuffle(y, mid, h, h, groups)

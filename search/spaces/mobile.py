@@ -36,7 +36,7 @@ import numpy as np
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.space import SearchSpace
+from edgelat.search.space import KernelVocabulary, SearchSpace
 
 
 def _num(x: Any) -> int | float:
@@ -227,15 +227,8 @@ class MobileStageSpace(SearchSpace):
     @cached_property
     def _tables(self) -> tuple[list[KernelSpec], np.ndarray, np.ndarray]:
         """The vocabulary, the LUT (slot, r, win, wout, k, e) -> id, and per-slot gene columns."""
-        vocab: list[KernelSpec] = []
-        index: dict[str, int] = {}
-
-        def vid(spec: KernelSpec) -> int:
-            key = spec.key
-            if key not in index:
-                index[key] = len(vocab)
-                vocab.append(spec)
-            return index[key]
+        vocab = KernelVocabulary()
+        vid = vocab.id
 
         ns = len(self.stages)
         wmax = max(len(st.widths) for st in self.stages)
@@ -288,7 +281,7 @@ class MobileStageSpace(SearchSpace):
             cols[slot + b, 4] = self.e_genes[b]
             cols[slot + b, 5] = self.d_genes[s]
         cols[n_pre + self.n_blocks :, 1] = w_gene(ns - 1)
-        return vocab, lut, cols
+        return vocab.specs, lut, cols
 
     @cached_property
     def _flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.space import SearchSpace, check_format
+from edgelat.search.space import KernelVocabulary, SearchSpace, check_format
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from) in genotype order
@@ -92,14 +92,8 @@ class NASBench201(SearchSpace):
     @cached_property
     def _tables(self) -> tuple[list[KernelSpec], np.ndarray, np.ndarray, list[np.ndarray]]:
         """Vocabulary; per stage LUT (edge, op) -> 2 slot ids; per stage (add id, mul id); fixed parts."""
-        vocab: list[KernelSpec] = []
-        index: dict[str, int] = {}
-
-        def vid(spec: KernelSpec) -> int:
-            if spec.key not in index:
-                index[spec.key] = len(vocab)
-                vocab.append(spec)
-            return index[spec.key]
+        vocab = KernelVocabulary()
+        vid = vocab.id
 
         edge_lut = np.full((len(STAGES), len(OPS), 2), -1, dtype=np.int32)
         add_ids = np.zeros(len(STAGES), dtype=np.int32)
@@ -130,7 +124,7 @@ class NASBench201(SearchSpace):
             vid(KernelSpec("global-avgpool", h=h, w=h, cin=c)),
             vid(KernelSpec("fc", h=1, w=1, cin=c, cout=CLASSES)),
         ], dtype=np.int32))
-        return vocab, edge_lut, np.stack([add_ids, mul_ids], axis=1), fixed
+        return vocab.specs, edge_lut, np.stack([add_ids, mul_ids], axis=1), fixed
 
     def kernel_vocabulary(self) -> list[KernelSpec]:
         return self._tables[0]
