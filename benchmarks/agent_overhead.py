@@ -33,12 +33,13 @@ from edgelat.profiler.networks import get_network
 READY = "edgelat agent listening on "
 
 
-def start_agent(cache_dir: str) -> tuple[subprocess.Popen, str]:
+def start_agent(cache_dir: str, cpus: set[int] | None) -> tuple[subprocess.Popen, str]:
     """``edgelat agent serve`` on a free loopback port; returns (process, address) once it is ready."""
     cmd = [sys.executable, "-c", "from edgelat.cli import main; main()", "agent", "serve",
            "--listen", "127.0.0.1:0", "--cache-dir", cache_dir]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))  # its per-model log lines are not ours
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)  # its per-model log lines are not ours
     for line in proc.stdout:
         if line.startswith(READY):
             port = line[len(READY):].split()[0].rpartition(":")[2]
@@ -66,7 +67,13 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--cpu", type=int, default=os.cpu_count() - 1,
+                        help="pin the agent and the direct runs to this CPU (-1: no pinning); cores of a "
+                             "virtual machine can differ in speed, which would pass for agent overhead")
     args = parser.parse_args()
+    cpus = {args.cpu} if args.cpu >= 0 else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
     protocol = MeasurementProtocol(warmup=10, min_runs=50, max_runs=300, target_rel_ci=0.01, max_seconds=5.0)
     config = RuntimeConfig(runtime="onnxruntime", threads=args.threads, provider="cpu")
@@ -74,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgelat-overhead-") as tmp:
         model_path = Path(tmp) / "model.onnx"
         model_path.write_bytes(data)
-        proc, address = start_agent(str(Path(tmp) / "agent-cache"))
+        proc, address = start_agent(str(Path(tmp) / "agent-cache"), cpus)
         try:
             client = GrpcClient(address, timeout_s=30)
             for _ in range(200):  # the ready line comes just before the port answers
@@ -112,7 +119,8 @@ def main() -> None:
     a, d = statistics.median(via_agent), statistics.median(direct)
     ratio = a / d
     print(f"model: {args.network} @ {args.resolution}, {len(data) / 1e6:.1f} MB, onnxruntime {ort.__version__}, "
-          f"{args.threads} thread(s), protocol {protocol.to_dict()}")
+          f"{args.threads} thread(s), pinned to {'CPU ' + str(args.cpu) if cpus else 'no CPU'}, "
+          f"protocol {protocol.to_dict()}")
     print(f"median through the agent (loopback gRPC): {a:8.3f} ms")
     print(f"median directly with onnxruntime:         {d:8.3f} ms")
     paired = statistics.median(x / y for x, y in zip(via_agent, direct))

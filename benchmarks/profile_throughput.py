@@ -44,7 +44,7 @@ def main() -> None:
     print(f"inside measured runs:      {summary.measured_seconds:8.1f} s")
     print(f"kernels per minute:        {60.0 * summary.measured / summary.wall_seconds:8.1f}")
     print(f"wall / measured ratio:     {summary.wall_seconds / max(summary.measured_seconds, 1e-9):8.2f}  (aim < 2)")
-    print(f"median kernel wall time:   {per_kernel_wall * 1000:8.1f} ms (mean over the batch)")
+    print(f"mean wall time per kernel: {per_kernel_wall * 1000:8.1f} ms")
     print(f"median samples per kernel: {statistics.median(r['n'] for r in rows):8.0f}")
 
 

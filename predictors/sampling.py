@@ -310,6 +310,74 @@ class BuildSummary:
         }
 
 
+class LoadGuard:
+    """Tells whether the device runs at its usual speed right now, from a reference kernel.
+
+    Anything else competing for the device -- another process on a shared host,
+    thermal throttling on a phone -- slows every measurement taken meanwhile by
+    about the same factor, and nothing inside one measurement shows it (the runs
+    agree with each other, just all slower). The reference kernel shows it: its
+    median is compared with the fastest median it had so far. Measurements are
+    never rescaled; they are taken (or taken again) when the device is quiet.
+    """
+
+    REFERENCE = KernelSpec("mbconv", 28, 28, 32, 32, kernel=3, expand=4, act="relu")
+    PROTOCOL = MeasurementProtocol(warmup=2, min_runs=10, max_runs=200, target_rel_ci=0.02, max_seconds=0.3)
+
+    def __init__(self, client, config: RuntimeConfig, tolerance: float = 1.15, max_wait_s: float = 10.0) -> None:
+        self.client, self.config = client, config
+        self.tolerance, self.max_wait_s = tolerance, max_wait_s
+        self.baseline_ms = math.inf
+        self.ratio_ = 1.0
+        self._sha: str | None = None
+        self._skip = 0  # after a wait that timed out: chunks to go on without waiting
+
+    def ratio(self) -> float:
+        """Current reference median / fastest seen (1.0 when it cannot be measured)."""
+        from edgelat.agents.types import BenchmarkItem
+        from edgelat.profiler.builders import build_model
+
+        fmt = self.config.model_format
+        if self._sha is None:
+            self._sha = self.client.put_model(build_model(self.REFERENCE, fmt))
+        r = self.client.benchmark(BenchmarkItem(self._sha, fmt, "load-guard"), self.config, self.PROTOCOL)
+        if not r.ok or r.latency is None:
+            return 1.0
+        self.baseline_ms = min(self.baseline_ms, r.latency.median)
+        self.ratio_ = r.latency.median / self.baseline_ms
+        return self.ratio_
+
+    def disturbed(self) -> bool:
+        return self.ratio() > self.tolerance
+
+    def wait_quiet(self) -> bool:
+        """Wait (at most ``max_wait_s``) for the usual speed; False if it did not come back
+        -- then the next 20 calls do not wait (a lasting change is the new normal)."""
+        if self._skip:
+            self._skip -= 1
+            return False
+        deadline = time.monotonic() + self.max_wait_s
+        while self.disturbed():
+            if time.monotonic() > deadline:
+                self._skip = 20
+                return False
+            time.sleep(0.5)
+        return True
+
+
+def measure_quietly(guard: LoadGuard | None, measure: Callable[[], Any], attempts: int = 3) -> Any:
+    """Run ``measure`` when the device is quiet; again (up to ``attempts`` times) if it was
+    slowed meanwhile. Returns the last measurement (each one stored as it is taken)."""
+    result = None
+    for _ in range(attempts):
+        if guard is not None:
+            guard.wait_quiet()
+        result = measure()
+        if guard is None or not guard.disturbed():
+            break
+    return result
+
+
 # progress(phase, spent_s, budget_s, message)
 Progress = Callable[[str, float, float, str], None]
 
@@ -331,6 +399,7 @@ class Builder:
         initial_size: int = INITIAL_SIZE,
         detect_fusion: bool = True,
         recheck_error: float = RECHECK_ERROR,
+        load_guard: bool = True,
         progress: Progress | None = None,
     ) -> None:
         self.db, self.device, self.client, self.config = db, device, client, config
@@ -341,6 +410,7 @@ class Builder:
         self.initial_size = initial_size
         self.detect_fusion = detect_fusion
         self.recheck_error = recheck_error
+        self.guard = LoadGuard(client, config) if load_guard else None
         self.progress = progress
         self.state = build_state(db, device, config)
         self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
@@ -369,7 +439,8 @@ class Builder:
     # -- measuring
     def _profile(self, specs: list[KernelSpec], limit_s: float, again: bool = False) -> None:
         """Measure ``specs`` (those not in the table, or all with ``again``) in chunks
-        until done or ``limit_s`` spent."""
+        until done or ``limit_s`` spent. With a load guard, each chunk starts when the
+        device runs at its usual speed, and is measured again if it was slowed meanwhile."""
         from edgelat.lut.store import measured_kernel_keys
         from edgelat.profiler.jobs import profile_kernels
 
@@ -380,7 +451,14 @@ class Builder:
                 return
             chunk = todo[i : i + CHUNK]
             t0 = time.perf_counter()
+            if self.guard is not None:
+                self.guard.wait_quiet()
             job = profile_kernels(self.db, self.device, self.client, chunk, self.config, self.kernel_protocol, force=again)
+            if self.guard is not None and not job.interrupted and job.measured and self.guard.disturbed() and self.guard.wait_quiet():
+                failed = {k for k, _ in job.failed}
+                redo = profile_kernels(self.db, self.device, self.client, [s for s in chunk if s.key not in failed],
+                                       self.config, self.kernel_protocol, force=True)
+                self.summary.kernels_rechecked += redo.measured
             self._charge(time.perf_counter() - t0)
             if again:
                 self.summary.kernels_rechecked += job.measured
@@ -429,7 +507,8 @@ class Builder:
                     return
                 self._say(f"measuring whole model {name}")
                 t0 = time.perf_counter()
-                profile_model(self.db, self.device, self.client, data, fmt, self.config, self.model_protocol, ref, name)
+                measure_quietly(self.guard, lambda: profile_model(
+                    self.db, self.device, self.client, data, fmt, self.config, self.model_protocol, ref, name))
                 self._charge(time.perf_counter() - t0)
                 self.summary.models_measured += 1
             record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
