@@ -17,9 +17,14 @@ What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
    own files; ``calibration`` ones fit the kernel-sum -> whole-model map,
    ``holdout`` ones are only reported on.
 4. **Adaptive rounds** until the budget is spent: fit the per-type regressors,
-   take the kernels with the largest cross-validated error, measure
+   take the kernels with the largest cross-validated error, measure once more
+   those far off the trend (a slowed measurement looks exactly like that), then
    configurations around them (and a quarter of fresh draws, so no region is
    forgotten), refit.
+
+Every kernel and whole model is measured in three passes spread over time and
+the fastest pass is kept (:func:`best_of_passes`): shared hosts and phones
+have slowed periods lasting seconds that nothing inside one measurement shows.
 
 The budget is profiling wall time (building, sending and measuring models),
 summed over runs of the same device + config and stored with the build state:
@@ -45,11 +50,13 @@ from edgelat.profiler import networks
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
 
 STATE_TABLE = "predictor_builds"
-KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, target_rel_ci=0.02, max_seconds=2.0)
-MODEL_PROTOCOL = MeasurementProtocol(warmup=5, min_runs=20, max_runs=1000, target_rel_ci=0.01, max_seconds=5.0)
+# per pass (each kernel and model is measured in PASSES passes, the fastest kept)
+KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, target_rel_ci=0.02, max_seconds=1.0)
+MODEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=1000, target_rel_ci=0.01, max_seconds=3.0)
 INITIAL_SIZE = 3000
 INITIAL_SHARE = 0.5
-CHUNK = 16  # kernels per profiling call: how often the budget is checked
+GROUP = 48  # kernels measured together (in passes): how often the budget is checked
+PASSES = 3  # passes over each group; the fastest pass is kept (see best_of_passes)
 WORST_SHARE = 0.05  # share of the table whose neighbourhoods each adaptive round revisits
 NEIGHBOURS = 4
 MIN_ROUND = 48
@@ -310,72 +317,28 @@ class BuildSummary:
         }
 
 
-class LoadGuard:
-    """Tells whether the device runs at its usual speed right now, from a reference kernel.
+def best_of_passes(client, items: Sequence[Any], config: RuntimeConfig, protocol: MeasurementProtocol,
+                   passes: int) -> dict[str, Any]:
+    """Benchmark ``items`` in ``passes`` passes over the whole list; keep, per item (by tag),
+    the result with the lowest median (a failed item keeps its error).
 
-    Anything else competing for the device -- another process on a shared host,
-    thermal throttling on a phone -- slows every measurement taken meanwhile by
-    about the same factor, and nothing inside one measurement shows it (the runs
-    agree with each other, just all slower). The reference kernel shows it: its
-    median is compared with the fastest median it had so far. Measurements are
-    never rescaled; they are taken (or taken again) when the device is quiet.
+    Why: on a shared host (noisy neighbours on the same physical cores, invisible in the
+    load average) or a phone (thermal throttling), the device alternates between its
+    usual speed and slowed periods lasting seconds. The runs inside one measurement
+    agree with each other, just all slower, so nothing inside it shows the slowdown.
+    Passes spread over time, with the fastest kept, measure the usual speed; a
+    slowdown never makes a kernel faster. The kept row is one real measurement.
     """
-
-    REFERENCE = KernelSpec("mbconv", 28, 28, 32, 32, kernel=3, expand=4, act="relu")
-    PROTOCOL = MeasurementProtocol(warmup=2, min_runs=10, max_runs=200, target_rel_ci=0.02, max_seconds=0.3)
-
-    def __init__(self, client, config: RuntimeConfig, tolerance: float = 1.15, max_wait_s: float = 10.0) -> None:
-        self.client, self.config = client, config
-        self.tolerance, self.max_wait_s = tolerance, max_wait_s
-        self.baseline_ms = math.inf
-        self.ratio_ = 1.0
-        self._sha: str | None = None
-        self._skip = 0  # after a wait that timed out: chunks to go on without waiting
-
-    def ratio(self) -> float:
-        """Current reference median / fastest seen (1.0 when it cannot be measured)."""
-        from edgelat.agents.types import BenchmarkItem
-        from edgelat.profiler.builders import build_model
-
-        fmt = self.config.model_format
-        if self._sha is None:
-            self._sha = self.client.put_model(build_model(self.REFERENCE, fmt))
-        r = self.client.benchmark(BenchmarkItem(self._sha, fmt, "load-guard"), self.config, self.PROTOCOL)
-        if not r.ok or r.latency is None:
-            return 1.0
-        self.baseline_ms = min(self.baseline_ms, r.latency.median)
-        self.ratio_ = r.latency.median / self.baseline_ms
-        return self.ratio_
-
-    def disturbed(self) -> bool:
-        return self.ratio() > self.tolerance
-
-    def wait_quiet(self) -> bool:
-        """Wait (at most ``max_wait_s``) for the usual speed; False if it did not come back
-        -- then the next 20 calls do not wait (a lasting change is the new normal)."""
-        if self._skip:
-            self._skip -= 1
-            return False
-        deadline = time.monotonic() + self.max_wait_s
-        while self.disturbed():
-            if time.monotonic() > deadline:
-                self._skip = 20
-                return False
-            time.sleep(0.5)
-        return True
-
-
-def measure_quietly(guard: LoadGuard | None, measure: Callable[[], Any], attempts: int = 3) -> Any:
-    """Run ``measure`` when the device is quiet; again (up to ``attempts`` times) if it was
-    slowed meanwhile. Returns the last measurement (each one stored as it is taken)."""
-    result = None
-    for _ in range(attempts):
-        if guard is not None:
-            guard.wait_quiet()
-        result = measure()
-        if guard is None or not guard.disturbed():
-            break
-    return result
+    best: dict[str, Any] = {}
+    for _ in range(max(1, passes)):
+        for r in client.benchmark_batch(list(items), config, protocol):
+            old = best.get(r.tag)
+            if r.ok and r.latency is not None:
+                if old is None or not old.ok or r.latency.median < old.latency.median:
+                    best[r.tag] = r
+            elif old is None:
+                best[r.tag] = r
+    return best
 
 
 # progress(phase, spent_s, budget_s, message)
@@ -399,7 +362,7 @@ class Builder:
         initial_size: int = INITIAL_SIZE,
         detect_fusion: bool = True,
         recheck_error: float = RECHECK_ERROR,
-        load_guard: bool = True,
+        passes: int = PASSES,
         progress: Progress | None = None,
     ) -> None:
         self.db, self.device, self.client, self.config = db, device, client, config
@@ -410,7 +373,7 @@ class Builder:
         self.initial_size = initial_size
         self.detect_fusion = detect_fusion
         self.recheck_error = recheck_error
-        self.guard = LoadGuard(client, config) if load_guard else None
+        self.passes = passes
         self.progress = progress
         self.state = build_state(db, device, config)
         self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
@@ -438,37 +401,43 @@ class Builder:
 
     # -- measuring
     def _profile(self, specs: list[KernelSpec], limit_s: float, again: bool = False) -> None:
-        """Measure ``specs`` (those not in the table, or all with ``again``) in chunks
-        until done or ``limit_s`` spent. With a load guard, each chunk starts when the
-        device runs at its usual speed, and is measured again if it was slowed meanwhile."""
-        from edgelat.lut.store import measured_kernel_keys
-        from edgelat.profiler.jobs import profile_kernels
+        """Measure ``specs`` (those not in the table, or all with ``again``) in groups
+        (best of ``passes`` passes each, see :func:`best_of_passes`) until done or
+        ``limit_s`` spent. Each row is stored as soon as its group is done."""
+        from edgelat.agents.types import BenchmarkItem
+        from edgelat.errors import AgentUnreachable, DeviceError
+        from edgelat.lut.store import add_kernel_result, measured_kernel_keys
+        from edgelat.profiler.builders import build_model
 
         done = set() if again else measured_kernel_keys(self.db, self.device, self.config)
         todo = [s for s in dict.fromkeys(specs) if s.key not in done]
-        for i in range(0, len(todo), CHUNK):
+        fmt = self.config.model_format
+        for i in range(0, len(todo), GROUP):
             if self.spent() >= limit_s:
                 return
-            chunk = todo[i : i + CHUNK]
+            group = todo[i : i + GROUP]
             t0 = time.perf_counter()
-            if self.guard is not None:
-                self.guard.wait_quiet()
-            job = profile_kernels(self.db, self.device, self.client, chunk, self.config, self.kernel_protocol, force=again)
-            if self.guard is not None and not job.interrupted and job.measured and self.guard.disturbed() and self.guard.wait_quiet():
-                failed = {k for k, _ in job.failed}
-                redo = profile_kernels(self.db, self.device, self.client, [s for s in chunk if s.key not in failed],
-                                       self.config, self.kernel_protocol, force=True)
-                self.summary.kernels_rechecked += redo.measured
+            try:
+                items = [BenchmarkItem(self.client.put_model(build_model(s, fmt)), fmt, s.key) for s in group]
+                results = best_of_passes(self.client, items, self.config, self.kernel_protocol, self.passes)
+            except (AgentUnreachable, DeviceError) as exc:
+                self._charge(time.perf_counter() - t0)
+                self.summary.interrupted = f"{exc} (what was measured is kept; rerun the same command to go on)"
+                raise _Stop() from None
+            measured = 0
+            for spec in group:
+                r = results.get(spec.key)
+                if r is not None and r.ok and r.latency is not None:
+                    add_kernel_result(self.db, self.device, spec.key, spec.op, spec.to_dict(), r)
+                    measured += 1
+                else:
+                    self.summary.failed.append((spec.key, r.error if r is not None else "no result"))
             self._charge(time.perf_counter() - t0)
             if again:
-                self.summary.kernels_rechecked += job.measured
+                self.summary.kernels_rechecked += measured
             else:
-                self.summary.kernels_measured += job.measured
-            self.summary.failed.extend(job.failed)
+                self.summary.kernels_measured += measured
             self._say(f"{self.summary.kernels_measured} kernels measured this run")
-            if job.interrupted:
-                self.summary.interrupted = job.interrupted
-                raise _Stop()
 
     def _fusion(self) -> FusionRules:
         from edgelat.predictors.fusion import detect_fusion, load_rules, verdict_rows
@@ -485,15 +454,17 @@ class Builder:
         return rules
 
     def _whole_models(self, rules: FusionRules) -> None:
-        from edgelat.lut.store import model_rows
+        from edgelat.agents.types import BenchmarkItem
+        from edgelat.lut.store import add_model_result, model_rows
         from edgelat.predictors.calibration import record_model
         from edgelat.predictors.graph import split_model
         from edgelat.profiler.builders import build_model
-        from edgelat.profiler.jobs import model_ref_for, profile_model
+        from edgelat.profiler.jobs import model_ref_for
 
         self._phase = "models"
         fmt = self.config.model_format
         have = {r["model_ref"] for r in model_rows(self.db, self.device, self.config)}
+        todo = []
         for name, role, specs in self.models:
             data = build_model(specs, fmt, seed=0)
             ref = model_ref_for(data)
@@ -502,16 +473,23 @@ class Builder:
                 raise RuntimeError(f"{name}: split left unknown kernels {[u.op_type for u in split.unknown]}")
             # the model's kernels join the table too: a model's sum is then exact where measured
             self._profile(split.kernels, self.budget_s)
-            if ref not in have:
-                if self.left() <= 0:
-                    return
-                self._say(f"measuring whole model {name}")
-                t0 = time.perf_counter()
-                measure_quietly(self.guard, lambda: profile_model(
-                    self.db, self.device, self.client, data, fmt, self.config, self.model_protocol, ref, name))
-                self._charge(time.perf_counter() - t0)
-                self.summary.models_measured += 1
             record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
+            if ref not in have:
+                todo.append((name, ref, data))
+        if not todo or self.left() <= 0:
+            return
+        self._say(f"measuring {len(todo)} whole models")
+        t0 = time.perf_counter()
+        items = [BenchmarkItem(self.client.put_model(data), fmt, ref) for _, ref, data in todo]
+        results = best_of_passes(self.client, items, self.config, self.model_protocol, self.passes)
+        for name, ref, _ in todo:
+            r = results.get(ref)
+            if r is not None and r.ok and r.latency is not None:
+                add_model_result(self.db, self.device, ref, name, r)
+                self.summary.models_measured += 1
+            else:
+                self.summary.failed.append((name, r.error if r is not None else "no result"))
+        self._charge(time.perf_counter() - t0)
 
     def _fit(self, select: bool = True):
         """Fit on the table. ``select=False`` keeps the regressor type each op got at the last

@@ -13,7 +13,7 @@ from edgelat.predictors.calibration import Calibration, measured_models
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
-from edgelat.predictors.sampling import CHUNK, KernelSampler, build_predictor, build_state
+from edgelat.predictors.sampling import GROUP, KernelSampler, build_predictor, build_state
 from edgelat.profiler import networks
 
 CONFIG = RuntimeConfig()
@@ -29,7 +29,8 @@ SMALL_MODELS = [
 
 def _build(db, budget_s, **kw):
     with Registry(db).connect("local") as client:
-        options = dict(kernel_protocol=KERNELS, model_protocol=MODELS, models=SMALL_MODELS, initial_size=400, detect_fusion=False)
+        options = dict(kernel_protocol=KERNELS, model_protocol=MODELS, models=SMALL_MODELS, initial_size=400,
+                       detect_fusion=False, passes=2)
         options.update(kw)
         return build_predictor(db, "local", client, CONFIG, budget_s, **options)
 
@@ -86,20 +87,20 @@ def test_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
     db = open_db(tmp_path / "edgelat.db")
     calls = {"n": 0}
 
-    def interrupt_after_three_chunks(phase, spent, budget, message):
-        if message.endswith("kernels measured this run"):  # said after each stored chunk
+    def interrupt_after_two_groups(phase, spent, budget, message):
+        if message.endswith("kernels measured this run"):  # said after each stored group
             calls["n"] += 1
-            if calls["n"] == 3:
+            if calls["n"] == 2:
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _build(db, 12.0, progress=interrupt_after_three_chunks, models=[])
+        _build(db, 15.0, progress=interrupt_after_two_groups, models=[])
     first = {r["kernel_key"]: r["measured_at"] for r in kernel_rows(db, "local", CONFIG)}
     spent = build_state(db, "local", CONFIG)["spent_s"]
-    assert 2 * CHUNK < len(first) <= 3 * CHUNK and 0 < spent < 12.0
+    assert GROUP < len(first) <= 2 * GROUP and 0 < spent < 15.0
     assert KernelPredictor.load(db, "local", CONFIG) is None  # interrupted before fitting
 
-    summary = _build(db, 12.0, models=[], recheck_error=float("inf"))  # no deliberate re-measuring here
+    summary = _build(db, 15.0, models=[], recheck_error=float("inf"))  # no deliberate re-measuring here
     second = {r["kernel_key"]: r["measured_at"] for r in kernel_rows(db, "local", CONFIG)}
     assert all(second[k] == t for k, t in first.items()), "a kernel measured before the interrupt was measured again"
     assert len(second) == len(first) + summary.kernels_measured > len(first)
@@ -108,9 +109,9 @@ def test_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
     ).fetchone()
     assert dupes == 0
     assert summary.spent_s == pytest.approx(spent + summary.spent_this_run_s)
-    assert summary.spent_s >= 12.0
+    assert summary.spent_s >= 15.0
     # the budget is spent: a third run measures nothing and only refits
-    third = _build(db, 12.0, models=[])
+    third = _build(db, 15.0, models=[])
     assert third.kernels_measured == 0 and third.spent_this_run_s == 0
     assert len(kernel_rows(db, "local", CONFIG)) == len(second)
     assert KernelPredictor.load(db, "local", CONFIG) is not None
