@@ -3,8 +3,8 @@
 Builds the `local` predictor with `predictor build` (adaptive sampling) inside a
 profiling budget, then for each test model: predicts it from its ONNX file
 (`predict_model_file`, nothing measured on demand), and only then measures it
-whole, as the build measures (fastest of three passes: see
-`best_of_passes`). Test models are classic ImageNet architectures built as ONNX with random
+whole, as the build measures whole models (fastest of seven passes over all of
+them: see `best_of_passes`). Test models are classic ImageNet architectures built as ONNX with random
 weights (MobileNetV2 at several resolutions and widths, MobileNetV3-Large at
 several resolutions) and random Once-for-All MobileNetV3 subnets from the
 `ofa-mbv3` search space; none is one of the whole models the build measured
@@ -80,7 +80,7 @@ def main() -> None:
     from edgelat.predictors.model_predict import predict_model_file
     from edgelat.agents.types import BenchmarkItem
     from edgelat.lut.store import add_model_result
-    from edgelat.predictors.sampling import MODEL_PROTOCOL, PASSES, best_of_passes, build_predictor
+    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, best_of_passes, build_predictor
     from edgelat.profiler.builders import build_model
     from edgelat.profiler.jobs import model_ref_for
 
@@ -121,8 +121,8 @@ def main() -> None:
             rows.append({"model": name, "ref": ref, "predicted_ms": pred["latency_ms"], "exact_hits": pred["exact_hits"],
                          "kernels": len(pred["kernels"])})
             items.append(BenchmarkItem(client.put_model(data), "onnx", ref))
-        # then measured the way the build measures (fastest of PASSES passes over all of them)
-        results = best_of_passes(client, items, config, MODEL_PROTOCOL, PASSES)
+        # then measured the way the build measures whole models (fastest of MODEL_PASSES passes over all)
+        results = best_of_passes(client, items, config, MODEL_PROTOCOL, MODEL_PASSES)
         print(f"{'model':<58} {'pred ms':>9} {'meas ms':>9} {'err':>7} {'hits':>6}")
         for row in rows:
             r = results[row["ref"]]

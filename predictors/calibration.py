@@ -6,8 +6,11 @@ caches warm from the previous kernel, the memory planner). A small linear map
 fitted on whole models measured on the same device + config corrects it.
 
 Candidate forms (``s`` = sum of kernel predictions, ``n`` = number of kernels):
-``identity`` (s), ``ratio`` (a*s), ``affine`` (a*s + b), ``ratio+count``
-(a*s + c*n: a per-kernel overhead correction). The form with the lowest
+``identity`` (s), ``overhead`` (s - (n-1)*o, nothing fitted: each kernel was
+measured as its own model and so carries the fixed cost ``o`` of one model run,
+which a whole model pays once; ``o`` is measured on the device, see
+:func:`run_overhead_ms`), ``ratio`` (a*s), ``affine`` (a*s + b), ``ratio+count``
+(a*s + c*n: a fitted per-kernel correction). The form with the lowest
 leave-one-out MAPE on the calibration models is kept -- identity unless a
 fitted form beats it out of sample. Its leave-one-out predictions are kept too
 (``loo_pred_``), so the report can show calibrated accuracy on models the
@@ -32,7 +35,7 @@ from edgelat.profiler.ops import KernelSpec
 
 MODELS_TABLE = "predictor_models"
 CAL_TABLE = "kernel_calibrations"
-FORMS = ("identity", "ratio", "affine", "ratio+count")
+FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count")
 ROLES = ("calibration", "holdout")
 
 
@@ -116,6 +119,15 @@ def measured_models(
     return out
 
 
+def run_overhead_ms(predictor) -> float:
+    """The device's fixed cost of one model run: the measured latency of a one-op model
+    on 8 numbers (:data:`~edgelat.predictors.fusion.OVERHEAD_SPEC`, which every build
+    profiles first); 0.0 when it was never measured."""
+    from edgelat.predictors.fusion import OVERHEAD_SPEC
+
+    return float(predictor.table_hit(OVERHEAD_SPEC) or 0.0)
+
+
 def _design(form: str, s: np.ndarray, n: np.ndarray) -> np.ndarray | None:
     if form == "ratio":
         return s[:, None]
@@ -126,8 +138,10 @@ def _design(form: str, s: np.ndarray, n: np.ndarray) -> np.ndarray | None:
     return None  # identity
 
 
-def _solve(form: str, s: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _solve(form: str, s: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_ms: float) -> np.ndarray:
     """Least squares on relative error (each model counts by its percentage error)."""
+    if form == "overhead":
+        return np.array([overhead_ms])
     A = _design(form, s, n)
     if A is None:
         return np.array([])
@@ -136,6 +150,8 @@ def _solve(form: str, s: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray
 
 
 def _apply(form: str, coef: np.ndarray, s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    if form == "overhead":
+        return s - np.maximum(n - 1, 0) * coef[0]
     A = _design(form, s, n)
     return s.copy() if A is None else A @ coef
 
@@ -144,10 +160,11 @@ class Calibration:
     """Linear map from the kernel sum to the whole-model latency (scikit-learn style)."""
 
     # fewest calibration models each form needs before leave-one-out can judge it
-    MIN_MODELS = {"identity": 0, "ratio": 2, "affine": 4, "ratio+count": 4}
+    MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4}
 
-    def __init__(self, forms: Sequence[str] = FORMS) -> None:
+    def __init__(self, forms: Sequence[str] = FORMS, overhead_ms: float = 0.0) -> None:
         self.forms = forms
+        self.overhead_ms = overhead_ms
 
     def fit(self, sums: Sequence[float], counts: Sequence[int], measured: Sequence[float]) -> "Calibration":
         s = np.asarray(sums, dtype=np.float64)
@@ -157,17 +174,17 @@ class Calibration:
         self.loo_mape_: dict[str, float] = {}
         loo: dict[str, np.ndarray] = {}
         for form in self.forms:
-            if len(y) < max(self.MIN_MODELS[form], 1):
+            if len(y) < max(self.MIN_MODELS[form], 1) or (form == "overhead" and self.overhead_ms <= 0):
                 continue
             pred = np.empty(len(y))
             for i in range(len(y)):
                 keep = np.arange(len(y)) != i
-                coef = _solve(form, s[keep], n[keep], y[keep])
+                coef = _solve(form, s[keep], n[keep], y[keep], self.overhead_ms)
                 pred[i] = _apply(form, coef, s[i : i + 1], n[i : i + 1])[0]
             loo[form] = pred
             self.loo_mape_[form] = float(np.mean(np.abs(pred - y) / y))
         self.form_ = min(self.loo_mape_, key=self.loo_mape_.get) if self.loo_mape_ else "identity"
-        self.coef_ = _solve(self.form_, s, n, y) if len(y) else np.array([])
+        self.coef_ = _solve(self.form_, s, n, y, self.overhead_ms) if len(y) else np.array([])
         self.loo_pred_ = loo.get(self.form_, s.copy())
         return self
 
@@ -215,6 +232,6 @@ def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfi
     if not models:
         return None
     sums = [float(predictor.predict_specs(m["kernels"]).sum()) for m in models]
-    cal = Calibration().fit(sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models])
+    cal = Calibration(overhead_ms=run_overhead_ms(predictor)).fit(sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models])
     cal.save(db, device, config)
     return cal

@@ -24,7 +24,6 @@ load time, and the model builders fold it already.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -43,7 +42,7 @@ TABLE = "fusion_rules"
 
 # Stricter than a profiling run: the verdict rests on differences of a few percent.
 PROBE_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=15, max_runs=1000, target_rel_ci=0.01, max_seconds=0.3)
-PROBE_ROUNDS = 3
+PROBE_ROUNDS = 5
 FUSED_SHARE = 0.5  # share of the second op's work that must vanish to call the pair fused
 SEPARATE_SHARE = 0.25  # below this share the pair runs as two kernels
 
@@ -186,14 +185,18 @@ def detect_fusion(
 ) -> list[PairVerdict]:
     """Measure each pair fused and apart on the device, store and return the verdicts.
 
-    Every probe model is measured ``rounds`` times, the rounds interleaved in a
-    shuffled order, and the median of the round medians is used: on a busy
-    machine the drift between two measurements taken seconds apart is larger
-    than the differences a verdict rests on, and interleaving spreads it evenly.
-    The probes serve only this verdict and are not written to the kernel table
-    (they are measured with their own protocol).
+    In each of ``rounds`` rounds every pair is measured as one tight group --
+    overhead model, pair fused, first op, second op, in a shuffled order -- and
+    judged from that group alone; the verdict is the one most rounds agree on
+    (``unclear`` on a tie). On a shared or throttling device, slowed periods
+    lasting seconds shift measurements taken apart in time by more than the
+    differences a verdict rests on; measurements taken together shift together.
+    The stored figures are the medians over rounds. The probes serve only this
+    verdict and are not written to the kernel table.
     """
     import random
+    import statistics
+    from collections import Counter
 
     from edgelat.agents.types import BenchmarkItem
     from edgelat.errors import DeviceError
@@ -204,36 +207,43 @@ def detect_fusion(
         if (op, act) not in CANDIDATE_PAIRS:
             raise ValueError(f"not a fusion candidate: {op}+{act}")
     fmt = config.model_format
+    shas: dict[str, str] = {}
+
+    def item(spec: KernelSpec) -> BenchmarkItem:
+        if spec.key not in shas:
+            shas[spec.key] = client.put_model(build_model(spec, fmt))
+        return BenchmarkItem(shas[spec.key], fmt, spec.key)
+
     probes = {p: probe_specs(*p) for p in pairs}
-    specs = {OVERHEAD_SPEC.key: OVERHEAD_SPEC}
-    for trio in probes.values():
-        specs.update({s.key: s for s in trio})
-    items = [BenchmarkItem(client.put_model(build_model(s, fmt)), fmt, key) for key, s in specs.items()]
-    samples: dict[str, list[float]] = {key: [] for key in specs}
-    noise: dict[str, list[float]] = {key: [] for key in specs}
+    figures: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {p: [] for p in pairs}
+    votes: dict[tuple[str, str], list[str]] = {p: [] for p in pairs}
     rng = random.Random(0)
     for r in range(rounds):
-        order = items[:]
+        order = pairs[:]
         rng.shuffle(order)
-        for result in client.benchmark_batch(order, config, protocol):
-            if not result.ok or result.latency is None:
-                raise DeviceError(f"fusion probe {result.tag} failed on {device}: {result.error}")
-            samples[result.tag].append(result.latency.median)
-            noise[result.tag].append(result.latency.median * result.latency.rel_ci)
+        for pair in order:
+            group = [item(OVERHEAD_SPEC)] + [item(s) for s in probes[pair]]
+            rng.shuffle(group)
+            got = {}
+            for result in client.benchmark_batch(group, config, protocol):
+                if not result.ok or result.latency is None:
+                    raise DeviceError(f"fusion probe {result.tag} failed on {device}: {result.error}")
+                got[result.tag] = (result.latency.median, result.latency.median * result.latency.rel_ci)
+            fused_spec, first_spec, second_spec = probes[pair]
+            (tf, nf), (ta, na), (tb, nb), (to, no) = (
+                got[fused_spec.key], got[first_spec.key], got[second_spec.key], got[OVERHEAD_SPEC.key])
+            figures[pair].append((tf, ta, tb, to))
+            votes[pair].append(judge(tf, ta, tb, to, nf + na + nb + no))
         if progress is not None:
             progress(r + 1, rounds, f"fusion probes, round {r + 1}/{rounds}")
 
-    def med(key: str) -> tuple[float, float]:
-        values = sorted(samples[key])
-        spread = (values[-1] - values[0]) / 2 if len(values) > 1 else 0.0
-        return statistics.median(values), max(statistics.median(noise[key]), spread / max(len(values) - 1, 1))
-
-    overhead, overhead_noise = med(OVERHEAD_SPEC.key)
     ensure_table(db)
     verdicts = []
-    for (op, act), (fused_spec, first_spec, second_spec) in probes.items():
-        (tf, nf), (ta, na), (tb, nb) = med(fused_spec.key), med(first_spec.key), med(second_spec.key)
-        v = PairVerdict(op, act, judge(tf, ta, tb, overhead, nf + na + nb + overhead_noise), tf, ta, tb, overhead)
+    for pair in pairs:
+        ranked = Counter(votes[pair]).most_common()
+        verdict = ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else "unclear"
+        tf, ta, tb, to = (statistics.median(col) for col in zip(*figures[pair]))
+        v = PairVerdict(pair[0], pair[1], verdict, tf, ta, tb, to)
         with db.conn:
             db[TABLE].upsert(v.to_row(device, config), pk=("device", "config_key", "op", "act"))
         verdicts.append(v)

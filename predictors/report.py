@@ -38,7 +38,7 @@ def _clean(m: dict[str, Any]) -> dict[str, Any]:
 def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
     """The held-out figures of a device + config predictor (see the module docstring)."""
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, measured_models
+    from edgelat.predictors.calibration import Calibration, measured_models, run_overhead_ms
     from edgelat.predictors.kernel import KernelPredictor, table_specs
 
     Registry(db).get(device)
@@ -73,21 +73,17 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     cal = Calibration.load(db, device, config)
     all_models = [m for m in measured_models(db, device, config) if not predictor.missing(m["kernels"])]
     cal_models = [m for m in all_models if m["role"] == "calibration"]
+    overhead = run_overhead_ms(predictor)
     sums = {m["model_ref"]: float(predictor.predict_specs(m["kernels"]).sum()) for m in all_models}
 
     def unseen_sum(m: dict[str, Any]) -> float | None:
         """Sum of out-of-fold predictions (None if a kernel has none)."""
-        total = 0.0
-        for s in m["kernels"]:
-            p = predictor.cv_pred_.get(s.key)
-            if p is None:
-                return None
-            total += p
-        return total
+        preds = [predictor.cv_pred_.get(s.key) for s in m["kernels"]]
+        return None if any(p is None for p in preds) else float(sum(preds))
 
     loo = {}
     if cal is not None and cal_models:
-        refit = Calibration(forms=(cal.form_,)).fit(
+        refit = Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
             [sums[m["model_ref"]] for m in cal_models], [len(m["kernels"]) for m in cal_models], [m["measured_ms"] for m in cal_models]
         )
         # the stored form, refitted leaving each calibration model out in turn
@@ -101,7 +97,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
         others = [m for m in cal_models if m["model_ref"] != exclude["model_ref"]]
         if not others:
             return value
-        c = Calibration(forms=(cal.form_,)).fit(
+        c = Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
             [sums[m["model_ref"]] for m in others], [len(m["kernels"]) for m in others], [m["measured_ms"] for m in others]
         )
         return float(c.predict([value], [n])[0])
@@ -145,6 +141,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
             "rows": rows,
         },
         "calibration": None if cal is None else {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_},
+        "run_overhead_ms": overhead,
     }
 
 
@@ -178,18 +175,20 @@ def plot_report(rep: dict[str, Any], path: str | Path) -> Path:
     ax2.set_title("whole models")
     for a in axes:
         values = [v for line in a.collections for v in np.asarray(line.get_offsets()).ravel() if v > 0]
-        if values:
-            lo, hi = min(values) * 0.8, max(values) * 1.25
-            xs = np.array([lo, hi])
-            a.plot(xs, xs, "k-", lw=0.8)
-            a.plot(xs, xs * 1.1, "k--", lw=0.5)
-            a.plot(xs, xs * 0.9, "k--", lw=0.5)
-            a.set_xlim(lo, hi)
-            a.set_ylim(lo, hi)
-        a.set_xscale("log")
-        a.set_yscale("log")
         a.set_xlabel("measured (ms)")
         a.set_ylabel("predicted (ms)")
+        if not values:
+            a.text(0.5, 0.5, "nothing measured yet", ha="center", va="center", transform=a.transAxes)
+            continue
+        lo, hi = min(values) * 0.8, max(values) * 1.25
+        xs = np.array([lo, hi])
+        a.plot(xs, xs, "k-", lw=0.8)
+        a.plot(xs, xs * 1.1, "k--", lw=0.5)
+        a.plot(xs, xs * 0.9, "k--", lw=0.5)
+        a.set_xlim(lo, hi)
+        a.set_ylim(lo, hi)
+        a.set_xscale("log")
+        a.set_yscale("log")
         a.legend(fontsize=6, loc="upper left")
     fig.suptitle(f"{rep['device']} · {rep['config_key']}")
     fig.tight_layout()

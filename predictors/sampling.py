@@ -22,8 +22,8 @@ What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
    configurations around them (and a quarter of fresh draws, so no region is
    forgotten), refit.
 
-Every kernel and whole model is measured in three passes spread over time and
-the fastest pass is kept (:func:`best_of_passes`): shared hosts and phones
+Every kernel is measured in three passes spread over time (whole models in
+seven) and the fastest pass is kept (:func:`best_of_passes`): shared hosts and phones
 have slowed periods lasting seconds that nothing inside one measurement shows.
 
 The budget is profiling wall time (building, sending and measuring models),
@@ -44,7 +44,7 @@ import numpy as np
 import sqlite_utils
 
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
-from edgelat.predictors.fusion import FusionRules, apply_rules
+from edgelat.predictors.fusion import OVERHEAD_SPEC, FusionRules, apply_rules
 from edgelat.predictors.graph import canonical_expand
 from edgelat.profiler import networks
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
@@ -52,11 +52,12 @@ from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, sam
 STATE_TABLE = "predictor_builds"
 # per pass (each kernel and model is measured in PASSES passes, the fastest kept)
 KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, target_rel_ci=0.02, max_seconds=1.0)
-MODEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=1000, target_rel_ci=0.01, max_seconds=3.0)
+MODEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=300, target_rel_ci=0.01, max_seconds=1.0)
 INITIAL_SIZE = 3000
 INITIAL_SHARE = 0.5
-GROUP = 48  # kernels measured together (in passes): how often the budget is checked
-PASSES = 3  # passes over each group; the fastest pass is kept (see best_of_passes)
+GROUP = 96  # kernels measured together (in passes, ~10 s apart): how often the budget is checked
+PASSES = 3  # passes over each group of kernels; the fastest pass is kept (see best_of_passes)
+MODEL_PASSES = 7  # passes over the whole models: few, and the figures everything is judged by
 WORST_SHARE = 0.05  # share of the table whose neighbourhoods each adaptive round revisits
 NEIGHBOURS = 4
 MIN_ROUND = 48
@@ -175,7 +176,7 @@ class KernelSampler:
         return out
 
     def initial(self, n: int = INITIAL_SIZE) -> list[KernelSpec]:
-        """About ``n`` distinct kernels in shuffled order: the mobilenet preset, then draws
+        """About ``n`` distinct kernels in shuffled order (the run-overhead probe first): the mobilenet preset, then draws
         of which ~50% are kernels of random real networks, ~30% perturbations of those
         and ~20% other catalog types at mobile-CNN shapes."""
         from edgelat.profiler.presets import get_preset
@@ -200,7 +201,8 @@ class KernelSampler:
         for s in self._as_run(get_preset("mobilenet")) + self._as_run(draws):
             pool.setdefault(s.key, s)
         keys = list(pool)
-        return [pool[keys[i]] for i in rng.permutation(len(keys))]
+        # first: the near-empty model whose latency is the device's cost of one model run
+        return [OVERHEAD_SPEC] + [pool[keys[i]] for i in rng.permutation(len(keys)) if keys[i] != OVERHEAD_SPEC.key]
 
     def around(self, specs: Sequence[KernelSpec], per_spec: int, round_no: int) -> list[KernelSpec]:
         """Neighbours of each kernel (small perturbations), as they run on the device."""
@@ -363,6 +365,8 @@ class Builder:
         detect_fusion: bool = True,
         recheck_error: float = RECHECK_ERROR,
         passes: int = PASSES,
+        model_passes: int = MODEL_PASSES,
+        group: int = GROUP,
         progress: Progress | None = None,
     ) -> None:
         self.db, self.device, self.client, self.config = db, device, client, config
@@ -373,7 +377,7 @@ class Builder:
         self.initial_size = initial_size
         self.detect_fusion = detect_fusion
         self.recheck_error = recheck_error
-        self.passes = passes
+        self.passes, self.model_passes, self.group = passes, model_passes, group
         self.progress = progress
         self.state = build_state(db, device, config)
         self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
@@ -412,10 +416,10 @@ class Builder:
         done = set() if again else measured_kernel_keys(self.db, self.device, self.config)
         todo = [s for s in dict.fromkeys(specs) if s.key not in done]
         fmt = self.config.model_format
-        for i in range(0, len(todo), GROUP):
+        for i in range(0, len(todo), self.group):
             if self.spent() >= limit_s:
                 return
-            group = todo[i : i + GROUP]
+            group = todo[i : i + self.group]
             t0 = time.perf_counter()
             try:
                 items = [BenchmarkItem(self.client.put_model(build_model(s, fmt)), fmt, s.key) for s in group]
@@ -481,7 +485,7 @@ class Builder:
         self._say(f"measuring {len(todo)} whole models")
         t0 = time.perf_counter()
         items = [BenchmarkItem(self.client.put_model(data), fmt, ref) for _, ref, data in todo]
-        results = best_of_passes(self.client, items, self.config, self.model_protocol, self.passes)
+        results = best_of_passes(self.client, items, self.config, self.model_protocol, self.model_passes)
         for name, ref, _ in todo:
             r = results.get(ref)
             if r is not None and r.ok and r.latency is not None:

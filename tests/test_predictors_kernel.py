@@ -114,6 +114,11 @@ def test_calibration_picks_the_form_that_predicts_left_out_models():
     assert np.allclose(cal.predict([10.0], [20]), [11.6])
     # with no evidence for a correction, identity is kept
     assert Calibration().fit([5.0], [10], [7.0]).form_ == "identity"
+    # kernels measured one model each pay the model-run overhead once each, a model once:
+    # with that overhead measured, the "overhead" form needs nothing fitted
+    cal = Calibration(overhead_ms=0.01).fit(sums, counts, sums - 0.01 * (counts - 1))
+    assert cal.form_ == "overhead" and np.allclose(cal.coef_, [0.01])
+    assert np.allclose(cal.predict([3.0], [11]), [2.9])
 
 
 def _model_with_softmax(tmp_path) -> str:
@@ -136,7 +141,8 @@ def test_predict_model_file_measures_what_nothing_can_answer_and_stores_it(table
     assert types[-2:] == ["maxpool", "graph:Softmax"]
     assert set(first["measured_now"]) == {first["kernels"][-2]["key"], first["kernels"][-1]["key"]}
     assert all(k["predicted_ms"] > 0 for k in first["kernels"])
-    assert first["latency_ms"] == pytest.approx(sum(k["predicted_ms"] for k in first["kernels"]))
+    total = sum(k["predicted_ms"] for k in first["kernels"])
+    assert first["latency_ms"] == first["kernels_sum_ms"] == pytest.approx(total)  # no calibration stored
     stored = {r["kernel_key"]: r for r in kernel_rows(table, "local", CONFIG)}
     softmax = first["kernels"][-1]
     assert stored[softmax["key"]]["op"] == "graph:Softmax"
