@@ -9,8 +9,10 @@ A meter never guesses: no reading means no number.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
+from typing import Callable
 
 
 class EnergyMeter(ABC):
@@ -104,3 +106,42 @@ class NullMeter(EnergyMeter):
     def _end(self) -> float | None:
         self.note = self.reason
         return None
+
+
+def integrate_energy_j(samples: list[tuple[float, float]]) -> float:
+    """Energy in J from ``(t_seconds, watts)`` pairs by the trapezoid rule (0 for < 2 pairs)."""
+    energy = 0.0
+    for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
+        if t1 < t0:
+            raise ValueError(f"sample times go backwards ({t0} then {t1})")
+        energy += (t1 - t0) * (p0 + p1) / 2.0
+    return energy
+
+
+class SamplingThread:
+    """Calls ``sample`` every ``period_s`` in a daemon thread between :meth:`start` and
+    :meth:`stop`: the meters whose sensor reads power, not a cumulative energy counter
+    (battery gauge, INA3221 rails), integrate samples taken this way."""
+
+    def __init__(self, sample: Callable[[], None], period_s: float, name: str) -> None:
+        self.sample, self.period_s, self.name = sample, period_s, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.sample()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> bool:
+        """Stop and join; True when it was running."""
+        if self._thread is None:
+            return False
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        return True

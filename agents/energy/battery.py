@@ -21,12 +21,11 @@ cat`` through the ``read_file`` callable.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from edgelat.agents.energy.base import EnergyMeter
+from edgelat.agents.energy.base import EnergyMeter, SamplingThread, integrate_energy_j
 
 __all__ = ["BatterySample", "read_battery_sample", "power_w", "integrate_energy_j", "BatteryMeter",
            "DEFAULT_BASE", "CHARGING_NOTE"]
@@ -154,16 +153,6 @@ def power_w(sample: BatterySample) -> float | None:
     return sample.power_now_w
 
 
-def integrate_energy_j(samples: list[tuple[float, float]]) -> float:
-    """Energy in J from ``(t_seconds, watts)`` pairs by the trapezoid rule (0 for < 2 pairs)."""
-    energy = 0.0
-    for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
-        if t1 < t0:
-            raise ValueError(f"sample times go backwards ({t0} then {t1})")
-        energy += (t1 - t0) * (p0 + p1) / 2.0
-    return energy
-
-
 def _local_read(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
@@ -208,8 +197,7 @@ class BatteryMeter(EnergyMeter):
         self.mean_power_w: float | None = None
         self._present: bool | None = None
         self._problem = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = SamplingThread(lambda: self.samples_.append(self._sample()), sample_period_s, "edgelat-battery")
 
     # -- sensor checks --------------------------------------------------------------------------
 
@@ -253,10 +241,6 @@ class BatteryMeter(EnergyMeter):
 
     # -- the interval ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.sample_period_s):
-            self.samples_.append(self._sample())
-
     def _begin(self) -> None:
         self.samples_ = []
         self.details = {}
@@ -268,15 +252,10 @@ class BatteryMeter(EnergyMeter):
         self._problem = self._sensor_problem(first)
         if self._problem:
             return  # nothing to sample; _end reports why
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="edgelat-battery", daemon=True)
-        self._thread.start()
+        self._sampler.start()
 
     def _end(self) -> float | None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        self._sampler.stop()
         if self._problem:
             self.note = self._problem
             return None
@@ -321,7 +300,4 @@ class BatteryMeter(EnergyMeter):
         return joules
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        self._sampler.stop()

@@ -17,12 +17,11 @@ otherwise every rail is summed; the other rails are parts of the input.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from edgelat.agents.energy.base import EnergyMeter
+from edgelat.agents.energy.base import EnergyMeter, SamplingThread, integrate_energy_j
 from edgelat.agents.environment import numbered, read_text, under
 
 _INPUT_RAIL = re.compile(r"(^|_)IN$|^VIN", re.IGNORECASE)
@@ -84,8 +83,7 @@ class JetsonMeter(EnergyMeter):
         #: (perf_counter s, total mW) of the last interval, kept for inspection
         self.samples: list[tuple[float, float]] = []
         self._error = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = SamplingThread(self._sample, period_s, "edgelat-jetson-power")
 
     @property
     def sensor_present(self) -> bool:
@@ -111,25 +109,16 @@ class JetsonMeter(EnergyMeter):
         except (OSError, ValueError) as exc:
             self._error = f"INA3221 read failed during the interval: {exc}"
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period_s):
-            self._sample()
-
     def _begin(self) -> None:
         self.samples = []
         self._error = "" if self.rails else "no INA3221 power rails found"
         if not self.rails:
             return
         self._sample()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="edgelat-jetson-power", daemon=True)
-        self._thread.start()
+        self._sampler.start()
 
     def _end(self) -> float | None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        if self._sampler.stop():
             self._sample()
         if self._error:
             self.note = self._error
@@ -140,13 +129,7 @@ class JetsonMeter(EnergyMeter):
                 f"interval too short for INA3221 sampling"
             )
             return None
-        joules = 0.0
-        for (t0, p0), (t1, p1) in zip(self.samples, self.samples[1:]):
-            joules += (p0 + p1) / 2.0 / 1000.0 * (t1 - t0)
-        return joules
+        return integrate_energy_j([(t, mw / 1000.0) for t, mw in self.samples])
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        self._sampler.stop()
