@@ -38,7 +38,7 @@ def _clean(m: dict[str, Any]) -> dict[str, Any]:
 def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
     """The held-out figures of a device + config predictor (see the module docstring)."""
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, measured_models, run_overhead_ms
+    from edgelat.predictors.calibration import Calibration, group_sums, measured_models, run_overhead_ms
     from edgelat.predictors.kernel import KernelPredictor, table_specs
 
     Registry(db).get(device)
@@ -74,31 +74,31 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     all_models = [m for m in measured_models(db, device, config) if not predictor.missing(m["kernels"])]
     cal_models = [m for m in all_models if m["role"] == "calibration"]
     overhead = run_overhead_ms(predictor)
-    sums = {m["model_ref"]: float(predictor.predict_specs(m["kernels"]).sum()) for m in all_models}
+    parts = {m["model_ref"]: group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in all_models}
 
-    def unseen_sum(m: dict[str, Any]) -> float | None:
-        """Sum of out-of-fold predictions (None if a kernel has none)."""
+    def unseen_parts(m: dict[str, Any]) -> Any:
+        """Per-group sums of out-of-fold predictions (None if a kernel has none)."""
         preds = [predictor.cv_pred_.get(s.key) for s in m["kernels"]]
-        return None if any(p is None for p in preds) else float(sum(preds))
+        return None if any(p is None for p in preds) else group_sums(m["kernels"], preds)
 
     loo = {}
     if cal is not None and cal_models:
         refit = Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
-            [sums[m["model_ref"]] for m in cal_models], [len(m["kernels"]) for m in cal_models], [m["measured_ms"] for m in cal_models]
+            [parts[m["model_ref"]] for m in cal_models], [len(m["kernels"]) for m in cal_models], [m["measured_ms"] for m in cal_models]
         )
         # the stored form, refitted leaving each calibration model out in turn
         loo = {m["model_ref"]: float(p) for m, p in zip(cal_models, refit.loo_pred_)}
 
-    def calibrate(value: float, n: int, exclude: dict[str, Any] | None) -> float:
+    def calibrate(value: Any, n: int, exclude: dict[str, Any] | None) -> float:
         if cal is None or cal.is_identity:
-            return value
+            return float(value.sum())
         if exclude is None:
             return float(cal.predict([value], [n])[0])
         others = [m for m in cal_models if m["model_ref"] != exclude["model_ref"]]
         if not others:
-            return value
+            return float(value.sum())
         c = Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
-            [sums[m["model_ref"]] for m in others], [len(m["kernels"]) for m in others], [m["measured_ms"] for m in others]
+            [parts[m["model_ref"]] for m in others], [len(m["kernels"]) for m in others], [m["measured_ms"] for m in others]
         )
         return float(c.predict([value], [n])[0])
 
@@ -106,14 +106,15 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     for m in all_models:
         n = len(m["kernels"])
         is_cal = m["role"] == "calibration"
-        predicted = loo.get(m["model_ref"], sums[m["model_ref"]]) if is_cal else calibrate(sums[m["model_ref"]], n, None)
-        u = unseen_sum(m)
+        total = float(parts[m["model_ref"]].sum())
+        predicted = loo.get(m["model_ref"], total) if is_cal else calibrate(parts[m["model_ref"]], n, None)
+        u = unseen_parts(m)
         rows.append(
             {
                 "name": m["name"],
                 "role": m["role"],
                 "measured_ms": m["measured_ms"],
-                "kernels_sum_ms": sums[m["model_ref"]],
+                "kernels_sum_ms": total,
                 "predicted_ms": predicted,
                 "unseen_predicted_ms": None if u is None else calibrate(u, n, m if is_cal else None),
             }

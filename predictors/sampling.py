@@ -13,14 +13,15 @@ What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
    stride within the ranges such networks use), and the other catalog types at
    the shapes those networks have. Measured in shuffled order so that a small
    budget still covers every type. Gets at most ``INITIAL_SHARE`` of the budget.
-3. **Whole models**: a handful of networks measured whole, split from their
-   own files; ``calibration`` ones fit the kernel-sum -> whole-model map,
-   ``holdout`` ones are only reported on.
-4. **Adaptive rounds** until the budget is spent: fit the per-type regressors,
-   take the kernels with the largest cross-validated error, measure once more
-   those far off the trend (a slowed measurement looks exactly like that), then
-   configurations around them (and a quarter of fresh draws, so no region is
-   forgotten), refit.
+3. **Adaptive rounds** until all but ``MODELS_SHARE`` of the budget is spent:
+   fit the per-type regressors, take the kernels with the largest
+   cross-validated error, measure once more those far off the trend (a slowed
+   measurement looks exactly like that), then configurations around them (and
+   a quarter of fresh draws, so no region is forgotten), refit.
+4. **Whole models**, last, so the calibration sees the device as the build
+   leaves it: networks measured whole, split from their own files;
+   ``calibration`` ones fit the kernel-sum -> whole-model map, ``holdout`` ones
+   are only reported on. Their passes stop early when the budget is spent.
 
 Every kernel is measured in three passes spread over time (whole models in
 seven) and the fastest pass is kept (:func:`best_of_passes`): shared hosts and phones
@@ -55,6 +56,7 @@ KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, targe
 MODEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=300, target_rel_ci=0.01, max_seconds=1.0)
 INITIAL_SIZE = 3000
 INITIAL_SHARE = 0.5
+MODELS_SHARE = 0.1  # kept for the whole models, measured last
 GROUP = 96  # kernels measured together (in passes, ~10 s apart): how often the budget is checked
 PASSES = 3  # passes over each group of kernels; the fastest pass is kept (see best_of_passes)
 MODEL_PASSES = 7  # passes over the whole models: few, and the figures everything is judged by
@@ -227,21 +229,30 @@ class KernelSampler:
 
 # --------------------------------------------------------------------------- whole models
 def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
-    """(name, role, kernels) of the whole models a build measures. Benchmarks that claim
+    """(name, role, kernels) of the whole models a build measures: enough calibration
+    models of each family for the group forms of the calibration (see
+    :mod:`edgelat.predictors.calibration`), and three held out. Benchmarks that claim
     "never seen" results must not use these."""
     rng = np.random.default_rng(12345)
-    return [
-        ("tiny-64", "calibration", networks.tiny_net(64)),
-        ("mobilenetv2-224-1.0", "calibration", networks.mobilenetv2(224, 1.0)),
-        ("mobilenetv2-128-0.5", "calibration", networks.mobilenetv2(128, 0.5)),
-        ("mobilenetv3-large-224", "calibration", networks.mobilenetv3_large(224)),
-        ("ofa-mbv3-min-160", "calibration", networks.ofa_mbv3([3] * 20, [3] * 20, [2] * 5, 160)),
-        ("ofa-mbv3-max-224", "calibration", networks.ofa_mbv3([7] * 20, [6] * 20, [4] * 5, 224)),
-        ("ofa-mbv3-rand-192", "calibration", _ofa_subnet(rng, 192)),
-        ("mobilenetv2-192-0.75", "holdout", networks.mobilenetv2(192, 0.75)),
-        ("mobilenetv3-large-160", "holdout", networks.mobilenetv3_large(160)),
-        ("ofa-mbv3-rand-176", "holdout", _ofa_subnet(rng, 176)),
+    calibration = [
+        ("tiny-64", networks.tiny_net(64)),
+        ("mobilenetv2-224-1.0", networks.mobilenetv2(224, 1.0)),
+        ("mobilenetv2-128-0.5", networks.mobilenetv2(128, 0.5)),
+        ("mobilenetv2-144-0.75", networks.mobilenetv2(144, 0.75)),
+        ("mobilenetv2-112-1.0", networks.mobilenetv2(112, 1.0)),
+        ("mobilenetv3-large-224", networks.mobilenetv3_large(224)),
+        ("mobilenetv3-large-144", networks.mobilenetv3_large(144)),
+        ("ofa-mbv3-min-160", networks.ofa_mbv3([3] * 20, [3] * 20, [2] * 5, 160)),
+        ("ofa-mbv3-max-224", networks.ofa_mbv3([7] * 20, [6] * 20, [4] * 5, 224)),
+        ("ofa-mbv3-rand-192", _ofa_subnet(rng, 192)),
     ]
+    holdout = [
+        ("mobilenetv2-192-0.75", networks.mobilenetv2(192, 0.75)),
+        ("mobilenetv3-large-160", networks.mobilenetv3_large(160)),
+        ("ofa-mbv3-rand-176", _ofa_subnet(rng, 176)),
+    ]
+    calibration += [(f"ofa-mbv3-rand-{r}", _ofa_subnet(rng, r)) for r in (128, 144, 160, 208, 224)]
+    return [(n, "calibration", k) for n, k in calibration] + [(n, "holdout", k) for n, k in holdout]
 
 
 # --------------------------------------------------------------------------- build state
@@ -320,9 +331,10 @@ class BuildSummary:
 
 
 def best_of_passes(client, items: Sequence[Any], config: RuntimeConfig, protocol: MeasurementProtocol,
-                   passes: int) -> dict[str, Any]:
+                   passes: int, enough: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Benchmark ``items`` in ``passes`` passes over the whole list; keep, per item (by tag),
-    the result with the lowest median (a failed item keeps its error).
+    the result with the lowest median (a failed item keeps its error). ``enough``, asked
+    after each pass, ends the passes early (a budget spent); one pass is always made.
 
     Why: on a shared host (noisy neighbours on the same physical cores, invisible in the
     load average) or a phone (thermal throttling), the device alternates between its
@@ -332,7 +344,9 @@ def best_of_passes(client, items: Sequence[Any], config: RuntimeConfig, protocol
     slowdown never makes a kernel faster. The kept row is one real measurement.
     """
     best: dict[str, Any] = {}
-    for _ in range(max(1, passes)):
+    for i in range(max(1, passes)):
+        if i and enough is not None and enough():
+            break
         for r in client.benchmark_batch(list(items), config, protocol):
             old = best.get(r.tag)
             if r.ok and r.latency is not None:
@@ -480,12 +494,15 @@ class Builder:
             record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
             if ref not in have:
                 todo.append((name, ref, data))
-        if not todo or self.left() <= 0:
+        if not todo:
             return
+        # one pass at least even when the last adaptive group overran into the models'
+        # share of the budget: without whole models there is no calibration
         self._say(f"measuring {len(todo)} whole models")
         t0 = time.perf_counter()
         items = [BenchmarkItem(self.client.put_model(data), fmt, ref) for _, ref, data in todo]
-        results = best_of_passes(self.client, items, self.config, self.model_protocol, self.model_passes)
+        results = best_of_passes(self.client, items, self.config, self.model_protocol, self.model_passes,
+                                 enough=lambda: self.spent() + time.perf_counter() - t0 >= self.budget_s)
         for name, ref, _ in todo:
             r = results.get(ref)
             if r is not None and r.ok and r.latency is not None:
@@ -532,9 +549,9 @@ class Builder:
             sampler = KernelSampler(self.seed, rules)
             self._phase = "initial"
             self._profile(sampler.initial(self.initial_size), INITIAL_SHARE * self.budget_s)
-            self._whole_models(rules)
             self._phase = "adaptive"
-            while self.left() > 0:
+            reserve = MODELS_SHARE * self.budget_s if self.models else 0.0
+            while self.left() > reserve:
                 grown = self._choice is None or self._table_size() >= 1.5 * self._choice_rows
                 predictor, specs, y = self._fit(select=grown)
                 if predictor is None:
@@ -550,13 +567,15 @@ class Builder:
                 todo = sampler.around(worst, NEIGHBOURS, round_no) + sampler.fresh(size // 4, round_no)
                 before = self.summary.kernels_measured
                 self._say(f"round {round_no}: {len(worst)} worst kernels ({len(suspects)} rechecked), {len(todo)} candidates")
-                self._profile(suspects, self.budget_s, again=True)
-                self._profile(todo, self.budget_s)
+                self._profile(suspects, self.budget_s - reserve, again=True)
+                self._profile(todo, self.budget_s - reserve)
                 self.state["rounds"] = round_no
                 self.summary.rounds += 1
                 _save_state(self.db, self.state)
                 if self.summary.kernels_measured == before:  # everything proposed was known: draw more next round
-                    self._profile(sampler.fresh(size, round_no + 10_000), self.budget_s)
+                    self._profile(sampler.fresh(size, round_no + 10_000), self.budget_s - reserve)
+            # last, so that the calibration sees the device as the build leaves it
+            self._whole_models(rules)
         except _Stop:
             pass
         return self.finish()

@@ -11,6 +11,7 @@ from edgelat.cli import main
 from edgelat.lut.store import kernel_rows, open_db
 from edgelat.predictors.fusion import DEFAULT_PAIRS, load_rules, verdict_rows
 from edgelat.predictors.kernel import KernelPredictor
+from edgelat.predictors.sampling import MODELS_SHARE
 
 
 def test_build_then_report_on_local(tmp_path):
@@ -19,7 +20,7 @@ def test_build_then_report_on_local(tmp_path):
     assert built.exit_code == 0, built.output
     summary = json.loads(built.stdout)
     assert summary["device"] == "local" and summary["config_key"] == "onnxruntime|cpu|t1|fp32"
-    assert 24 <= summary["spent_s"] < 60
+    assert (1 - MODELS_SHARE) * 24 <= summary["spent_s"] < 60
     # the verdicts printed are the ones stored (whether each is right is test_predictors_graph's job:
     # a verdict rests on timing differences that a 24 s build on a shared machine cannot promise)
     assert summary["fusion"] == {f"{r['op']}+{r['act']}": r["verdict"] for r in verdict_rows(open_db(), "local", RuntimeConfig())}

@@ -13,7 +13,7 @@ from edgelat.predictors.calibration import Calibration, measured_models, run_ove
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
-from edgelat.predictors.sampling import KernelSampler, build_predictor, build_state
+from edgelat.predictors.sampling import MODELS_SHARE, KernelSampler, build_predictor, build_state
 from edgelat.profiler import networks
 
 CONFIG = RuntimeConfig()
@@ -52,7 +52,8 @@ def test_sampler_draws_real_cnn_kernels_deterministically():
 def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path):
     db = open_db(tmp_path / "edgelat.db")
     summary = _build(db, 20.0)
-    assert 20.0 <= summary.spent_s < 35.0, summary.to_dict()
+    # the adaptive rounds stop with MODELS_SHARE of the budget left; the whole models may use less
+    assert (1 - MODELS_SHARE) * 20.0 <= summary.spent_s < 35.0, summary.to_dict()
     assert summary.rounds >= 1 and summary.kernels_measured > 50
     assert summary.models_measured == len(SMALL_MODELS)
     assert len(model_rows(db, "local", CONFIG)) == len(SMALL_MODELS)

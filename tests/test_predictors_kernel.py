@@ -11,7 +11,7 @@ from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.errors import BadInput
 from edgelat.lut.store import kernel_rows, open_db
-from edgelat.predictors.calibration import Calibration
+from edgelat.predictors.calibration import Calibration, group_sums
 from edgelat.predictors.kernel import KernelPredictor, table_specs
 from edgelat.predictors.metrics import spearman
 from edgelat.predictors.model_predict import predict_model_file
@@ -161,3 +161,25 @@ def test_predict_model_file_names_the_kernels_when_the_device_cannot_measure(tab
         predict_model_file(table, "phone-from-csv", CONFIG, path)
     with pytest.raises(BadInput, match="cannot read model file"):
         predict_model_file(table, "local", CONFIG, tmp_path / "missing.onnx")
+
+
+def test_group_calibration_weighs_blocks_apart_and_falls_back_to_the_ratio():
+    """Weight-heavy SE blocks cost more inside a model than alone; the group form learns
+    one factor per kernel group, and a group no calibration model had gets the ratio."""
+    rng = np.random.default_rng(1)
+    parts = np.column_stack([rng.uniform(0, 5, 10), rng.uniform(1, 8, 10), np.zeros(10)])  # no "other" kernels
+    counts = rng.integers(10, 30, 10)
+    measured = parts @ [1.15, 0.95, 0.0]
+    cal = Calibration().fit(parts, counts, measured)
+    assert cal.form_ == "groups"
+    ratio = Calibration(forms=("ratio",)).fit(parts.sum(axis=1), counts, measured).coef_[0]
+    assert np.allclose(cal.coef_, [1.15, 0.95, ratio])
+    assert np.allclose(cal.predict([[1.0, 2.0, 3.0]], [12]), [1.15 + 1.9 + 3 * ratio])
+    with pytest.raises(ValueError, match="per-group"):
+        cal.predict([6.0], [12])
+    # plain totals: the group forms are not candidates
+    assert Calibration().fit(parts.sum(axis=1), counts, measured).form_ in ("ratio", "affine", "ratio+count", "identity")
+    # the groups of real kernels
+    se = KernelSpec("mbconv", 14, 14, 40, 40, kernel=5, expand=3, se=True, act="relu")
+    block = KernelSpec("mbconv", 14, 14, 40, 40, kernel=3, expand=3, act="relu")
+    assert np.allclose(group_sums([se, block, KernelSpec("relu", 7, 7, 8), "graph:Softmax"], [1, 2, 3, 4]), [1, 2, 7])
