@@ -3,8 +3,8 @@
 Builds the `local` predictor with `predictor build` (adaptive sampling) inside a
 profiling budget, then for each test model: predicts it from its ONNX file
 (`predict_model_file`, nothing measured on demand), and only then measures it
-whole, as the build measures whole models (fastest of seven passes over all of
-them: see `best_of_passes`). Test models are classic ImageNet architectures built as ONNX with random
+whole, as the build measures whole models (the middle of seven passes over all of
+them: see `median_of_passes`). Test models are classic ImageNet architectures built as ONNX with random
 weights (MobileNetV2 at several resolutions and widths, MobileNetV3-Large at
 several resolutions) and random Once-for-All MobileNetV3 subnets from the
 `ofa-mbv3` search space; none is one of the whole models the build measured
@@ -89,7 +89,7 @@ def main() -> None:
     from edgelat.predictors.model_predict import predict_model_file
     from edgelat.agents.types import BenchmarkItem
     from edgelat.lut.store import add_model_result
-    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, best_of_passes, build_predictor, default_models
+    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, median_of_passes, build_predictor, default_models
     from edgelat.profiler.builders import build_model
     from edgelat.profiler.jobs import model_ref_for
 
@@ -138,8 +138,8 @@ def main() -> None:
             items.append(BenchmarkItem(client.put_model(data), "onnx", ref))
         again = [ref for ref in build_models if ref in stored]
         items += [BenchmarkItem(client.put_model(build_models[ref][1]), config.model_format, ref) for ref in again]
-        # then measured the way the build measures whole models (fastest of MODEL_PASSES passes over all)
-        results = best_of_passes(client, items, config, MODEL_PROTOCOL, MODEL_PASSES)
+        # then measured the way the build measures whole models (middle of MODEL_PASSES passes over all)
+        results = median_of_passes(client, items, config, MODEL_PROTOCOL, MODEL_PASSES)
         ratios = [results[ref].latency.median / stored[ref] for ref in again if results[ref].ok]
         drift = float(np.median(ratios)) if ratios else float("nan")
         print(f"{'model':<58} {'pred ms':>9} {'meas ms':>9} {'err':>7} {'hits':>6}")

@@ -15,6 +15,7 @@ from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
 from edgelat.predictors.sampling import MODELS_SHARE, KernelSampler, build_predictor, build_state
 from edgelat.profiler import networks
+from edgelat.profiler.ops import KernelSpec
 
 CONFIG = RuntimeConfig()
 GROUP = 24  # kernels per measured group (the budget is checked between groups)
@@ -124,3 +125,62 @@ def test_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
     assert len(kernel_rows(db, "local", CONFIG)) == len(second)
     assert KernelPredictor.load(db, "local", CONFIG) is not None
     assert np.isfinite(third.spent_s)
+
+
+class _ScriptedClient:
+    """Replays per-pass medians (a pure selection rule needs controlled figures, not timing)."""
+
+    def __init__(self, medians_by_tag: dict[str, list[float | None]]) -> None:
+        self.medians, self.calls = medians_by_tag, 0
+
+    def benchmark_batch(self, items, config, protocol):
+        from edgelat.agents.types import BenchmarkResult, LatencySummary
+
+        i, self.calls = self.calls, self.calls + 1
+        for item in items:
+            m = self.medians[item.tag][i]
+            if m is None:
+                yield BenchmarkResult("sha", config, tag=item.tag, error="CorruptModel: boom")
+            else:
+                yield BenchmarkResult("sha", config, LatencySummary(m, m, 0.0, m, m, 10, 0.01, True), tag=item.tag)
+
+
+def test_median_of_passes_keeps_the_middle_pass_and_stops_when_told():
+    from edgelat.agents.types import BenchmarkItem
+    from edgelat.predictors.sampling import median_of_passes
+
+    items = [BenchmarkItem("a", "onnx", t) for t in ("steady", "one-fast", "one-slow", "flaky", "broken")]
+    client = _ScriptedClient({
+        "steady": [2.0, 2.1, 1.9, 2.0, 2.05],
+        "one-fast": [2.0, 1.2, 2.1, 2.0, 2.2],  # a neighbour idle for a moment: the minimum would take 1.2
+        "one-slow": [2.0, 3.5, 2.1, 2.0, 1.9],
+        "flaky": [None, 4.0, None, 5.0, None],  # the failures are left out; lower middle of (4, 5)
+        "broken": [None] * 5,
+    })
+    got = median_of_passes(client, items, CONFIG, KERNELS, passes=5)
+    assert {t: (r.latency.median if r.ok else r.error) for t, r in got.items()} == {
+        "steady": 2.0, "one-fast": 2.0, "one-slow": 2.0, "flaky": 4.0, "broken": "CorruptModel: boom"}
+    # `enough` is asked after each pass; one pass is always made
+    client.calls = 0
+    got = median_of_passes(client, items, CONFIG, KERNELS, passes=5, enough=lambda: client.calls >= 3)
+    assert client.calls == 3 and got["one-fast"].latency.median == 2.0
+    client.calls = 0
+    median_of_passes(client, items, CONFIG, KERNELS, passes=5, enough=lambda: True)
+    assert client.calls == 1
+
+
+def test_adaptive_rounds_divide_attention_by_kernel_type_share():
+    """The worst kernels are taken per type in proportion to the type's share of real networks."""
+    from edgelat.predictors.sampling import MIN_TYPE_SHARE, Builder
+
+    class Pred:
+        cv_pred_: dict[str, float] = {}
+
+    specs = [KernelSpec("maxpool", 8 + i, 8 + i, 16, kernel=3, stride=2) for i in range(40)]
+    specs += [KernelSpec("mbconv", 8 + i, 8 + i, 16, 16, kernel=3, expand=3, act="relu") for i in range(40)]
+    y = np.ones(len(specs))
+    Pred.cv_pred_ = {s.key: (3.0 if s.op == "maxpool" else 1.2) for s in specs}  # pools are off by far more
+    worst = Builder._worst(None, Pred(), specs, y, 20, {"mbconv": 0.75, "conv2d": 0.25})
+    ops = [s.op for _, s in worst]
+    assert ops.count("mbconv") == 15 and ops.count("maxpool") == int(np.ceil(20 * MIN_TYPE_SHARE))
+    assert worst[0][1].op == "maxpool"  # still ordered by error
