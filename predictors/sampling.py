@@ -580,7 +580,8 @@ class Builder:
             self._profile(sampler.initial(self.initial_size), INITIAL_SHARE * self.budget_s)
             self._phase = "adaptive"
             reserve = MODELS_SHARE * self.budget_s if self.models else 0.0
-            while self.left() > reserve:
+            idle_rounds = 0  # rounds that measured nothing new: the sampler has run dry
+            while self.left() > reserve and idle_rounds < 3:
                 grown = self._choice is None or self._table_size() >= 1.5 * self._choice_rows
                 predictor, specs, y = self._fit(select=grown)
                 if predictor is None:
@@ -603,6 +604,7 @@ class Builder:
                 _save_state(self.db, self.state)
                 if self.summary.kernels_measured == before:  # everything proposed was known: draw more next round
                     self._profile(sampler.fresh(size, round_no + 10_000), self.budget_s - reserve)
+                idle_rounds = idle_rounds + 1 if self.summary.kernels_measured == before else 0
             # last, so that the calibration sees the device as the build leaves it
             self._whole_models(rules)
         except _Stop:
