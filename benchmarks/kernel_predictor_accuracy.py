@@ -158,9 +158,12 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"within ±10%: {m['within_10'] * 100:.1f}% of {m['n']} never-seen models (target >= 95%), "
           f"within ±5%: {m['within_5'] * 100:.1f}%, MAPE {m['mape'] * 100:.1f}%, Spearman {m['spearman']:.3f}")
-    print(f"drift: the build's {len(ratios)} whole models measure {100 * (drift - 1):+.1f}% now against the build "
-          f"(median; range {100 * (min(ratios) - 1):+.1f}% to {100 * (max(ratios) - 1):+.1f}%); with that divided out: "
-          f"within ±10% {md['within_10'] * 100:.1f}%, within ±5% {md['within_5'] * 100:.1f}%, MAPE {md['mape'] * 100:.1f}%")
+    if ratios:
+        print(f"drift: the build's {len(ratios)} whole models measure {100 * (drift - 1):+.1f}% now against the build "
+              f"(median; range {100 * (min(ratios) - 1):+.1f}% to {100 * (max(ratios) - 1):+.1f}%); with that divided out: "
+              f"within ±10% {md['within_10'] * 100:.1f}%, within ±5% {md['within_5'] * 100:.1f}%, MAPE {md['mape'] * 100:.1f}%")
+    else:
+        print("drift: unknown (none of the build's whole models has a measurement to compare with)")
     print(f"profiling budget used: {summary.spent_s / 60:.1f} min (of {args.budget_minutes:g}); "
           f"kernels answered from the table as measured: {100 * hits:.0f}%; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); home {home}")

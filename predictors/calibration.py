@@ -18,7 +18,7 @@ while in a whole model every block's weights are evicted by the others', so
 weight-heavy blocks (squeeze-excite, wide expansions) cost more inside a model
 than alone, and small cheap kernels less (no per-run overhead). On `local`,
 leave-one-out over 24 MobileNet/OFA models measured together: ``ratio+count``
-92% within ±10%, ``groups`` 100%. Each group factor is pulled toward the
+92% within ±10%, ``groups`` fitted freely 100%. Each group factor is pulled toward the
 ``ratio`` coefficient (a group no calibration model has gets it exactly). The form with the lowest
 leave-one-out MAPE on the calibration models is kept -- identity unless a
 fitted form beats it out of sample. Its leave-one-out predictions are kept too
@@ -44,6 +44,7 @@ from edgelat.profiler.ops import KernelSpec
 
 MODELS_TABLE = "predictor_models"
 CAL_TABLE = "kernel_calibrations"
+ROLES = ("calibration", "holdout")
 FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count", "groups", "groups+count")
 #: kernel groups of the group forms: inverted-residual blocks with and without
 #: squeeze-excite, and every other kernel (including ops outside the catalog)
@@ -65,7 +66,6 @@ def group_sums(items: Sequence[Any], ms: Sequence[float]) -> np.ndarray:
     for item, v in zip(items, ms):
         out[kernel_group(item)] += float(v)
     return out
-ROLES = ("calibration", "holdout")
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
@@ -148,13 +148,15 @@ def measured_models(
     return out
 
 
-def run_overhead_ms(predictor) -> float:
+def run_overhead_ms(predictor) -> float | None:
     """The device's fixed cost of one model run: the measured latency of a one-op model
     on 8 numbers (:data:`~edgelat.predictors.fusion.OVERHEAD_SPEC`, which every build
-    profiles first); 0.0 when it was never measured."""
+    profiles first); None when it was never measured (then the ``overhead`` form is
+    not a candidate)."""
     from edgelat.predictors.fusion import OVERHEAD_SPEC
 
-    return float(predictor.table_hit(OVERHEAD_SPEC) or 0.0)
+    hit = predictor.table_hit(OVERHEAD_SPEC)
+    return None if hit is None else float(hit)
 
 
 def _design(form: str, parts: np.ndarray, n: np.ndarray) -> np.ndarray | None:
@@ -178,7 +180,7 @@ def _lstsq_rel(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_ms: float) -> np.ndarray:
+def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_ms: float | None) -> np.ndarray:
     if form == "overhead":
         return np.array([overhead_ms])
     A = _design(form, parts, n)
@@ -228,7 +230,7 @@ class Calibration:
     # fewest calibration models each form needs before leave-one-out can judge it
     MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "groups": 6, "groups+count": 8}
 
-    def __init__(self, forms: Sequence[str] = FORMS, overhead_ms: float = 0.0) -> None:
+    def __init__(self, forms: Sequence[str] = FORMS, overhead_ms: float | None = None) -> None:
         self.forms = forms
         self.overhead_ms = overhead_ms
 
@@ -243,7 +245,7 @@ class Calibration:
         self.loo_mape_: dict[str, float] = {}
         loo: dict[str, np.ndarray] = {}
         for form in self.forms:
-            if len(y) < max(self.MIN_MODELS[form], 1) or (form == "overhead" and self.overhead_ms <= 0):
+            if len(y) < max(self.MIN_MODELS[form], 1) or (form == "overhead" and not self.overhead_ms):
                 continue
             if form.startswith("groups") and not with_groups:
                 continue
