@@ -130,7 +130,15 @@ def test_running_process_is_killed_when_the_stream_dies(phone: AdbdDouble) -> No
         conn.shell("echo $$ > /data/local/tmp/pid; exec sleep 30", timeout_s=0.5)
     assert wait_until(lambda: pidfile.exists())
     pid = int(pidfile.read_text())
-    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
+    assert wait_until(lambda: _gone(pid))
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie, or reaped -- possibly between two reads of /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
 
 
 def test_cable_pulled_raises_connection_lost_then_reconnects(phone: AdbdDouble) -> None:
