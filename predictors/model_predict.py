@@ -84,7 +84,7 @@ def predict_model_file(
     and ``measured_ms`` when this exact file was measured whole on the device.
     """
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, group_sums
+    from edgelat.predictors.calibration import Calibration, group_sums, model_weights
     from edgelat.predictors.fusion import load_rules
     from edgelat.predictors.kernel import KernelPredictor, table_specs
     from edgelat.predictors.sampling import KERNEL_PROTOCOL
@@ -161,7 +161,7 @@ def predict_model_file(
     cal = Calibration.load(db, device, config)
     calibrated = cal is not None and not cal.is_identity
     parts = group_sums(split.items, [r["predicted_ms"] for r in rows])
-    latency = float(cal.predict([parts], [len(rows)])[0]) if calibrated else total
+    latency = float(cal.predict([parts], [len(rows)], [model_weights(split.items)])[0]) if calibrated else total
 
     from edgelat.profiler.jobs import model_ref_for
 

@@ -38,7 +38,7 @@ def _clean(m: dict[str, Any]) -> dict[str, Any]:
 def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
     """The held-out figures of a device + config predictor (see the module docstring)."""
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, group_sums, measured_models, run_overhead_ms
+    from edgelat.predictors.calibration import Calibration, group_sums, measured_models, model_weights, run_overhead_ms
     from edgelat.predictors.kernel import KernelPredictor, table_specs
 
     Registry(db).get(device)
@@ -76,6 +76,13 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     overhead = run_overhead_ms(predictor)
     parts = {m["model_ref"]: group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in all_models}
 
+    def refit(models: list[dict[str, Any]]) -> Calibration:
+        """The stored form fitted again on ``models``."""
+        return Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
+            [parts[m["model_ref"]] for m in models], [len(m["kernels"]) for m in models],
+            [m["measured_ms"] for m in models], [model_weights(m["kernels"]) for m in models],
+        )
+
     def unseen_parts(m: dict[str, Any]) -> Any:
         """Per-group sums of out-of-fold predictions (None if a kernel has none)."""
         preds = [predictor.cv_pred_.get(s.key) for s in m["kernels"]]
@@ -83,31 +90,25 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
 
     loo = {}
     if cal is not None and cal_models:
-        refit = Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
-            [parts[m["model_ref"]] for m in cal_models], [len(m["kernels"]) for m in cal_models], [m["measured_ms"] for m in cal_models]
-        )
         # the stored form, refitted leaving each calibration model out in turn
-        loo = {m["model_ref"]: float(p) for m, p in zip(cal_models, refit.loo_pred_)}
+        loo = {m["model_ref"]: float(p) for m, p in zip(cal_models, refit(cal_models).loo_pred_)}
 
-    def calibrate(value: Any, n: int, exclude: dict[str, Any] | None) -> float:
+    def calibrate(value: Any, m: dict[str, Any], exclude: bool) -> float:
         if cal is None or cal.is_identity:
             return float(value.sum())
-        if exclude is None:
-            return float(cal.predict([value], [n])[0])
-        others = [m for m in cal_models if m["model_ref"] != exclude["model_ref"]]
+        n, w = len(m["kernels"]), model_weights(m["kernels"])
+        if not exclude:
+            return float(cal.predict([value], [n], [w])[0])
+        others = [o for o in cal_models if o["model_ref"] != m["model_ref"]]
         if not others:
             return float(value.sum())
-        c = Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
-            [parts[m["model_ref"]] for m in others], [len(m["kernels"]) for m in others], [m["measured_ms"] for m in others]
-        )
-        return float(c.predict([value], [n])[0])
+        return float(refit(others).predict([value], [n], [w])[0])
 
     rows = []
     for m in all_models:
-        n = len(m["kernels"])
         is_cal = m["role"] == "calibration"
         total = float(parts[m["model_ref"]].sum())
-        predicted = loo.get(m["model_ref"], total) if is_cal else calibrate(parts[m["model_ref"]], n, None)
+        predicted = loo.get(m["model_ref"], total) if is_cal else calibrate(parts[m["model_ref"]], m, False)
         u = unseen_parts(m)
         rows.append(
             {
@@ -116,7 +117,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
                 "measured_ms": m["measured_ms"],
                 "kernels_sum_ms": total,
                 "predicted_ms": predicted,
-                "unseen_predicted_ms": None if u is None else calibrate(u, n, m if is_cal else None),
+                "unseen_predicted_ms": None if u is None else calibrate(u, m, is_cal),
             }
         )
 

@@ -244,9 +244,10 @@ class KernelSampler:
 
 # --------------------------------------------------------------------------- whole models
 def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
-    """(name, role, kernels) of the whole models a build measures: enough calibration
-    models of each family for the group forms of the calibration (see
-    :mod:`edgelat.predictors.calibration`), and three held out. Benchmarks that claim
+    """(name, role, kernels) of the whole models a build measures: 30 calibration models
+    spanning each family's resolutions, widths and weight sizes (0.06 M to 7.7 M weights:
+    the spill form of :mod:`edgelat.predictors.calibration` needs models on both sides of
+    the device's cache), and three held out. Benchmarks that claim
     "never seen" results must not use these."""
     rng = np.random.default_rng(12345)
     calibration = [
@@ -267,6 +268,13 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
         ("ofa-mbv3-rand-176", _ofa_subnet(rng, 176)),
     ]
     calibration += [(f"ofa-mbv3-rand-{r}", _ofa_subnet(rng, r)) for r in (128, 144, 160, 208, 224)]
+    # a second draw across each family's range of resolutions and widths: with 15 models the
+    # leave-one-out choice of the calibration form turned on one or two of them
+    calibration += [(f"mobilenetv2-{r}-{w:g}", networks.mobilenetv2(r, w))
+                    for r, w in ((96, 0.5), (160, 1.4), (256, 1.0), (200, 0.35), (240, 0.6), (120, 0.75))]
+    calibration += [(f"mobilenetv3-large-{r}", networks.mobilenetv3_large(r)) for r in (96, 112, 192, 232)]
+    rng = np.random.default_rng(4242)
+    calibration += [(f"ofa-mbv3-rand2-{r}", _ofa_subnet(rng, r)) for r in (96, 112, 184, 240, 256)]
     return [(n, "calibration", k) for n, k in calibration] + [(n, "holdout", k) for n, k in holdout]
 
 

@@ -9,7 +9,7 @@ import pytest
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, model_rows, open_db
-from edgelat.predictors.calibration import Calibration, measured_models, run_overhead_ms
+from edgelat.predictors.calibration import Calibration, measured_models, model_weights, run_overhead_ms
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
@@ -82,7 +82,8 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path):
     assert overhead > 0  # the build profiles the near-empty model first
     sum_ms = float(predictor.predict_specs(networks.tiny_net(80)).sum())
     assert hold["kernels_sum_ms"] == pytest.approx(sum_ms)
-    expected_pred = sum_ms if cal.is_identity else float(cal.predict([sum_ms], [n])[0])
+    weights = model_weights(networks.tiny_net(80))
+    expected_pred = sum_ms if cal.is_identity else float(cal.predict([sum_ms], [n], [weights])[0])
     assert hold["predicted_ms"] == pytest.approx(expected_pred)
     expected = metrics_report([hold["measured_ms"]], [hold["predicted_ms"]])
     assert {k: v for k, v in rep["models"]["holdout"].items() if v is not None} == pytest.approx({k: v for k, v in expected.items() if k != "spearman"})
@@ -184,3 +185,25 @@ def test_adaptive_rounds_divide_attention_by_kernel_type_share():
     ops = [s.op for _, s in worst]
     assert ops.count("mbconv") == 15 and ops.count("maxpool") == int(np.ceil(20 * MIN_TYPE_SHARE))
     assert worst[0][1].op == "maxpool"  # still ordered by error
+
+
+def test_adaptive_rounds_stop_when_the_sampler_runs_dry(tmp_path, monkeypatch):
+    """Fitting is not charged to the budget: a sampler that proposes nothing new must not
+    keep the build refitting until the end of time. Three idle rounds end the adaptive phase."""
+    monkeypatch.setattr(KernelSampler, "around", lambda self, specs, per_spec, round_no: [])
+    monkeypatch.setattr(KernelSampler, "fresh", lambda self, n, round_no: [])
+    db = open_db(tmp_path / "edgelat.db")
+
+    def fail_if_endless(phase, spent, budget, message):
+        if message.startswith("round 6:"):  # without the guard the loop never ends: fail instead of hanging
+            raise AssertionError("the adaptive rounds went on with nothing new to measure")
+
+    summary = _build(db, 3600.0, models=[], initial_size=60, progress=fail_if_endless)
+    assert summary.rounds == 3
+    from edgelat.predictors.fusion import load_rules
+
+    drawn = {s.key for s in KernelSampler(0, load_rules(db, "local", CONFIG)).initial(60)}
+    table = {r["kernel_key"] for r in kernel_rows(db, "local", CONFIG)}
+    assert summary.kernels_measured == len(table) and table <= drawn  # nothing past the initial draw
+    assert summary.spent_s < 600.0  # the budget was far from spent
+    assert KernelPredictor.load(db, "local", CONFIG) is not None

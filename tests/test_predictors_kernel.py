@@ -11,7 +11,7 @@ from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.errors import BadInput
 from edgelat.lut.store import kernel_rows, open_db
-from edgelat.predictors.calibration import Calibration, group_sums
+from edgelat.predictors.calibration import Calibration, group_sums, model_weights
 from edgelat.predictors.kernel import KernelPredictor, table_specs
 from edgelat.predictors.metrics import spearman
 from edgelat.predictors.model_predict import predict_model_file
@@ -190,3 +190,29 @@ def test_group_calibration_weighs_blocks_apart_and_falls_back_to_the_ratio():
     se = KernelSpec("mbconv", 14, 14, 40, 40, kernel=5, expand=3, se=True, act="relu")
     block = KernelSpec("mbconv", 14, 14, 40, 40, kernel=3, expand=3, act="relu")
     assert np.allclose(group_sums([se, block, KernelSpec("relu", 7, 7, 8), "graph:Softmax"], [1, 2, 3, 4]), [1, 2, 7])
+
+
+def test_spill_calibration_charges_the_weights_beyond_what_the_cache_keeps():
+    """Models whose weights all stay cached run as fast as their kernels' sum; beyond the
+    knot every extra weight is fetched from memory on each run. The knot is found among
+    the models' own sizes, and a model under it pays nothing."""
+    rng = np.random.default_rng(3)
+    sums = rng.uniform(0.5, 12, 14)
+    counts = rng.integers(15, 30, 14)
+    weights = np.append(rng.uniform(0.05e6, 8e6, 13), 2e6)
+    measured = 1.04 * sums - 0.008 * counts + 2e-7 * np.maximum(weights - 2e6, 0)
+    cal = Calibration().fit(sums, counts, measured, weights)
+    assert cal.form_ == "ratio+count+spill"
+    assert np.allclose(cal.coef_, [1.04, -0.008, 2e-7, 2e6])
+    assert cal.loo_mape_["ratio+count+spill"] < min(v for f, v in cal.loo_mape_.items() if f != "ratio+count+spill")
+    small, big = cal.predict([3.0, 3.0], [20, 20], [1e6, 5e6])
+    assert small == pytest.approx(1.04 * 3.0 - 0.008 * 20)
+    assert big - small == pytest.approx(2e-7 * 3e6)
+    with pytest.raises(ValueError, match="weights"):
+        cal.predict([3.0], [20])
+    # without the models' weights the form is not a candidate
+    assert "ratio+count+spill" not in Calibration().fit(sums, counts, measured).loo_mape_
+    # the weights of a split model: catalog kernels' parameters, nothing for other nodes
+    block = KernelSpec("mbconv", 14, 14, 40, 40, kernel=3, expand=3, act="relu")
+    fc = KernelSpec("fc", 1, 1, 1280, 1000)
+    assert model_weights([block, fc, KernelSpec("relu", 7, 7, 8), "graph:Softmax"]) == block.params() + 1280 * 1000 + 1000
