@@ -23,12 +23,15 @@ which none of the kernels paid alone. ``spill`` is that term: ``W0`` (the weight
 the device keeps cached across runs, chosen among the calibration models' own
 sizes, the fitted knot of a hinge) and ``e`` (ms per weight fetched) are fitted.
 On `local` (AMD EPYC, 2 MiB L2 per core, 32 MiB L3 shared with other VMs), the
-30 calibration models of a build put ``W0`` at about 2 M weights (8 MB of fp32)
-and ``e`` at about 0.2 ms per million weights (about 20 GB/s): MobileNetV3-Large
+30 calibration models put ``W0`` at 1.7-3.5 M weights (7-14 MB of fp32) and ``e``
+at 0.19-0.26 ms per million weights (15-20 GB/s) in two fits: MobileNetV3-Large
 (5.5 M weights) runs 0.7-0.9 ms slower whole than its kernels' sum at every
 resolution, MobileNetV2-0.5 (2.0 M) about as fast. Leave-one-out over those
 models measured in one batch: ``ratio+count`` 70% within ±10%, ``groups+count``
-70%, ``ratio+count+spill`` 97%. The group forms model the same cache effect by
+70%, ``ratio+count+spill`` 97%. The fit describes the device as it was when the models
+were measured: 15 minutes after one build, the small models of `local` (those
+that live in the cache) ran 8-11% slower and the large ones 1-3%, the pattern of
+a neighbour on the host filling the shared L3 (invisible from inside the VM). The group forms model the same cache effect by
 kernel kind (weight-heavy squeeze-excite blocks cost more inside a model than
 alone); each group factor is pulled toward the ``ratio`` coefficient (a group no
 calibration model has gets it exactly). The form with the lowest leave-one-out

@@ -25,7 +25,9 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
     default=30.0,
     show_default=True,
     help="Profiling time for this device + runtime config, summed over runs: an interrupted "
-    "build continues when rerun; rerun with a larger budget to profile more.",
+    "build continues when rerun; rerun with a larger budget to profile more. The whole models "
+    "that calibrate the predictor are measured last and at least once each, which can run "
+    "past a budget of a minute or less (by up to a second per model).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kernel sampler.")
 @runtime_options
@@ -104,7 +106,9 @@ def _print_build(d: dict[str, Any]) -> None:
         out.print("no kernel type has enough rows for a regressor yet")
     c = d["calibration"]
     if c:
-        out.print(f"calibration: {c['form']} {['%.4g' % x for x in c['coef']]} from {c['models']} whole models")
+        loo = (c.get("loo_mape") or {}).get(c["form"])
+        held = f" (leave-one-out MAPE {_pct(loo)})" if loo is not None else ""
+        out.print(f"calibration: {c['form']} {['%.4g' % x for x in c['coef']]} from {c['models']} whole models{held}")
     for f in d["failed"]:
         out.print(f"  failed {f['key']}: {f['error']}")
 
