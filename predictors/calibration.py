@@ -24,7 +24,7 @@ the device keeps cached across runs, chosen among the calibration models' own
 sizes, the fitted knot of a hinge) and ``e`` (ms per weight fetched) are fitted.
 On `local` (AMD EPYC, 2 MiB L2 per core, 32 MiB L3 shared with other VMs), the
 30 calibration models put ``W0`` at 1.7-3.5 M weights (7-14 MB of fp32) and ``e``
-at 0.19-0.26 ms per million weights (15-20 GB/s) in two fits: MobileNetV3-Large
+at 0.10-0.26 ms per million weights (15-40 GB/s) in three fits: MobileNetV3-Large
 (5.5 M weights) runs 0.7-0.9 ms slower whole than its kernels' sum at every
 resolution, MobileNetV2-0.5 (2.0 M) about as fast. Leave-one-out over those
 models measured in one batch: ``ratio+count`` 70% within ±10%, ``groups+count``
