@@ -17,9 +17,10 @@ average.
 
 The build's own whole models are measured again in the same passes as the test
 models, and their median ratio now/at-build is printed as the machine's drift:
-a shared VM's speed moves by several percent over minutes (noisy neighbours on
-the host, invisible from inside), and every figure in the table was measured
-at build time. The headline figures are the raw ones; a second line divides the
+every figure in the table was measured at build time, and on `local` the end of
+a build (after half an hour of kernel profiling) runs models 3-6% faster than
+the minutes after it (small models up to 12%; a few minutes of kernel profiling
+brings most of it back), besides the few percent a shared VM moves by anyway. The headline figures are the raw ones; a second line divides the
 drift out, labelled as such, to show how much of the error is the machine
 moving rather than the predictor.
 
