@@ -3,8 +3,8 @@
 Builds the `local` predictor with `predictor build` (adaptive sampling) inside a
 profiling budget, then for each test model: predicts it from its ONNX file
 (`predict_model_file`, nothing measured on demand), and only then measures it
-whole, as the build measures whole models (the middle of seven passes over all of
-them: see `median_of_passes`). Test models are classic ImageNet architectures built as ONNX with random
+whole, as the build measures whole models (run unmeasured for MODEL_SETTLE_S
+first, then the middle of seven passes over all of them: see `median_of_passes`). Test models are classic ImageNet architectures built as ONNX with random
 weights (MobileNetV2 at several resolutions and widths, MobileNetV3-Large at
 several resolutions) and random Once-for-All MobileNetV3 subnets from the
 `ofa-mbv3` search space; none is one of the whole models the build measured
@@ -17,10 +17,10 @@ average.
 
 The build's own whole models are measured again in the same passes as the test
 models, and their median ratio now/at-build is printed as the machine's drift:
-every figure in the table was measured at build time, and on `local` the end of
-a build (after half an hour of kernel profiling) runs models 3-6% faster than
-the minutes after it (small models up to 12%; a few minutes of kernel profiling
-brings most of it back), besides the few percent a shared VM moves by anyway. The headline figures are the raw ones; a second line divides the
+every figure in the table was measured at build time. On `local` the first minute
+or two of sustained whole-model load runs 3-9% faster than the load goes on at
+(the reason both the build and this script settle first), and a shared VM moves
+by a few percent more, sometimes +20-35% for minutes (a neighbour). The headline figures are the raw ones; a second line divides the
 drift out, labelled as such, to show how much of the error is the machine
 moving rather than the predictor.
 
@@ -90,7 +90,7 @@ def main() -> None:
     from edgelat.predictors.model_predict import predict_model_file
     from edgelat.agents.types import BenchmarkItem
     from edgelat.lut.store import add_model_result
-    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, median_of_passes, build_predictor, default_models
+    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, MODEL_SETTLE_S, median_of_passes, build_predictor, default_models
     from edgelat.profiler.builders import build_model
     from edgelat.profiler.jobs import model_ref_for
 
@@ -140,7 +140,7 @@ def main() -> None:
         again = [ref for ref in build_models if ref in stored]
         items += [BenchmarkItem(client.put_model(build_models[ref][1]), config.model_format, ref) for ref in again]
         # then measured the way the build measures whole models (middle of MODEL_PASSES passes over all)
-        results = median_of_passes(client, items, config, MODEL_PROTOCOL, MODEL_PASSES)
+        results = median_of_passes(client, items, config, MODEL_PROTOCOL, MODEL_PASSES, settle_s=MODEL_SETTLE_S)
         ratios = [results[ref].latency.median / stored[ref] for ref in again if results[ref].ok]
         drift = float(np.median(ratios)) if ratios else float("nan")
         print(f"{'model':<58} {'pred ms':>9} {'meas ms':>9} {'err':>7} {'hits':>6}")

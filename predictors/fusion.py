@@ -24,6 +24,7 @@ load time, and the model builders fold it already.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -173,6 +174,13 @@ def verdict_rows(db: sqlite_utils.Database, device: str, config: RuntimeConfig) 
     return list(db[TABLE].rows_where("device = ? and config_key = ?", [device, config.key()], order_by="op, act"))
 
 
+def _median_round(pair: tuple[str, str], verdict: str, rounds: list[tuple[float, float, float, float]]) -> PairVerdict:
+    """The round (fused, first, second, overhead) whose share saved is the lower middle one."""
+    candidates = [PairVerdict(pair[0], pair[1], verdict, *r) for r in rounds]
+    candidates.sort(key=lambda v: v.saved_ms / v.second_cost_ms if v.second_cost_ms > 0 else -math.inf)
+    return candidates[(len(candidates) - 1) // 2]
+
+
 def detect_fusion(
     db: sqlite_utils.Database,
     device: str,
@@ -191,11 +199,14 @@ def detect_fusion(
     (``unclear`` on a tie). On a shared or throttling device, slowed periods
     lasting seconds shift measurements taken apart in time by more than the
     differences a verdict rests on; measurements taken together shift together.
-    The stored figures are the medians over rounds. The probes serve only this
-    verdict and are not written to the kernel table.
+    The stored figures are those of one round that voted for the verdict, the one
+    with the median share saved: medians taken column by column over rounds can mix
+    a slowed round's fused figure with a quiet round's parts into figures that
+    contradict the verdict they back (seen on `local`: a "fused" conv+relu stored
+    as costing more than conv and relu apart). The probes serve only this verdict
+    and are not written to the kernel table.
     """
     import random
-    import statistics
     from collections import Counter
 
     from edgelat.agents.types import BenchmarkItem
@@ -242,8 +253,8 @@ def detect_fusion(
     for pair in pairs:
         ranked = Counter(votes[pair]).most_common()
         verdict = ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else "unclear"
-        tf, ta, tb, to = (statistics.median(col) for col in zip(*figures[pair]))
-        v = PairVerdict(pair[0], pair[1], verdict, tf, ta, tb, to)
+        v = _median_round(pair, verdict, [f for f, vote in zip(figures[pair], votes[pair]) if vote == verdict]
+                          or figures[pair])
         with db.conn:
             db[TABLE].upsert(v.to_row(device, config), pk=("device", "config_key", "op", "act"))
         verdicts.append(v)

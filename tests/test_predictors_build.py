@@ -50,9 +50,22 @@ def test_sampler_draws_real_cnn_kernels_deterministically():
     assert KernelSampler(3).around(mb[:5], 4, 1) == near and KernelSampler(3).around(mb[:5], 4, 2) != near
 
 
-def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path):
+def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monkeypatch):
+    from edgelat.predictors import sampling
+
+    settles = []
+    real = sampling.median_of_passes
+
+    def spy(client, items, config, protocol, passes, enough=None, settle_s=0.0):
+        settles.append((protocol, settle_s))
+        return real(client, items, config, protocol, passes, enough, settle_s)
+
+    monkeypatch.setattr(sampling, "median_of_passes", spy)
     db = open_db(tmp_path / "edgelat.db")
     summary = _build(db, 20.0)
+    # whole models (and only they) run unmeasured first: half the models' share of this small budget
+    assert {s for p, s in settles if p == MODELS} == {MODELS_SHARE * 20.0 / 2}
+    assert {s for p, s in settles if p == KERNELS} == {0.0}
     # the adaptive rounds stop with MODELS_SHARE of the budget left; the whole models may use less
     assert (1 - MODELS_SHARE) * 20.0 <= summary.spent_s < 35.0, summary.to_dict()
     assert summary.rounds >= 1 and summary.kernels_measured > 50
@@ -170,6 +183,34 @@ def test_median_of_passes_keeps_the_middle_pass_and_stops_when_told():
     assert client.calls == 1
 
 
+def test_settling_passes_run_first_and_are_not_kept(monkeypatch):
+    """Whole models run unmeasured for ``settle_s`` before the kept passes: the first
+    minute of sustained load is faster than the rest (see MODEL_SETTLE_S)."""
+    from edgelat.agents.types import BenchmarkItem
+    from edgelat.predictors import sampling
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(sampling.time, "perf_counter", lambda: clock["t"])
+
+    class _Timed(_ScriptedClient):  # each pass takes 10 s of the fake clock
+        def benchmark_batch(self, items, config, protocol):
+            clock["t"] += 10.0
+            return super().benchmark_batch(items, config, protocol)
+
+    fast_then_sustained = [1.0, 1.0, 1.0, 2.0, 2.1, 1.9]
+    client = _Timed({"m": fast_then_sustained})
+    got = sampling.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3, settle_s=25.0)
+    assert client.calls == 6 and got["m"].latency.median == 2.0  # passes at 0, 10, 20 s settled; 2.0/2.1/1.9 kept
+    client = _Timed({"m": fast_then_sustained})
+    got = sampling.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3)
+    assert client.calls == 3 and got["m"].latency.median == 1.0  # without settling the fast start is what is kept
+    # a budget spent ends the settling too, and one kept pass is still made
+    client = _Timed({"m": fast_then_sustained})
+    got = sampling.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3,
+                                    settle_s=25.0, enough=lambda: client.calls >= 1)
+    assert client.calls == 2 and got["m"].latency.median == 1.0
+
+
 def test_adaptive_rounds_divide_attention_by_kernel_type_share():
     """The worst kernels are taken per type in proportion to the type's share of real networks."""
     from edgelat.predictors.sampling import MIN_TYPE_SHARE, worst_kernels
@@ -207,3 +248,33 @@ def test_adaptive_rounds_stop_when_the_sampler_runs_dry(tmp_path, monkeypatch):
     assert summary.kernels_measured == len(table) and table <= drawn  # nothing past the initial draw
     assert summary.spent_s < 600.0  # the budget was far from spent
     assert KernelPredictor.load(db, "local", CONFIG) is not None
+
+
+def test_agent_lost_in_the_models_phase_keeps_the_kernels_and_still_fits(tmp_path):
+    """A real agent killed while the whole models are measured: the build ends with
+    `interrupted` set instead of an exception, the kernel table and the time spent are
+    kept, the regressors are fitted and saved, and no model figure is stored."""
+    import signal
+
+    from agent_helpers import start_agent
+    from edgelat.agents.remote import GrpcClient
+
+    db = open_db(tmp_path / "edgelat.db")
+    agent = start_agent(tmp_path / "agent")
+
+    def kill_when_models_start(phase, spent, budget, message):
+        if phase == "models" and message.startswith("measuring"):
+            agent.proc.kill()
+
+    try:
+        with GrpcClient(agent.address) as client:
+            summary = build_predictor(db, "board", client, CONFIG, 6.0, kernel_protocol=KERNELS, model_protocol=MODELS,
+                                      models=SMALL_MODELS, initial_size=120, detect_fusion=False, passes=2,
+                                      model_passes=2, group=GROUP, progress=kill_when_models_start)
+    finally:
+        agent.stop(signal.SIGKILL)
+    assert "rerun the same command" in summary.interrupted
+    assert summary.models_measured == 0 and model_rows(db, "board", CONFIG) == []
+    assert summary.kernels_total == len(kernel_rows(db, "board", CONFIG)) > 0
+    assert KernelPredictor.load(db, "board", CONFIG) is not None
+    assert build_state(db, "board", CONFIG)["spent_s"] == pytest.approx(summary.spent_s) and summary.spent_s > 0

@@ -216,3 +216,44 @@ def test_fusion_detected_on_local_matches_what_onnxruntime_does(tmp_path):
     rules = load_rules(db, "local", config)
     assert rules.source == "measured" and rules.fuses("conv2d", "relu") and not rules.fuses("conv2d", "hswish")
     assert {(r["op"], r["act"]) for r in verdict_rows(db, "local", config)} == set(by_pair)
+
+
+def test_fusion_figures_are_one_round_that_backs_the_verdict(tmp_path):
+    """Five rounds, two of them with the fused probe slowed alone (a burst during one
+    item). The verdict is the majority's; the stored figures are one fused-voting round,
+    the median one by share saved -- column medians here would say the fused pair costs
+    more than its parts, under a "fused" verdict."""
+    from edgelat.agents.types import BenchmarkResult, LatencySummary
+    from edgelat.lut.store import open_db
+    from edgelat.predictors.fusion import OVERHEAD_SPEC, probe_specs
+
+    fused, first, second = probe_specs("conv2d", "relu")
+    rounds = [  # (fused, first, second, overhead) ms
+        (0.30, 0.10, 0.04, 0.01),  # separate vote (the burst)
+        (0.11, 0.10, 0.04, 0.01),  # fused, share saved 0.67
+        (0.30, 0.29, 0.05, 0.01),  # fused, 0.75 (a slowed round, all together)
+        (0.105, 0.10, 0.04, 0.01),  # fused, 0.83
+        (0.29, 0.10, 0.04, 0.01),  # separate vote
+    ]
+
+    class Rounds:
+        def __init__(self):
+            self.calls = 0
+
+        def put_model(self, data):
+            return f"sha{len(data)}"
+
+        def benchmark_batch(self, items, config, protocol):
+            figures = dict(zip((fused.key, first.key, second.key, OVERHEAD_SPEC.key), rounds[self.calls]))
+            self.calls += 1
+            for item in items:
+                m = figures[item.tag]
+                yield BenchmarkResult("sha", config, LatencySummary(m, m, 0.0, m, m, 50, 0.001, True), tag=item.tag)
+
+    db = open_db(tmp_path / "db.sqlite")
+    (v,) = detect_fusion(db, "board", Rounds(), RuntimeConfig(), pairs=[("conv2d", "relu")], rounds=5)
+    assert v.verdict == "fused"
+    assert (v.fused_ms, v.first_ms, v.second_ms, v.overhead_ms) == rounds[2]
+    assert v.saved_ms > 0.5 * v.second_cost_ms
+    (row,) = verdict_rows(db, "board", RuntimeConfig())
+    assert row["fused_ms"] == 0.30 and row["first_ms"] == 0.29
