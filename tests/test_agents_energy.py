@@ -205,7 +205,11 @@ def test_jetson_integrates_a_power_step(tmp_path):
     joules = meter.stop()
     t_first, t_last = meter.samples[0][0], meter.samples[-1][0]
     expected = 2.0 * (t_step - t_first) + 6.0 * (t_last - t_step)
-    assert joules == pytest.approx(expected, rel=0.05)  # off by at most one sample period
+    # the step lands in one gap between samples; it is misplaced by at most that gap (4 W more
+    # over it). The gap is 2 ms when the sampler thread gets the CPU on time, but on a loaded
+    # 2-core machine it once took 23 ms, so bound by the gaps the meter really had
+    gap = max(t1 - t0 for (t0, _), (t1, _) in zip(meter.samples, meter.samples[1:]))
+    assert abs(joules - expected) <= 4.0 * gap + 1e-9
     assert 2.0 * span(meter) < joules < 6.0 * span(meter)
 
 
