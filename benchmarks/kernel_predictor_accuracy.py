@@ -139,7 +139,7 @@ def main() -> None:
             items.append(BenchmarkItem(client.put_model(data), "onnx", ref))
         again = [ref for ref in build_models if ref in stored]
         items += [BenchmarkItem(client.put_model(build_models[ref][1]), config.model_format, ref) for ref in again]
-        # then measured the way the build measures whole models (middle of MODEL_PASSES passes over all)
+        # then measured the way the build measures whole models (settled, then the middle of MODEL_PASSES passes)
         results = median_of_passes(client, items, config, MODEL_PROTOCOL, MODEL_PASSES, settle_s=MODEL_SETTLE_S)
         ratios = [results[ref].latency.median / stored[ref] for ref in again if results[ref].ok]
         drift = float(np.median(ratios)) if ratios else float("nan")
