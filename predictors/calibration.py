@@ -29,10 +29,10 @@ at 0.10-0.26 ms per million weights (15-40 GB/s) in three fits: MobileNetV3-Larg
 resolution, MobileNetV2-0.5 (2.0 M) about as fast. Leave-one-out over those
 models measured in one batch: ``ratio+count`` 70% within ±10%, ``groups+count``
 70%, ``ratio+count+spill`` 97%. The fit describes the device as it was when the models
-were measured, at the end of the build: after half an hour of kernel profiling
-`local` runs models faster than later on (15 minutes after one build its small
-models, those that live in the cache, ran 8-11% slower and the large ones 1-3%;
-2.5 minutes of kernel profiling brought most of that back). The group forms model the same cache effect by
+were measured: the build measures them after running them unmeasured for a while,
+because the first minute or two of sustained whole-model load runs faster than
+the load goes on at (see ``MODEL_SETTLE_S`` in :mod:`edgelat.predictors.sampling`).
+The group forms model the same cache effect by
 kernel kind (weight-heavy squeeze-excite blocks cost more inside a model than
 alone); each group factor is pulled toward the ``ratio`` coefficient (a group no
 calibration model has gets it exactly). The form with the lowest leave-one-out

@@ -69,8 +69,8 @@ MODEL_PASSES = 7  # passes over the whole models: few, and the figures everythin
 # of the budget) before their passes. Why: on `local` the first minute or two of sustained
 # whole-model load after anything lighter (kernel profiling, an idle minute) runs 3-9%
 # faster than the load goes on at; three runs of back-to-back passes over the 33 build
-# models each rose from about the build's figures to +3..+9% within one to three minutes, and
-# again after a two-minute rest. Kernels are measured in a lighter duty cycle; the
+# models each rose from about the build's figures to +3..+9% within one to three minutes
+# (after a two-minute rest it rose again, +2.8 to +9.0%). Kernels are measured in a lighter duty cycle; the
 # calibration maps their sums to the sustained figure, which is what later measurements
 # of many models (and a model run continuously in an app) see. A phone's thermal
 # throttling is the same shape, stronger.
@@ -575,7 +575,8 @@ class Builder:
             return
         # one pass at least even when the last adaptive group overran into the models'
         # share of the budget: without whole models there is no calibration
-        self._say(f"measuring {len(todo)} whole models (after {self.model_settle_s:.0f} s of running them unmeasured)")
+        self._say(f"measuring {len(todo)} whole models (first running them unmeasured for up to {self.model_settle_s:.0f} s "
+                  "while the budget lasts)")
         t0 = time.perf_counter()
         with self._stop_if_lost(t0):
             items = [BenchmarkItem(self.client.put_model(data), fmt, ref) for _, ref, data in todo]
