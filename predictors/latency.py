@@ -7,7 +7,9 @@ population at once:
 1. ``"arch-predictor"``: an architecture-level predictor fitted for this
    (space, device, config) with ``edgelat predictor fit``;
 2. ``"table"``: the device's kernel table priced per architecture, one gather
-   and one sum (``table_ms[space.kernel_ids(pop)]``); kernels the table lacks
+   and one sum (``table_ms[space.kernel_ids(pop)]``), mapped to whole-model
+   latency by the device's calibration when ``predictor build`` fitted one (the
+   map ``edgelat predict`` applies to a model file); kernels the table lacks
    are filled by the device's kernel-level predictor when one is fitted
    (listed in ``missing``), never by a zero;
 3. ``"imported"``: exact imported measurements, for spaces small enough to be
@@ -71,26 +73,44 @@ class LatencyModel(ABC):
 
 
 class TableLatency(LatencyModel):
-    """Sum of the device's per-kernel medians over each architecture's kernels.
+    """Sum of the device's per-kernel medians over each architecture's kernels, calibrated.
 
     ``table_ms[i]`` prices ``space.kernel_vocabulary()[i]``; ``missing`` lists the
     vocabulary keys that were not measured (their prices came from the kernel
-    predictor).
+    predictor). With the device's ``calibration``
+    (:class:`~edgelat.predictors.calibration.Calibration`) the sum is mapped to the
+    whole-model latency exactly as ``edgelat predict`` maps a model file's kernel
+    sum, so search and predict give one number for one network.
     """
 
     kind = "table"
 
     def __init__(self, space: "SearchSpace", device: str, config_key: str, table_ms: np.ndarray,
-                 missing: Sequence[str] = ()) -> None:
+                 missing: Sequence[str] = (), calibration: Any = None) -> None:
         super().__init__(space, device, config_key)
         table_ms = np.asarray(table_ms, dtype=np.float64)
-        n_vocab = len(space.kernel_vocabulary())
-        if table_ms.shape != (n_vocab,):
-            raise ValueError(f"table has {table_ms.shape} values, the vocabulary {n_vocab}")
+        vocab = space.kernel_vocabulary()
+        if table_ms.shape != (len(vocab),):
+            raise ValueError(f"table has {table_ms.shape} values, the vocabulary {len(vocab)}")
         if not np.all(np.isfinite(table_ms)):
             raise ValueError("table has non-finite prices")
         self.table_ = np.append(table_ms, 0.0)  # slot -1 (absent kernel) costs nothing
         self.missing = list(missing)
+        self.calibration = None if calibration is None or calibration.is_identity else calibration
+        if self.calibration is not None:
+            from edgelat.predictors.calibration import GROUPS, kernel_group
+
+            # per-group prices (one column per calibration group) and weights, slot -1 zero
+            groups = np.zeros((len(vocab) + 1, len(GROUPS)))
+            groups[np.arange(len(vocab)), [kernel_group(k) for k in vocab]] = table_ms
+            self.group_table_ = groups
+            self.params_ = np.array([k.params() for k in vocab] + [0], dtype=np.float64)
+
+    def _calibrated(self, ids: np.ndarray) -> np.ndarray:
+        parts = np.take(self.group_table_, ids, axis=0).sum(axis=1)
+        counts = (ids >= 0).sum(axis=1)
+        weights = np.take(self.params_, ids).sum(axis=1)
+        return self.calibration.predict(parts, counts, weights)
 
     def predict(self, pop: np.ndarray) -> np.ndarray:
         pop = self.space.check(pop)
@@ -98,8 +118,15 @@ class TableLatency(LatencyModel):
         with _blas_context(pop.shape[0]):
             for i in range(0, pop.shape[0], CHUNK):
                 ids = self.space.kernel_ids(pop[i : i + CHUNK])
-                out[i : i + CHUNK] = np.take(self.table_, ids).sum(axis=1)
+                if self.calibration is None:
+                    out[i : i + CHUNK] = np.take(self.table_, ids).sum(axis=1)
+                else:
+                    out[i : i + CHUNK] = self._calibrated(ids)
         return out
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "calibrated": self.calibration is not None,
+                "calibration": None if self.calibration is None else self.calibration.form_}
 
 
 class ArchModelLatency(LatencyModel):
@@ -212,8 +239,11 @@ def latency_model(
 
     prices, missing = table_prices(db, device, config, space)
     n_vocab = len(prices)
+    from edgelat.predictors.calibration import Calibration
+
+    calibration = Calibration.load(db, device, config)
     if not missing:
-        return TableLatency(space, device, ck, prices)
+        return TableLatency(space, device, ck, prices, calibration=calibration)
     kp = _kernel_predictor(db, device, config)
     if kp is not None:
         vocab = space.kernel_vocabulary()
@@ -226,7 +256,7 @@ def latency_model(
             )
         prices = prices.copy()
         prices[idx] = filled
-        return TableLatency(space, device, ck, prices, missing)
+        return TableLatency(space, device, ck, prices, missing, calibration=calibration)
 
     measured = measured_archs(db, space.name, device, ck)
     if measured:

@@ -1,0 +1,72 @@
+"""Search prices architectures with the same calibrated map that ``predict`` applies to a file.
+
+The table is a real profiled one (the ``ofa-mbv3`` vocabulary is large, so a real
+measurement of a few of its kernels plus the device's kernel predictor would be slow
+here); prices are set per kernel, and the calibration is a fitted
+:class:`~edgelat.predictors.calibration.Calibration` of each form. What is checked is
+that the batched gather path gives, for every architecture, what the per-model path
+(``group_sums``/``model_weights`` over the architecture's kernels, as
+``predict_model_file`` computes them) gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgelat.predictors.calibration import Calibration, group_sums, model_weights
+from edgelat.predictors.latency import CHUNK, TableLatency
+from edgelat.search.spaces import get_space
+
+
+def _fitted(form: str, space, prices: np.ndarray, rng: np.random.Generator) -> Calibration:
+    """A calibration of ``form`` fitted on architectures with a made-up but smooth 'measured' latency."""
+    pop = space.sample(rng, 40)
+    vocab = space.kernel_vocabulary()
+    index = {k.key: i for i, k in enumerate(vocab)}
+    sums, counts, weights, measured = [], [], [], []
+    for g in pop:
+        ks = space.kernels(g)
+        ms = [prices[index[k.key]] for k in ks]
+        parts = group_sums(ks, ms)
+        sums.append(parts)
+        counts.append(len(ks))
+        weights.append(model_weights(ks))
+        # a whole model: cheaper per kernel, plus a spill term for big models, plus noise
+        measured.append(0.9 * parts.sum() + 0.004 * len(ks) + 1e-7 * max(0.0, model_weights(ks) - 3e6)
+                        + rng.normal(0, 0.01))
+    cal = Calibration(forms=("identity", form)).fit(sums, counts, measured, weights)
+    assert cal.form_ == form, cal.loo_mape_
+    return cal
+
+
+@pytest.mark.parametrize("form", ["ratio+count", "ratio+count+spill", "groups+count"])
+def test_calibrated_table_equals_the_per_model_path(form):
+    space = get_space("ofa-mbv3")
+    vocab = space.kernel_vocabulary()
+    rng = np.random.default_rng(3)
+    prices = rng.uniform(0.01, 0.5, len(vocab))
+    cal = _fitted(form, space, prices, rng)
+    model = TableLatency(space, "dev", "cfg", prices, calibration=cal)
+    assert model.describe()["calibrated"] is True and model.describe()["calibration"] == form
+    pop = space.sample(np.random.default_rng(7), CHUNK + 5)
+    got = model.predict(pop)
+    index = {k.key: i for i, k in enumerate(vocab)}
+    for i in (0, 1, CHUNK - 1, CHUNK, CHUNK + 4):
+        ks = space.kernels(pop[i])
+        ms = [prices[index[k.key]] for k in ks]
+        expect = cal.predict([group_sums(ks, ms)], [len(ks)], [model_weights(ks)])[0]
+        assert got[i] == pytest.approx(expect, rel=1e-9)
+    plain = TableLatency(space, "dev", "cfg", prices).predict(pop[:50])
+    assert not np.allclose(got[:50], plain)  # the calibration really is applied
+
+
+def test_identity_calibration_leaves_the_plain_sum():
+    space = get_space("ofa-mbv3")
+    prices = np.random.default_rng(0).uniform(0.01, 0.5, len(space.kernel_vocabulary()))
+    ident = Calibration(forms=("identity",)).fit([1.0, 2.0], [3, 4], [1.0, 2.0])
+    pop = space.sample(np.random.default_rng(1), 20)
+    a = TableLatency(space, "dev", "cfg", prices, calibration=ident)
+    b = TableLatency(space, "dev", "cfg", prices)
+    assert a.describe()["calibrated"] is False
+    np.testing.assert_array_equal(a.predict(pop), b.predict(pop))
