@@ -126,7 +126,7 @@ class EvolutionSearch:
                 kids_m.append(par_m.take(fill))
             pop = np.concatenate([par, *kids])
             m = Metrics.concat([par_m, *kids_m])
-        keep = unique_rows(pop)
+        keep = unique_rows(space.canonical(pop))  # distinct networks, not distinct genotypes
         keep = keep[np.lexsort((m.latency_ms[keep], -m.score[keep]))]
         pop, m = pop[keep], m.take(keep)
         cands = candidates_from(space, pop, m, ev.objective.source(pop))

@@ -96,6 +96,7 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
         say(f"validating {len(todo)} architecture(s) on {job.device}")
         measure_candidates(db, job.device, job.space, todo, job.config, job.protocol, c.max_latency_ms, job.seed,
                            progress=lambda i, n, cand: say(f"measured {i}/{n}: {cand.measured_latency_ms:.3f} ms"))
+    notes += budget_notes(shown, c.max_latency_ms)
     comparison = None
     if job.compare_flops:
         comparison = _compare_flops(db, job, ev, shown, why_not, say)
@@ -104,7 +105,8 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
         "space": job.space.name,
         "runtime": {**job.config.to_dict(), "key": job.config.key()},
         "objective": job.objective.describe(),
-        "latency_source": {"kind": model.kind, "missing_kernels": len(getattr(model, "missing", []))},
+        "latency_source": {"kind": model.kind, "missing_kernels": len(getattr(model, "missing", [])),
+                           "calibrated": getattr(model, "calibration", None) is not None},
         "energy_source": {"available": energy is not None, "note": energy_note or None},
         "constraints": c.to_dict(),
         "strategy": result.to_dict(),
@@ -115,6 +117,31 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     if comparison is not None:
         report["compare_flops"] = comparison
     return SearchOutcome(report=report, result=result, shown=shown)
+
+
+#: a winner predicted under this share of the latency budget is not held back by it
+BINDING_SHARE = 0.95
+
+
+def budget_notes(shown: list[Candidate], max_latency_ms: float | None) -> list[str]:
+    """What the output must say about the latency budget: validated winners that measured over
+    it, and a budget that does not bind (the winner is well under it, so a looser budget would
+    not have found a better network)."""
+    if max_latency_ms is None or not shown:
+        return []
+    notes = []
+    measured = [x for x in shown if x.measured_latency_ms is not None]
+    over = [x for x in measured if x.measured_latency_ms > max_latency_ms]
+    if over:
+        worst = max(x.measured_latency_ms for x in over)
+        notes.append(f"{len(over)} of {len(measured)} validated architecture(s) measured over the "
+                     f"{max_latency_ms:g} ms budget (worst {worst:.3f} ms): the prediction was optimistic "
+                     "for them; lower --max-latency by that margin or rebuild the predictor")
+    best = shown[0].predicted_latency_ms
+    if best < BINDING_SHARE * max_latency_ms:
+        notes.append(f"the budget does not bind: the best architecture is predicted at {best:.3f} ms, "
+                     f"{100 * (1 - best / max_latency_ms):.0f}% under the {max_latency_ms:g} ms budget")
+    return notes
 
 
 def _compare_flops(db: sqlite_utils.Database, job: SearchJob, ev: Evaluator, shown: list[Candidate],

@@ -98,7 +98,7 @@ class ParetoSearch:
                           eliminate_duplicates=True)
         res = minimize(_Problem(), algorithm, ("n_gen", self.generations), seed=self.seed, verbose=False)
         pop = np.asarray(res.pop.get("X")).astype(np.int16)
-        pop = pop[unique_rows(pop)]
+        pop = pop[unique_rows(space.canonical(pop))]  # distinct networks, not distinct genotypes
         m: Metrics = ev(pop, constraints)
         ok = np.flatnonzero(m.feasible)
         if ok.size == 0:

@@ -118,6 +118,11 @@ class SearchSpace(ABC):
             raise BadInput(f"{self.name}: genotype gene index out of range")
         return arr
 
+    def canonical(self, pop: np.ndarray) -> np.ndarray:
+        """One genotype per network: genes that change nothing in the built network (a block
+        the depth switches off) set to their first choice. Identity unless a space overrides it."""
+        return self.check(pop)
+
     def values(self, g: np.ndarray) -> list[Any]:
         """The chosen values of one genotype (gene indices mapped through ``choices``)."""
         g = self.check(g)[0]

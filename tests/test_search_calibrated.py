@@ -70,3 +70,54 @@ def test_identity_calibration_leaves_the_plain_sum():
     b = TableLatency(space, "dev", "cfg", prices)
     assert a.describe()["calibrated"] is False
     np.testing.assert_array_equal(a.predict(pop), b.predict(pop))
+
+
+def test_genes_of_switched_off_blocks_do_not_make_a_new_network():
+    space = get_space("ofa-mbv3")
+    rng = np.random.default_rng(5)
+    g = space.sample(rng, 1)[0]
+    g[space.d_genes] = 0  # the shallowest depth everywhere: the last blocks of each stage are off
+    off = ~space.active_blocks(g[None, :])[0]
+    assert off.any()
+    twin = g.copy()
+    twin[space.ks_genes[off]] = (twin[space.ks_genes[off]] + 1) % 3  # other kernel sizes where nothing is built
+    assert space.to_string(g) != space.to_string(twin)
+    assert [k.key for k in space.kernels(g)] == [k.key for k in space.kernels(twin)]
+    canon = space.canonical(np.stack([g, twin]))
+    np.testing.assert_array_equal(canon[0], canon[1])
+    on = ~off
+    np.testing.assert_array_equal(canon[0][space.ks_genes[on]], g[space.ks_genes[on]])  # live genes kept
+
+
+def test_search_results_are_distinct_networks():
+    from edgelat.search.evaluate import Constraints, Evaluator
+    from edgelat.search.evolution import EvolutionSearch
+    from edgelat.search.objective import ProxyScore
+
+    space = get_space("ofa-mbv3")
+
+    def latency(pop):  # only the shallowest networks meet the budget: many genotypes, few networks
+        pop = space.check(pop)
+        return 1.0 + pop[:, space.d_genes].sum(axis=1).astype(float)
+
+    ev = Evaluator(space, latency, ProxyScore(space))
+    result = EvolutionSearch(population=60, generations=3, seed=0).run(ev, Constraints(max_latency_ms=1.5))
+    nets = [tuple(k.key for k in space.kernels(c.genotype)) for c in result.candidates]
+    assert len(result.candidates) >= 2
+    assert len(nets) == len(set(nets))
+
+
+def test_budget_notes_say_when_validated_winners_miss_and_when_the_budget_does_not_bind():
+    from edgelat.search.job import budget_notes
+    from edgelat.search.result import Candidate
+
+    def cand(pred, meas=None):
+        return Candidate(arch="a", genotype=np.zeros(1), predicted_latency_ms=pred, score=1.0, flops=1, params=1,
+                         memory_bytes=1, measured_latency_ms=meas)
+
+    assert budget_notes([cand(9.8, 9.9), cand(9.7, 9.5)], 10.0) == []
+    miss = budget_notes([cand(9.8, 10.6), cand(9.7, 9.5)], 10.0)
+    assert len(miss) == 1 and "1 of 2 validated" in miss[0] and "10.600 ms" in miss[0]
+    loose = budget_notes([cand(6.0)], 10.0)
+    assert len(loose) == 1 and "does not bind" in loose[0] and "40% under" in loose[0]
+    assert budget_notes([cand(6.0)], None) == []

@@ -190,6 +190,14 @@ class MobileStageSpace(SearchSpace):
         dvals = self._depth_table[self.blk_stage[None, :], pop[:, self.d_genes][:, self.blk_stage]]
         return self.blk_pos[None, :] < dvals
 
+    def canonical(self, pop: np.ndarray) -> np.ndarray:
+        """Kernel size and expand genes of blocks past their stage's depth set to index 0."""
+        pop = self.check(pop).copy()
+        off = ~self.active_blocks(pop)
+        pop[:, self.ks_genes] = np.where(off, 0, pop[:, self.ks_genes])
+        pop[:, self.e_genes] = np.where(off, 0, pop[:, self.e_genes])
+        return pop
+
     # --------------------------------------------------------------- kernels
     def _width(self, s: int, wi: int) -> int:
         st = self.stages[s]
