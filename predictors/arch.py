@@ -321,12 +321,38 @@ def _fit_one(space: "SearchSpace", X: np.ndarray, y: np.ndarray, sources: dict[s
     return FewShotPredictor(space).fit(X, y, sources)
 
 
+#: with fewer training rows than this, ``fit`` compares borrowing from other devices with
+#: fitting alone (leave-one-out over the training rows) and keeps the better
+AUTO_FEW_SHOT_MAX = 200
+
+
+def _loo_mape(space: "SearchSpace", X: np.ndarray, y: np.ndarray, sources: dict[str, Any] | None) -> float:
+    pred = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        pred[i] = _fit_one(space, X[keep], y[keep], sources).predict(X[i : i + 1])[0]
+    return float(np.mean(np.abs(pred - y) / y))
+
+
+def _choose_few_shot(space: "SearchSpace", X: np.ndarray, y: np.ndarray,
+                     sources: dict[str, Any]) -> tuple[bool, str]:
+    """Whether borrowing from ``sources`` predicts the device's training rows better (and why)."""
+    if len(sources) < 2:
+        return False, f"{len(sources)} other device(s) have enough measurements in the space to borrow from (2 needed)"
+    if len(y) > AUTO_FEW_SHOT_MAX:
+        return False, f"{len(y)} training architectures are enough to fit alone"
+    alone, borrowed = _loo_mape(space, X, y, None), _loo_mape(space, X, y, sources)
+    verdict = borrowed < alone
+    return verdict, (f"leave-one-out over the {len(y)} training architectures: MAPE {100 * borrowed:.1f}% borrowing "
+                     f"from {len(sources)} device(s), {100 * alone:.1f}% alone")
+
+
 def fit_device_predictor(
     db: sqlite_utils.Database,
     space: "SearchSpace",
     device: str,
     config: "RuntimeConfig",
-    few_shot: bool = False,
+    few_shot: bool | None = None,
     samples: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -337,9 +363,12 @@ def fit_device_predictor(
     adapt from a few measurements, or to see how few suffice): every other
     measured row then validates. Otherwise the metrics come from a held-out
     20% (at least :data:`HOLDOUT_MIN` rows) or from leave-one-out refits, and
-    the stored model is refitted on every row. ``few_shot`` builds the prior
+    the stored model is refitted on every row. ``few_shot=True`` builds the prior
     from the other devices' measurements in the space
-    (:class:`~edgelat.predictors.fewshot.FewShotPredictor`).
+    (:class:`~edgelat.predictors.fewshot.FewShotPredictor`); ``False`` fits alone;
+    ``None`` (the default) decides by itself: with few training rows it keeps
+    whichever of the two predicts them better out of sample, and the summary's
+    ``few_shot_reason`` says which and why.
     """
     from edgelat.predictors.metrics import report
 
@@ -355,14 +384,13 @@ def fit_device_predictor(
     X = space.encode(pop).astype(np.float64)
     sources = None
     source_names: list[str] = []
-    if few_shot:
+    if few_shot is not False:
         from edgelat.predictors.fewshot import source_sets
 
         raw = source_sets(db, space, exclude_device=device)
         sources = {name: (space.encode(space.from_strings(a)).astype(np.float64), v) for name, (a, v) in raw.items()}
         # fit the source predictors once (they do not depend on the target's split)
         sources = {name: ArchPredictor(space).fit(Xs, ys) for name, (Xs, ys) in sources.items()}
-        source_names = sorted(sources)
 
     rng = np.random.default_rng(seed)
     if samples is not None:
@@ -372,6 +400,20 @@ def fit_device_predictor(
             raise BadInput(f"--samples {samples} leaves nothing to validate on: {device!r} has {n} measured architectures")
         order = rng.permutation(n)
         train, val = order[:samples], order[samples:]
+    elif n >= HOLDOUT_MIN:
+        order = rng.permutation(n)
+        n_val = max(1, n // 5)
+        val, train = order[:n_val], order[n_val:]
+    else:
+        train, val = np.arange(n), None
+    reason = "asked for (--few-shot)" if few_shot else "asked not to (--no-few-shot)"
+    if few_shot is None:
+        chosen, reason = _choose_few_shot(space, X[train], y[train], sources or {})
+        if not chosen:
+            sources = None
+    source_names = sorted(sources) if sources else []
+
+    if samples is not None:
         t0 = time.perf_counter()
         model = _fit_one(space, X[train], y[train], sources)
         fit_seconds = time.perf_counter() - t0
@@ -379,13 +421,10 @@ def fit_device_predictor(
         validation = f"held-out: the {len(val)} measured architectures not among the {samples} training samples"
         n_train, y_val = samples, y[val]
     else:
-        if n >= HOLDOUT_MIN:
-            order = rng.permutation(n)
-            n_val = max(1, n // 5)
-            val, train = order[:n_val], order[n_val:]
+        if val is not None:
             pred = _fit_one(space, X[train], y[train], sources).predict(X[val])
             y_val = y[val]
-            validation = f"held-out: a random 20% ({n_val} rows) predicted by a fit on the other {n - n_val}"
+            validation = f"held-out: a random 20% ({len(val)} rows) predicted by a fit on the other {len(train)}"
         else:
             pred = np.empty(n)
             for i in range(n):
@@ -413,4 +452,6 @@ def fit_device_predictor(
         "validation": validation,
         "metrics": metrics,
         "sources": source_names,
+        "few_shot": bool(source_names),
+        "few_shot_reason": reason,
     }

@@ -196,14 +196,16 @@ def _predict_model(path: str, device: str, config: Any, as_json: bool) -> None:
 @predictor.command("fit")
 @click.option("--space", "space_name", required=True, help="Search space (ofa-mbv3, proxyless, fbnet, nasbench201).")
 @click.option("--device", required=True, help="Device whose measured architectures train the predictor.")
-@click.option("--few-shot", is_flag=True,
-              help="Borrow strength from the other devices' measurements in the space (for few samples).")
+@click.option("--few-shot/--no-few-shot", default=None,
+              help="Borrow strength from the other devices' measurements in the space, or never. "
+                   "Default: decided by itself; with few measured architectures it keeps whichever "
+                   "predicts them better out of sample, and says so.")
 @click.option("--samples", type=click.IntRange(2, None), default=None,
               help="Train on only this many random measured architectures; the rest validate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
 @runtime_options
 @json_option
-def fit(space_name: str, device: str, few_shot: bool, samples: int | None, seed: int, runtime_config: Any,
+def fit(space_name: str, device: str, few_shot: bool | None, samples: int | None, seed: int, runtime_config: Any,
         as_json: bool) -> None:
     """Fit and store the architecture-level latency predictor of a device for a space.
 
@@ -215,7 +217,8 @@ def fit(space_name: str, device: str, few_shot: bool, samples: int | None, seed:
     \b
     Examples:
       edgelat predictor fit --space nasbench201 --device pixel3
-      edgelat predictor fit --space nasbench201 --device pixel3 --few-shot --samples 10
+      edgelat predictor fit --space nasbench201 --device pixel3 --samples 10
+      edgelat predictor fit --space nasbench201 --device pixel3 --no-few-shot
     """
     from edgelat.predictors.arch import fit_device_predictor
 
@@ -232,6 +235,7 @@ def fit(space_name: str, device: str, few_shot: bool, samples: int | None, seed:
         f"from {summary['n_samples']} architectures"
         + (f" + {len(summary['sources'])} source devices" if summary["sources"] else "")
     )
+    click.echo(f"borrowing from other devices: {'yes' if summary['few_shot'] else 'no'} ({summary['few_shot_reason']})")
     click.echo(f"validation: {summary['validation']}")
     click.echo(
         f"  spearman {m['spearman']:.3f}  within 10% {m['within_10']:.1%}  within 5% {m['within_5']:.1%}  "
