@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
 from edgelat.agents.cache import sha256_bytes
 from edgelat.errors import BadInput, CorruptModel
 
-FORMATS = ("onnx", "tflite")
 # A serialized protobuf message cannot exceed 2 GiB - 1 byte.
 PROTOBUF_LIMIT = (1 << 31) - 1
 # onnxruntime runs ONNX opsets from 7 on.
@@ -57,8 +57,9 @@ class ModelFile:
     files: list[Path] = field(default_factory=list)
     inputs: dict[str, list[int]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def ref(self) -> str:
+        """``sha256:<hex>`` of ``data``: the key of the model's rows in a device's table."""
         return model_ref_for(self.data)
 
 
@@ -244,7 +245,7 @@ def _embed(p: Path, data_size: int, extents: list[_Extent]) -> list[Path]:
                                    "the checksum the model records")
             e.tensor.raw_data = raw
             del e.tensor.external_data[:]
-            e.tensor.ClearField("data_location")  # as if it had been saved embedded: same bytes, same hash
+            e.tensor.ClearField("data_location")  # as if it had been saved embedded
     except OSError as exc:
         raise BadInput(f"{p}: cannot read external data: {exc.strerror or exc}") from None
     finally:
@@ -330,7 +331,12 @@ def _read_onnx(p: Path, data: bytes, model: Any) -> ModelFile:
     files = [p] + _embed(p, len(data), extents)
     if extents:
         notes.append(f"weights read from {', '.join(f.name for f in files[1:])} and embedded")
-    if extents or fixed:
+    # onnx.load() marks the tensors it filled from external data as DEFAULT explicitly; an unset field
+    # means the same, so clear it: one set of weights, one byte string, however it was saved.
+    explicit = [t for t in _tensors(model) if t.HasField("data_location")]
+    for t in explicit:
+        t.ClearField("data_location")
+    if extents or fixed or explicit:
         try:
             out = model.SerializeToString(deterministic=True)
         except Exception as exc:  # ValueError: message too large
@@ -358,6 +364,8 @@ def _read_tflite(p: Path, data: bytes) -> ModelFile:
                            "does not send; convert it with the weights inside the .tflite file")
         for b in range(m.BuffersLength()):
             buf = m.Buffers(b)
+            if buf.DataLength():
+                buf.DataAsNumpy()  # raises when the bytes run past the end of the file
             offset, size = int(buf.Offset()), int(buf.Size())
             if offset > 1 and offset + size > len(data):
                 raise CorruptModel(f"{p}: TFLite buffer {b} needs bytes {offset}..{offset + size} but the file "
@@ -384,5 +392,6 @@ def _read_tflite(p: Path, data: bytes) -> ModelFile:
     except (BadInput, CorruptModel):
         raise
     except Exception as exc:  # flatbuffers raises IndexError/struct.error on a damaged file
-        raise CorruptModel(f"{p}: a damaged TFLite file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptModel(f"{p}: a truncated or damaged TFLite file ({why})") from None
     return ModelFile(path=p, format="tflite", data=data, name=p.name, notes=notes, files=[p], inputs=shapes)

@@ -183,7 +183,7 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
 
 
 @profile.command("model")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--device", required=True, help="Device name ('local' is this machine).")
 @runtime_options
 @protocol_options
