@@ -359,6 +359,10 @@ def test_symbolic_batch_and_old_opset_through_the_commands(exported, tmp_path):
     assert json.loads(run("profile", "model", old, "--device", "local", "--json", *FAST).stdout)["notes"] == []
     pred = json.loads(run("predict", old, "--device", "local", "--json").stdout)
     assert [k["type"] for k in pred["kernels"]] == ["conv2d"]
+    dyn = tmp_path / "dyn.tflite"  # the converter's dynamic batch: -1 in the signature; LiteRT runs it at 1
+    dyn.write_bytes(tflite_with_signature(build_model(tiny_net(), "tflite"), [-1, 224, 224, 3]))
+    out = json.loads(run("profile", "model", dyn, "--device", "local", "--json", *FAST).stdout)
+    assert out["runtime"] == "litert" and out["notes"] == ["input 'input': dynamic batch dimension taken as 1"]
 
 
 @pytest.fixture(scope="module")
