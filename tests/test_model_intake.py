@@ -441,3 +441,31 @@ def test_every_refusal_is_an_edgelat_error(bad_files):
     for path, _match in bad_files:
         with pytest.raises(EdgelatError):
             read_model(path)
+
+
+def test_damaged_files_never_raise_anything_but_one_line(tmp_path):
+    """Fuzz: garbage, with or without the TFL3 identifier, and cut or bit-flipped real models, give a
+    ModelFile or an EdgelatError of one line; never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tfl = build_model(tiny_net(), "tflite")
+    onx = build_model(tiny_net(), "onnx")
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(base=st.sampled_from([b"", tfl, onx]), cut=st.integers(0, 1 << 20), flips=st.lists(
+        st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=4), junk=st.binary(max_size=64),
+        suffix=st.sampled_from([".onnx", ".tflite", ".bin"]))
+    def check(base: bytes, cut: int, flips: list, junk: bytes, suffix: str) -> None:
+        raw = bytearray(base[: cut % (len(base) + 1)] if base else junk)
+        for at, bits in flips:
+            if raw:
+                raw[at % len(raw)] ^= bits
+        path = tmp_path / f"m{suffix}"
+        path.write_bytes(bytes(raw))
+        try:
+            read_model(path)
+        except EdgelatError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+    check()
