@@ -21,8 +21,9 @@ from typing import Any
 import sqlite_utils
 
 from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
-from edgelat.errors import BadInput, EdgelatError
-from edgelat.predictors.graph import Split, UnknownKernel, detect_format, split_model
+from edgelat.errors import BadInput, CorruptModel, EdgelatError
+from edgelat.predictors.graph import Split, UnknownKernel, split_model
+from edgelat.profiler.intake import read_model
 from edgelat.profiler.ops import KernelSpec
 
 
@@ -91,14 +92,14 @@ def predict_model_file(
 
     registry = Registry(db)
     registry.get(device)  # UnknownDevice before anything else
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read model file {p}: {exc.strerror or exc}") from None
-    fmt = detect_format(data, p)
+    model = read_model(path)  # every file it references, as the self-contained bytes a device would run
+    p, data, fmt = model.path, model.data, model.format
     rules = load_rules(db, device, config)
-    split: Split = split_model(data, fmt, rules)
+    try:
+        split: Split = split_model(data, fmt, rules)
+    except (BadInput, CorruptModel) as exc:  # the splitter sees bytes only: name the file
+        raise type(exc)(f"{p}: {exc}") from None
+    split.notes = model.notes + split.notes
     if not split.items:
         raise BadInput(f"{p}: the model has no operators to predict")
 

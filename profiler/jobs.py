@@ -14,12 +14,12 @@ from typing import Callable, Sequence
 
 import sqlite_utils
 
-from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import AgentUnreachable, DeviceError, revive
 from edgelat.lut import store
 from edgelat.profiler.builders import build_model
+from edgelat.profiler.intake import model_ref_for  # noqa: F401  (the table key; callers import it from here too)
 from edgelat.profiler.ops import KernelSpec
 
 # progress(done, total, tag, result): called after each kernel is stored or fails.
@@ -121,11 +121,6 @@ def profile_kernels(
     return summary
 
 
-def model_ref_for(data: bytes) -> str:
-    """The table key of a model file: its content hash."""
-    return f"sha256:{sha256_bytes(data)}"
-
-
 def profile_model(
     db: sqlite_utils.Database,
     device: str,
@@ -137,8 +132,11 @@ def profile_model(
     model_ref: str | None = None,
     name: str = "",
 ) -> BenchmarkResult:
-    """Measure one whole model and store it. A model the device rejects raises the
-    device's error class (e.g. :class:`~edgelat.errors.CorruptModel`); nothing is stored."""
+    """Measure one whole model and store it under ``model_ref`` (default: its content hash).
+
+    ``data`` must be self-contained (what :func:`edgelat.profiler.intake.read_model` returns for a
+    file). A model the device refuses (over its upload cap) or rejects raises the device's error
+    class (e.g. :class:`~edgelat.errors.CorruptModel`); nothing is stored."""
     sha = client.put_model(data)
     result = client.benchmark(BenchmarkItem(model_sha256=sha, model_format=fmt, tag=name), config, protocol)
     if not result.ok or result.latency is None:

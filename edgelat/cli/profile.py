@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -155,23 +154,14 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
         raise DeviceError(f"every kernel failed; first error: {summary.failed[0][1]}")
 
 
-def model_format_of(path: Path) -> str:
-    """The model format, from the file name (a clear error for anything else)."""
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix == ".tflite":
-        return "tflite"
-    raise BadInput(f"{path}: unknown model format {suffix or '(no extension)'}: expected .onnx or .tflite")
-
-
-def result_json(device: str, result: Any, model_ref: str, path: str) -> dict[str, Any]:
+def result_json(device: str, result: Any, model_ref: str, path: str, notes: list[str] | None = None) -> dict[str, Any]:
     """The ``profile model --json`` object (its keys are a documented contract)."""
     lat = result.latency
     return {
         "device": device,
         "model": path,
         "model_ref": model_ref,
+        "notes": list(notes or []),
         "runtime": result.config.runtime,
         "runtime_version": result.config.version,
         "provider": result.config.provider,
@@ -193,7 +183,7 @@ def result_json(device: str, result: Any, model_ref: str, path: str) -> dict[str
 
 
 @profile.command("model")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--device", required=True, help="Device name ('local' is this machine).")
 @runtime_options
 @protocol_options
@@ -202,34 +192,36 @@ def result_json(device: str, result: Any, model_ref: str, path: str) -> dict[str
 def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, as_json: bool) -> None:
     """Profile a whole model file (.onnx or .tflite) on a device.
 
-    The runtime defaults to onnxruntime for .onnx and LiteRT for .tflite.
+    The format comes from the file's content. ONNX weights kept in external data
+    files next to the model (model.onnx + model.onnx.data, as PyTorch's exporter
+    writes them) are read and sent with it as one self-contained model; a symbolic
+    batch dimension is measured at 1 (the output's notes say so). The runtime
+    defaults to onnxruntime for ONNX and LiteRT for TFLite.
 
     \b
     Examples:
       edgelat profile model net.onnx --device local --json
+      edgelat profile model resnet50.onnx --device rpi5 --json   # resnet50.onnx.data travels with it
       edgelat profile model net.tflite --device rpi5 --threads 4
       edgelat profile model net.tflite --device pixel7 --runner benchmark_model --json
     """
-    from edgelat.profiler.jobs import model_ref_for, profile_model
+    from edgelat.profiler.intake import read_model
+    from edgelat.profiler.jobs import profile_model
 
-    file = Path(path)
-    fmt = model_format_of(file)
+    m = read_model(path)
     db, registry = open_registry()
     try:
-        runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given(), fmt)
+        runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given(), m.format)
     except BadInput as exc:
-        raise BadInput(f"{file.name}: {exc}") from exc
-    data = file.read_bytes()
-    if not data:
-        raise BadInput(f"{file}: the file is empty")
+        raise BadInput(f"{m.name}: {exc}") from exc
     with registry.connect(device, runner=runner) as client:
         try:
-            result = profile_model(db, device, client, data, fmt, runtime_config, protocol,
-                                   model_ref=model_ref_for(data), name=file.name)
-        except CorruptModel as exc:
-            raise CorruptModel(f"{file}: {exc}") from exc
+            result = profile_model(db, device, client, m.data, m.format, runtime_config, protocol,
+                                   model_ref=m.ref, name=m.name)
+        except (BadInput, CorruptModel) as exc:  # refused (upload cap) or rejected by the device
+            raise type(exc)(f"{m.path}: {exc}") from exc
     registry.touch(device, "available")
-    out = result_json(device, result, model_ref_for(data), str(file))
+    out = result_json(device, result, m.ref, str(m.path), m.notes)
     if as_json:
         emit_json(out)
         return
@@ -237,7 +229,9 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
            for k, v in out["latency_ms"].items()}
     energy = f"{out['energy_mj']:.3f} mJ" if out["energy_mj"] is not None else f"n/a ({out['energy_note']})"
     stdout_console().print(
-        f"{file.name} on {device} ({out['runtime']} {out['runtime_version']}, {out['threads']} thread(s)): "
+        f"{m.name} on {device} ({out['runtime']} {out['runtime_version']}, {out['threads']} thread(s)): "
         f"median {lat['median']} ms (p10 {lat['p10']}, p90 {lat['p90']}, n={lat['n']}"
         f"{'' if out['stable'] else ', UNSTABLE'}), energy {energy}"
     )
+    for note in m.notes:
+        click.echo(f"note: {note}", err=True)
