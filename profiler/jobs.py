@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import sqlite_utils
 
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
-from edgelat.errors import AgentUnreachable, DeviceError, revive
+from edgelat.errors import AgentUnreachable, BadInput, CorruptModel, DeviceError, revive
 from edgelat.lut import store
 from edgelat.profiler.builders import build_model
-from edgelat.profiler.intake import model_ref_for  # noqa: F401  (the table key; callers import it from here too)
+from edgelat.profiler.intake import ModelFile, model_ref_for, read_model  # noqa: F401  (model_ref_for: callers import it from here too)
 from edgelat.profiler.ops import KernelSpec
 
 # progress(done, total, tag, result): called after each kernel is stored or fails.
@@ -143,3 +144,36 @@ def profile_model(
         raise revive(result.error or "DeviceError: the device reported no latency")
     store.add_model_result(db, device, model_ref or model_ref_for(data), name, result)
     return result
+
+
+def profile_model_file(
+    db: sqlite_utils.Database,
+    device: str,
+    path: str | Path,
+    config: RuntimeConfig,
+    protocol: MeasurementProtocol,
+    runner: str | None = None,
+    runtime_given: bool = True,
+) -> tuple[ModelFile, BenchmarkResult]:
+    """Read a model file (:func:`~edgelat.profiler.intake.read_model`), measure it whole on a
+    named device and store the row: what ``edgelat profile model`` and the Python API call.
+
+    ``runtime_given`` False lets the file's format choose the runtime (LiteRT for TFLite);
+    a phone's runner decides it (:func:`~edgelat.devices.runtime.resolve_runtime`).
+    """
+    from edgelat.devices.registry import Registry
+    from edgelat.devices.runtime import resolve_runtime
+
+    m = read_model(path)
+    registry = Registry(db)
+    try:
+        config = resolve_runtime(registry.get(device), runner, config, runtime_given, m.format)
+    except BadInput as exc:
+        raise BadInput(f"{m.name}: {exc}") from exc
+    with registry.connect(device, runner=runner) as client:
+        try:
+            result = profile_model(db, device, client, m.data, m.format, config, protocol, model_ref=m.ref, name=m.name)
+        except (BadInput, CorruptModel) as exc:  # refused (upload cap) or rejected by the device
+            raise type(exc)(f"{m.path}: {exc}") from exc
+    registry.touch(device, "available")
+    return m, result

@@ -57,6 +57,52 @@ class SearchOutcome:
     shown: list[Candidate]
 
 
+def _positive(name: str, value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise BadInput(f"{name} must be positive, got {value:g}")
+    return value
+
+
+def make_job(
+    space_name: str, device: str, config: RuntimeConfig, *, max_latency_ms: float | None = None,
+    max_energy_mj: float | None = None, max_memory_mb: float | None = None, max_params_m: float | None = None,
+    pareto: bool = False, population: int = 100, generations: int | None = None, parents: float = 0.25,
+    mutate_prob: float = 0.1, mutation_ratio: float = 0.5, seed: int = 0, top: int = 5,
+    accuracy_csv: str | None = None, accuracy_fn: str | None = None, unknown_archs: str = "nearest",
+    validate: int = 0, validate_seconds: float = 10.0, compare_flops: bool = False, keep_cloud: bool = False,
+) -> SearchJob:
+    """A checked :class:`SearchJob` from plain values (what the CLI and the API take): every
+    input is checked here, before anything runs or is stored."""
+    from edgelat.search.objective import make_objective
+    from edgelat.search.spaces import get_space
+
+    space = get_space(space_name)
+    constraints = Constraints(
+        max_latency_ms=_positive("--max-latency", max_latency_ms),
+        max_energy_mj=_positive("--max-energy", max_energy_mj),
+        max_memory_bytes=None if max_memory_mb is None else _positive("--max-memory", max_memory_mb) * 1e6,
+        max_params=None if max_params_m is None else _positive("--max-params", max_params_m) * 1e6,
+    )
+    if not pareto and max_latency_ms is None:
+        raise BadInput("give --max-latency MS (or --pareto for the whole latency/score front)")
+    if pareto and compare_flops:
+        raise BadInput("--compare-flops compares single-budget searches; drop --pareto")
+    if parents + mutation_ratio > 1:
+        raise BadInput("--parents plus --mutation-ratio must be at most 1")
+    objective = make_objective(space, accuracy_csv, accuracy_fn, unknown_archs)
+    if pareto:
+        strategy: EvolutionSearch | ParetoSearch = ParetoSearch(
+            population=population, generations=100 if generations is None else max(1, generations),
+            mutate_prob=mutate_prob, seed=seed, keep_cloud=keep_cloud)
+    else:
+        strategy = EvolutionSearch(population=population, parents=parents, mutate_prob=mutate_prob,
+                                   mutation_ratio=mutation_ratio, generations=500 if generations is None else generations,
+                                   seed=seed, keep_cloud=keep_cloud)
+    return SearchJob(space=space, device=device, config=config, constraints=constraints, objective=objective,
+                     strategy=strategy, top=top, validate=validate, compare_flops=compare_flops,
+                     protocol=MeasurementProtocol(max_seconds=validate_seconds), seed=seed)
+
+
 def run_search(db: sqlite_utils.Database, job: SearchJob,
                progress: Callable[[str], None] | None = None) -> SearchOutcome:
     """Run the job; see the module docstring."""

@@ -16,40 +16,15 @@ from edgelat.cli.base import (
     stderr_console,
     stdout_console,
 )
-from edgelat.errors import BadInput, CorruptModel, DeviceError
+from edgelat.devices.runtime import RUNNERS, resolve_runtime
+from edgelat.errors import BadInput, DeviceError
 
-RUNNERS = ["benchmark_model", "ort-perf-test", "python"]
 _runner_option = click.option(
     "--runner",
     type=click.Choice(RUNNERS),
     default=None,
     help="Phones only: the on-device runner (default: the one chosen at register-phone).",
 )
-
-
-# The command-line runners on a phone are runtimes of their own (rows from benchmark_model are not
-# comparable with rows from the python runner's LiteRT), and each takes one model format.
-RUNNER_RUNTIME = {"benchmark_model": "tflite-benchmark", "ort-perf-test": "ort-perf-test"}
-
-
-def resolve_runtime(device: Any, runner: str | None, config: Any, runtime_given: bool, fmt: str | None = None) -> Any:
-    """The runtime config for a device + runner (+ model format): a phone's runner decides the runtime
-    unless it is the python runner; a contradiction is a clear error."""
-    import dataclasses
-
-    if runner and device.transport.get("type") != "adb":
-        raise BadInput(f"--runner applies to phones; {device.name} is reached by {device.transport.get('type')}")
-    chosen = runner or (device.transport.get("runner") if device.transport.get("type") == "adb" else None)
-    runtime = RUNNER_RUNTIME.get(chosen or "")
-    if runtime is not None:
-        if runtime_given and config.runtime != runtime:
-            raise BadInput(f"runner {chosen} runs its own runtime; drop --runtime {config.runtime} or use --runner python")
-        config = dataclasses.replace(config, runtime=runtime)
-    elif fmt == "tflite" and not runtime_given:
-        config = dataclasses.replace(config, runtime="litert")
-    if fmt is not None and config.model_format != fmt:
-        raise BadInput(f"this is a {fmt} model but {chosen or config.runtime} runs {config.model_format} models")
-    return config
 
 
 def _runtime_given() -> bool:
@@ -156,30 +131,9 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
 
 def result_json(device: str, result: Any, model_ref: str, path: str, notes: list[str] | None = None) -> dict[str, Any]:
     """The ``profile model --json`` object (its keys are a documented contract)."""
-    lat = result.latency
-    return {
-        "device": device,
-        "model": path,
-        "model_ref": model_ref,
-        "notes": list(notes or []),
-        "runtime": result.config.runtime,
-        "runtime_version": result.config.version,
-        "provider": result.config.provider,
-        "threads": result.config.threads,
-        "latency_ms": {
-            "median": lat.median, "mean": lat.mean, "std": lat.std,
-            "p10": lat.p10, "p90": lat.p90, "n": lat.n,
-        },
-        "stable": lat.stable,
-        "rel_ci": lat.rel_ci,
-        "session_ms": result.session_ms,
-        "first_run_ms": result.first_run_ms,
-        "energy_mj": result.energy_mj,
-        "energy_note": result.energy_note or None,
-        "peak_memory_bytes": result.peak_memory_bytes,
-        "environment": result.environment,
-        "agent_version": result.agent_version,
-    }
+    from edgelat.results import ModelProfile
+
+    return ModelProfile.from_result(device, result, model_ref, path, notes).to_dict()
 
 
 @profile.command("model")
@@ -205,22 +159,11 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
       edgelat profile model net.tflite --device rpi5 --threads 4
       edgelat profile model net.tflite --device pixel7 --runner benchmark_model --json
     """
-    from edgelat.profiler.intake import read_model
-    from edgelat.profiler.jobs import profile_model
+    from edgelat.profiler.jobs import profile_model_file
 
-    m = read_model(path)
-    db, registry = open_registry()
-    try:
-        runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given(), m.format)
-    except BadInput as exc:
-        raise BadInput(f"{m.name}: {exc}") from exc
-    with registry.connect(device, runner=runner) as client:
-        try:
-            result = profile_model(db, device, client, m.data, m.format, runtime_config, protocol,
-                                   model_ref=m.ref, name=m.name)
-        except (BadInput, CorruptModel) as exc:  # refused (upload cap) or rejected by the device
-            raise type(exc)(f"{m.path}: {exc}") from exc
-    registry.touch(device, "available")
+    db, _ = open_registry()
+    m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
+                                   runtime_given=_runtime_given())
     out = result_json(device, result, m.ref, str(m.path), m.notes)
     if as_json:
         emit_json(out)

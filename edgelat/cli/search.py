@@ -15,12 +15,6 @@ from edgelat.cli.base import emit_json, json_option, main, open_registry, runtim
 from edgelat.errors import BadInput
 
 
-def _positive(name: str, value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise BadInput(f"{name} must be positive, got {value:g}")
-    return value
-
-
 @main.command("search")
 @click.option("--space", "space_name", required=True,
               help="ofa-mbv3, proxyless, fbnet, nasbench201, or a path to a YAML space file.")
@@ -79,49 +73,22 @@ def search_cmd(
       edgelat search --space ofa-mbv3 --device pixel7 --max-latency 25 --validate 5
       edgelat search --space nasbench201 --device pixel3 --max-latency 12 --accuracy accuracies.csv
     """
-    from edgelat.agents.types import MeasurementProtocol
-    from edgelat.search.evaluate import Constraints
-    from edgelat.search.evolution import EvolutionSearch
-    from edgelat.search.job import SearchJob, run_search
-    from edgelat.search.objective import make_objective
-    from edgelat.search.pareto import ParetoSearch
+    from edgelat.search.job import make_job, run_search
     from edgelat.search.report import check_writable, plot_front, print_table, write_csv
-    from edgelat.search.spaces import get_space
 
-    # every input is checked before anything runs or is stored
-    space = get_space(space_name)
-    constraints = Constraints(
-        max_latency_ms=_positive("--max-latency", max_latency),
-        max_energy_mj=_positive("--max-energy", max_energy),
-        max_memory_bytes=None if max_memory is None else _positive("--max-memory", max_memory) * 1e6,
-        max_params=None if max_params is None else _positive("--max-params", max_params) * 1e6,
-    )
-    if not pareto and max_latency is None:
-        raise BadInput("give --max-latency MS (or --pareto for the whole latency/score front)")
-    if pareto and compare_flops:
-        raise BadInput("--compare-flops compares single-budget searches; drop --pareto")
-    if parents + mutation_ratio > 1:
-        raise BadInput("--parents plus --mutation-ratio must be at most 1")
     out_path = check_writable(out_csv, "--out")
     plot_path = check_writable(plot_png, "--plot")
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise BadInput(f"--plot {plot_path}: name the file *.png")
+    job = make_job(space_name, device, runtime_config, max_latency_ms=max_latency, max_energy_mj=max_energy,
+                   max_memory_mb=max_memory, max_params_m=max_params, pareto=pareto, population=population,
+                   generations=generations, parents=parents, mutate_prob=mutate_prob, mutation_ratio=mutation_ratio,
+                   seed=seed, top=top, accuracy_csv=accuracy_csv, accuracy_fn=accuracy_fn, unknown_archs=unknown_archs,
+                   validate=validate, validate_seconds=validate_seconds, compare_flops=compare_flops,
+                   keep_cloud=plot_path is not None)
     db, registry = open_registry()
     registry.get(device)
-    objective = make_objective(space, accuracy_csv, accuracy_fn, unknown_archs)
-    keep_cloud = plot_path is not None
-    if pareto:
-        strategy: Any = ParetoSearch(population=population, generations=100 if generations is None else max(1, generations),
-                                     mutate_prob=mutate_prob, seed=seed, keep_cloud=keep_cloud)
-    else:
-        strategy = EvolutionSearch(population=population, parents=parents, mutate_prob=mutate_prob,
-                                   mutation_ratio=mutation_ratio, generations=500 if generations is None else generations,
-                                   seed=seed, keep_cloud=keep_cloud)
-    job = SearchJob(
-        space=space, device=device, config=runtime_config, constraints=constraints, objective=objective,
-        strategy=strategy, top=top, validate=validate, compare_flops=compare_flops,
-        protocol=MeasurementProtocol(max_seconds=validate_seconds), seed=seed,
-    )
+    space, objective = job.space, job.objective
     console = stderr_console()
     outcome = run_search(db, job, progress=None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]")))
     report = outcome.report
@@ -159,32 +126,12 @@ def export_cmd(space_name: str, arch: str, out_path: str, seed: int, as_json: bo
       edgelat export --space ofa-mbv3 --arch "{'ks': [...20], 'e': [...20], 'd': [...5], 'r': 160}" --out net.onnx
       edgelat export --space nasbench201 --arch '|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|' --out cell.onnx
     """
-    import os
-    import tempfile
+    from edgelat.search.export import export_arch
 
-    from edgelat.search.report import check_writable
-    from edgelat.search.space import format_for_path
-    from edgelat.search.spaces import get_space
-
-    space = get_space(space_name)
-    path = check_writable(out_path, "--out")
-    assert path is not None
-    fmt = format_for_path(out_path)
-    g = space.from_string(arch)
-    data = space.export(g, fmt, seed)
-    # write atomically: a failure never leaves half a model behind
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    info = {"space": space.name, "arch": space.to_string(g), "format": fmt, "out": str(path), "bytes": len(data),
-            "flops": int(space.flops(g)[0]), "params": int(space.params(g)[0]), "seed": seed}
+    info = export_arch(space_name, arch, out_path, seed)
+    path, fmt, data_len = info["out"], info["format"], info["bytes"]
     if as_json:
         emit_json(info)
     else:
-        click.echo(f"wrote {path} ({fmt}, {len(data) / 1e6:.2f} MB, {info['params'] / 1e6:.3f} M params, "
+        click.echo(f"wrote {path} ({fmt}, {data_len / 1e6:.2f} MB, {info['params'] / 1e6:.3f} M params, "
                    f"{info['flops'] / 1e6:.1f} MFLOPs)")

@@ -1,0 +1,239 @@
+"""The Python API: devices by name, their tables, predictors and search, without a subprocess.
+
+This is the library the command line calls, with no database handles or config objects in
+the signatures: the embedded database under ``$EDGELAT_HOME`` is opened for each call (it is
+SQLite in WAL mode, so a notebook and a running ``edgelat`` command can share it).
+
+    import edgelat
+    dev = edgelat.device("local")
+    r = dev.profile_model("net.onnx")          # ModelProfile; r.latency_ms.median
+    table = dev.table()                        # pandas DataFrame of the lookup table
+    p = edgelat.predictor("local")
+    p.predict("net.onnx").latency_ms           # a path or an onnx.ModelProto
+    p.predict_archs("ofa-mbv3", archs)         # numpy array, the fast batched path
+    res = edgelat.search("ofa-mbv3", device="local", max_latency_ms=10)
+
+Errors are :class:`edgelat.errors.EdgelatError` subclasses with a one-line message.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from edgelat.errors import BadInput
+from edgelat.results import Latency, ModelProfile, Prediction, SearchResults
+
+__all__ = ["Device", "Predictor", "device", "list_devices", "predictor", "search", "export"]
+
+
+def _open() -> tuple[Any, Any]:
+    from edgelat.devices.registry import Registry
+    from edgelat.lut.store import open_db
+
+    db = open_db()
+    return db, Registry(db)
+
+
+def _config(runtime: str, threads: int, provider: str) -> Any:
+    from edgelat.agents.types import RUNTIMES, RuntimeConfig
+
+    if runtime not in RUNTIMES:
+        raise BadInput(f"unknown runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
+        raise BadInput(f"threads must be an integer from 1 to 256, got {threads!r}")
+    return RuntimeConfig(runtime=runtime, threads=threads, provider=provider)
+
+
+def _protocol(max_seconds: float, target_ci: float) -> Any:
+    from edgelat.agents.types import MeasurementProtocol
+
+    if not 0.05 <= float(max_seconds) <= 3600:
+        raise BadInput(f"max_seconds must be between 0.05 and 3600, got {max_seconds!r}")
+    if not 0.001 <= float(target_ci) <= 1:
+        raise BadInput(f"target_ci must be between 0.001 and 1, got {target_ci!r}")
+    return MeasurementProtocol(max_seconds=float(max_seconds), target_rel_ci=float(target_ci))
+
+
+@dataclass
+class Device:
+    """A named device of the registry (``local`` is this machine)."""
+
+    name: str
+    kind: str
+    status: str
+    facts: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def table(self, op: str | None = None, models: bool = False) -> Any:
+        """The device's lookup table as a pandas DataFrame (kernel rows, or whole-model rows)."""
+        import pandas as pd
+
+        from edgelat.lut.table import table_rows
+
+        db, _ = _open()
+        return pd.DataFrame(table_rows(db, self.name, op=op, models=models))
+
+    def profile_ops(self, preset: str | None = None, specs: Iterable[Any] | None = None, space: str | None = None,
+                    force: bool = False, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu",
+                    max_seconds: float = 10.0, target_ci: float = 0.02) -> dict[str, Any]:
+        """Measure operators into the table (a preset, kernel specs/keys, or a search space's
+        vocabulary; default the ``mobilenet`` preset); returns the job summary as a dict."""
+        from edgelat.profiler.jobs import profile_kernels
+        from edgelat.profiler.ops import KernelSpec
+        from edgelat.profiler.presets import get_preset
+
+        if sum(x is not None for x in (preset, specs, space)) > 1:
+            raise BadInput("give one of preset, specs or space")
+        if space is not None:
+            from edgelat.search.spaces import get_space
+
+            kernels = get_space(space).kernel_vocabulary()
+        elif specs is not None:
+            kernels = [s if isinstance(s, KernelSpec) else KernelSpec.from_key(s) if isinstance(s, str)
+                       else KernelSpec(**s) for s in specs]
+        else:
+            kernels = get_preset(preset or "mobilenet")
+        db, registry = _open()
+        config = _config(runtime, threads, provider)
+        with registry.connect(self.name) as client:
+            summary = profile_kernels(db, self.name, client, kernels, config, _protocol(max_seconds, target_ci),
+                                      force=force)
+        registry.touch(self.name, "lost" if summary.interrupted else "available")
+        return summary.to_dict()
+
+    def profile_model(self, model: str | Path | Any, runtime: str | None = None, threads: int = 1,
+                      provider: str = "cpu", max_seconds: float = 10.0, target_ci: float = 0.02) -> ModelProfile:
+        """Measure a whole model (a path to .onnx/.tflite, or an ``onnx.ModelProto``) and store it.
+
+        ``runtime`` defaults to what the file needs (onnxruntime for ONNX, LiteRT for TFLite)."""
+        from edgelat.profiler.jobs import profile_model_file
+
+        db, _ = _open()
+        config = _config(runtime or "onnxruntime", threads, provider)
+        with _model_path(model) as path:
+            m, result = profile_model_file(db, self.name, path, config, _protocol(max_seconds, target_ci),
+                                           runtime_given=runtime is not None)
+        name = str(m.path) if isinstance(model, (str, Path)) else "<onnx.ModelProto>"
+        return ModelProfile.from_result(self.name, result, m.ref, name, m.notes)
+
+    def predictor(self, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> "Predictor":
+        return Predictor(self.name, runtime, threads, provider)
+
+
+class _model_path:
+    """A context giving a file path for a model given as a path or an ``onnx.ModelProto``."""
+
+    def __init__(self, model: str | Path | Any) -> None:
+        self.model = model
+        self.tmp: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> Path:
+        if isinstance(self.model, (str, Path)):
+            return Path(self.model)
+        if type(self.model).__name__ == "ModelProto":
+            import onnx
+
+            self.tmp = tempfile.TemporaryDirectory(prefix="edgelat-api-")
+            path = Path(self.tmp.name) / "model.onnx"
+            onnx.save_model(self.model, str(path))
+            return path
+        raise BadInput(f"a model is a path to a .onnx/.tflite file or an onnx.ModelProto, got {type(self.model).__name__}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+class Predictor:
+    """A device's latency predictor for one runtime config."""
+
+    def __init__(self, device: str, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> None:
+        self.device = device
+        self.config = _config(runtime, threads, provider)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.device!r}, {self.config.key()!r})"
+
+    def predict(self, model: str | Path | Any, measure_missing: bool = True) -> Prediction:
+        """Predicted latency of a model file or ``onnx.ModelProto``; kernels nothing can price are
+        measured on the device when ``measure_missing`` and it is reachable."""
+        from edgelat.predictors.model_predict import predict_model_file
+
+        db, registry = _open()
+        registry.get(self.device)
+        with _model_path(model) as path:
+            out = predict_model_file(db, self.device, self.config, path, measure_missing=measure_missing)
+        if not isinstance(model, (str, Path)):
+            out["model"] = "<onnx.ModelProto>"
+        return Prediction(device=self.device, model=out["model"], latency_ms=float(out["latency_ms"]),
+                          calibrated=bool(out.get("calibrated")), kernels=out.get("kernels", []),
+                          details={k: v for k, v in out.items() if k not in ("kernels",)})
+
+    def predict_archs(self, space: str, archs: Sequence[str] | Any) -> Any:
+        """Latency (ms, numpy array) of architectures of a search space: strings, or a genotype array."""
+        import numpy as np
+
+        from edgelat.predictors.arch import config_key_for, measured_archs
+        from edgelat.predictors.latency import GenotypeLookup, latency_model
+        from edgelat.search.spaces import get_space
+
+        sp = get_space(space)
+        pop = sp.from_strings(list(archs)) if not isinstance(archs, np.ndarray) else sp.check(archs)
+        db, registry = _open()
+        registry.get(self.device)
+        ck = config_key_for(db, self.device, self.config)
+        out = GenotypeLookup(sp, measured_archs(db, sp.name, self.device, ck)).get(pop)
+        todo = np.flatnonzero(np.isnan(out))
+        if len(todo):
+            out[todo] = latency_model(db, self.device, self.config, sp).predict(pop[todo])
+        return out
+
+
+def list_devices() -> list[Device]:
+    """Every registered device, ``local`` first (``edgelat.devices`` is the registry's package)."""
+    _, registry = _open()
+    return [Device(d.name, d.kind, d.status, d.facts) for d in registry.list()]
+
+
+def device(name: str) -> Device:
+    """A device by name (``UnknownDevice`` if it is not registered)."""
+    _, registry = _open()
+    d = registry.get(name)
+    return Device(d.name, d.kind, d.status, d.facts)
+
+
+def predictor(device: str, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> Predictor:
+    """The latency predictor of a device for one runtime config."""
+    _open()[1].get(device)
+    return Predictor(device, runtime, threads, provider)
+
+
+def search(space: str, device: str, max_latency_ms: float | None = None, pareto: bool = False,
+           validate: int = 0, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu",
+           **options: Any) -> SearchResults:
+    """A hardware-aware search of ``space`` against ``device``: evolution under ``max_latency_ms``,
+    or the whole latency/score front with ``pareto``; ``validate`` measures the top K on the
+    device. ``options`` are those of ``edgelat search`` (``population``, ``generations``, ``top``,
+    ``seed``, ``accuracy_csv``, ``max_energy_mj``, ``max_memory_mb``, ``max_params_m``, ...)."""
+    from edgelat.search.job import make_job, run_search
+
+    job = make_job(space, device, _config(runtime, threads, provider), max_latency_ms=max_latency_ms,
+                   pareto=pareto, validate=validate, **options)
+    db, registry = _open()
+    registry.get(device)
+    report = run_search(db, job).report
+    return SearchResults(device=device, space=job.space.name, results=report["results"], notes=report["notes"],
+                         report=report)
+
+
+def export(space: str, arch: str, out: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Write an architecture of a space as an ONNX or TFLite model (format by the file name);
+    returns what was written."""
+    from edgelat.search.export import export_arch
+
+    return export_arch(space, arch, out, seed)
+
+
+__all__ += ["Latency", "ModelProfile", "Prediction", "SearchResults"]
