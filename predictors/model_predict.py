@@ -23,6 +23,7 @@ import sqlite_utils
 from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, EdgelatError
 from edgelat.predictors.graph import Split, UnknownKernel, split_model
+from edgelat.predictors.uncertainty import coverage, interval, kernel_sd_ms, unsure_kernels
 from edgelat.profiler.intake import read_model
 from edgelat.profiler.ops import KernelSpec
 
@@ -56,6 +57,24 @@ def _measure_unknown(db, device: str, client, config: RuntimeConfig, kernels: li
         add_kernel_result(db, device, u.key, u.type, {**u.to_dict(), "signature": u.signature}, result)
 
 
+def _price(split: Split, predictor: Any, graph_ms: dict[str, float], measured_now: list[str]) -> list[dict[str, Any]]:
+    """One row per split item: key, type, predicted_ms, exact_table_hit, source, nodes."""
+    kernel_ms = predictor.predict_specs(split.kernels) if split.kernels else []
+    hits = predictor.hits(split.kernels) if split.kernels else []
+    now = set(measured_now)
+    rows, k = [], 0
+    for item, nodes in zip(split.items, split.sources):
+        if isinstance(item, KernelSpec):
+            row = {"key": item.key, "type": item.op, "predicted_ms": float(kernel_ms[k]), "exact_table_hit": bool(hits[k])}
+            k += 1
+        else:
+            row = {"key": item.key, "type": item.type, "predicted_ms": graph_ms[item.key], "exact_table_hit": True}
+        row["source"] = "measured-now" if row["key"] in now else ("table" if row["exact_table_hit"] else "regressor")
+        row["nodes"] = nodes
+        rows.append(row)
+    return rows
+
+
 def _unreachable(device: str, names: list[str], types: list[str], why: str) -> BadInput:
     from collections import Counter
 
@@ -75,6 +94,7 @@ def predict_model_file(
     client=None,
     measure_missing: bool = True,
     protocol: MeasurementProtocol | None = None,
+    measure_if_unsure: bool = False,
 ) -> dict[str, Any]:
     """Predicted latency of a model file on ``device`` + ``config``.
 
@@ -82,7 +102,12 @@ def predict_model_file(
     (calibrated when ``calibrated``), ``kernels_sum_ms``, ``kernels`` (in order:
     key, type, predicted_ms, exact_table_hit, source, nodes), ``measured_now``
     (keys measured by this call), ``layout_ops`` (zero-cost views), ``notes``,
-    and ``measured_ms`` when this exact file was measured whole on the device.
+    and ``measured_ms`` when this exact file was measured whole on the device;
+    ``latency_ms_low``/``latency_ms_high`` (a 90% interval, ``None`` without a
+    basis, see :mod:`edgelat.predictors.uncertainty`) and ``coverage`` (share of
+    the kernel total from table hits, regressors and kernels measured now).
+    ``measure_if_unsure`` first measures on the device the regressor-priced
+    kernels that make the interval wide, stores them, and answers from them.
     """
     from edgelat.devices.registry import Registry
     from edgelat.predictors.calibration import Calibration, group_sums, model_weights
@@ -144,25 +169,36 @@ def predict_model_file(
         specs, y = table_specs(db, device, config)
         predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
 
-    kernel_ms = predictor.predict_specs(split.kernels) if split.kernels else []
-    hits = predictor.hits(split.kernels) if split.kernels else []
-    graph_ms = _graph_rows(db, device, config, [u.key for u in unknown])
-    rows, k = [], 0
-    for item, nodes in zip(split.items, split.sources):
-        if isinstance(item, KernelSpec):
-            ms, hit = float(kernel_ms[k]), bool(hits[k])
-            k += 1
-            rows.append({"key": item.key, "type": item.op, "predicted_ms": ms, "exact_table_hit": hit})
-        else:
-            ms = graph_ms[item.key]
-            rows.append({"key": item.key, "type": item.type, "predicted_ms": ms, "exact_table_hit": True})
-        rows[-1]["source"] = "measured-now" if rows[-1]["key"] in measured_now else ("table" if rows[-1]["exact_table_hit"] else "regressor")
-        rows[-1]["nodes"] = nodes
+    rows = _price(split, predictor, _graph_rows(db, device, config, [u.key for u in unknown]), measured_now)
+    if measure_if_unsure:
+        unsure = unsure_kernels(rows, kernel_sd_ms(rows, predictor))
+        if unsure:
+            from edgelat.profiler.jobs import profile_kernels
+
+            own_client = client is None
+            try:
+                client = registry.connect(device) if own_client else client
+                job = profile_kernels(db, device, client, [KernelSpec.from_key(k) for k in unsure], config,
+                                      protocol or KERNEL_PROTOCOL, force=True)
+            except EdgelatError as exc:
+                raise BadInput(f"--measure-if-unsure: cannot measure on {device} now ({exc})") from None
+            finally:
+                if own_client and client is not None:
+                    client.close()
+            if job.interrupted:
+                raise BadInput(f"--measure-if-unsure: {job.interrupted}")
+            failed = {k for k, _ in job.failed}
+            measured_now += [k for k in unsure if k not in failed]
+            specs, y = table_specs(db, device, config)
+            predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
+            rows = _price(split, predictor, _graph_rows(db, device, config, [u.key for u in unknown]), measured_now)
     total = sum(r["predicted_ms"] for r in rows)
     cal = Calibration.load(db, device, config)
     calibrated = cal is not None and not cal.is_identity
     parts = group_sums(split.items, [r["predicted_ms"] for r in rows])
     latency = float(cal.predict([parts], [len(rows)], [model_weights(split.items)])[0]) if calibrated else total
+
+    low, high, interval_note = interval(latency, rows, kernel_sd_ms(rows, predictor), cal)
 
     from edgelat.profiler.jobs import model_ref_for
 
@@ -179,6 +215,10 @@ def predict_model_file(
         "model": str(p),
         "format": fmt,
         "latency_ms": latency,
+        "latency_ms_low": low,
+        "latency_ms_high": high,
+        "interval": interval_note,
+        "coverage": coverage(rows),
         "kernels_sum_ms": total,
         "calibrated": calibrated,
         "calibration": {"form": cal.form_, "coef": [float(c) for c in cal.coef_]} if calibrated else None,

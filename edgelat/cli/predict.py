@@ -101,10 +101,14 @@ def _predict_archs(db: Any, device: str, config: Any, space: Any, pop: Any) -> t
               help="CSV with an 'arch' column: predict every row.")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="With --archs: write the rows plus a latency_ms column here (default: CSV on stdout).")
+@click.option("--measure-if-unsure", is_flag=True,
+              help="With a model file: first measure on the device the kernels whose regressor prices make the "
+                   "90%% interval wide, store them, then answer.")
 @runtime_options
 @json_option
 def predict(model_path: str | None, device: str, space_name: str | None, arch: str | None,
-            archs_csv: str | None, out_path: str | None, runtime_config: Any, as_json: bool) -> None:
+            archs_csv: str | None, out_path: str | None, measure_if_unsure: bool, runtime_config: Any,
+            as_json: bool) -> None:
     """Predict the latency of a model file or of search-space architectures on a device.
 
     For an imported device (known only from imported measurements) the runtime
@@ -113,6 +117,7 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     \b
     Examples:
       edgelat predict model.onnx --device rpi5 --json
+      edgelat predict net.onnx --device rpi5 --measure-if-unsure
       edgelat predict --space ofa-mbv3 --arch "{'ks': [...], 'e': [...], 'd': [...], 'r': 224}" --device rpi5
       edgelat predict --space nasbench201 --archs query.csv --device pixel3 --out predictions.csv
     """
@@ -121,8 +126,10 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     if model_path:
         if arch or archs_csv or out_path:
             raise BadInput("--arch, --archs and --out go with --space, not with a model file")
-        _predict_model(model_path, device, runtime_config, as_json)
+        _predict_model(model_path, device, runtime_config, as_json, measure_if_unsure)
         return
+    if measure_if_unsure:
+        raise BadInput("--measure-if-unsure goes with a model file")
     if not space_name:
         raise BadInput("nothing to predict: give a model file, or --space with --arch or --archs")
     if bool(arch) == bool(archs_csv):
@@ -162,12 +169,12 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
         write_predictions(sys.stdout, header, rows, ms)
 
 
-def _predict_model(path: str, device: str, config: Any, as_json: bool) -> None:
+def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_if_unsure: bool) -> None:
     from edgelat.predictors.model_predict import predict_model_file
 
     db, registry = open_registry()
     registry.get(device)
-    data = predict_model_file(db, device, config, path)
+    data = predict_model_file(db, device, config, path, measure_if_unsure=measure_if_unsure)
     if as_json:
         emit_json(data)
         return
@@ -177,11 +184,17 @@ def _predict_model(path: str, device: str, config: Any, as_json: bool) -> None:
 
     kernels = data.get("kernels") or []
     title = f"{path} on {device}: {_fmt_ms(float(data['latency_ms']))}"
+    if data.get("latency_ms_low") is not None:
+        title += f" (90% interval {data['latency_ms_low']:.4g}-{data['latency_ms_high']:.4g} ms)"
     if data.get("calibrated"):
         title += " (calibrated)"
     if data.get("measured_ms") is not None:
         title += f", measured {_fmt_ms(float(data['measured_ms']))}"
     click.echo(title)
+    cov = data.get("coverage") or {}
+    click.echo("from: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cov.items() if v > 0))
+    if data.get("latency_ms_low") is None and data.get("interval"):
+        click.echo(data["interval"])
     table = Table(show_edge=False)
     for col in ("kernel", "type", "ms", "from"):
         table.add_column(col, justify="right" if col == "ms" else "left")
