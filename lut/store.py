@@ -220,3 +220,39 @@ def upsert_rows(db: sqlite_utils.Database, table: str, rows: Iterable[dict[str, 
     """Insert many rows into ``table`` in one transaction (bulk imports)."""
     with db.conn:
         db[table].upsert_all(rows, pk=db[table].pks)
+
+
+# ---------------------------------------------------------------- rows of a device
+def device_tables(db: sqlite_utils.Database) -> list[str]:
+    """Every table that keys rows by a ``device`` column (the registry itself excepted)."""
+    out = []
+    for (name,) in db.execute("select name from sqlite_master where type = 'table' order by name").fetchall():
+        if name != "devices" and "device" in _schema.columns(db.conn, name):
+            out.append(name)
+    return out
+
+
+def device_row_counts(db: sqlite_utils.Database, device: str) -> dict[str, int]:
+    """How many rows each table holds for ``device`` (tables with none left out)."""
+    counts = {}
+    for table in device_tables(db):
+        (n,) = db.execute(f"select count(*) from [{table}] where device = ?", [device]).fetchone()
+        if n:
+            counts[table] = int(n)
+    return counts
+
+
+def delete_device_rows(db: sqlite_utils.Database, device: str) -> int:
+    """Delete every row of ``device`` (call inside the caller's transaction); returns how many."""
+    total = 0
+    for table in device_tables(db):
+        total += db.execute(f"delete from [{table}] where device = ?", [device]).rowcount
+    return total
+
+
+def move_device_rows(db: sqlite_utils.Database, device: str, to: str) -> int:
+    """Give every row of ``device`` to the name ``to`` (call inside the caller's transaction)."""
+    total = 0
+    for table in device_tables(db):
+        total += db.execute(f"update [{table}] set device = ? where device = ?", [to, device]).rowcount
+    return total
