@@ -30,35 +30,35 @@ from typing import Callable
 # The columns of the measurement tables as they were before versioning.
 _CONFIG = "config_key TEXT, runtime TEXT, runtime_version TEXT, threads INTEGER, provider TEXT, precision TEXT"
 _LATENCY = (
-    "median_ms FLOAT, mean_ms FLOAT, std_ms FLOAT, p10_ms FLOAT, p90_ms FLOAT, n INTEGER, rel_ci FLOAT, "
-    "stable INTEGER, session_ms FLOAT, first_run_ms FLOAT, energy_mj FLOAT, energy_note TEXT, "
-    "peak_memory_bytes INTEGER, environment_json TEXT, agent_version TEXT, measured_at FLOAT"
+    "median_ms REAL, mean_ms REAL, std_ms REAL, p10_ms REAL, p90_ms REAL, n INTEGER, rel_ci REAL, "
+    "stable INTEGER, session_ms REAL, first_run_ms REAL, energy_mj REAL, energy_note TEXT, "
+    "peak_memory_bytes INTEGER, environment_json TEXT, agent_version TEXT, measured_at REAL"
 )
 
 #: The tables of migration 1 (the unversioned schema), by name.
 BASE_TABLES: dict[str, str] = {
     "devices": "name TEXT PRIMARY KEY, kind TEXT, transport_json TEXT, facts_json TEXT, status TEXT, "
-    "first_seen FLOAT, last_seen FLOAT",
+    "first_seen REAL, last_seen REAL",
     "kernel_measurements": f"device TEXT, {_CONFIG}, kernel_key TEXT, op TEXT, spec_json TEXT, {_LATENCY}, "
     "PRIMARY KEY (device, config_key, kernel_key)",
     "model_measurements": f"device TEXT, {_CONFIG}, model_ref TEXT, model_name TEXT, {_LATENCY}, "
     "PRIMARY KEY (device, config_key, model_ref)",
-    "arch_measurements": "space TEXT, arch TEXT, device TEXT, latency_ms FLOAT, source TEXT, "
+    "arch_measurements": "space TEXT, arch TEXT, device TEXT, latency_ms REAL, source TEXT, "
     "PRIMARY KEY (space, arch, device)",
-    "kernel_predictors": "device TEXT, config_key TEXT, n_rows INTEGER, fitted_at FLOAT, sklearn_version TEXT, "
+    "kernel_predictors": "device TEXT, config_key TEXT, n_rows INTEGER, fitted_at REAL, sklearn_version TEXT, "
     "meta_json TEXT, blob BLOB, PRIMARY KEY (device, config_key)",
     "predictor_models": "device TEXT, config_key TEXT, model_ref TEXT, name TEXT, role TEXT, fmt TEXT, "
-    "kernels_json TEXT, n_kernels INTEGER, recorded_at FLOAT, PRIMARY KEY (device, config_key, model_ref)",
+    "kernels_json TEXT, n_kernels INTEGER, recorded_at REAL, PRIMARY KEY (device, config_key, model_ref)",
     "kernel_calibrations": "device TEXT, config_key TEXT, form TEXT, coef_json TEXT, meta_json TEXT, "
-    "fitted_at FLOAT, PRIMARY KEY (device, config_key)",
-    "fusion_rules": "device TEXT, config_key TEXT, op TEXT, act TEXT, verdict TEXT, fused_ms FLOAT, "
-    "first_ms FLOAT, second_ms FLOAT, overhead_ms FLOAT, saved_ms FLOAT, second_cost_ms FLOAT, "
-    "measured_at FLOAT, PRIMARY KEY (device, config_key, op, act)",
+    "fitted_at REAL, PRIMARY KEY (device, config_key)",
+    "fusion_rules": "device TEXT, config_key TEXT, op TEXT, act TEXT, verdict TEXT, fused_ms REAL, "
+    "first_ms REAL, second_ms REAL, overhead_ms REAL, saved_ms REAL, second_cost_ms REAL, "
+    "measured_at REAL, PRIMARY KEY (device, config_key, op, act)",
     "arch_predictors": "space TEXT, device TEXT, config_key TEXT, kind TEXT, model_json TEXT, n_samples INTEGER, "
-    "n_features INTEGER, fit_seconds FLOAT, metrics_json TEXT, validation TEXT, sources_json TEXT, "
-    "fitted_at FLOAT, PRIMARY KEY (space, device, config_key)",
-    "predictor_builds": "device TEXT, config_key TEXT, spent_s FLOAT, rounds INTEGER, seed INTEGER, "
-    "updated_at FLOAT, summary_json TEXT, PRIMARY KEY (device, config_key)",
+    "n_features INTEGER, fit_seconds REAL, metrics_json TEXT, validation TEXT, sources_json TEXT, "
+    "fitted_at REAL, PRIMARY KEY (space, device, config_key)",
+    "predictor_builds": "device TEXT, config_key TEXT, spent_s REAL, rounds INTEGER, seed INTEGER, "
+    "updated_at REAL, summary_json TEXT, PRIMARY KEY (device, config_key)",
 }
 _BASE_INDEXES = {
     "idx_kernel_measurements_device_config_key_op": "kernel_measurements (device, config_key, op)",
