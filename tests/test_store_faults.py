@@ -6,6 +6,7 @@ may mount one, and always through SQLite's page limit (the same SQLITE_FULL).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -294,6 +295,13 @@ def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
+def _umount(path: Path) -> None:
+    """Unmount a test filesystem (the commands' connections are closed first; lazily if still busy)."""
+    gc.collect()
+    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 @pytest.fixture
 def read_only_home(tmp_path, edgelat_home, monkeypatch):
     """A home whose database cannot be written: by permissions for a normal user, by a
@@ -317,7 +325,7 @@ def read_only_home(tmp_path, edgelat_home, monkeypatch):
         monkeypatch.setenv("EDGELAT_HOME", str(mnt / "home"))
         yield mnt / "home" / path.name
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        _umount(mnt)
 
 
 def test_a_read_only_database_or_folder(read_only_home):
@@ -427,7 +435,7 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path, monkeypatch):
         r = CliRunner().invoke(main, ["lut", "show", "--device", "local", "--json"])
         assert r.exit_code == 0 and len(json.loads(r.output)) == rows[0]
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        _umount(mnt)
 
 
 def test_disk_full_through_the_page_limit(tmp_path, monkeypatch):

@@ -38,6 +38,10 @@ def replace_options(f: Callable) -> Callable:
     return wrapper
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
 def rows_choice(replace: bool, keep_rows: bool, drop_rows: bool) -> str | None:
     """What ``--replace`` does with the rows; asked when interactive and not given."""
     from edgelat.errors import BadInput
@@ -50,7 +54,7 @@ def rows_choice(replace: bool, keep_rows: bool, drop_rows: bool) -> str | None:
         return None
     if keep_rows or drop_rows:
         return "keep-rows" if keep_rows else "drop-rows"
-    if sys.stdin.isatty():
+    if _interactive():
         answer = click.prompt(
             "keep the name's rows (same board) or drop them (a different board)?",
             type=click.Choice(["keep", "drop"]),
