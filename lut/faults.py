@@ -114,6 +114,18 @@ def preflight(path: Path) -> None:
         )
 
 
+def _nearly_full(path: Path | None) -> bool:
+    """Whether the filesystem of ``path`` has (almost) no room left: SQLite reports a
+    write that found no space as an I/O error when it was not growing the database."""
+    if path is None:
+        return False
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 256 * 1024
+
+
 def translate(exc: sqlite3.Error, path: Path | None = None, timeout_s: float | None = None) -> StoreError:
     """The one-line :class:`StoreError` for an ``sqlite3`` error."""
     name = getattr(exc, "sqlite_errorname", "") or ""
@@ -134,6 +146,8 @@ def translate(exc: sqlite3.Error, path: Path | None = None, timeout_s: float | N
         )
     if name == "SQLITE_FULL" or "disk is full" in text:
         return StoreFull(f"{where} cannot grow: the disk is full; nothing of this change was kept: free some space and retry")
+    if (name.startswith("SQLITE_IOERR") or "disk I/O error" in text) and _nearly_full(path or last_path):
+        return StoreFull(f"{where} cannot be written: the disk is full; nothing of this change was kept: free some space and retry")
     if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
         return StoreUnavailable(f"disk I/O error on {where} ({text}): is its disk full or failing? Free space and retry")
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) or "unable to open" in text:

@@ -302,18 +302,20 @@ def _umount(path: Path) -> None:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-@pytest.fixture
-def read_only_home(tmp_path, edgelat_home, monkeypatch):
-    """A home whose database cannot be written: by permissions for a normal user, by a
-    read-only mount for root (whom permissions do not stop)."""
+@pytest.fixture(params=["file", "folder"])
+def read_only_home(request, tmp_path, edgelat_home, monkeypatch):
+    """A database that cannot be written: by permissions (its file, or its folder) for a
+    normal user; for root, whom permissions do not stop, on a read-only mount (the file
+    case for root is :func:`test_an_immutable_database_file`)."""
     path = seeded_db()
     if os.geteuid() != 0:
-        path.chmod(0o444)
-        edgelat_home.chmod(0o555)
+        target = path if request.param == "file" else edgelat_home
+        target.chmod(0o444 if request.param == "file" else 0o555)
         yield path
-        edgelat_home.chmod(0o700)
-        path.chmod(0o600)
+        target.chmod(0o600 if request.param == "file" else 0o700)
         return
+    if request.param == "file":
+        pytest.skip("root writes through file permissions; see test_an_immutable_database_file")
     mnt = tmp_path / "ro"
     mnt.mkdir()
     if not _mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)):
@@ -333,6 +335,22 @@ def test_a_read_only_database_or_folder(read_only_home):
     for args in COMMANDS:
         run_fails(args, "read-only", "writable")
     assert digest(read_only_home) == before
+
+
+def test_a_full_disk_when_the_database_is_created(tmp_path, monkeypatch):
+    """Creation is all or nothing: a full disk leaves no empty file that would later be refused."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)):
+        pytest.skip("mount is not permitted here")
+    try:
+        monkeypatch.setenv("EDGELAT_HOME", str(mnt / "home"))
+        run_fails(["devices", "list"], "the disk is full", "free some space")
+        assert [p.name for p in (mnt / "home").iterdir()] == []
+    finally:
+        _umount(mnt)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs root")
@@ -460,3 +478,34 @@ def test_disk_full_through_the_page_limit(tmp_path, monkeypatch):
                 {"space": "s", "arch": f"a{i}", "device": "pixel3", "latency_ms": 1.0, "source": "x" * 500}
                 for i in range(2000)])
     assert line.count("error:") == 1
+
+
+# ------------------------------------------------------------------ predictors are data
+def test_a_stored_kernel_predictor_is_data_and_predicts_as_before(tmp_path):
+    """Forest and boosted regressors go in as numeric arrays (no pickle) and the loaded
+    predictor answers as the fitted one did."""
+    import io
+
+    from edgelat.predictors.kernel import KernelPredictor, components
+    from edgelat.predictors.sampling import KernelSampler
+
+    specs = KernelSampler(0).initial(400)
+    rng = np.random.default_rng(0)
+    y = np.array([components(s)[1:4].sum() / 1e6 + components(s)[4] / 1e6 + 0.01 for s in specs])
+    y *= rng.uniform(0.9, 1.1, len(y))
+    ops = sorted({s.op for s in specs})
+    cfg = RuntimeConfig()
+    db = store.open_db()
+    for forced in ("forest", "boosted"):
+        model = KernelPredictor(choice={op: forced for op in ops}, n_folds=2).fit(specs, y)
+        assert forced in model.choice_.values()
+        model.save(db, "local", cfg)
+        blob = db.execute("select blob from kernel_predictors").fetchone()[0]
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:  # refuses any object array
+            assert all(arrays[k].dtype.kind in "iuf" for k in arrays.files)
+        loaded = KernelPredictor.load(db, "local", cfg)
+        probe = KernelSampler(1).initial(200)
+        probe = [s for s in probe if s.op in model.models_]
+        assert probe
+        np.testing.assert_allclose(loaded.predict_regressors(probe), model.predict_regressors(probe), rtol=1e-12)
+        assert loaded.cv_pred_ == model.cv_pred_ and loaded.choice_ == model.choice_
