@@ -83,6 +83,7 @@ def register_phone(
       edgelat devices register-phone pixel7 --address 192.168.1.20:5555 \\
           --benchmark-model ~/tflite/benchmark_model
       edgelat devices register-phone board --address 10.0.0.7:5555 --runner python --python /usr/bin/python3
+      edgelat devices register-phone pixel7 --address 192.168.1.31:5555 --replace --keep-rows   # same phone, new address
       edgelat devices show pixel7
     """
     from edgelat.agents.adb.bridge import AdbBackend
