@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 from agent_helpers import free_port, running_agent
