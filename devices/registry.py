@@ -12,10 +12,13 @@ Transports (stored as JSON):
   a phone reached through the ADB bridge (in process, or a running ``agent adb``
   whose address is stored as ``"agent"``).
 - ``{"type": "imported"}``: known only from imported measurements; cannot run models.
+- ``{"type": "archived", "of": NAME, "was": ...}``: the rows of a removed device,
+  kept by ``devices remove --keep-rows``; cannot run models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -25,11 +28,43 @@ from typing import Any
 import sqlite_utils
 
 from edgelat.agents.client import DeviceClient
-from edgelat.errors import BadInput, DeviceError, UnknownDevice
+from edgelat.errors import BadInput, DeviceError, DeviceMismatch, UnknownDevice
 
 LOCAL = "local"
-KINDS = ("phone", "board", "gpu-host", "host", "imported")
+KINDS = ("phone", "board", "gpu-host", "host", "imported", "archived")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: what to do with the rows of a name that is registered again (``--replace``)
+ROWS_CHOICES = ("keep-rows", "drop-rows")
+#: facts that tell one board or phone from another (those present are compared)
+IDENTITY_KEYS = (
+    "machine_id", "serial", "board_model", "hostname", "manufacturer", "model", "device", "soc", "hardware",
+    "cpu_model", "arch", "cores",
+)
+
+
+def identity(facts: dict[str, Any]) -> dict[str, Any]:
+    """The identifying facts of a device (its serial, model, CPU, host name...)."""
+    out = {k: facts[k] for k in IDENTITY_KEYS if facts.get(k) not in (None, "", [])}
+    transport = facts.get("transport")
+    if isinstance(transport, dict) and transport.get("serial"):
+        out.setdefault("serial", transport["serial"])  # a phone's USB serial
+    return out
+
+
+def fingerprint(facts: dict[str, Any]) -> str:
+    """A short hash of :func:`identity`, stored at registration."""
+    ident = identity(facts)
+    if not ident:
+        return ""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def identity_change(registered: dict[str, Any], answered: dict[str, Any]) -> str | None:
+    """How the identifying facts differ (``"cpu_model 'A' -> 'B'"``), or None when they
+    agree on every fact both sides report."""
+    old, new = identity(registered), identity(answered)
+    diffs = [f"{k} {old[k]!r} -> {new[k]!r}" for k in IDENTITY_KEYS if k in old and k in new and old[k] != new[k]]
+    return ", ".join(diffs) or None
 
 
 @dataclass
@@ -41,6 +76,7 @@ class Device:
     status: str = "unknown"
     first_seen: float | None = None
     last_seen: float | None = None
+    fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,8 +86,15 @@ class Device:
             "status": self.status,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
+            "fingerprint": self.fingerprint,
             "facts": self.facts,
         }
+
+    @property
+    def where(self) -> str:
+        """How it is reached, in a few words."""
+        t = self.transport
+        return str(t.get("address") or t.get("serial") or t.get("type"))
 
 
 def check_name(name: str) -> str:
@@ -62,15 +105,34 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_registrable(name: str) -> str:
+    """A valid name that is not the built-in ``local``."""
+    check_name(name)
+    if name == LOCAL:
+        raise BadInput("'local' is this machine, built in: it cannot be registered or re-pointed; pick another name")
+    return name
+
+
+def _rows_text(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return f"{total} row{'s' if total != 1 else ''}"
+
+
 class Registry:
-    """Named devices, stored in the ``devices`` table of the edgelat database."""
+    """Named devices, stored in the ``devices`` table of the edgelat database.
+
+    A name stays bound to one board: registering a taken name again is refused
+    unless ``replace`` says what becomes of its rows, and a registered device that
+    answers with other identifying facts (:func:`identity`) is refused on connect,
+    so rows never silently move from one board to another.
+    """
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
     def _local(self) -> Device:
         row = self._row(LOCAL)
-        if row is not None:
+        if row is not None and row.transport.get("type") == "local":
             return row
         return Device(name=LOCAL, kind="host", transport={"type": "local"}, status="available")
 
@@ -79,14 +141,16 @@ class Registry:
             r = self.db["devices"].get(name)
         except sqlite_utils.db.NotFoundError:
             return None
+        facts = json.loads(r["facts_json"] or "{}")
         return Device(
             name=r["name"],
             kind=r["kind"],
             transport=json.loads(r["transport_json"] or "{}"),
-            facts=json.loads(r["facts_json"] or "{}"),
+            facts=facts,
             status=r["status"],
             first_seen=r["first_seen"],
             last_seen=r["last_seen"],
+            fingerprint=r.get("fingerprint") or fingerprint(facts),
         )
 
     def get(self, name: str) -> Device:
@@ -110,25 +174,69 @@ class Registry:
                 out.append(self.get(r["name"]))
         return out
 
+    def row_counts(self, name: str) -> dict[str, int]:
+        """Rows the device has in each table."""
+        from edgelat.lut.store import device_row_counts
+
+        return device_row_counts(self.db, name)
+
+    def check_replace(self, name: str, transport: dict[str, Any], replace: str | None) -> Device | None:
+        """Refuse, before anything is contacted or written, to register ``local`` or
+        to re-point a taken name without ``replace``; returns the registered device, if any."""
+        check_registrable(name)
+        if replace is not None and replace not in ROWS_CHOICES:
+            raise BadInput(f"replace must be one of {', '.join(ROWS_CHOICES)}")
+        old = self._row(name)
+        if old is not None and replace is None and old.transport != transport:
+            raise BadInput(
+                f"device {name!r} is already registered (at {old.where}, {_rows_text(self.row_counts(name))}): "
+                "to re-point the name add --replace with --keep-rows (its rows stay: the same board) "
+                "or --drop-rows (its rows are deleted)"
+            )
+        return old
+
     def register(
-        self, name: str, kind: str, transport: dict[str, Any], facts: dict[str, Any], status: str = "available"
+        self,
+        name: str,
+        kind: str,
+        transport: dict[str, Any],
+        facts: dict[str, Any],
+        status: str = "available",
+        replace: str | None = None,
     ) -> Device:
-        """Add or update a device (facts are replaced by the fresh ones)."""
-        check_name(name)
+        """Add a device, or refresh one registered with the same transport and identity.
+
+        A taken name with another transport, or answering as another board, is
+        refused unless ``replace`` is ``"keep-rows"`` (the rows stay with the name)
+        or ``"drop-rows"`` (its rows are deleted in the same transaction).
+        """
         if kind not in KINDS:
             raise BadInput(f"unknown device kind {kind!r} (one of {', '.join(KINDS)})")
+        old = self.check_replace(name, transport, replace)
+        if old is not None and replace is None:
+            change = identity_change(old.facts, facts)
+            if change:
+                raise DeviceMismatch(
+                    f"device {name!r} now answers as another board ({change}), so its rows would move to it: "
+                    "if it is the same board add --replace --keep-rows, if not --replace --drop-rows "
+                    "(or register the new board under another name)"
+                )
         now = time.time()
-        old = self._row(name)
         row = {
             "name": name,
             "kind": kind,
             "transport_json": json.dumps(transport, sort_keys=True),
             "facts_json": json.dumps(facts, sort_keys=True, default=str),
             "status": status,
-            "first_seen": old.first_seen if old else now,
+            "first_seen": old.first_seen if old and replace != "drop-rows" else now,
             "last_seen": now,
+            "fingerprint": fingerprint(facts),
         }
+        from edgelat.lut.store import delete_device_rows
+
         with self.db.conn:
+            if old is not None and replace == "drop-rows":
+                delete_device_rows(self.db, name)
             self.db["devices"].upsert(row, pk="name")
         return self.get(name)
 
@@ -145,18 +253,69 @@ class Registry:
         with self.db.conn:
             self.db["devices"].update(name, {"status": status, "last_seen": time.time()})
 
-    def remove(self, name: str) -> None:
-        """Forget a device (its measurements stay in the tables)."""
+    def remove(self, name: str, keep_rows: bool = False) -> tuple[int, str | None]:
+        """Forget a device and delete its rows, or with ``keep_rows`` archive them under
+        a new name (``NAME.archived-YYYYmmdd-HHMMSS``, a device of kind ``archived`` that
+        ``lut show``/``lut export`` reach and that cannot run models), so registering
+        the name again starts empty. Returns (rows, archive name or None)."""
+        from edgelat.lut.store import delete_device_rows, move_device_rows
+
         if name == LOCAL:
             raise BadInput("the 'local' device is built in and cannot be removed")
-        self.get(name)
+        dev = self.get(name)
+        archive = self._archive_name(name) if keep_rows else None
         with self.db.conn:
+            if archive is None:
+                rows = delete_device_rows(self.db, name)
+            else:
+                rows = move_device_rows(self.db, name, archive)
+                self.db["devices"].insert(
+                    {
+                        "name": archive,
+                        "kind": "archived",
+                        "transport_json": json.dumps({"type": "archived", "of": name, "was": dev.transport}, sort_keys=True),
+                        "facts_json": json.dumps(dev.facts, sort_keys=True, default=str),
+                        "status": "archived",
+                        "first_seen": dev.first_seen,
+                        "last_seen": time.time(),
+                        "fingerprint": dev.fingerprint,
+                    }
+                )
             self.db["devices"].delete(name)
+        return rows, archive
+
+    def _archive_name(self, name: str) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        base = f"{name[: 64 - len(stamp) - 14]}.archived-{stamp}"
+        candidate, n = base, 1
+        while self.exists(candidate) or self.row_counts(candidate):
+            n += 1
+            candidate = f"{base}-{n}"
+        return check_name(candidate)
 
     def connect(self, name: str, **overrides: Any) -> DeviceClient:
         """A client for the device, by its transport (``overrides`` such as
-        ``runner="python"`` replace transport keys for this connection only)."""
-        return connect(self.get(name), **overrides)
+        ``runner="python"`` replace transport keys for this connection only).
+
+        A registered board or phone is asked for its facts first: one that answers
+        as another board (other identifying facts) is refused, so its
+        measurements are never stored under this name."""
+        device = self.get(name)
+        client = connect(device, **overrides)
+        if device.transport.get("type") in ("agent", "adb") and identity(device.facts):
+            try:
+                change = identity_change(device.facts, client.describe())
+            except BaseException:
+                client.close()
+                raise
+            if change:
+                client.close()
+                raise DeviceMismatch(
+                    f"device {name!r} answers as another board than the one registered ({change}); "
+                    f"nothing was measured: if it is the same board re-register it with --replace --keep-rows, "
+                    "if not with --replace --drop-rows, or register it under another name"
+                )
+        return client
 
 
 def connect(device: Device, **overrides: Any) -> DeviceClient:
@@ -176,6 +335,11 @@ def connect(device: Device, **overrides: Any) -> DeviceClient:
         from edgelat.agents.adb.bridge import client_for
 
         return client_for(transport, device.facts)
+    if t == "archived":
+        raise DeviceError(
+            f"device {device.name!r} holds the archived rows of the removed device {device.transport.get('of')!r}; "
+            "it cannot run models"
+        )
     if t == "imported":
         raise DeviceError(
             f"device {device.name!r} is known only from imported measurements; it cannot run models"

@@ -12,16 +12,57 @@ from pathlib import Path
 DB_NAME = "edgelat.db"
 
 
+def home_path() -> Path:
+    """Where the edgelat home is (``$EDGELAT_HOME`` or ``~/.edgelat``), without creating it."""
+    return Path(os.environ.get("EDGELAT_HOME") or Path.home() / ".edgelat").expanduser()
+
+
 def home() -> Path:
-    """The edgelat home directory, created on first use."""
-    path = Path(os.environ.get("EDGELAT_HOME") or Path.home() / ".edgelat").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    """The edgelat home directory, created on first use with mode 0700 (it holds the
+    registry, the tables and the ADB private key: no one else has to read them)."""
+    from edgelat.errors import StoreUnavailable
+
+    path = home_path()
+    what = f"EDGELAT_HOME ({path})" if os.environ.get("EDGELAT_HOME") else f"the edgelat home {path}"
+    if path.exists() and not path.is_dir():
+        raise StoreUnavailable(f"{what} is a file, not a folder: move the file away or set EDGELAT_HOME to a folder")
+    if not path.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)  # whatever the umask
+        except FileExistsError:
+            if not path.is_dir():
+                raise StoreUnavailable(
+                    f"{what} is a file, not a folder: move the file away or set EDGELAT_HOME to a folder"
+                ) from None
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create {what}: {exc.strerror or exc}; set EDGELAT_HOME to a folder you can write"
+            ) from exc
     return path
 
 
 def db_path() -> Path:
     """The one SQLite database: registry, lookup tables, predictors' metadata."""
     return home() / DB_NAME
+
+
+def db_timeout_s() -> float:
+    """How long a command waits for another process's lock on the database
+    (``EDGELAT_DB_TIMEOUT`` seconds, default 10) before it gives up with one line."""
+    from edgelat.errors import BadInput
+
+    raw = os.environ.get("EDGELAT_DB_TIMEOUT")
+    if not raw:
+        return 10.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise BadInput(f"EDGELAT_DB_TIMEOUT={raw!r} is not a number of seconds between 0 and 86400")
+    return value
 
 
 def hub_address() -> str | None:

@@ -47,6 +47,38 @@ class DeviceError(EdgelatError):
     """The device failed while running a job (disconnect, timeout, runner crash)."""
 
 
+class DeviceMismatch(DeviceError):
+    """A registered name answered with other identifying facts than it was registered with."""
+
+
+class StoreError(EdgelatError):
+    """The database (or ``EDGELAT_HOME``) cannot be used; nothing was changed in it."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged: garbage, truncated or empty. It is left as it is."""
+
+
+class StoreSchema(StoreError):
+    """The database has a schema this edgelat cannot use (written by a newer one)."""
+
+
+class StoreReadOnly(StoreError):
+    """The database, its folder or its filesystem is read-only."""
+
+
+class StoreLocked(StoreError):
+    """Another process held the database past the busy timeout."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the database's page limit) is full; the change was rolled back."""
+
+
+class StoreUnavailable(StoreError):
+    """``EDGELAT_HOME`` or the database cannot be opened (a file in the way, no permission, I/O error)."""
+
+
 def describe(exc: EdgelatError) -> str:
     """Serialise an error as ``"ClassName: message"`` so it survives any transport
     (a per-item error in a gRPC batch) and can be raised again as the same class."""
@@ -66,5 +98,5 @@ def revive(text: str) -> EdgelatError:
 _BY_NAME: dict[str, type[EdgelatError]] = {
     c.__name__: c
     for c in (UnknownDevice, UnknownPreset, BadInput, CorruptModel, AgentUnreachable, AuthFailed,
-              RuntimeUnavailable, DeviceError)
+              RuntimeUnavailable, DeviceError, DeviceMismatch, StoreError)
 }

@@ -10,12 +10,18 @@ Tables (all keyed so that re-measuring the same thing replaces, never duplicates
 
 A row is written as soon as its result arrives, in its own transaction, so a
 batch that dies halfway keeps everything it measured.
+
+Every table is created by the numbered migrations of :mod:`edgelat.lut.schema`;
+storage faults become one-line errors through :mod:`edgelat.lut.faults`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,80 +30,87 @@ import sqlite_utils
 
 from edgelat import config as _config
 from edgelat.agents.types import BenchmarkResult, RuntimeConfig
-
-LATENCY_COLUMNS = {
-    "median_ms": float,
-    "mean_ms": float,
-    "std_ms": float,
-    "p10_ms": float,
-    "p90_ms": float,
-    "n": int,
-    "rel_ci": float,
-    "stable": int,
-    "session_ms": float,
-    "first_run_ms": float,
-    "energy_mj": float,
-    "energy_note": str,
-    "peak_memory_bytes": int,
-    "environment_json": str,
-    "agent_version": str,
-    "measured_at": float,
-}
-
-CONFIG_COLUMNS = {
-    "config_key": str,
-    "runtime": str,
-    "runtime_version": str,
-    "threads": int,
-    "provider": str,
-    "precision": str,
-}
+from edgelat.errors import StoreUnavailable
+from edgelat.lut import faults as _faults
+from edgelat.lut import schema as _schema
 
 
 def open_db(path: str | Path | None = None) -> sqlite_utils.Database:
-    """Open (creating if needed) the database in WAL mode with every table present."""
+    """Open the database in WAL mode at the latest schema (creating it if there is none).
+
+    A damaged, empty or unwritable file is refused with one line (a
+    :class:`~edgelat.errors.StoreError`) and left as it is; an older schema is
+    upgraded by the numbered migrations of :mod:`edgelat.lut.schema`.
+    """
     path = Path(path) if path is not None else _config.db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_utils.Database(path)
-    db.conn.execute("PRAGMA busy_timeout = 10000")
-    if db.journal_mode != "wal":
-        db.enable_wal()
-    ensure_schema(db)
+    timeout_s = _config.db_timeout_s()
+    if not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the folder of {path}: {exc.strerror or exc}") from exc
+    _faults.preflight(path)
+    _faults.last_path = path
+    if not path.exists():
+        _create(path, timeout_s)
+    with _faults.translated(path, timeout_s):
+        db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=timeout_s))
+        try:
+            _configure(db, timeout_s)
+            _migrate(db, path)
+        except BaseException:
+            db.conn.close()
+            raise
     return db
 
 
+def _configure(db: sqlite_utils.Database, timeout_s: float) -> None:
+    db.conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    if db.journal_mode != "wal":
+        db.enable_wal()
+
+
+def _migrate(db: sqlite_utils.Database, path: Path | None) -> None:
+    try:
+        _schema.migrate(db.conn)
+    except _schema.NewerSchema as exc:
+        raise _faults.newer_schema(path or _faults.last_path or Path("edgelat.db"), exc.found, _schema.LATEST) from None
+
+
+def _create(path: Path, timeout_s: float) -> None:
+    """Build a new database beside ``path`` and move it into place only when complete,
+    so an interrupted creation (disk full, killed) never leaves an empty file there."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.new-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with _faults.translated(path, timeout_s):
+            conn = sqlite3.connect(tmp_name, timeout=timeout_s)
+            try:
+                db = sqlite_utils.Database(conn)
+                _configure(db, timeout_s)
+                _migrate(db, path)
+            finally:
+                conn.close()
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # fails if another process created it meanwhile: theirs is kept
+        except FileExistsError:
+            pass
+        except OSError:
+            if not path.exists():
+                os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the database {path}: {exc.strerror or exc}") from exc
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 def ensure_schema(db: sqlite_utils.Database) -> None:
-    """Create the tables the first time; later calls are no-ops."""
-    if not db["devices"].exists():
-        db["devices"].create(
-            {
-                "name": str,
-                "kind": str,
-                "transport_json": str,
-                "facts_json": str,
-                "status": str,
-                "first_seen": float,
-                "last_seen": float,
-            },
-            pk="name",
-        )
-    if not db["kernel_measurements"].exists():
-        db["kernel_measurements"].create(
-            {"device": str, **CONFIG_COLUMNS, "kernel_key": str, "op": str, "spec_json": str, **LATENCY_COLUMNS},
-            pk=("device", "config_key", "kernel_key"),
-        )
-        db["kernel_measurements"].create_index(["device", "config_key", "op"])
-    if not db["model_measurements"].exists():
-        db["model_measurements"].create(
-            {"device": str, **CONFIG_COLUMNS, "model_ref": str, "model_name": str, **LATENCY_COLUMNS},
-            pk=("device", "config_key", "model_ref"),
-        )
-    if not db["arch_measurements"].exists():
-        db["arch_measurements"].create(
-            {"space": str, "arch": str, "device": str, "latency_ms": float, "source": str},
-            pk=("space", "arch", "device"),
-        )
-        db["arch_measurements"].create_index(["space", "device"])
+    """Bring a database opened elsewhere (e.g. in memory) to the latest schema."""
+    with _faults.translated():
+        _migrate(db, None)
 
 
 def _result_columns(result: BenchmarkResult) -> dict[str, Any]:
@@ -207,3 +220,39 @@ def upsert_rows(db: sqlite_utils.Database, table: str, rows: Iterable[dict[str, 
     """Insert many rows into ``table`` in one transaction (bulk imports)."""
     with db.conn:
         db[table].upsert_all(rows, pk=db[table].pks)
+
+
+# ---------------------------------------------------------------- rows of a device
+def device_tables(db: sqlite_utils.Database) -> list[str]:
+    """Every table that keys rows by a ``device`` column (the registry itself excepted)."""
+    out = []
+    for (name,) in db.execute("select name from sqlite_master where type = 'table' order by name").fetchall():
+        if name != "devices" and "device" in _schema.columns(db.conn, name):
+            out.append(name)
+    return out
+
+
+def device_row_counts(db: sqlite_utils.Database, device: str) -> dict[str, int]:
+    """How many rows each table holds for ``device`` (tables with none left out)."""
+    counts = {}
+    for table in device_tables(db):
+        (n,) = db.execute(f"select count(*) from [{table}] where device = ?", [device]).fetchone()
+        if n:
+            counts[table] = int(n)
+    return counts
+
+
+def delete_device_rows(db: sqlite_utils.Database, device: str) -> int:
+    """Delete every row of ``device`` (call inside the caller's transaction); returns how many."""
+    total = 0
+    for table in device_tables(db):
+        total += db.execute(f"delete from [{table}] where device = ?", [device]).rowcount
+    return total
+
+
+def move_device_rows(db: sqlite_utils.Database, device: str, to: str) -> int:
+    """Give every row of ``device`` to the name ``to`` (call inside the caller's transaction)."""
+    total = 0
+    for table in device_tables(db):
+        total += db.execute(f"update [{table}] set device = ? where device = ?", [to, device]).rowcount
+    return total

@@ -229,24 +229,10 @@ def training_set(
 
 # ---------------------------------------------------------------- persistence
 def _ensure_table(db: sqlite_utils.Database) -> None:
-    if not db[TABLE].exists():
-        db[TABLE].create(
-            {
-                "space": str,
-                "device": str,
-                "config_key": str,
-                "kind": str,
-                "model_json": str,
-                "n_samples": int,
-                "n_features": int,
-                "fit_seconds": float,
-                "metrics_json": str,
-                "validation": str,
-                "sources_json": str,
-                "fitted_at": float,
-            },
-            pk=("space", "device", "config_key"),
-        )
+    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
+    from edgelat.lut.store import ensure_schema
+
+    ensure_schema(db)
 
 
 def save_predictor(

@@ -90,26 +90,10 @@ def model_weights(items: Sequence[Any]) -> float:
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
-    if not db[MODELS_TABLE].exists():
-        db[MODELS_TABLE].create(
-            {
-                "device": str,
-                "config_key": str,
-                "model_ref": str,
-                "name": str,
-                "role": str,
-                "fmt": str,
-                "kernels_json": str,
-                "n_kernels": int,
-                "recorded_at": float,
-            },
-            pk=("device", "config_key", "model_ref"),
-        )
-    if not db[CAL_TABLE].exists():
-        db[CAL_TABLE].create(
-            {"device": str, "config_key": str, "form": str, "coef_json": str, "meta_json": str, "fitted_at": float},
-            pk=("device", "config_key"),
-        )
+    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
+    from edgelat.lut.store import ensure_schema
+
+    ensure_schema(db)
 
 
 def record_model(

@@ -139,24 +139,10 @@ def judge(fused_ms: float, first_ms: float, second_ms: float, overhead_ms: float
 
 
 def ensure_table(db: sqlite_utils.Database) -> None:
-    if not db[TABLE].exists():
-        db[TABLE].create(
-            {
-                "device": str,
-                "config_key": str,
-                "op": str,
-                "act": str,
-                "verdict": str,
-                "fused_ms": float,
-                "first_ms": float,
-                "second_ms": float,
-                "overhead_ms": float,
-                "saved_ms": float,
-                "second_cost_ms": float,
-                "measured_at": float,
-            },
-            pk=("device", "config_key", "op", "act"),
-        )
+    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
+    from edgelat.lut.store import ensure_schema
+
+    ensure_schema(db)
 
 
 def load_rules(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> FusionRules:

@@ -23,17 +23,19 @@ they are what ``predictor report`` calls held out, and what adaptive sampling
 uses to find where the predictor is worst.
 
 Persistence: one row per device + config in the ``kernel_predictors`` table
-of the same database, holding the fitted object pickled (scikit-learn models
-have no portable format; the row also records the scikit-learn version, and
-a predictor pickled by another version is refitted from the table instead of
-being trusted).
+of the same database, as data only: the state as JSON and the regressors as an
+``.npz`` of numeric arrays (linear coefficients; the trees' node arrays, see
+:mod:`edgelat.predictors.trees`), read back with ``allow_pickle=False``. Loading
+a stored predictor never runs code; a row of the old pickle format is refused
+with one line that says to rebuild it.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import pickle
 import time
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,9 +43,12 @@ import sqlite_utils
 
 from edgelat.agents.types import RuntimeConfig
 from edgelat.errors import BadInput
+from edgelat.predictors.trees import TreeEnsemble
 from edgelat.profiler.ops import FEATURE_NAMES, OP_TYPES, KernelSpec
 
 TABLE = "kernel_predictors"
+#: how a predictor row is stored (the ``format`` column); rows without it are old pickles
+FORMAT = "edgelat-kernel-predictor/npz-1"
 CANDIDATES = ("linear", "forest", "boosted")
 _CHEAP_ACTS = ("relu", "relu6")
 # Work a kernel does, split by the kind of primitive that does it (each runs at its own speed).
@@ -159,8 +164,22 @@ class _Linear:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.maximum(_linear_design(X) @ self.coef_, 1e-6)
 
+    def to_data(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"kind": "linear"}, {prefix + "coef": np.asarray(self.coef_, dtype=np.float64)}
+
+    @classmethod
+    def from_data(cls, state: dict[str, Any], arrays: Any, prefix: str) -> "_Linear":
+        model = cls()
+        model.coef_ = np.asarray(arrays[prefix + "coef"], dtype=np.float64)
+        if model.coef_.shape != (len(COMPONENT_NAMES),):
+            raise ValueError("linear coefficients of the wrong length")
+        return model
+
 
 class _Forest:
+    """A random forest on log features -> log latency. Fitted with scikit-learn; a
+    loaded one predicts from its stored node arrays (:class:`TreeEnsemble`)."""
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
@@ -172,11 +191,34 @@ class _Forest:
         ).fit(_tree_features(X), np.log(y))
         return self
 
+    def _log_predict(self, F: np.ndarray) -> np.ndarray:
+        if hasattr(self, "model_"):
+            return self.model_.predict(F)
+        return self.trees_.predict(F)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.exp(self.model_.predict(_tree_features(X)))
+        return np.exp(self._log_predict(_tree_features(X)))
+
+    def ensemble(self) -> TreeEnsemble:
+        if hasattr(self, "trees_"):
+            return self.trees_
+        return TreeEnsemble.from_sklearn(list(self.model_.estimators_), mean=True)
+
+    def to_data(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        trees = self.ensemble()
+        return {"kind": "forest", "trees": trees.scalars()}, trees.arrays(prefix + "trees/")
+
+    @classmethod
+    def from_data(cls, state: dict[str, Any], arrays: Any, prefix: str) -> "_Forest":
+        model = cls(random_state=0)
+        model.trees_ = TreeEnsemble.from_arrays(arrays, prefix + "trees/", state["trees"])
+        return model
 
 
 class _Boosted:
+    """The linear model times exp(gradient boosting on log features -> log(measured / linear));
+    a loaded one predicts from its stored node arrays."""
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
@@ -191,7 +233,33 @@ class _Boosted:
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.base_.predict(X) * np.exp(self.model_.predict(_tree_features(X)))
+        F = _tree_features(X)
+        resid = self.model_.predict(F) if hasattr(self, "model_") else self.trees_.predict(F)
+        return self.base_.predict(X) * np.exp(resid)
+
+    def ensemble(self) -> TreeEnsemble:
+        if hasattr(self, "trees_"):
+            return self.trees_
+        m = self.model_
+        # squared-error boosting: the initial estimate is a constant (the mean), then
+        # each stage adds learning_rate times its tree's leaf value
+        base = float(m.init_.predict(np.zeros((1, m.n_features_in_)))[0])
+        return TreeEnsemble.from_sklearn([e[0] for e in m.estimators_], base=base, scale=m.learning_rate)
+
+    def to_data(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        trees = self.ensemble()
+        _, lin = self.base_.to_data(prefix + "base/")
+        return {"kind": "boosted", "trees": trees.scalars()}, {**lin, **trees.arrays(prefix + "trees/")}
+
+    @classmethod
+    def from_data(cls, state: dict[str, Any], arrays: Any, prefix: str) -> "_Boosted":
+        model = cls(random_state=0)
+        model.base_ = _Linear.from_data({}, arrays, prefix + "base/")
+        model.trees_ = TreeEnsemble.from_arrays(arrays, prefix + "trees/", state["trees"])
+        return model
+
+
+_KINDS = {"linear": _Linear, "forest": _Forest, "boosted": _Boosted}
 
 
 def _make(name: str, random_state: int):
@@ -371,6 +439,8 @@ class KernelPredictor:
         return cls(**params).fit(specs, y)
 
     def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
+        """Store the predictor as data: JSON for the small state, an ``.npz`` of plain
+        numeric arrays for the regressors (see :data:`FORMAT`; nothing is pickled)."""
         import sklearn
 
         ensure_table(db)
@@ -381,6 +451,15 @@ class KernelPredictor:
             "n_rows": self.n_rows_,
             "params": {k: getattr(self, k) for k in ("min_rows", "tree_min_rows", "n_folds", "candidates", "random_state")},
         }
+        models: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for i, (op, model) in enumerate(sorted(self.models_.items())):
+            state, data = model.to_data(f"m{i}/")
+            models[op] = {**state, "prefix": f"m{i}/"}
+            arrays.update(data)
+        meta["state"] = {"models": models, "cv_pred": self.cv_pred_, "fitted_at": self.fitted_at_}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
         row = {
             "device": device,
             "config_key": config.key(),
@@ -388,7 +467,8 @@ class KernelPredictor:
             "fitted_at": self.fitted_at_,
             "sklearn_version": sklearn.__version__,
             "meta_json": json.dumps(meta, sort_keys=True),
-            "blob": pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL),
+            "blob": buf.getvalue(),
+            "format": FORMAT,
         }
         with db.conn:
             db[TABLE].upsert(row, pk=("device", "config_key"))
@@ -397,45 +477,58 @@ class KernelPredictor:
     def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> "KernelPredictor | None":
         """The stored predictor of a device + config, or None if none was built.
 
-        Its exact table is refreshed from the live table, so kernels measured
-        after the fit (e.g. on demand by ``predict``) are used as they are.
+        Only data is read (``np.load(allow_pickle=False)`` and JSON): a row of the
+        old pickle format is refused with one line, never unpickled. Its exact
+        table is refreshed from the live table, so kernels measured after the fit
+        (e.g. on demand by ``predict``) are used as they are.
         """
-        import sklearn
+        from edgelat.errors import StoreCorrupt, StoreSchema
 
         ensure_table(db)
         rows = list(db[TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
         if not rows:
             return None
         row = rows[0]
-        model = None
-        if row["sklearn_version"] == sklearn.__version__:
-            try:
-                model = pickle.loads(row["blob"])
-            except Exception:  # unreadable blob: refit below rather than fail
-                model = None
-        if not isinstance(model, cls):
-            params = json.loads(row["meta_json"]).get("params", {})
-            model = cls.from_table(db, device, config, **params)
-            model.save(db, device, config)
+        rebuild = f"rebuild it with 'edgelat predictor build --device {device}'"
+        if row.get("format") != FORMAT:
+            raise StoreSchema(
+                f"the kernel predictor of {device!r} ({config.key()}) was saved in an old format (a pickle), "
+                f"which is never loaded because loading it could run code: {rebuild}"
+            )
+        try:
+            model = cls._from_data(json.loads(row["meta_json"]), row["blob"])
+        except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            raise StoreCorrupt(
+                f"the stored kernel predictor of {device!r} ({config.key()}) is damaged ({exc}): {rebuild}"
+            ) from None
         specs, y = table_specs(db, device, config)
         model.table_ = {s.key: float(v) for s, v in zip(specs, y)}
         return model
 
+    @classmethod
+    def _from_data(cls, meta: dict[str, Any], blob: bytes) -> "KernelPredictor":
+        params = meta.get("params", {})
+        model = cls(**{k: params[k] for k in ("min_rows", "tree_min_rows", "n_folds", "random_state") if k in params})
+        if "candidates" in params:
+            model.candidates = tuple(params["candidates"])
+        state = meta["state"]
+        model.choice_ = dict(meta["choice"])
+        model.cv_ = dict(meta["cv_mape"])
+        model.n_rows_ = dict(meta["n_rows"])
+        model.cv_pred_ = {str(k): float(v) for k, v in state["cv_pred"].items()}
+        model.fitted_at_ = float(state["fitted_at"])
+        model.models_ = {}
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+            for op, m in state["models"].items():
+                model.models_[op] = _KINDS[m["kind"]].from_data(m, arrays, m["prefix"])
+        return model
+
 
 def ensure_table(db: sqlite_utils.Database) -> None:
-    if not db[TABLE].exists():
-        db[TABLE].create(
-            {
-                "device": str,
-                "config_key": str,
-                "n_rows": int,
-                "fitted_at": float,
-                "sklearn_version": str,
-                "meta_json": str,
-                "blob": bytes,
-            },
-            pk=("device", "config_key"),
-        )
+    """The table is created by the store's migrations (:mod:`edgelat.lut.schema`)."""
+    from edgelat.lut.store import ensure_schema
+
+    ensure_schema(db)
 
 
 def table_specs(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> tuple[list[KernelSpec], np.ndarray]:

@@ -293,19 +293,10 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
 
 # --------------------------------------------------------------------------- build state
 def ensure_state_table(db: sqlite_utils.Database) -> None:
-    if not db[STATE_TABLE].exists():
-        db[STATE_TABLE].create(
-            {
-                "device": str,
-                "config_key": str,
-                "spent_s": float,
-                "rounds": int,
-                "seed": int,
-                "updated_at": float,
-                "summary_json": str,
-            },
-            pk=("device", "config_key"),
-        )
+    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
+    from edgelat.lut.store import ensure_schema
+
+    ensure_schema(db)
 
 
 def build_state(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:

@@ -24,7 +24,9 @@ def test_local_is_always_there(registry):
 def test_register_update_and_remove(registry):
     registry.register("rpi5", "board", {"type": "agent", "address": "127.0.0.1:1"}, {"cores": 4})
     first = registry.get("rpi5")
-    registry.register("rpi5", "board", {"type": "agent", "address": "127.0.0.1:2"}, {"cores": 8})
+    with pytest.raises(BadInput, match="already registered"):  # re-pointing a name needs replace
+        registry.register("rpi5", "board", {"type": "agent", "address": "127.0.0.1:2"}, {"cores": 4})
+    registry.register("rpi5", "board", {"type": "agent", "address": "127.0.0.1:2"}, {"cores": 8}, replace="keep-rows")
     again = registry.get("rpi5")
     assert again.first_seen == first.first_seen and again.facts == {"cores": 8}
     assert [d.name for d in registry.list()] == ["local", "rpi5"]

@@ -18,14 +18,31 @@ from edgelat.errors import EdgelatError
 
 
 class EdgelatGroup(click.Group):
-    """A group that turns :class:`EdgelatError` into a one-line message and exit 1."""
+    """A group that turns :class:`EdgelatError` into a one-line message and exit 1.
+
+    An ``sqlite3`` error that reaches it (a fault of the database met in the middle
+    of a command: disk full, lock timeout, a damaged page) is rendered the same way,
+    through :func:`edgelat.lut.faults.translate`.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        import sqlite3
+
         try:
             return super().invoke(ctx)
         except EdgelatError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
+        except sqlite3.Error as exc:
+            from edgelat.lut.faults import translate
+
+            _fail(ctx, translate(exc))
+
+
+def _fail(ctx: click.Context, exc: EdgelatError) -> None:
+    """Print the error as one line on stderr and exit with its code."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    click.echo(f"error: {text}", err=True)
+    ctx.exit(exc.exit_code)
 
 
 @click.group(cls=EdgelatGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,9 +6,11 @@ Phones are registered by ``devices register-phone`` (see ``edgelat/cli/phone.py`
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -21,6 +23,46 @@ def _when(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
+def replace_options(f: Callable) -> Callable:
+    """``--replace`` with ``--keep-rows``/``--drop-rows``: re-point a registered name;
+    gives the command a ``replace`` kwarg (None, "keep-rows" or "drop-rows")."""
+
+    @click.option("--replace", is_flag=True, help="Re-point a name that is already registered (say what becomes of its rows).")
+    @click.option("--keep-rows", is_flag=True, help="With --replace: the name keeps its rows (the same board, reached anew).")
+    @click.option("--drop-rows", is_flag=True, help="With --replace: delete the name's rows (a different board).")
+    @functools.wraps(f)
+    def wrapper(*args: Any, replace: bool, keep_rows: bool, drop_rows: bool, **kwargs: Any) -> Any:
+        kwargs["replace"] = rows_choice(replace, keep_rows, drop_rows)
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def rows_choice(replace: bool, keep_rows: bool, drop_rows: bool) -> str | None:
+    """What ``--replace`` does with the rows; asked when interactive and not given."""
+    from edgelat.errors import BadInput
+
+    if keep_rows and drop_rows:
+        raise BadInput("give only one of --keep-rows and --drop-rows")
+    if (keep_rows or drop_rows) and not replace:
+        raise BadInput("--keep-rows and --drop-rows go with --replace")
+    if not replace:
+        return None
+    if keep_rows or drop_rows:
+        return "keep-rows" if keep_rows else "drop-rows"
+    if _interactive():
+        answer = click.prompt(
+            "keep the name's rows (same board) or drop them (a different board)?",
+            type=click.Choice(["keep", "drop"]),
+        )
+        return f"{answer}-rows"
+    raise BadInput("--replace needs --keep-rows (the name keeps its rows) or --drop-rows (they are deleted)")
+
+
 @devices.command("register")
 @click.argument("name")
 @click.option("--agent", "address", required=True, metavar="HOST:PORT", help="Address of a running 'edgelat agent serve'.")
@@ -28,30 +70,37 @@ def _when(ts: float | None) -> str:
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA certificate when the agent uses TLS.")
 @click.option("--kind", type=click.Choice(["board", "gpu-host", "host"]), default=None,
               help="Device kind (default: gpu-host when the agent reports a GPU provider, else board).")
+@replace_options
 @json_option
-def register(name: str, address: str, token_file: str | None, tls_ca: str | None, kind: str | None, as_json: bool) -> None:
+def register(name: str, address: str, token_file: str | None, tls_ca: str | None, kind: str | None,
+             replace: str | None, as_json: bool) -> None:
     """Register a board or GPU host reached through its agent; the facts are read from the agent.
+
+    A name stays bound to one board: registering it again at another address, or
+    when another board answers there, is refused unless --replace says what
+    becomes of its rows. 'local' (this machine) cannot be registered.
 
     \b
     Example:
       edgelat agent serve --listen 127.0.0.1:50051          # on the board
       edgelat devices register rpi5 --agent 127.0.0.1:50051
+      edgelat devices register rpi5 --agent 10.0.0.9:50051 --replace --keep-rows   # same board, new address
     """
-    from edgelat.devices.registry import Device, check_name, connect
+    from edgelat.devices.registry import Device, connect
 
     db, registry = open_registry()
-    check_name(name)
     transport: dict[str, Any] = {"type": "agent", "address": address}
     if token_file:
         transport["token_file"] = str(Path(token_file).resolve())
     if tls_ca:
         transport["tls_ca"] = str(Path(tls_ca).resolve())
+    registry.check_replace(name, transport, replace)  # before the agent is contacted
     # Read the facts before writing anything: an unreachable agent or a bad token leaves the registry unchanged.
     with connect(Device(name=name, kind="board", transport=transport)) as client:
         facts = client.describe()
     if kind is None:
         kind = "gpu-host" if facts.get("kind") == "gpu-host" else "board"
-    device = registry.register(name, kind, transport, facts)
+    device = registry.register(name, kind, transport, facts, replace=replace)
     if as_json:
         emit_json(device.to_dict())
     else:
@@ -115,13 +164,21 @@ def show(name: str, as_json: bool) -> None:
 
 @devices.command("remove")
 @click.argument("name")
-def remove(name: str) -> None:
-    """Forget a device. Its measurements stay in the tables.
+@click.option("--keep-rows", is_flag=True,
+              help="Archive the rows under NAME.archived-<time> (still shown by 'lut show') instead of deleting them.")
+def remove(name: str, keep_rows: bool) -> None:
+    """Forget a device and delete its measurements and predictors (or archive them).
+
+    Registering the name again starts empty either way.
 
     \b
     Example:
       edgelat devices remove rpi5
+      edgelat devices remove rpi5 --keep-rows
     """
     _, registry = open_registry()
-    registry.remove(name)
-    click.echo(f"removed {name}")
+    rows, archive = registry.remove(name, keep_rows=keep_rows)
+    if archive:
+        click.echo(f"removed {name}; its {rows} rows are archived as {archive} (edgelat lut show --device {archive})")
+    else:
+        click.echo(f"removed {name} and its {rows} rows")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
+from edgelat.cli.devices import replace_options
 
 RUNNER_CHOICES = ["benchmark_model", "ort-perf-test", "python"]
 
@@ -64,10 +65,11 @@ def _runner_present(runner: str, facts: dict[str, Any]) -> bool:
               metavar="PATH", help="Host path of a TFLite benchmark_model binary to push to /data/local/tmp/edgelat/.")
 @click.option("--auth-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to wait for you to accept the 'Allow USB debugging' prompt on the phone.")
+@replace_options
 @json_option
 def register_phone(
     name: str, serial: str | None, address: str | None, runner: str, python: str,
-    benchmark_model: str | None, auth_timeout: float, as_json: bool,
+    benchmark_model: str | None, auth_timeout: float, replace: str | None, as_json: bool,
 ) -> None:
     """Register an Android phone reached over ADB (USB or TCP) and read its facts.
 
@@ -81,16 +83,17 @@ def register_phone(
       edgelat devices register-phone pixel7 --address 192.168.1.20:5555 \\
           --benchmark-model ~/tflite/benchmark_model
       edgelat devices register-phone board --address 10.0.0.7:5555 --runner python --python /usr/bin/python3
+      edgelat devices register-phone pixel7 --address 192.168.1.31:5555 --replace --keep-rows   # same phone, new address
       edgelat devices show pixel7
     """
     from edgelat.agents.adb.bridge import AdbBackend
     from edgelat.agents.adb.connection import AdbConnection, Timeouts
     from edgelat.agents.adb.facts import check_python_path
-    from edgelat.devices.registry import check_name
+    from edgelat.devices.registry import check_registrable
     from edgelat.errors import BadInput
 
     # Validate everything before touching the phone or the database.
-    check_name(name)
+    check_registrable(name)
     if bool(serial) == bool(address):
         raise BadInput("give exactly one of --serial (USB) or --address HOST:PORT (adb over TCP)")
     check_python_path(python)
@@ -111,7 +114,7 @@ def register_phone(
     finally:
         backend.close()
     facts.pop("bridge", None)
-    device = registry.register(name, "phone", transport, facts)
+    device = registry.register(name, "phone", transport, facts, replace=replace)
     if not _runner_present(runner, facts):
         hint = {
             "benchmark_model": "push it with --benchmark-model PATH",
