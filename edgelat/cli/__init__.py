@@ -10,6 +10,7 @@ from edgelat.cli import profile as _profile  # noqa: F401,E402
 from edgelat.cli import lut as _lut  # noqa: F401,E402
 from edgelat.cli import predict as _predict  # noqa: F401,E402
 from edgelat.cli import predictor_build as _predictor_build  # noqa: F401,E402
+from edgelat.cli import predictor_list as _predictor_list  # noqa: F401,E402
 from edgelat.cli import search as _search  # noqa: F401,E402
 from edgelat.cli import spaces as _spaces  # noqa: F401,E402
 from edgelat.cli import quickstart as _quickstart  # noqa: F401,E402

@@ -172,14 +172,25 @@ def open_registry() -> Any:
     return db, Registry(db)
 
 
-def stderr_console() -> Any:
-    """A rich console on stderr: progress and tables never pollute ``--json`` stdout."""
+#: width given to tables written to a file or pipe: lines are never wrapped for a reader that
+#: is not a terminal (a log, CI, grep)
+PIPE_WIDTH = 1000
+
+
+def _console(stderr: bool) -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=PIPE_WIDTH)
+    return console
+
+
+def stderr_console() -> Any:
+    """A rich console on stderr: progress and tables never pollute ``--json`` stdout."""
+    return _console(stderr=True)
 
 
 def stdout_console() -> Any:
-    from rich.console import Console
-
-    return Console()
+    """A rich console on stdout; unwrapped when stdout is not a terminal."""
+    return _console(stderr=False)
