@@ -295,11 +295,14 @@ class AgentServicer(pb_grpc.AgentServicer):
                     _invalid(context, f"total_bytes must be >= 0, got {declared}")
                 if declared > self.cache.max_bytes:
                     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_big(declared))
-            if incoming.size + len(chunk.data) > self.cache.max_bytes:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_big(incoming.size + len(chunk.data)))
-            if declared and incoming.size + len(chunk.data) > declared:
+            data = chunk.data  # a copy on each access: take it once
+            del chunk
+            if incoming.size + len(data) > self.cache.max_bytes:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_big(incoming.size + len(data)))
+            if declared and incoming.size + len(data) > declared:
                 _invalid(context, f"the upload is longer than the {declared} bytes its first chunk declared")
-            incoming.write(chunk.data)
+            incoming.write(data)
+            del data
         if upload.timed_out:  # the watchdog fired as the last chunk arrived
             raise _Dropped()
         if not sha:
