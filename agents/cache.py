@@ -56,13 +56,15 @@ class IncomingModel:
     def __init__(self, cache: "ModelCache") -> None:
         fd, name = tempfile.mkstemp(dir=cache.directory, prefix=PARTIAL_PREFIX)
         self.path = Path(name)
-        self._fh = os.fdopen(fd, "wb")
+        self._fh = os.fdopen(fd, "wb", buffering=0)  # on disk at once: other uploads see its size
         self._hash = hashlib.sha256()
         self.size = 0
         self.committed = False
 
     def write(self, data: bytes) -> None:
-        self._fh.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) or 0:]
         self._hash.update(data)
         self.size += len(data)
 

@@ -57,6 +57,7 @@ _DTYPES: dict[str, Any] = {
 }
 
 
+_ALLOC_FAILED = re.compile(r"Failed to allocate memory for requested buffer of size (\d+)")
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed: ?)?")
 
 
@@ -82,7 +83,14 @@ class OrtSession(Session):
         self.provider = provider
 
     def run(self) -> None:
-        self._sess.run(self._outputs, self.inputs)
+        try:
+            self._sess.run(self._outputs, self.inputs)
+        except Exception as exc:
+            # Say "out of memory" in words: the arena's message is long and cut before its point.
+            found = _ALLOC_FAILED.search(str(exc))
+            if found:
+                raise MemoryError(f"out of memory: a buffer of {found.group(1)} bytes could not be allocated") from None
+            raise
 
     def close(self) -> None:
         self._sess = None
