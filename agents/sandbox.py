@@ -230,8 +230,13 @@ class SandboxedBackend(Backend):
         return self._call("benchmark", (Path(model_path), model_format, config, protocol), {})
 
     def close(self) -> None:
-        with self._lock:
-            self._stop_worker(graceful=True)
+        if self._lock.acquire(timeout=5.0):
+            try:
+                self._stop_worker(graceful=True)
+            finally:
+                self._lock.release()
+        elif self._proc is not None:  # a call is still running: end its worker, the call then fails
+            self._proc.kill()
         with self._parent_lock:
             if self._parent_backend is not None:
                 self._parent_backend.close()
