@@ -31,6 +31,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -56,6 +57,7 @@ DEFAULT_CALL_TIMEOUT_S = 600.0  # calls that name no protocol (describe in the w
 MAX_REPLY_BYTES = 64 << 20
 DEFAULT_MEMORY_FRACTION = 0.75
 
+_SHA_NAME = re.compile(r"^[0-9a-f]{64}$")
 _TYPES: dict[str, type] = {
     c.__name__: c for c in (RuntimeConfig, MeasurementProtocol, BenchmarkResult, BenchmarkItem, LatencySummary)
 }
@@ -364,7 +366,10 @@ class SandboxedBackend(Backend):
 
 def _what(method: str, args: tuple) -> str:
     path = next((a for a in args if isinstance(a, Path)), None)
-    return f"benchmarking {path.name}" if method == "benchmark" and path is not None else f"the {method} call"
+    if path is None:
+        return f"the {method} call"
+    name = f"model {path.name[:12]}" if _SHA_NAME.match(path.name) else path.name  # cached models are named by hash
+    return f"benchmarking {name}" if method == "benchmark" else f"the {method} call on {name}"
 
 
 def _death(code: int | None, memory_bytes: int | None) -> str:
