@@ -3,20 +3,31 @@
 Files are named by their sha256, so a name never comes from a request, and the
 cache never holds more than ``max_bytes``: the least recently used models go
 first when a new one arrives.
+
+An upload streams into a partial file (``.incoming-*``) while it is hashed, so
+an agent holds one chunk of a model in memory, never the whole model; only a
+verified file is renamed to its hash. Partial files count against the cap while
+they grow, and those left behind by a killed agent are swept when a cache opens
+(and at every store) once nobody has written them for ``stale_s`` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
 import threading
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from edgelat.errors import BadInput
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+PARTIAL_PREFIX = ".incoming-"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -26,56 +37,178 @@ def sha256_bytes(data: bytes) -> str:
 def check_sha(sha: str) -> str:
     """Validate a content hash taken from a request (it becomes a file name)."""
     if not isinstance(sha, str) or not _SHA.match(sha):
-        raise BadInput(f"not a sha256 hex digest: {sha!r}")
+        shown = sha[:80] + "..." if isinstance(sha, str) and len(sha) > 80 else sha
+        raise BadInput(f"not a sha256 hex digest: {shown!r}")
     return sha
+
+
+class CacheFull(BadInput):
+    """The model does not fit under the cache cap (even after evicting every unused model)."""
+
+
+class IncomingModel:
+    """A model being received: appended chunk by chunk to a partial file and hashed on the way.
+
+    Made by :meth:`ModelCache.incoming`; :meth:`ModelCache.commit` moves it into
+    place, :meth:`discard` removes it (safe to call after a commit).
+    """
+
+    def __init__(self, cache: "ModelCache") -> None:
+        fd, name = tempfile.mkstemp(dir=cache.directory, prefix=PARTIAL_PREFIX)
+        self.path = Path(name)
+        self._fh = os.fdopen(fd, "wb", buffering=0)  # on disk at once: other uploads see its size
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.committed = False
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) or 0:]
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self) -> str:
+        """Close the file; returns the sha256 of everything written."""
+        if not self._fh.closed:
+            self._fh.close()
+        return self._hash.hexdigest()
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        if not self.committed:
+            self.path.unlink(missing_ok=True)
 
 
 class ModelCache:
     """A size-capped directory of model files keyed by sha256."""
 
-    def __init__(self, directory: str | Path, max_bytes: int = 2 << 30) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int = 2 << 30, stale_s: float = 120.0) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self.stale_s = stale_s
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._pins: Counter[str] = Counter()
+        self.swept = self.sweep_partials()
+
+    # -- lookups ------------------------------------------------------------------
 
     def path(self, sha: str) -> Path | None:
         """The cached file for ``sha``, or None; touching it marks it recently used."""
         p = self.directory / check_sha(sha)
-        if not p.exists():
+        try:
+            os.utime(p)
+        except FileNotFoundError:
             return None
-        os.utime(p)
         return p
+
+    @contextlib.contextmanager
+    def pinned(self, sha: str) -> Iterator[None]:
+        """Keep ``sha`` from being evicted while it is benchmarked (uploads run concurrently)."""
+        with self._lock:
+            self._pins[sha] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins[sha] -= 1
+                if self._pins[sha] <= 0:
+                    del self._pins[sha]
+
+    # -- storing ------------------------------------------------------------------
 
     def put(self, data: bytes, expected_sha: str | None = None) -> str:
         """Store ``data``; verifies ``expected_sha`` when given. Returns the sha."""
-        sha = sha256_bytes(data)
-        if expected_sha is not None and check_sha(expected_sha) != sha:
-            raise BadInput(f"model content hash mismatch: got {sha}, expected {expected_sha}")
         if len(data) > self.max_bytes:
-            raise BadInput(f"model of {len(data)} bytes exceeds the agent cache cap of {self.max_bytes} bytes")
+            raise CacheFull(f"model of {len(data)} bytes exceeds the agent cache cap of {self.max_bytes} bytes")
+        incoming = self.incoming()
+        try:
+            incoming.write(data)
+            return self.commit(incoming, expected_sha)
+        finally:
+            incoming.discard()
+
+    def incoming(self) -> IncomingModel:
+        """A new partial file to stream a model into (see :class:`IncomingModel`)."""
+        return IncomingModel(self)
+
+    def commit(self, incoming: IncomingModel, expected_sha: str | None = None) -> str:
+        """Verify ``incoming`` and move it into place, evicting least recently used models
+        to stay under the cap. Returns the sha; raises BadInput on a hash mismatch and
+        :class:`CacheFull` when it cannot fit."""
+        sha = incoming.finish()
+        if expected_sha is not None and check_sha(expected_sha) != sha:
+            raise BadInput(
+                f"model content hash mismatch: got {sha}, expected {expected_sha} "
+                f"({incoming.size} bytes received; the upload was truncated or altered)"
+            )
         with self._lock:
             target = self.directory / sha
-            if not target.exists():
-                self._evict(len(data))
-                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".incoming-")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, target)
-            else:
+            if target.exists():
                 os.utime(target)
+                incoming.discard()
+                return sha
+            self._evict(incoming)
+            os.replace(incoming.path, target)
+            incoming.committed = True
         return sha
 
+    # -- accounting ---------------------------------------------------------------
+
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self._files())
+        """Bytes on disk: cached models plus partial uploads."""
+        return sum(_size(p) for p in self._files()) + sum(_size(p) for p in self._partials())
+
+    def sweep_partials(self, older_than_s: float | None = None) -> int:
+        """Remove partial files nobody wrote for ``older_than_s`` (default ``stale_s``); returns how many."""
+        limit = time.time() - (self.stale_s if older_than_s is None else older_than_s)
+        removed = 0
+        for p in self._partials():
+            try:
+                if p.stat().st_mtime <= limit:
+                    p.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def _files(self) -> list[Path]:
-        return [p for p in self.directory.iterdir() if p.is_file() and _SHA.match(p.name)]
+        return [p for p in self.directory.iterdir() if _SHA.match(p.name) and p.is_file()]
 
-    def _evict(self, incoming: int) -> None:
-        files = sorted(self._files(), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        while files and total + incoming > self.max_bytes:
-            victim = files.pop(0)
-            total -= victim.stat().st_size
+    def _partials(self) -> list[Path]:
+        return [p for p in self.directory.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
+
+    def _evict(self, incoming: IncomingModel) -> None:
+        """Make room for ``incoming`` (called under the lock). Other uploads in progress
+        count against the cap; pinned models are never evicted."""
+        self.sweep_partials()
+        others = sum(_size(p) for p in self._partials() if p != incoming.path)
+        files = sorted(self._files(), key=_mtime)
+        total = sum(_size(p) for p in files) + others
+        evictable = [p for p in files if p.name not in self._pins]
+        while evictable and total + incoming.size > self.max_bytes:
+            victim = evictable.pop(0)
+            total -= _size(victim)
             victim.unlink(missing_ok=True)
+        if total + incoming.size > self.max_bytes:
+            raise CacheFull(
+                f"model of {incoming.size} bytes does not fit in the agent cache cap of {self.max_bytes} bytes "
+                f"({total} bytes are models in use or uploads in progress); retry when they are done, "
+                "or restart the agent with a larger --cache-max-mb"
+            )
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

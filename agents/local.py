@@ -38,7 +38,7 @@ from edgelat.agents.measure import run_protocol
 from edgelat.agents.runtimes.base import short_reason
 from edgelat.agents.runtimes.registry import available_runtimes, get_runtime
 from edgelat.agents.types import FORMATS, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
-from edgelat.errors import BadInput, CorruptModel
+from edgelat.errors import BadInput, CorruptModel, DeviceError
 
 _KB = 1024
 
@@ -107,11 +107,11 @@ def _sha256_file(path: Path) -> str:
 
 
 def _check_protocol(p: MeasurementProtocol) -> None:
-    if not (p.warmup >= 0 and 1 <= p.min_runs <= p.max_runs and p.max_seconds > 0 and p.target_rel_ci >= 0):
-        raise BadInput(
-            f"bad measurement protocol: need warmup >= 0, 1 <= min_runs <= max_runs, max_seconds > 0 and "
-            f"target_rel_ci >= 0, got {p.to_dict()}"
-        )
+    """The agent's bounds (:meth:`MeasurementProtocol.check`), for callers that skip the server."""
+    try:
+        p.check()
+    except BadInput as exc:
+        raise BadInput(f"bad measurement protocol: {exc}") from None
 
 
 class LocalBackend(Backend):
@@ -157,12 +157,16 @@ class LocalBackend(Backend):
                 f"{model_format}; pick a runtime for {model_format} or export the model as {config.model_format}"
             )
         _check_protocol(protocol)
+        config.check()
         runtime = get_runtime(config.runtime)
         path = Path(model_path)
         if not path.is_file():
             raise BadInput(f"model file not found: {path}")
         with self._lock:
-            return self._measure(runtime, path, config, protocol)
+            try:
+                return self._measure(runtime, path, config, protocol)
+            except MemoryError:  # one model too big for this machine must not end a batch
+                raise DeviceError(f"{path.name} needs more memory than this process can get") from None
 
     def _measure(self, runtime: Any, path: Path, config: RuntimeConfig, protocol: MeasurementProtocol) -> BenchmarkResult:
         meter = self._meter(config.provider)

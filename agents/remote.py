@@ -11,6 +11,7 @@ then raises :class:`AgentUnreachable`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -19,12 +20,15 @@ import grpc
 from edgelat.agents import convert
 from edgelat.agents.cache import check_sha, sha256_bytes
 from edgelat.agents.client import DeviceClient
-from edgelat.agents.server import CHUNK_BYTES, MAX_MESSAGE_BYTES
+from edgelat.agents.server import CHUNK_BYTES, MAX_MESSAGE_BYTES, is_loopback
 from edgelat.agents.types import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.config import read_token_file
 from edgelat.errors import AgentUnreachable, AuthFailed, BadInput, DeviceError
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+_warned_plaintext: set[str] = set()
 
 # Keepalive pings find a dead agent during a long benchmark, when no data flows.
 CHANNEL_OPTIONS = [
@@ -59,6 +63,10 @@ class GrpcClient(DeviceClient):
         self.address = address
         self.timeout_s = timeout_s
         self.tls = tls_ca is not None
+        if token and not self.tls and address not in _warned_plaintext and not is_loopback(host):
+            _warned_plaintext.add(address)
+            log.warning("warning: the token goes to %s without TLS, readable by anyone on the network: serve the "
+                        "agent with --tls-cert/--tls-key and register it with --tls-ca", address)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         if tls_ca is not None:
             ca = tls_ca if isinstance(tls_ca, bytes) else _read(tls_ca, "TLS CA certificate")

@@ -8,6 +8,16 @@ network time never enters a latency. Every item goes through
 :func:`edgelat.agents.client.run_item`, so a failing model yields a per-item
 error exactly as on the in-process ``local`` device.
 
+Uploads never wait for a benchmark and never stall one: a model streams into a
+partial file while it is hashed (one chunk in memory), and only the verified
+file is moved into place. An upload that sends nothing for ``upload_idle_s`` is
+cancelled and its partial file removed; server keepalive pings find clients
+that vanished without closing; at most ``max_uploads`` run at once, so stalled
+uploaders cannot take every worker thread. Every value of a request is checked
+here against the bounds of :mod:`edgelat.agents.types` (a client need not be
+edgelat's own), and an agent refuses to listen beyond loopback without a token
+unless told ``insecure``.
+
 Kept light on purpose: this module imports grpc, protobuf and the agent's own
 small modules only, so an agent starts fast on a small board.
 """
@@ -15,11 +25,13 @@ small modules only, so an agent starts fast on a small board.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import signal
 import socket
 import tempfile
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,11 +43,10 @@ from grpc_reflection.v1alpha import reflection
 from edgelat import __version__
 from edgelat.agents import convert
 from edgelat.agents.backend import Backend
-from edgelat.agents.cache import ModelCache, check_sha
+from edgelat.agents.cache import CacheFull, IncomingModel, ModelCache, check_sha
 from edgelat.agents.client import run_item
 from edgelat.agents.types import (
-    FORMATS,
-    RUNTIMES,
+    MAX_BATCH_ITEMS,
     BenchmarkItem,
     BenchmarkResult,
     MeasurementProtocol,
@@ -54,13 +65,23 @@ DEFAULT_CACHE_MAX_BYTES = 2 << 30
 # may carry per-op rows, so the server allows larger messages than the default.
 CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 64 << 20
+# An upload that sends no chunk for this long is cancelled (its client stalled or vanished).
+DEFAULT_UPLOAD_IDLE_S = 30.0
+# Uploads in progress at once; beyond it an upload is refused (RESOURCE_EXHAUSTED) so that
+# benchmarks and Describe always find a worker thread.
+DEFAULT_MAX_UPLOADS = 4
+DEFAULT_MAX_WORKERS = 16
 # Clients send keepalive pings during long benchmarks (no data flows while the
 # device measures); the server must accept them or it would drop the stream.
+# The server pings too: a client that vanished without closing its connection
+# (cable pulled, host suspended) is noticed and its calls cancelled.
 # No SO_REUSEPORT: a second agent on a port in use must fail, not silently share it.
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
@@ -72,52 +93,146 @@ def _invalid(context: grpc.ServicerContext, message: str) -> None:
     context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _request_config(msg: Any, context: grpc.ServicerContext) -> tuple[RuntimeConfig, MeasurementProtocol]:
-    """The runtime config and protocol of a request, validated (defaults where unset)."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address's host part: name, IPv4, ``[IPv6]``) only reaches this machine.
+
+    Names other than ``localhost`` are resolved; one that does not resolve, or
+    resolves to any non-loopback address, is not loopback.
+    """
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def check_listen(listen: str, token: str | None, insecure: bool = False) -> None:
+    """A well-formed ``HOST:PORT``; beyond loopback only with a token or ``insecure``."""
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise BadInput(f"bad listen address {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    if token is None and not insecure and not is_loopback(host):
+        raise BadInput(
+            f"refusing to listen on {listen} without a token: anyone who reaches it could upload models and "
+            "run them here; give --token-file (and --tls-cert/--tls-key), or --insecure on a trusted network"
+        )
+
+
+def check_request(config: RuntimeConfig, protocol: MeasurementProtocol, items: list[BenchmarkItem]) -> None:
+    """Every bound a benchmark request must respect; raises BadInput naming the field."""
+    config.check()
+    protocol.check()
+    if len(items) > MAX_BATCH_ITEMS:
+        raise BadInput(f"items: a batch holds at most {MAX_BATCH_ITEMS} items, got {len(items)}")
+    for i, item in enumerate(items):
+        try:
+            check_sha(item.model_sha256)
+            item.check()
+        except BadInput as exc:
+            raise BadInput(f"item {i}: {exc}") from None
+
+
+def _request(msg: Any, items: list[Any], context: grpc.ServicerContext
+             ) -> tuple[RuntimeConfig, MeasurementProtocol, list[BenchmarkItem]]:
+    """The runtime config, protocol and items of a request, checked (defaults where unset)."""
     config = convert.config_from_pb(msg.config) if msg.HasField("config") else RuntimeConfig()
     protocol = convert.protocol_from_pb(msg.protocol) if msg.HasField("protocol") else MeasurementProtocol()
-    if config.runtime not in RUNTIMES:
-        _invalid(context, f"unknown runtime {config.runtime!r}; expected one of {', '.join(RUNTIMES)}")
-    if config.threads < 1:
-        _invalid(context, f"threads must be >= 1, got {config.threads}")
-    if not config.provider:
-        _invalid(context, "provider must not be empty (use 'cpu')")
-    if protocol.warmup < 0 or protocol.min_runs < 1 or protocol.max_runs < protocol.min_runs:
-        _invalid(
-            context,
-            f"bad measurement protocol: need warmup >= 0, min_runs >= 1 and max_runs >= min_runs, got "
-            f"warmup={protocol.warmup} min_runs={protocol.min_runs} max_runs={protocol.max_runs}",
-        )
-    if not protocol.max_seconds > 0 or not protocol.target_rel_ci >= 0:
-        _invalid(
-            context,
-            f"bad measurement protocol: need max_seconds > 0 and target_rel_ci >= 0, got "
-            f"max_seconds={protocol.max_seconds} target_rel_ci={protocol.target_rel_ci}",
-        )
-    return config, protocol
+    if len(items) > MAX_BATCH_ITEMS:  # before converting them all
+        _invalid(context, f"items: a batch holds at most {MAX_BATCH_ITEMS} items, got {len(items)}")
+    parsed = [convert.item_from_pb(m) for m in items]
+    try:
+        check_request(config, protocol, parsed)
+    except BadInput as exc:
+        _invalid(context, str(exc))
+    return config, protocol, parsed
 
 
-def _request_items(items: Any, context: grpc.ServicerContext) -> list[BenchmarkItem]:
-    out = []
-    for i, msg in enumerate(items):
-        try:
-            check_sha(msg.model_sha256)
-        except BadInput as exc:
-            _invalid(context, f"item {i}: {exc}")
-        if msg.model_format not in FORMATS:
-            _invalid(context, f"item {i}: unknown model format {msg.model_format!r}; expected one of {', '.join(FORMATS)}")
-        out.append(convert.item_from_pb(msg))
-    return out
+class _Upload:
+    """One PutModel in progress, as the idle watchdog sees it."""
+
+    __slots__ = ("context", "last", "timed_out")
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+        self.last = time.monotonic()
+        self.timed_out = False
+
+
+class UploadWatchdog:
+    """Cancels uploads that sent nothing for ``idle_s`` seconds (one thread for all of them)."""
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self._uploads: set[_Upload] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def track(self, context: grpc.ServicerContext) -> _Upload:
+        upload = _Upload(context)
+        with self._cond:
+            self._uploads.add(upload)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="edgelat-upload-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return upload
+
+    def done(self, upload: _Upload) -> None:
+        with self._cond:
+            self._uploads.discard(upload)
+
+    def _run(self) -> None:
+        tick = min(1.0, self.idle_s / 4)
+        while True:
+            with self._cond:
+                while not self._uploads:
+                    self._cond.wait()
+                now = time.monotonic()
+                stale = [u for u in self._uploads if not u.timed_out and now - u.last > self.idle_s]
+                for upload in stale:
+                    upload.timed_out = True
+            for upload in stale:
+                _cancel(upload.context, f"no model data for {self.idle_s:g} s: upload dropped")
+            with self._cond:
+                self._cond.wait(timeout=tick)
+
+
+def _cancel(context: grpc.ServicerContext, details: str) -> None:
+    """End an RPC from another thread; the client sees DEADLINE_EXCEEDED with ``details``
+    where grpc lets us say it (the handler's blocked read then raises)."""
+    call = getattr(getattr(context, "_rpc_event", None), "call", None)
+    try:
+        call.cancel(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], details)  # type: ignore[union-attr]
+    except Exception:  # another grpc version: the plain cancel (client sees CANCELLED)
+        context.cancel()
 
 
 class AgentServicer(pb_grpc.AgentServicer):
     """The Agent service over one backend and one model cache."""
 
-    def __init__(self, backend: Backend, cache: ModelCache) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        cache: ModelCache,
+        upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S,
+        max_uploads: int = DEFAULT_MAX_UPLOADS,
+    ) -> None:
         self.backend = backend
         self.cache = cache
         self._bench_lock = threading.Lock()  # one benchmark at a time on the device
+        self._upload_slots = threading.BoundedSemaphore(max_uploads)
+        self.max_uploads = max_uploads
+        self.watchdog = UploadWatchdog(upload_idle_s)
         self.models_received = 0  # PutModel uploads that stored a model (for tests and logs)
+        self.uploads_dropped = 0  # uploads cancelled by the idle watchdog
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         try:
@@ -134,36 +249,73 @@ class AgentServicer(pb_grpc.AgentServicer):
             _invalid(context, str(exc))
 
     def PutModel(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.PutModelResponse:
-        # Receiving and writing a model costs CPU and memory bandwidth: never while a run is being timed.
-        with self._bench_lock:
-            return self._put_model(request_iterator, context)
+        # No benchmark lock: streaming to disk needs little CPU and one chunk of memory,
+        # and a slow or stalled uploader must never hold up another client's benchmark.
+        if not self._upload_slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the agent is already receiving {self.max_uploads} models; retry when one is done",
+            )
+        upload = self.watchdog.track(context)
+        incoming: IncomingModel | None = None
+        try:
+            incoming = self.cache.incoming()
+            return self._put_model(request_iterator, context, upload, incoming)
+        except grpc.RpcError:  # cancelled: by the watchdog, by the client, or the connection died
+            if upload.timed_out:
+                self.uploads_dropped += 1
+                log.warning("upload dropped: no data for %g s (%d bytes received)",
+                            self.watchdog.idle_s, incoming.size if incoming else 0)
+            raise
+        except OSError as exc:  # disk full, cache directory gone
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the agent cannot write the model to {self.cache.directory}: {exc.strerror or exc}")
+        finally:
+            if incoming is not None:
+                incoming.discard()  # no-op once committed
+            self.watchdog.done(upload)
+            self._upload_slots.release()
 
-    def _put_model(self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext) -> pb.PutModelResponse:
+    def _put_model(
+        self, request_iterator: Iterator[pb.ModelChunk], context: grpc.ServicerContext,
+        upload: _Upload, incoming: IncomingModel,
+    ) -> pb.PutModelResponse:
         sha = ""
-        parts: list[bytes] = []
-        received = 0
+        declared = 0
         for chunk in request_iterator:
+            upload.last = time.monotonic()
             if not sha:
                 sha = chunk.sha256
                 try:
                     check_sha(sha)
                 except BadInput as exc:
                     _invalid(context, f"the first model chunk must name the model's sha256: {exc}")
-                if chunk.total_bytes > self.cache.max_bytes:
-                    _invalid(context, self._too_big(chunk.total_bytes))
-            received += len(chunk.data)
-            if received > self.cache.max_bytes:
-                _invalid(context, self._too_big(received))
-            parts.append(chunk.data)
+                declared = chunk.total_bytes
+                if declared < 0:
+                    _invalid(context, f"total_bytes must be >= 0, got {declared}")
+                if declared > self.cache.max_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_big(declared))
+            data = chunk.data  # a copy on each access: take it once
+            del chunk
+            if incoming.size + len(data) > self.cache.max_bytes:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_big(incoming.size + len(data)))
+            if declared and incoming.size + len(data) > declared:
+                _invalid(context, f"the upload is longer than the {declared} bytes its first chunk declared")
+            incoming.write(data)
+            del data
+        if upload.timed_out:  # the watchdog fired as the last chunk arrived
+            raise _Dropped()
         if not sha:
             _invalid(context, "empty upload: send at least one chunk naming the model's sha256")
         try:
-            stored = self.cache.put(b"".join(parts), expected_sha=sha)
-        except BadInput as exc:  # hash mismatch (truncated or altered upload), or over the cap
+            stored = self.cache.commit(incoming, expected_sha=sha)
+        except CacheFull as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except BadInput as exc:  # hash mismatch (truncated or altered upload)
             _invalid(context, str(exc))
         self.models_received += 1
-        log.info("stored model %s (%d bytes)", stored[:12], received)
-        return pb.PutModelResponse(sha256=stored, bytes_received=received)
+        log.info("stored model %s (%d bytes)", stored[:12], incoming.size)
+        return pb.PutModelResponse(sha256=stored, bytes_received=incoming.size)
 
     def _too_big(self, size: int) -> str:
         return (
@@ -174,15 +326,13 @@ class AgentServicer(pb_grpc.AgentServicer):
     def Benchmark(self, request: pb.BenchmarkRequest, context: grpc.ServicerContext) -> pb.BenchmarkResult:
         if not request.HasField("item"):
             _invalid(context, "Benchmark needs an item (model sha256 and format)")
-        config, protocol = _request_config(request, context)
-        (item,) = _request_items([request.item], context)
+        config, protocol, (item,) = _request(request, [request.item], context)
         return convert.result_to_pb(self._run(item, config, protocol))
 
     def BenchmarkBatch(
         self, request: pb.BenchmarkBatchRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.BenchmarkResult]:
-        config, protocol = _request_config(request, context)
-        items = _request_items(request.items, context)
+        config, protocol, items = _request(request, request.items, context)
         for item in items:
             if not context.is_active():  # the client went away: stop measuring for nobody
                 log.info("client left; %d item(s) of the batch not run", len(items))
@@ -190,7 +340,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             yield convert.result_to_pb(self._run(item, config, protocol))
 
     def _run(self, item: BenchmarkItem, config: RuntimeConfig, protocol: MeasurementProtocol) -> BenchmarkResult:
-        with self._bench_lock:
+        with self._bench_lock, self.cache.pinned(item.model_sha256):
             try:
                 result = run_item(self.backend, self.cache, item, config, protocol)
             except Exception as exc:  # a backend bug must not end the whole batch
@@ -205,6 +355,10 @@ class AgentServicer(pb_grpc.AgentServicer):
         else:
             log.info("model %s %s: %s", item.model_sha256[:12], config.key(), result.error or "no latency")
         return result
+
+
+class _Dropped(grpc.RpcError):
+    """The watchdog cancelled an upload just as its stream ended."""
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -254,7 +408,10 @@ def make_server(
     tls_key: str | Path | bytes | None = None,
     cache_dir: str | Path | None = None,
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
-    max_workers: int = 8,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    insecure: bool = False,
+    upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S,
+    max_uploads: int = DEFAULT_MAX_UPLOADS,
 ) -> grpc.Server:
     """Build (not start) the agent server bound to ``listen`` (``HOST:PORT``; port 0 picks one).
 
@@ -262,6 +419,8 @@ def make_server(
     ``server.edgelat_servicer``. TLS is on when both ``tls_cert`` and
     ``tls_key`` are given (PEM paths or bytes). Without ``cache_dir`` the
     models go to a temporary directory that lives as long as the server.
+    Listening beyond loopback without a token is refused unless ``insecure``:
+    anyone who reaches the port could upload models and have them run.
     """
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
@@ -271,21 +430,25 @@ def make_server(
             raise BadInput("the token is empty: put a non-empty token in the --token-file")
         if not (token.isascii() and token.isprintable()) or " " in token:
             raise BadInput("the token must be printable ASCII without spaces (it travels as gRPC metadata)")
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise BadInput(f"bad listen address {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    check_listen(listen, token, insecure)
     if cache_max_bytes <= 0:
         raise BadInput(f"the cache cap must be positive, got {cache_max_bytes} bytes")
+    if not (upload_idle_s > 0 and upload_idle_s < float("inf")):
+        raise BadInput(f"the upload idle timeout must be a positive number of seconds, got {upload_idle_s}")
+    if not 1 <= max_uploads < max_workers:
+        raise BadInput(f"max_uploads must be from 1 to max_workers - 1 ({max_workers - 1}), got {max_uploads}")
 
     tmp = None
     if cache_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgelat-agent-cache-")
         cache_dir = tmp.name
     try:
-        cache = ModelCache(cache_dir, max_bytes=cache_max_bytes)
+        cache = ModelCache(cache_dir, max_bytes=cache_max_bytes, stale_s=max(120.0, 4 * upload_idle_s))
     except OSError as exc:
         raise BadInput(f"cannot use the model cache directory {cache_dir}: {exc.strerror}; pick another --cache-dir") from exc
-    servicer = AgentServicer(backend, cache)
+    if cache.swept:
+        log.info("removed %d partial upload(s) left in %s", cache.swept, cache.directory)
+    servicer = AgentServicer(backend, cache, upload_idle_s=upload_idle_s, max_uploads=max_uploads)
 
     interceptors = [TokenAuth(token)] if token is not None else []
     server = grpc.server(

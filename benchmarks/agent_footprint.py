@@ -4,7 +4,8 @@ Usage: python benchmarks/agent_footprint.py [--starts 5]
 
 Startup is timed from process spawn to the ready line and to the first answered Describe
 (the moment a host can use it), over several starts. Memory is VmRSS from
-/proc/PID/status: idle after startup, and after one small benchmark (the runtime loaded).
+/proc/PID/status: idle after startup, and after one small benchmark (the runtime loaded), for the
+agent and for the worker process that runs its models.
 ``python -c pass`` is timed too, as the floor of any Python process on this machine.
 """
 
@@ -34,6 +35,19 @@ def vm_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def worker_rss_mb(pid: int) -> float:
+    """VmRSS of the agent's benchmark worker processes (agents/sandbox.py), which run the models."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for kid in (task / "children").read_text().split():
+            try:
+                if b"spawn_main" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    total += vm_rss_mb(int(kid))
+            except OSError:
+                pass
+    return total
 
 
 def start(cache_dir: str) -> tuple[subprocess.Popen, str, float, float]:
@@ -90,6 +104,7 @@ def main() -> None:
                         )
                     time.sleep(0.5)
                     after_rss = vm_rss_mb(proc.pid)
+                    after_worker = worker_rss_mb(proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(15)
@@ -101,6 +116,7 @@ def main() -> None:
     print(f"idle VmRSS after startup:     median {statistics.median(idle_rss):7.1f} MiB")
     print(f"VmRSS after one benchmark:           {after_rss:7.1f} MiB  (mobilenetv2@224 onnx, "
           f"{'ok' if result.ok else result.error}; peak extra {result.peak_memory_bytes} bytes)")
+    print(f"  + its benchmark worker:            {after_worker:7.1f} MiB  (the process that ran the model)")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,15 @@ database, the ADB host key and caches, so a user can move or wipe it as a whole.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 DB_NAME = "edgelat.db"
+
+log = logging.getLogger(__name__)
+_warned_token_files: set[str] = set()
 
 
 def home_path() -> Path:
@@ -71,13 +76,23 @@ def hub_address() -> str | None:
 
 
 def read_token_file(path: str | Path) -> str:
-    """The shared secret in a token file (agent side and client side read it the same way)."""
+    """The shared secret in a token file (agent side and client side read it the same way).
+
+    A file that other users can read gets a warning (once per file): the token
+    is all it takes to run code on the agent.
+    """
     from edgelat.errors import BadInput
 
+    file = Path(path).expanduser()
     try:
-        token = Path(path).expanduser().read_text().strip()
+        token = file.read_text().strip()
+        mode = file.stat().st_mode
     except OSError as exc:
         raise BadInput(f"cannot read the token file {path}: {exc.strerror or exc}") from exc
     if not token:
         raise BadInput(f"the token file {path} is empty: put a token in it (e.g. openssl rand -hex 16)")
+    if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH) and str(file) not in _warned_token_files:
+        _warned_token_files.add(str(file))
+        log.warning("warning: the token file %s can be read by other users (mode %s): chmod 600 %s",
+                    path, oct(stat.S_IMODE(mode))[2:].zfill(4), path)
     return token

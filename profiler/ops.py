@@ -64,6 +64,8 @@ _ODD_KERNEL = frozenset({"conv2d", "dwconv2d", "mbconv"})
 _USES_ACT = frozenset({"conv2d", "dwconv2d", "fc", "mbconv"})
 _USES_BN = frozenset({"conv2d", "dwconv2d"})
 
+# Largest tensor (weights, an input, the output, mbconv's expanded activations) a kernel may have.
+MAX_KERNEL_ELEMENTS = 1 << 28
 SE_REDUCTION = 4  # squeeze channels = make_divisible(channels // 4, 8), as in MobileNetV3 / OFA
 CHANNEL_DIVISOR = 8
 
@@ -200,6 +202,21 @@ class KernelSpec:
             raise BadInput(f"{op}: bn only applies to conv2d/dwconv2d")
         if op == "fc" and (self.h, self.w) != (1, 1):
             raise BadInput(f"fc: input must be 1x1 (put global-avgpool before it), got {self.h}x{self.w}")
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuse a kernel whose model could not be built or fed on a device (one line, not a MemoryError)."""
+        sizes = {"weights": self.params(), "output": math.prod(self.output_shape())}
+        for i, shape in enumerate(self.input_shapes()):
+            sizes[f"input {i}" if i else "input"] = math.prod(shape)
+        if self.op == "mbconv":
+            sizes["expanded activations"] = self.h * self.w * self.mid_channels
+        name, count = max(sizes.items(), key=lambda kv: kv[1])
+        if count > MAX_KERNEL_ELEMENTS:
+            raise BadInput(
+                f"{self.op}: its {name} would have {count} elements, over the cap of {MAX_KERNEL_ELEMENTS} "
+                "(1 GiB of fp32) per tensor; profile a smaller kernel"
+            )
 
     # ------------------------------------------------------------------ keys
     @property

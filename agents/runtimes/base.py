@@ -9,13 +9,15 @@ and nothing else.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.agents.types import MAX_INPUT_BYTES, RuntimeConfig
+from edgelat.errors import BadInput
 
 
 class Session(ABC):
@@ -64,6 +66,28 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, model_path: Path, config: RuntimeConfig) -> Session:
         """Load a model; raises CorruptModel, RuntimeUnavailable or BadInput."""
+
+
+def check_input_bytes(inputs: list[tuple[str, tuple[int, ...], Any]], limit: int = MAX_INPUT_BYTES) -> None:
+    """Refuse, before anything is allocated, inputs whose total size is over ``limit`` bytes.
+
+    ``inputs`` are (name, shape, dtype). A model of a few kilobytes can declare
+    a 1x3x100000x100000 input; making it would exhaust the machine.
+    """
+    total = 0
+    largest = ("", (), np.float32, 0)
+    for name, shape, dtype in inputs:
+        size = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+        total += size
+        if size >= largest[3]:
+            largest = (name, shape, dtype, size)
+    if total > limit:
+        name, shape, dtype, size = largest
+        dims = "x".join(str(int(d)) for d in shape)
+        raise BadInput(
+            f"the model's inputs need {total} bytes (input {name!r} is {dims} {np.dtype(dtype).name}); "
+            f"edgelat feeds at most {limit} bytes of random inputs to a model: export it with smaller inputs"
+        )
 
 
 def random_input(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelat.agents.runtimes.base import Runtime, Session, random_input, short_reason
+from edgelat.agents.runtimes.base import Runtime, Session, check_input_bytes, random_input, short_reason
 from edgelat.agents.types import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
 
@@ -128,6 +128,11 @@ class LiteRTRuntime(Runtime):
                 num_threads=int(config.threads) if config.threads > 0 else None,
                 experimental_delegates=delegates,
             )
+        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with long texts
+            raise CorruptModel(f"{self.name} cannot load {path.name}: {short_reason(exc)}") from None
+        check_input_bytes([(d["name"], tuple(int(x) for x in d["shape"]), d["dtype"])
+                           for d in interp.get_input_details()])
+        try:
             interp.allocate_tensors()
         except Exception as exc:  # the interpreter raises ValueError/RuntimeError with long texts
             raise CorruptModel(f"{self.name} cannot load {path.name}: {short_reason(exc)}") from None

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelat.agents.runtimes.base import Runtime, Session, random_input, short_reason
+from edgelat.agents.runtimes.base import Runtime, Session, check_input_bytes, random_input, short_reason
 from edgelat.agents.types import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
 
@@ -57,6 +57,7 @@ _DTYPES: dict[str, Any] = {
 }
 
 
+_ALLOC_FAILED = re.compile(r"Failed to allocate memory for requested buffer of size (\d+)")
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed: ?)?")
 
 
@@ -82,7 +83,14 @@ class OrtSession(Session):
         self.provider = provider
 
     def run(self) -> None:
-        self._sess.run(self._outputs, self.inputs)
+        try:
+            self._sess.run(self._outputs, self.inputs)
+        except Exception as exc:
+            # Say "out of memory" in words: the arena's message is long and cut before its point.
+            found = _ALLOC_FAILED.search(str(exc))
+            if found:
+                raise MemoryError(f"out of memory: a buffer of {found.group(1)} bytes could not be allocated") from None
+            raise
 
     def close(self) -> None:
         self._sess = None
@@ -162,12 +170,13 @@ class OnnxRuntime(Runtime):
                 f"{', '.join(used) or 'nothing'}); check the GPU driver/CUDA libraries"
             )
         rng = np.random.default_rng(0)
-        feeds: dict[str, np.ndarray] = {}
+        specs: list[tuple[str, tuple[int, ...], Any]] = []
         for inp in sess.get_inputs():
             dtype = _DTYPES.get(inp.type)
             if dtype is None:
                 raise BadInput(f"model input {inp.name!r} has type {inp.type}, which edgelat cannot feed")
             # symbolic or unknown dimensions (batch, sequence) are fed as 1
-            shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape)
-            feeds[inp.name] = random_input(shape, dtype, rng)
+            specs.append((inp.name, tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape), dtype))
+        check_input_bytes(specs)
+        feeds: dict[str, np.ndarray] = {name: random_input(shape, dtype, rng) for name, shape, dtype in specs}
         return OrtSession(sess, feeds, session_ms, _SHORT.get(wanted, wanted))

@@ -8,23 +8,49 @@ listening within a second or two, and its idle memory should stay small.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
 from edgelat.cli.base import agent
 
 
+def insecure_option(f: Callable) -> Callable:
+    """``--insecure``: allow a non-loopback --listen without a token."""
+    return click.option(
+        "--insecure", is_flag=True,
+        help="Listen beyond loopback without --token-file. Anyone who reaches the port can then upload "
+             "models and run them here: only on a network you trust.",
+    )(f)
+
+
+def tls_options(f: Callable) -> Callable:
+    """``--tls-cert``/``--tls-key``: serve TLS."""
+    f = click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+                     help="PEM private key of --tls-cert.")(f)
+    return click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+                        help="PEM certificate (with --tls-key) to serve TLS.")(f)
+
+
+def upload_idle_option(f: Callable) -> Callable:
+    return click.option(
+        "--upload-idle-s", type=click.FloatRange(min=0.1, max=3600), default=30.0, show_default=True,
+        help="Drop an upload that sends no data for this many seconds (a stalled or vanished client).",
+    )(f)
+
+
 @agent.command("serve")
 @click.option(
     "--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT",
-    help="Address to listen on; 0.0.0.0:PORT for all interfaces, port 0 picks a free port.",
+    help="Address to listen on; 0.0.0.0:PORT for all interfaces (needs --token-file or --insecure), "
+         "port 0 picks a free port.",
 )
 @click.option(
     "--token-file", type=click.Path(dir_okay=False), default=None,
-    help="File holding a shared token; clients must send it (authorization: Bearer <token>).",
+    help="File holding a shared token (chmod 600); clients must send it (authorization: Bearer <token>).",
 )
-@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, help="PEM certificate (with --tls-key) to serve TLS.")
-@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="PEM private key of --tls-cert.")
+@tls_options
+@insecure_option
 @click.option(
     "--cache-dir", type=click.Path(file_okay=False), default=None,
     help="Where received models are kept by content hash [default: $EDGELAT_HOME/agent-models].",
@@ -33,26 +59,42 @@ from edgelat.cli.base import agent
     "--cache-max-mb", type=click.FloatRange(min=0, min_open=True), default=2048.0, show_default=True,
     help="Cap on the model cache; the least recently used models are dropped first.",
 )
+@upload_idle_option
+@click.option(
+    "--memory-limit-mb", type=click.FloatRange(min=0), default=None,
+    help="Memory cap of the process that runs the models (RLIMIT_DATA); a model over it fails alone. "
+         "0 for no cap [default: 75% of this machine's RAM].",
+)
+@click.option(
+    "--time-grace-s", type=click.FloatRange(min=0.1, max=86400), default=300.0, show_default=True,
+    help="Seconds a model may take beyond twice its --max-seconds (loading, first run) before it is stopped.",
+)
 def serve_cmd(
-    listen: str, token_file: str | None, tls_cert: str | None, tls_key: str | None,
-    cache_dir: str | None, cache_max_mb: float,
+    listen: str, token_file: str | None, tls_cert: str | None, tls_key: str | None, insecure: bool,
+    cache_dir: str | None, cache_max_mb: float, upload_idle_s: float, memory_limit_mb: float | None,
+    time_grace_s: float,
 ) -> None:
     """Serve this machine's runtimes to edgelat hosts over gRPC.
 
     The host sends each model once (by content hash) and asks for benchmarks;
-    the timing loop runs here, so network time never enters a latency. Stop it
-    with Ctrl-C or SIGTERM.
+    the timing loop runs here, so network time never enters a latency. Models
+    run in a worker process with memory and time limits: one that crashes the
+    runtime or overruns fails alone and the agent goes on. Stop it with Ctrl-C
+    or SIGTERM.
 
     \b
     Example (on the board):
-      echo "$(openssl rand -hex 16)" > ~/.edgelat-token
-      edgelat agent serve --listen 0.0.0.0:50051 --token-file ~/.edgelat-token
+      (umask 077; openssl rand -hex 16 > ~/.edgelat-token)
+      edgelat agent serve --listen 0.0.0.0:50051 --token-file ~/.edgelat-token \\
+          --tls-cert board.crt --tls-key board.key --memory-limit-mb 1500
     Then on the host:
-      edgelat devices register jetson --agent board.local:50051 --token-file ~/.edgelat-token
+      edgelat devices register jetson --agent board.local:50051 --token-file ~/.edgelat-token \\
+          --tls-ca board.crt
     """
     import logging
 
     from edgelat.agents.local import LocalBackend
+    from edgelat.agents.sandbox import SandboxedBackend, default_memory_bytes
     from edgelat.agents.server import serve
     from edgelat.config import home, read_token_file
     from edgelat.errors import BadInput
@@ -60,6 +102,10 @@ def serve_cmd(
     token = read_token_file(token_file) if token_file is not None else None
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
+    if memory_limit_mb is None:
+        memory_bytes = default_memory_bytes()
+    else:
+        memory_bytes = int(memory_limit_mb * (1 << 20)) or None
 
     # Operators see each stored model and each benchmark on stderr; stdout has only the ready line.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -72,12 +118,14 @@ def serve_cmd(
         sys.stdout.flush()
 
     serve(
-        LocalBackend(),
+        SandboxedBackend(LocalBackend, memory_bytes=memory_bytes, grace_s=time_grace_s),
         listen,
         on_ready=ready,
         token=token,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        insecure=insecure,
+        upload_idle_s=upload_idle_s,
         cache_dir=cache_dir or home() / "agent-models",
         cache_max_bytes=int(cache_max_mb * (1 << 20)),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from edgelat.cli.agent import insecure_option, tls_options, upload_idle_option
 from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
 from edgelat.cli.devices import replace_options
 
@@ -141,11 +142,15 @@ def register_phone(
 )
 @click.option(
     "--token-file", type=click.Path(dir_okay=False), default=None,
-    help="File holding a shared token; clients must send it (authorization: Bearer <token>).",
+    help="File holding a shared token (chmod 600); clients must send it (authorization: Bearer <token>).",
 )
+@tls_options
+@insecure_option
+@upload_idle_option
 def agent_adb(
     device_name: str | None, serial: str | None, address: str | None, runner: str | None,
-    python: str | None, listen: str, token_file: str | None,
+    python: str | None, listen: str, token_file: str | None, tls_cert: str | None, tls_key: str | None,
+    insecure: bool, upload_idle_s: float,
 ) -> None:
     """Serve a phone over gRPC: the same Agent service as 'agent serve', run through ADB.
 
@@ -154,19 +159,24 @@ def agent_adb(
 
     \b
     Examples:
-      edgelat agent adb --device pixel7 --listen 0.0.0.0:50052 --token-file ~/.edgelat-token
+      edgelat agent adb --device pixel7 --listen 0.0.0.0:50052 --token-file ~/.edgelat-token \\
+          --tls-cert lab-pc.crt --tls-key lab-pc.key
       edgelat agent adb --serial 1A2B3C
     Then on a host:
-      edgelat devices register pixel7-remote --agent lab-pc:50052 --token-file ~/.edgelat-token
+      edgelat devices register pixel7-remote --agent lab-pc:50052 --token-file ~/.edgelat-token \\
+          --tls-ca lab-pc.crt
     """
     from edgelat.agents.adb.bridge import backend_from_transport
-    from edgelat.agents.server import serve
+    from edgelat.agents.server import check_listen, serve
     from edgelat.config import home, read_token_file
     from edgelat.errors import BadInput
 
     if sum(bool(x) for x in (device_name, serial, address)) != 1:
         raise BadInput("give exactly one of --device NAME, --serial SERIAL or --address HOST:PORT")
+    if (tls_cert is None) != (tls_key is None):
+        raise BadInput("TLS needs both --tls-cert and --tls-key")
     token = read_token_file(token_file) if token_file is not None else None
+    check_listen(listen, token, insecure)  # before touching the phone
     facts: dict[str, Any] = {}
     if device_name:
         _, registry = open_registry()
@@ -189,8 +199,10 @@ def agent_adb(
     def ready(server: Any) -> None:
         host = listen.rpartition(":")[0]
         auth = "token required" if token else "no token"
+        tls = ", TLS" if tls_cert else ""
         click.echo(f"edgelat agent adb serving phone {label} on {host}:{server.edgelat_port} "
-                   f"(runner {backend.runner}, {auth})")
+                   f"(runner {backend.runner}, {auth}{tls})")
         sys.stdout.flush()
 
-    serve(backend, listen, on_ready=ready, token=token, cache_dir=home() / "adb-agent-models")
+    serve(backend, listen, on_ready=ready, token=token, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
+          upload_idle_s=upload_idle_s, cache_dir=home() / "adb-agent-models")
