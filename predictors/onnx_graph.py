@@ -355,18 +355,32 @@ def _evaluate(node, consts: Consts, opsets: dict[str, int]) -> list[np.ndarray] 
 
 
 def _shapes_by_running(model, tensors: list[str], types: dict[str, int], in_shapes) -> dict[str, tuple[int, ...]]:
-    """Shapes of ``tensors`` from one onnxruntime run at batch 1 (empty if the model cannot run)."""
+    """Shapes of ``tensors`` from one onnxruntime run at batch 1 (empty if the model cannot run).
+
+    A tensor of unknown element type (the output of an op onnx does not know) is asked
+    for as float, the usual case; if the runtime refuses that, only the typed ones are.
+    """
+    import onnx
+
+    typed = [t for t in tensors if t in types]
+    for wanted in ([*tensors], typed) if len(typed) < len(tensors) else (typed,):
+        if not wanted:
+            continue
+        got = _run_for(model, wanted, {t: types.get(t, onnx.TensorProto.FLOAT) for t in wanted}, types, in_shapes)
+        if got is not None:
+            return got
+    return {}
+
+
+def _run_for(model, wanted: list[str], want_types: dict[str, int], types, in_shapes) -> dict[str, tuple[int, ...]] | None:
     import onnx
     from onnx import helper
 
-    wanted = [t for t in tensors if t in types]
-    if not wanted:
-        return {}
-    extra = [helper.make_tensor_value_info(t, types[t], None) for t in wanted]
     g = model.graph
     n_out = len(g.output)
+    declared = {o.name for o in g.output}
     try:  # the model itself, with the tensors asked for as extra outputs (restored after)
-        g.output.extend(extra)
+        g.output.extend(helper.make_tensor_value_info(t, want_types[t], None) for t in wanted if t not in declared)
         data = model.SerializeToString()
     finally:
         del g.output[n_out:]
@@ -383,7 +397,10 @@ def _shapes_by_running(model, tensors: list[str], types: dict[str, int], in_shap
             feeds[i.name] = np.zeros(in_shapes.get(i.name, ()), dtype)
         names = [o.name for o in sess.get_outputs()]
         values = sess.run(names, feeds)
-    except Exception:
-        return {}
+    except Exception:  # the model cannot run here (missing kernel, bad types): shapes stay unknown
+        return None
     got = dict(zip(names, values))
+    for t in wanted:  # the element type the runtime produced is the one to use
+        if t in got and t not in types:
+            types[t] = helper.np_dtype_to_tensor_dtype(np.asarray(got[t]).dtype)
     return {t: tuple(int(d) for d in np.shape(got[t])) for t in wanted if t in got}
