@@ -2,9 +2,12 @@
 
 A predictor predicts kernels, not files, so a file is first read into a small
 format-neutral list of primitive nodes (NHWC shapes, constants resolved) and
-then matched, in execution order, against the catalog's kernels. What is
-recognised (each pattern only when every intermediate tensor feeds nothing
-else, so a match never hides work done for another branch):
+then matched, in execution order, against the catalog's kernels. An ONNX file
+is first brought to the graph the runtime really runs (:mod:`.onnx_reader`):
+constant subgraphs folded, the batch read from the graph inputs only, every
+shape known. What is recognised (each pattern only when every intermediate
+tensor feeds nothing else, so a match never hides work done for another
+branch):
 
 - ``mbconv``: [1x1 conv + bn + act] -> kxk depthwise conv + bn + act -> [SE]
   -> 1x1 conv + bn (linear) -> [residual add of the block input]. Both
@@ -18,11 +21,16 @@ else, so a match never hides work done for another branch):
   a flatten/reshape feeding it belongs to it). Whether the activation stays in
   the kernel is the device's fusion verdict (:mod:`edgelat.predictors.fusion`);
   an activation fused in the file itself (TFLite ``fusedActivationFunction``)
-  always stays.
+  always stays. Only what the catalog computes exactly: a square odd kernel,
+  equal strides, no dilation, no groups or one per channel.
 - pools, global average pool (also ``ReduceMean``/``MEAN`` over H, W), add,
   mul, concat of two inputs on channels, and the activations (``swish`` =
   ``x*sigmoid(x)``, ``hswish`` = ``HardSwish`` or ``x*hsigmoid(x)``,
   ``hsigmoid`` = ``HardSigmoid(1/6, 1/2)`` or ``relu6(x+3)/6``).
+
+A conv or pool not padded "same" (valid, explicit pads, ceil mode) is priced
+as the catalog kernel with the same output and work (see ``_Matcher.sized``),
+and the split's notes say how many.
 
 ``bn``: a convolution carrying a per-channel bias (or followed by an explicit
 BatchNormalization) is reported with ``bn=True``. Once folded, batch-norm is
@@ -31,10 +39,16 @@ bias are the same computation and cannot be told apart in a file; the
 predictor treats the two keys as one (:func:`bn_twin`).
 
 Views (Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout) not feeding a
-fully connected layer are listed in ``layout`` as zero-cost. Everything else
-becomes an :class:`UnknownKernel` (name, op type, shapes) that carries a
-standalone one-node model of itself, so the caller can measure it on the
-device; nothing is dropped silently.
+fully connected layer are listed in ``layout`` as zero-cost, folded constant
+nodes in ``folded``. Everything else -- grouped, even, asymmetric or dilated
+convs, broadcast arithmetic, Transpose, Split, Slice, Pad, Resize, LRN,
+LayerNormalization, Gelu, Softmax, token-wise MatMul, any op on a tensor
+whose leading dimension is not 1 -- becomes an :class:`UnknownKernel` (name,
+op type, shapes) that carries a standalone one-node model of itself, so the
+caller can measure it on the device. Identical nodes (op, shapes, attributes,
+constant shapes and small integer constants) share one key and one model, so
+they are measured once. Nothing is dropped silently: every node of the file is
+in exactly one item's sources, ``layout`` or ``folded``.
 """
 
 from __future__ import annotations
@@ -182,7 +196,7 @@ def _scalar(value: Any) -> float | None:
 
 
 def _read_onnx(data: bytes, notes: list[str]) -> _Graph:
-    """Classify the live nodes of the folded, shaped graph (:mod:`.onnx_graph`) into primitives.
+    """Classify the live nodes of the folded, shaped graph (:mod:`.onnx_reader`) into primitives.
 
     A node becomes a catalog primitive only when what it computes is exactly what the
     catalog's kernel computes: 2-D convolutions with a square odd kernel, equal strides,
@@ -192,7 +206,7 @@ def _read_onnx(data: bytes, notes: list[str]) -> _Graph:
     """
     import onnx
 
-    from edgelat.predictors.onnx_graph import read_onnx
+    from edgelat.predictors.onnx_reader import read_onnx
 
     og = read_onnx(data)
     notes += og.notes
@@ -511,7 +525,7 @@ class _Matcher:
         self.cons = graph.consumers()
         self.used = [False] * len(self.p)
         self.producer = {t: i for i, p in enumerate(self.p) for t in p.outputs}
-        self.resized = 0  # convs/pools not padded "same" (see sized)
+        self.resized: set[str] = set()  # outputs of convs/pools not padded "same" (see sized)
         self.extracted: dict[str, bytes] = {}  # one-node model per unknown-kernel key
 
     # helpers --------------------------------------------------------------
@@ -607,7 +621,7 @@ class _Matcher:
         out = self.shape(y)
         if len(out) != 4 or (out[1], out[2]) == (same_out(h, stride), same_out(w, stride)):
             return h, w, True
-        self.resized += 1
+        self.resized.add(y)
         return out[1] * stride, out[2] * stride, False
 
     def take(self, nodes: list[int]) -> list[str]:
@@ -793,7 +807,7 @@ class _Matcher:
             self.unknown(i, items, sources)
         notes = []
         if self.resized:
-            notes.append(f"{self.resized} conv/pool node(s) are not padded 'same'; each is priced as the catalog "
+            notes.append(f"{len(self.resized)} conv/pool node(s) are not padded 'same'; each is priced as the catalog "
                          "kernel with its output size and work (input side = output side x stride)")
         return Split(self.g.fmt, items, sources, layout, notes, list(self.g.folded))
 

@@ -24,7 +24,7 @@ executes, so the file is first brought to that graph:
 - **Batch**: only the graph inputs say what the batch is; a ``[1024, ...]``
   reshape inside a transformer is not a batch.
 
-:meth:`OnnxGraph.one_node` cuts one live node out as a standalone model (its
+:meth:`ReadGraph.one_node` cuts one live node out as a standalone model (its
 constant inputs, folded ones included, as initializers), which is what the
 device measures for a node outside the kernel catalog.
 """
@@ -102,7 +102,7 @@ class Consts:
 
 
 @dataclass
-class OnnxGraph:
+class ReadGraph:
     """The folded, shaped graph of one ONNX model (see the module docstring)."""
 
     model: Any  # the ModelProto as read (weights included)
@@ -150,7 +150,7 @@ class OnnxGraph:
 
 
 # --------------------------------------------------------------------------- reading
-def read_onnx(data: bytes) -> OnnxGraph:
+def read_onnx(data: bytes) -> ReadGraph:
     """Read, fold and shape a serialized ONNX model (see the module docstring)."""
     import onnx
 
@@ -200,7 +200,7 @@ def read_onnx(data: bytes) -> OnnxGraph:
     folded_rows = [{"name": names[i], "op_type": g.node[i].op_type} for i in sorted(folded)]
     if folded_rows:
         notes.append(f"{len(folded_rows)} node(s) computing constants were folded, as the runtime does at load time")
-    return OnnxGraph(
+    return ReadGraph(
         model, nodes, [names[i] for i in live], consts, shapes, types,
         [i.name for i in inputs], [o.name for o in g.output], folded_rows, notes,
     )
