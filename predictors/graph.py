@@ -254,6 +254,8 @@ def _read_onnx(data: bytes, notes: list[str]) -> _Graph:
             hi = consts.get(node.input[2]) if const_in(2) else at.get("max")
             if _scalar(lo) == 0.0 and _scalar(hi) == 6.0:
                 kind, attrs = "act", {"act": "relu6"}
+        elif op == "Swish" and len(live) == 1 and abs(float(at.get("alpha", 1.0)) - 1.0) < 1e-6:  # opset 24: x*sigmoid(x)
+            kind, attrs = "act", {"act": "swish"}
         elif op == "HardSigmoid" and len(live) == 1:
             if abs(at.get("alpha", 0.2) - 1 / 6) < 1e-4 and abs(at.get("beta", 0.5) - 0.5) < 1e-6:
                 kind, attrs = "act", {"act": "hsigmoid"}

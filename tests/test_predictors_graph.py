@@ -428,3 +428,14 @@ def test_shapes_onnx_cannot_infer_are_taken_from_one_runtime_run():
     assert any("onnxruntime run" in n for n in split.notes)
     (out,) = _run_alone(split.unknown[0])
     assert out.shape == (1, 8, 4, 4)
+
+
+def test_silu_written_every_way_is_swish():
+    """x*sigmoid(x) (any operand order) and opset 24's Swish op are the catalog's swish."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+             helper.make_node("Mul", ["s", "x"], ["a"], name="silu_mul"),
+             helper.make_node("Swish", ["a"], ["y"], name="swish_op", alpha=1.0)]
+    split = split_model(_graph(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], opset=24), "onnx")
+    assert [k.key for k in split.items] == ["swish:h4,w4,cin8", "swish:h4,w4,cin8"]
+    assert split.sources == [["sig", "silu_mul"], ["swish_op"]]
