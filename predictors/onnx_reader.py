@@ -27,6 +27,10 @@ executes, so the file is first brought to that graph:
 :meth:`ReadGraph.one_node` cuts one live node out as a standalone model (its
 constant inputs, folded ones included, as initializers), which is what the
 device measures for a node outside the kernel catalog.
+
+Bytes whose float weights sit outside them (external data not bundled) still
+read the same: such a weight stands in as zeros of its shape wherever a value
+is needed, since latency depends on shapes, not weight values.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike
 # (shape tensors, axes, small masks); larger ones go in as typed inputs.
 SKELETON_VALUE_LIMIT = 4096
 MAX_ROUNDS = 8
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # float, float16, double, bfloat16
 
 
 class Consts:
@@ -100,6 +105,16 @@ class Consts:
         except ValueError:
             return None
 
+    def stand_in(self, name: str) -> np.ndarray | None:
+        """The value, or zeros of its shape for a float tensor the bytes do not hold (weights
+        kept as external data): latency does not depend on weight values, shapes do."""
+        value = self.get(name)
+        if value is None and name in self and self.elem_type(name) in _FLOAT_TYPES:
+            from onnx import helper
+
+            value = np.zeros(self.shape(name), helper.tensor_dtype_to_np_dtype(self.elem_type(name)))
+        return value
+
 
 @dataclass
 class ReadGraph:
@@ -120,11 +135,8 @@ class ReadGraph:
         return {o.domain or "": int(o.version) for o in self.model.opset_import}
 
     def one_node(self, node) -> bytes:
-        """A standalone model of ``node``: live inputs as graph inputs, constants as initializers.
-
-        A constant whose values the bytes do not hold is filled with zeros of its shape
-        (latency does not depend on weight values).
-        """
+        """A standalone model of ``node``: live inputs as graph inputs, constants as initializers
+        (see :meth:`Consts.stand_in` for weights the bytes do not hold)."""
         import onnx
         from onnx import helper, numpy_helper
 
@@ -134,10 +146,9 @@ class ReadGraph:
                 continue
             seen.add(name)
             if name in self.consts:
-                value = self.consts.get(name)
+                value = self.consts.stand_in(name)
                 if value is None:
-                    dtype = helper.tensor_dtype_to_np_dtype(self.consts.elem_type(name))
-                    value = np.zeros(self.consts.shape(name), dtype)
+                    raise ValueError(f"constant {name} is stored outside the model bytes")
                 inits.append(numpy_helper.from_array(np.asarray(value), name))
             else:
                 inputs.append(helper.make_tensor_value_info(name, self.types.get(name, onnx.TensorProto.FLOAT), self.shapes.get(name)))
@@ -342,7 +353,7 @@ def _evaluate(node, consts: Consts, opsets: dict[str, int]) -> list[np.ndarray] 
     feeds = {}
     for t in node.input:
         if t:
-            v = consts.get(t)
+            v = consts.stand_in(t)
             if v is None:
                 return None
             feeds[t] = v
