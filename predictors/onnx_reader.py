@@ -186,25 +186,30 @@ def read_onnx(data: bytes) -> ReadGraph:
     types: dict[str, int] = {i.name: i.type.tensor_type.elem_type for i in inputs}
     static_vi = _declared(g)
     opsets = {o.domain or "": int(o.version) for o in model.opset_import}
-    for _ in range(MAX_ROUNDS):
-        shapes, types = _infer(model, [g.node[i] for i in live], consts, inputs, in_shapes, static_vi, opsets)
-        newly = _fold(g.node, live, consts, shapes, opsets)
+    ran: dict[str, tuple[int, ...]] = {}  # shapes from one runtime run, when inference and folding stall
+    tried = False
+    for round_ in range(MAX_ROUNDS + 1):  # infer, fold what became computable, again until nothing folds
+        inferred, types = _infer(model, [g.node[i] for i in live], consts, inputs, in_shapes, static_vi, opsets)
+        shapes = {**ran, **inferred}
+        newly = _fold(g.node, live, consts, shapes, opsets) if round_ < MAX_ROUNDS else []
         if not newly:
+            missing = _unshaped([g.node[i] for i in live], consts, shapes)
+            if missing and not tried and round_ < MAX_ROUNDS:
+                tried = True
+                ran = _shapes_by_running(model, missing, types, in_shapes)
+                if ran:
+                    continue  # fold again with what the run told
             break
         folded += newly
         gone = set(newly)
         live = [i for i in live if i not in gone]
     nodes = [g.node[i] for i in live]
-
-    missing = [t for n in nodes for t in list(n.input) + list(n.output) if t and t not in consts and t not in shapes]
-    if missing:
-        got = _shapes_by_running(model, list(dict.fromkeys(missing)), types, in_shapes)
-        shapes.update(got)
-        still = [t for t in missing if t not in shapes]
-        if got:
-            notes.append(f"shapes of {len(got)} tensor(s) that shape inference could not tell were taken from an onnxruntime run at batch 1")
-        if still:
-            notes.append(f"{len(set(still))} tensor(s) have an unknown shape; the nodes using them are measured as they are")
+    from_run = [t for t in _unshaped(nodes, consts, inferred) if t in ran]
+    if from_run:
+        notes.append(f"shapes of {len(from_run)} tensor(s) that shape inference could not tell were taken from an onnxruntime run at batch 1")
+    still = _unshaped(nodes, consts, shapes)
+    if still:
+        notes.append(f"{len(still)} tensor(s) have an unknown shape; the nodes using them are measured as they are")
     for name in consts.names():
         shapes.setdefault(name, consts.shape(name))
         types.setdefault(name, consts.elem_type(name))
@@ -215,6 +220,11 @@ def read_onnx(data: bytes) -> ReadGraph:
         model, nodes, [names[i] for i in live], consts, shapes, types,
         [i.name for i in inputs], [o.name for o in g.output], folded_rows, notes,
     )
+
+
+def _unshaped(nodes, consts: Consts, shapes) -> list[str]:
+    """Live tensors of ``nodes`` whose shape is not known, in order, once each."""
+    return list(dict.fromkeys(t for n in nodes for t in [*n.input, *n.output] if t and t not in consts and t not in shapes))
 
 
 def _first_line(exc: Exception) -> str:
@@ -291,7 +301,7 @@ def _infer(model, nodes, consts: Consts, inputs, in_shapes, declared, opsets) ->
     vinfo = [vi for name, vi in declared.items() if name in produced]
     graph = helper.make_graph(list(nodes), "skeleton", g_inputs, outputs, initializer=inits, value_info=vinfo)
     skel = helper.make_model(graph, opset_imports=list(model.opset_import), functions=list(model.functions))
-    skel.ir_version = model.ir_version
+    skel.ir_version = max(model.ir_version, 4)  # IR < 4 ignores initializers not listed as inputs
     try:
         inferred = shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception:  # inference gives up on some graphs: keep what the file declares
@@ -348,6 +358,7 @@ def _shape_op(node, shape: tuple[int, ...]) -> np.ndarray:
 
 def _evaluate(node, consts: Consts, opsets: dict[str, int]) -> list[np.ndarray] | None:
     """Outputs of one node on constant inputs by the onnx reference evaluator; None if it cannot."""
+    from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
     feeds = {}
@@ -358,8 +369,15 @@ def _evaluate(node, consts: Consts, opsets: dict[str, int]) -> list[np.ndarray] 
                 return None
             feeds[t] = v
     try:
-        ev = ReferenceEvaluator(node, opsets={"": opsets.get("", 1), **{k: v for k, v in opsets.items() if k}})
-        out = ev.run(None, feeds)
+        # a one-node graph under the model's opsets: the evaluator picks the op's version from them
+        # (given a bare node it would take the newest, e.g. Unsqueeze-13 for an opset-11 node)
+        graph = helper.make_graph(
+            [node], "fold",
+            [helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for t, v in feeds.items()],
+            [helper.make_empty_tensor_value_info(o) for o in node.output if o],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+        out = ReferenceEvaluator(model).run(None, feeds)
     except Exception:  # an op the evaluator lacks, or bad attributes: the node stays live
         return None
     return [np.asarray(v) for v in out]

@@ -259,11 +259,12 @@ def test_fusion_figures_are_one_round_that_backs_the_verdict(tmp_path):
     assert row["fused_ms"] == 0.30 and row["first_ms"] == 0.29
 
 
-def _classic_export() -> bytes:
+def _classic_export(opset: int = 13) -> bytes:
     """What older exporters and hand-edited graphs write: weights computed by constant
     subgraphs (a ConstantOfShape weight, a Constant node, a reshaped flat initializer, a
     transposed fc weight, a Range/Cast bias) and a flatten spelled Shape -> Gather ->
-    Unsqueeze -> Concat -> Reshape, on a symbolic batch."""
+    Unsqueeze -> Concat -> Reshape, on a symbolic batch. Before opset 13 the weights are
+    also listed as graph inputs (IR 3 style) and Unsqueeze takes its axes as an attribute."""
     rng = np.random.default_rng(0)
     i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.int64), name)  # noqa: E731
     f32 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
@@ -280,7 +281,8 @@ def _classic_export() -> bytes:
         helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
         helper.make_node("Shape", ["p"], ["p_shape"], name="shape"),
         helper.make_node("Gather", ["p_shape", "zero"], ["n"], name="gather", axis=0),
-        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"], name="unsqueeze"),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"], name="unsqueeze") if opset >= 13
+        else helper.make_node("Unsqueeze", ["n"], ["n1"], name="unsqueeze", axes=[0]),
         helper.make_node("Concat", ["n1", "minus1"], ["flat_shape"], name="concat_shape", axis=0),
         helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
         helper.make_node("Transpose", ["wf_t"], ["wf"], name="wf_transpose", perm=[1, 0]),
@@ -295,17 +297,19 @@ def _classic_export() -> bytes:
         f32("wf_t", rng.standard_normal((10, 16))),
         i64("start", 0), i64("limit", 10), i64("delta", 1),
     ]
-    graph = helper.make_graph(
-        nodes, "classic", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], initializer=init,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])]
+    if opset < 13:
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in init]
+    graph = helper.make_graph(nodes, "classic", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+                              initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7 if opset >= 13 else 3
     return model.SerializeToString()
 
 
-def test_constant_subgraphs_are_folded_and_their_convs_recognised():
-    split = split_model(_classic_export(), "onnx")
+@pytest.mark.parametrize("opset", [11, 13])
+def test_constant_subgraphs_are_folded_and_their_convs_recognised(opset):
+    split = split_model(_classic_export(opset), "onnx")
     assert [k.key for k in split.items] == [
         "conv2d:h16,w16,cin3,cout16,k3,s1,relu",
         "conv2d:h16,w16,cin16,cout16,k3,s2,bn,relu",
@@ -319,8 +323,9 @@ def test_constant_subgraphs_are_folded_and_their_convs_recognised():
     assert any("symbolic dimension batch taken as 1" in n for n in split.notes)
     # every node is accounted for exactly once: a kernel's source, a view, or a folded constant
     named = [n for src in split.sources for n in src] + [v["name"] for v in split.layout] + [f["name"] for f in split.folded]
-    model = onnx.load_from_string(_classic_export())
+    model = onnx.load_from_string(_classic_export(opset))
     assert len(named) == len(set(named)) == len(model.graph.node)
+    assert not any("onnxruntime run" in n for n in split.notes)  # inference and folding told every shape
 
 
 def _graph(nodes, inputs, outputs, init=(), opset=18) -> bytes:
