@@ -263,14 +263,14 @@ def _read_onnx(data: bytes, notes: list[str]) -> _Graph:
             if len(live) == 2 and op in ("Add", "Mul"):
                 kind = op.lower()
             elif len(live) == 1:
-                c = consts.get(node.input[1] if node.input[0] in live else node.input[0])
-                value = _scalar(c)
+                other = node.input[1] if node.input[0] in live else node.input[0]
+                value = _scalar(consts.get(other))
                 if value is not None:
                     if op == "Div" and node.input[0] in live and value != 0:
                         kind, attrs = "mulc", {"value": 1.0 / value}
                     elif op in ("Add", "Mul"):
                         kind, attrs = ("addc" if op == "Add" else "mulc"), {"value": value}
-                elif c is not None and op == "Add" and c.ndim == 1:
+                elif op == "Add" and len(consts.shape(other)) == 1:
                     kind, attrs = "addc", {"value": None, "bias": True}
         elif op == "Concat" and len(live) == len(node.input) == 2:
             if len(raw[outs[0]]) == 4 and int(at.get("axis", 1)) in (1, -3):
