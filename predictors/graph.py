@@ -305,9 +305,7 @@ def _read_onnx(data: bytes, notes: list[str]) -> _Graph:
     def signature(p: Prim) -> dict[str, Any]:
         return _onnx_signature(by_name[p.name], og)
 
-    graph = _Graph("onnx", prims, shapes, set(og.outputs), extract, signature)
-    graph.folded = og.folded
-    return graph
+    return _Graph("onnx", prims, shapes, set(og.outputs), extract, signature, og.folded)
 
 
 def _onnx_signature(node, og) -> dict[str, Any]:

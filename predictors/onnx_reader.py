@@ -152,7 +152,8 @@ class ReadGraph:
                 inits.append(numpy_helper.from_array(np.asarray(value), name))
             else:
                 inputs.append(helper.make_tensor_value_info(name, self.types.get(name, onnx.TensorProto.FLOAT), self.shapes.get(name)))
-        outputs = [helper.make_tensor_value_info(o, self.types.get(o, onnx.TensorProto.FLOAT), self.shapes.get(o)) for o in node.output if o]
+        outputs = [helper.make_tensor_value_info(o, self.types.get(o, onnx.TensorProto.FLOAT), self.shapes.get(o))
+                   for o in node.output if o]
         graph = helper.make_graph([node], "edgelat-node", inputs, outputs, initializer=inits)
         functions = [f for f in self.model.functions if (f.domain, f.name) == (node.domain, node.op_type)]
         m = helper.make_model(graph, opset_imports=list(self.model.opset_import), producer_name="edgelat", functions=functions)
@@ -206,7 +207,8 @@ def read_onnx(data: bytes) -> ReadGraph:
     nodes = [g.node[i] for i in live]
     from_run = [t for t in _unshaped(nodes, consts, inferred) if t in ran]
     if from_run:
-        notes.append(f"shapes of {len(from_run)} tensor(s) that shape inference could not tell were taken from an onnxruntime run at batch 1")
+        notes.append(f"shapes of {len(from_run)} tensor(s) that shape inference could not tell were taken "
+                     "from an onnxruntime run at batch 1")
     still = _unshaped(nodes, consts, shapes)
     if still:
         notes.append(f"{len(still)} tensor(s) have an unknown shape; the nodes using them are measured as they are")
