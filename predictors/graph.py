@@ -2,9 +2,12 @@
 
 A predictor predicts kernels, not files, so a file is first read into a small
 format-neutral list of primitive nodes (NHWC shapes, constants resolved) and
-then matched, in execution order, against the catalog's kernels. What is
-recognised (each pattern only when every intermediate tensor feeds nothing
-else, so a match never hides work done for another branch):
+then matched, in execution order, against the catalog's kernels. An ONNX file
+is first brought to the graph the runtime really runs (:mod:`.onnx_reader`):
+constant subgraphs folded, the batch read from the graph inputs only, every
+shape known. What is recognised (each pattern only when every intermediate
+tensor feeds nothing else, so a match never hides work done for another
+branch):
 
 - ``mbconv``: [1x1 conv + bn + act] -> kxk depthwise conv + bn + act -> [SE]
   -> 1x1 conv + bn (linear) -> [residual add of the block input]. Both
@@ -18,11 +21,16 @@ else, so a match never hides work done for another branch):
   a flatten/reshape feeding it belongs to it). Whether the activation stays in
   the kernel is the device's fusion verdict (:mod:`edgelat.predictors.fusion`);
   an activation fused in the file itself (TFLite ``fusedActivationFunction``)
-  always stays.
+  always stays. Only what the catalog computes exactly: a square odd kernel,
+  equal strides, no dilation, no groups or one per channel.
 - pools, global average pool (also ``ReduceMean``/``MEAN`` over H, W), add,
   mul, concat of two inputs on channels, and the activations (``swish`` =
   ``x*sigmoid(x)``, ``hswish`` = ``HardSwish`` or ``x*hsigmoid(x)``,
   ``hsigmoid`` = ``HardSigmoid(1/6, 1/2)`` or ``relu6(x+3)/6``).
+
+A conv or pool not padded "same" (valid, explicit pads, ceil mode) is priced
+as the catalog kernel with the same output and work (see ``_Matcher.sized``),
+and the split's notes say how many.
 
 ``bn``: a convolution carrying a per-channel bias (or followed by an explicit
 BatchNormalization) is reported with ``bn=True``. Once folded, batch-norm is
@@ -31,10 +39,16 @@ bias are the same computation and cannot be told apart in a file; the
 predictor treats the two keys as one (:func:`bn_twin`).
 
 Views (Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout) not feeding a
-fully connected layer are listed in ``layout`` as zero-cost. Everything else
-becomes an :class:`UnknownKernel` (name, op type, shapes) that carries a
-standalone one-node model of itself, so the caller can measure it on the
-device; nothing is dropped silently.
+fully connected layer are listed in ``layout`` as zero-cost, folded constant
+nodes in ``folded``. Everything else -- grouped, even, asymmetric or dilated
+convs, broadcast arithmetic, Transpose, Split, Slice, Pad, Resize, LRN,
+LayerNormalization, Gelu, Softmax, token-wise MatMul, any op on a tensor
+whose leading dimension is not 1 -- becomes an :class:`UnknownKernel` (name,
+op type, shapes) that carries a standalone one-node model of itself, so the
+caller can measure it on the device. Identical nodes (op, shapes, attributes,
+constant shapes and small integer constants) share one key and one model, so
+they are measured once. Nothing is dropped silently: every node of the file is
+in exactly one item's sources, ``layout`` or ``folded``.
 """
 
 from __future__ import annotations
@@ -50,7 +64,7 @@ import numpy as np
 
 from edgelat.errors import BadInput, CorruptModel
 from edgelat.predictors.fusion import FusionRules
-from edgelat.profiler.ops import KernelSpec, se_channels
+from edgelat.profiler.ops import KernelSpec, same_out, se_channels
 
 VIEW_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 
@@ -75,7 +89,9 @@ class _Graph:
     prims: list[Prim]
     shapes: dict[str, tuple[int, ...]]  # NHWC for 4-D tensors
     outputs: set[str]
-    extract: Any  # callable(prim index) -> bytes of a one-node model
+    extract: Any  # callable(prim) -> bytes of a one-node model
+    signature: Any = None  # callable(prim) -> what decides its latency (key of an unknown kernel)
+    folded: list[dict[str, str]] = field(default_factory=list)  # nodes folded into constants
 
     def consumers(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -132,6 +148,7 @@ class Split:
     sources: list[list[str]]  # node names behind each item
     layout: list[dict[str, str]] = field(default_factory=list)  # zero-cost views: {name, op_type}
     notes: list[str] = field(default_factory=list)  # approximations made, one line each
+    folded: list[dict[str, str]] = field(default_factory=list)  # constant nodes folded at load: {name, op_type}
 
     @property
     def kernels(self) -> list[KernelSpec]:
@@ -167,155 +184,161 @@ def bn_twin(spec: KernelSpec) -> KernelSpec | None:
 _ONNX_ACTS = {"Relu": "relu", "HardSwish": "hswish", "Sigmoid": "sigmoid"}
 
 
-def _nhwc(shape: list[int]) -> tuple[int, ...]:
+def _nhwc(shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
 
 
+def _scalar(value: Any) -> float | None:
+    """The one number a constant holds, else None."""
+    if value is None or np.asarray(value).size != 1:
+        return None
+    return float(np.asarray(value).reshape(-1)[0])
+
+
 def _read_onnx(data: bytes, notes: list[str]) -> _Graph:
+    """Classify the live nodes of the folded, shaped graph (:mod:`.onnx_reader`) into primitives.
+
+    A node becomes a catalog primitive only when what it computes is exactly what the
+    catalog's kernel computes: 2-D convolutions with a square odd kernel, equal strides,
+    no dilation, and either no groups or one group per channel; square pools; batch-1
+    tensors throughout. Everything else (grouped, even, asymmetric or dilated convs,
+    broadcast arithmetic, transformer ops...) is ``other`` and is measured as itself.
+    """
     import onnx
-    from onnx import numpy_helper, shape_inference
 
-    try:
-        model = onnx.load_from_string(data)
-        model = shape_inference.infer_shapes(model)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, InferenceError...
-        raise CorruptModel(f"not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    g = model.graph
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute:
-            a = n.attribute[0]
-            if a.name == "value":
-                consts[n.output[0]] = numpy_helper.to_array(a.t)
-            elif a.name in ("value_float", "value_int"):
-                consts[n.output[0]] = np.array(a.f if a.name == "value_float" else a.i)
-    raw: dict[str, list[int]] = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        dims = vi.type.tensor_type.shape.dim
-        shape = []
-        for d in dims:
-            if d.HasField("dim_value"):
-                shape.append(int(d.dim_value))
-            else:
-                shape.append(1)  # symbolic (batch) dimension: predicted at 1
-                if vi.name in {i.name for i in g.input}:
-                    notes.append(f"input {vi.name}: symbolic dimension {d.dim_param or '?'} taken as 1")
-        raw[vi.name] = shape
-    for name, shape in raw.items():
-        if name not in consts and shape and len(shape) >= 2 and shape[0] not in (1,):
-            raise BadInput(f"tensor {name} has batch {shape[0]}; the kernel predictor covers batch 1 models")
-    shapes = {k: _nhwc(v) for k, v in raw.items()}
-    for name, arr in consts.items():
-        shapes.setdefault(name, tuple(arr.shape))
+    from edgelat.predictors.onnx_reader import read_onnx
 
-    def attrs_of(n) -> dict[str, Any]:
-        return {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+    og = read_onnx(data)
+    notes += og.notes
+    consts, raw = og.consts, og.shapes
+
+    def batch1(t: str) -> bool:
+        s = raw.get(t)
+        return s is not None and (len(s) < 2 or s[0] == 1)
 
     prims: list[Prim] = []
-    for idx, n in enumerate(g.node):
-        if n.op_type == "Constant":
-            continue
-        at = attrs_of(n)
-        live = [i for i in n.input if i and i not in consts]
-        name = n.name or f"{n.op_type}_{idx}"
+    by_name: dict[str, Any] = {}
+    for node, name in zip(og.nodes, og.names):
+        at = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        live = [i for i in node.input if i and i not in consts]
+        outs = [o for o in node.output if o]
+        by_name[name] = node
+        op = node.op_type
         kind, attrs = "other", {}
-        op = n.op_type
-        if op == "Conv" and len(live) == 1 and n.input[1] in consts:
-            w = consts[n.input[1]]
-            ks, st = list(at.get("kernel_shape", w.shape[2:])), list(at.get("strides", [1, 1]))
+        const_in = lambda k: node.input[k] if len(node.input) > k and node.input[k] in consts else None  # noqa: E731
+        known = all(t in raw for t in live + outs)
+        computes = known and all(batch1(t) for t in live + outs)
+        rank = len(raw[live[0]]) if live and known else -1
+        if op in VIEW_OPS and node.domain in ("", "ai.onnx") and len(live) == 1:
+            kind = "view"
+        elif node.domain not in ("", "ai.onnx") or not computes:
+            pass
+        elif op == "Conv" and len(live) == 1 and rank == 4 and const_in(1):
+            wshape = consts.shape(node.input[1])
+            ks = list(at.get("kernel_shape", wshape[2:]))
+            st = list(at.get("strides", [1, 1]))
             dil = list(at.get("dilations", [1, 1]))
             group = int(at.get("group", 1))
-            cout, cin_g = int(w.shape[0]), int(w.shape[1])
-            cin = cin_g * group
-            if len(ks) == 2 and ks[0] == ks[1] and st[0] == st[1] and dil == [1, 1]:
-                attrs = {"kernel": int(ks[0]), "stride": int(st[0]), "cin": cin, "cout": cout, "bias": len(n.input) > 2 and bool(n.input[2])}
-                if group == 1:
-                    kind = "conv"
-                elif group == cin == cout:
-                    kind = "dwconv"
-        elif op == "BatchNormalization" and len(live) == 1:
+            cout, cin = int(wshape[0]), int(wshape[1]) * group
+            square = len(ks) == 2 and ks[0] == ks[1] and ks[0] % 2 == 1 and st[0] == st[1] and dil == [1, 1]
+            if square and (group == 1 or group == cin == cout):
+                kind = "conv" if group == 1 else "dwconv"
+                attrs = {"kernel": int(ks[0]), "stride": int(st[0]), "cin": cin, "cout": cout,
+                         "bias": len(node.input) > 2 and bool(node.input[2])}
+        elif op == "BatchNormalization" and len(live) == 1 and rank == 4:
             kind = "bn"
         elif op in _ONNX_ACTS and len(live) == 1:
             kind, attrs = "act", {"act": _ONNX_ACTS[op]}
         elif op == "Clip" and len(live) == 1:
-            lo = consts.get(n.input[1]) if len(n.input) > 1 and n.input[1] else at.get("min")
-            hi = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else at.get("max")
-            lo, hi = (None if v is None or np.asarray(v).size != 1 else float(np.asarray(v).reshape(-1)[0]) for v in (lo, hi))
-            if lo == 0.0 and hi == 6.0:
+            lo = consts.get(node.input[1]) if const_in(1) else at.get("min")
+            hi = consts.get(node.input[2]) if const_in(2) else at.get("max")
+            if _scalar(lo) == 0.0 and _scalar(hi) == 6.0:
                 kind, attrs = "act", {"act": "relu6"}
+        elif op == "Swish" and len(live) == 1 and abs(float(at.get("alpha", 1.0)) - 1.0) < 1e-6:  # opset 24: x*sigmoid(x)
+            kind, attrs = "act", {"act": "swish"}
         elif op == "HardSigmoid" and len(live) == 1:
             if abs(at.get("alpha", 0.2) - 1 / 6) < 1e-4 and abs(at.get("beta", 0.5) - 0.5) < 1e-6:
                 kind, attrs = "act", {"act": "hsigmoid"}
-        elif op in ("Add", "Mul", "Div", "Sub"):
+        elif op in ("Add", "Mul", "Div", "Sub") and len(node.input) == 2:
             if len(live) == 2 and op in ("Add", "Mul"):
                 kind = op.lower()
-            elif len(live) == 1 and len(n.input) == 2:
-                c = consts.get(n.input[1] if n.input[0] in live else n.input[0])
-                if c is not None and c.size == 1:
-                    value = float(c.reshape(-1)[0])
-                    if op == "Div" and n.input[0] in live and value != 0:
+            elif len(live) == 1:
+                other = node.input[1] if node.input[0] in live else node.input[0]
+                value = _scalar(consts.get(other))
+                if value is not None:
+                    if op == "Div" and node.input[0] in live and value != 0:
                         kind, attrs = "mulc", {"value": 1.0 / value}
                     elif op in ("Add", "Mul"):
                         kind, attrs = ("addc" if op == "Add" else "mulc"), {"value": value}
-                elif c is not None and op == "Add" and c.ndim == 1:
+                elif op == "Add" and len(consts.shape(other)) == 1:
                     kind, attrs = "addc", {"value": None, "bias": True}
-        elif op == "Concat" and len(live) == len(n.input) == 2:
-            rank = len(raw.get(n.output[0], []))
-            axis = int(at.get("axis", 1))
-            if rank == 4 and axis in (1, -3):
+        elif op == "Concat" and len(live) == len(node.input) == 2:
+            if len(raw[outs[0]]) == 4 and int(at.get("axis", 1)) in (1, -3):
                 kind = "concat"
-        elif op in ("MaxPool", "AveragePool"):
+        elif op in ("MaxPool", "AveragePool") and len(live) == 1 and rank == 4 and len(outs) == 1:
             ks, st = list(at.get("kernel_shape", [])), list(at.get("strides", [1, 1]))
             if len(ks) == 2 and ks[0] == ks[1] and st[0] == st[1] and list(at.get("dilations", [1, 1])) == [1, 1]:
                 kind = "maxpool" if op == "MaxPool" else "avgpool"
                 attrs = {"kernel": int(ks[0]), "stride": int(st[0])}
-        elif op == "GlobalAveragePool":
+        elif op == "GlobalAveragePool" and len(live) == 1 and rank == 4:
             kind = "gap"
-        elif op == "ReduceMean" and len(live) == 1:
+        elif op == "ReduceMean" and len(live) == 1 and rank == 4:
             axes = at.get("axes")
-            if axes is None and len(n.input) > 1 and n.input[1] in consts:
-                axes = consts[n.input[1]].tolist()
-            rank = len(raw.get(n.input[0], []))
-            if rank == 4 and axes is not None and sorted(a % 4 for a in axes) == [2, 3] and at.get("keepdims", 1) == 1:
-                kind = "gap"
-        elif op == "Gemm" and len(live) == 1 and n.input[1] in consts and not at.get("transA", 0):
-            w = consts[n.input[1]]
-            cout = int(w.shape[0] if at.get("transB", 0) else w.shape[1])
-            kind, attrs = "fc", {"cin": int(w.size // cout), "cout": cout}
-        elif op == "MatMul" and len(live) == 1 and n.input[1] in consts and consts[n.input[1]].ndim == 2:
-            w = consts[n.input[1]]
-            kind, attrs = "fc", {"cin": int(w.shape[0]), "cout": int(w.shape[1]), "matmul": True}
-        elif op in VIEW_OPS:
-            kind = "view"
-        prims.append(Prim(kind, name, op, live, [o for o in n.output if o], attrs))
+            if axes is None and const_in(1):
+                axes = np.asarray(consts.get(node.input[1])).reshape(-1).tolist()
+            if axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]:
+                kind = "gap"  # keepdims or not: the same reduction
+        elif op == "Gemm" and len(live) == 1 and const_in(1) and not at.get("transA", 0) and rank == 2:
+            wshape = consts.shape(node.input[1])
+            cout = int(wshape[0] if at.get("transB", 0) else wshape[1])
+            kind, attrs = "fc", {"cin": int(np.prod(wshape)) // cout, "cout": cout}
+        elif op == "MatMul" and len(live) == 1 and node.input[0] in live and const_in(1) and len(consts.shape(node.input[1])) == 2:
+            wshape = consts.shape(node.input[1])
+            kind, attrs = "fc", {"cin": int(wshape[0]), "cout": int(wshape[1]), "matmul": True}
+        prims.append(Prim(kind, name, op, live, outs, attrs))
 
-    node_by_name = {(n.name or f"{n.op_type}_{i}"): n for i, n in enumerate(g.node)}
+    shapes = {t: _nhwc(s) for t, s in raw.items()}
 
     def extract(p: Prim) -> bytes:
-        return _onnx_one_node(model, node_by_name[p.name], consts, raw)
+        return og.one_node(by_name[p.name])
 
-    return _Graph("onnx", prims, shapes, {o.name for o in g.output}, extract)
+    def signature(p: Prim) -> dict[str, Any]:
+        return _onnx_signature(by_name[p.name], og)
+
+    return _Graph("onnx", prims, shapes, set(og.outputs), extract, signature, og.folded)
 
 
-def _onnx_one_node(model, node, consts: dict[str, np.ndarray], raw: dict[str, list[int]]) -> bytes:
-    """A standalone model of one node: its constant inputs copied, its live inputs as graph inputs."""
+def _onnx_signature(node, og) -> dict[str, Any]:
+    """What decides a node's latency: op, live shapes and types, attributes, constant inputs
+    (their shapes, and the values of small integer ones: axes, pads, indices, sizes)."""
     import onnx
-    from onnx import helper, numpy_helper
 
-    inputs, inits = [], []
-    for name in node.input:
-        if not name:
+    consts = og.consts
+    ins, cins = [], []
+    for pos, t in enumerate(node.input):
+        if not t:
             continue
-        if name in consts:
-            inits.append(numpy_helper.from_array(consts[name], name))
+        if t in consts:
+            entry: dict[str, Any] = {"pos": pos, "shape": list(consts.shape(t)), "type": consts.elem_type(t)}
+            if consts.size(t) <= 64 and consts.elem_type(t) in _INT_TYPES:
+                v = consts.get(t)
+                if v is not None:
+                    entry["value"] = np.asarray(v).reshape(-1).tolist()
+            cins.append(entry)
         else:
-            elem = onnx.TensorProto.FLOAT
-            inputs.append(helper.make_tensor_value_info(name, elem, raw.get(name) or None))
-    outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, raw.get(o) or None) for o in node.output if o]
-    graph = helper.make_graph([node], "edgelat-node", inputs, outputs, initializer=inits)
-    m = helper.make_model(graph, opset_imports=model.opset_import, producer_name="edgelat")
-    m.ir_version = model.ir_version
-    return m.SerializeToString()
+            ins.append([list(og.shapes.get(t, ())), og.types.get(t, 0)])
+    attrs = sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)
+    return {
+        "op": node.op_type,
+        "domain": node.domain,
+        "in": ins,
+        "out": [list(og.shapes.get(t, ())) for t in node.output if t],
+        "attrs": attrs,
+        "consts": cins,
+    }
+
+
+_INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 9, 12, 13})  # uint8..int64, bool, uint32, uint64
 
 
 # --------------------------------------------------------------------------- TFLite reader
@@ -355,11 +378,17 @@ def _read_tflite(data: bytes, notes: list[str]) -> _Graph:
             shape = [int(d) for d in (t.shape if t.shape is not None else [])]
             consts[i] = arr.reshape(shape) if shape and int(np.prod(shape)) == arr.size else arr
     shapes: dict[str, tuple[int, ...]] = {}
+    graph_inputs = {int(i) for i in (sg.inputs if sg.inputs is not None else [])}
     for i, t in enumerate(sg.tensors):
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
-        if len(shape) >= 2 and shape[0] not in (1, -1) and i not in consts:
-            raise BadInput(f"tensor {(t.name or b'').decode(errors='replace')} has batch {shape[0]}; the kernel predictor covers batch 1 models")
+        # only the graph inputs say what the batch is (a reshape to [49, ...] inside is no batch)
+        if i in graph_inputs and len(shape) >= 2 and shape[0] not in (1, -1) and i not in consts:
+            raise BadInput(f"input {(t.name or b'').decode(errors='replace')} has batch {shape[0]}; the kernel predictor covers batch 1 models")
         shapes[tname(i)] = tuple(1 if d == -1 else d for d in shape)
+
+    def batch1(i: int) -> bool:
+        s = shapes[tname(i)]
+        return len(s) < 2 or s[0] == 1
 
     prims: list[Prim] = []
     for idx, op in enumerate(sg.operators):
@@ -371,11 +400,16 @@ def _read_tflite(data: bytes, notes: list[str]) -> _Graph:
         kind, attrs, fused = "other", {}, "none"
         first_out = sg.tensors[outs[0]] if outs else None
         name = (first_out.name.decode(errors="replace") if first_out is not None and first_out.name else f"{on}_{idx}")
-        if on in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(live) == 1 and ins[1] in consts:
+        if on in VIEW_OPS:
+            kind = "view"
+        elif not all(batch1(i) for i in ins + outs if i >= 0 and i not in consts):
+            pass  # a tensor folded into a batch (windows, heads): measured as it is
+        elif on in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(live) == 1 and ins[1] in consts:
             w = consts[ins[1]]
             fa = getattr(opts, "fusedActivationFunction", 0)
             dil = (getattr(opts, "dilationHFactor", 1), getattr(opts, "dilationWFactor", 1))
-            if fa in _TFL_FUSED and opts.strideH == opts.strideW and dil == (1, 1) and w.ndim == 4 and w.shape[1] == w.shape[2]:
+            square = w.ndim == 4 and w.shape[1] == w.shape[2] and w.shape[1] % 2 == 1
+            if fa in _TFL_FUSED and opts.strideH == opts.strideW and dil == (1, 1) and square:
                 fused = _TFL_FUSED[fa]
                 bias = len(ins) > 2 and ins[2] >= 0
                 if on == "CONV_2D":  # OHWI
@@ -421,8 +455,6 @@ def _read_tflite(data: bytes, notes: list[str]) -> _Graph:
             axes = sorted(int(a) % 4 for a in consts[ins[1]].reshape(-1))
             if len(shapes[live[0]]) == 4 and axes == [1, 2]:
                 kind = "gap"
-        elif on in VIEW_OPS:
-            kind = "view"
         out_names = [tname(i) for i in outs]
         if fused != "none":
             mid = f"{out_names[0]}:pre-act"
@@ -493,6 +525,8 @@ class _Matcher:
         self.cons = graph.consumers()
         self.used = [False] * len(self.p)
         self.producer = {t: i for i, p in enumerate(self.p) for t in p.outputs}
+        self.resized: set[str] = set()  # outputs of convs/pools not padded "same" (see sized)
+        self.extracted: dict[str, bytes] = {}  # one-node model per unknown-kernel key
 
     # helpers --------------------------------------------------------------
     def only(self, tensor: str) -> int | None:
@@ -567,14 +601,28 @@ class _Matcher:
             nodes.append(j)
             out, bn = self.p[j].outputs[0], True
         act, an, aout, locked = self.act_after(out)
-        h, w, cin = self.hwc(c.inputs[0])
+        h, w, same = self.sized(c.inputs[0], c.outputs[0], c.attrs["stride"])
         return {
             "op": "conv2d" if c.kind == "conv" else "dwconv2d",
             "h": h, "w": w, "cin": c.attrs["cin"], "cout": c.attrs["cout"],
             "kernel": c.attrs["kernel"], "stride": c.attrs["stride"], "bn": bn,
             "nodes": nodes, "out": out, "act": act, "act_nodes": an, "act_out": aout, "locked": locked,
-            "in_c": cin,
+            "same": same,
         }
+
+    def sized(self, x: str, y: str, stride: int) -> tuple[int, int, bool]:
+        """(h, w, same) of a windowed kernel from ``x`` to ``y``.
+
+        The catalog's convs and pools pad "same" (output side ``ceil(in / stride)``). One
+        padded otherwise (valid, explicit pads, ceil mode) is priced as the catalog kernel
+        with the same output and the same work: input side ``out * stride``.
+        """
+        h, w, _ = self.hwc(x)
+        out = self.shape(y)
+        if len(out) != 4 or (out[1], out[2]) == (same_out(h, stride), same_out(w, stride)):
+            return h, w, True
+        self.resized.add(y)
+        return out[1] * stride, out[2] * stride, False
 
     def take(self, nodes: list[int]) -> list[str]:
         for n in nodes:
@@ -623,7 +671,7 @@ class _Matcher:
             dw = self.conv_chain(j) if j is not None else None
         else:
             act, mid, dw = first["act"], cin, first
-        if not dw or dw["op"] != "dwconv2d" or dw["cin"] != mid or dw["act"] != act:
+        if not dw or dw["op"] != "dwconv2d" or dw["cin"] != mid or dw["act"] != act or not (dw["same"] and first["same"]):
             return None
         nodes += dw["nodes"] + dw["act_nodes"]
         y = dw["act_out"]
@@ -638,7 +686,7 @@ class _Matcher:
             y, se = se_match[1], True
         j = self.only(y)
         proj = self.conv_chain(j) if j is not None else None
-        if not proj or proj["op"] != "conv2d" or proj["kernel"] != 1 or proj["stride"] != 1 or proj["act"] != "none":
+        if not proj or proj["op"] != "conv2d" or proj["kernel"] != 1 or proj["stride"] != 1 or proj["act"] != "none" or not proj["same"]:
             return None
         nodes += proj["nodes"]
         cout, out = proj["cout"], proj["out"]
@@ -683,9 +731,9 @@ class _Matcher:
                     emit(KernelSpec(**fields, act=act), c["nodes"] + c["act_nodes"])
                 else:
                     spec = KernelSpec(**fields)
+                    _, ho, wo, co = spec.output_shape()
                     emit(spec, c["nodes"])
                     if act != "none":
-                        _, ho, wo, co = spec.output_shape()
                         emit(KernelSpec(act, ho, wo, co), c["act_nodes"])
                 continue
             if kind == "gap":
@@ -707,7 +755,10 @@ class _Matcher:
                 continue
             if kind == "fc":
                 cin, cout = prim.attrs["cin"], prim.attrs["cout"]
-                if int(np.prod(self.shape(prim.inputs[0]) or (cin,))) != cin:
+                if int(np.prod(self.shape(prim.inputs[0]) or (cin,))) != cin:  # a token-wise linear layer
+                    for v in prim.attrs.pop("views", []):
+                        layout.append({"name": self.p[v].name, "op_type": self.p[v].op_type})
+                        self.used[v] = True
                     self.unknown(i, items, sources)
                     continue
                 nodes = prim.attrs.get("views", []) + [i]
@@ -726,7 +777,8 @@ class _Matcher:
                         emit(KernelSpec(act, 1, 1, cout), an)
                 continue
             if kind in ("maxpool", "avgpool") and len(self.shape(prim.inputs[0])) == 4:
-                h, w, c = self.hwc(prim.inputs[0])
+                h, w, _ = self.sized(prim.inputs[0], prim.outputs[0], prim.attrs["stride"])
+                c = self.hwc(prim.inputs[0])[2]
                 emit(KernelSpec(kind, h, w, c, kernel=prim.attrs["kernel"], stride=prim.attrs["stride"]), [i])
                 self.trailing_act(i, items, sources)
                 continue
@@ -753,7 +805,11 @@ class _Matcher:
                     emit(KernelSpec(prim.attrs["act"], h, w, c), [i])
                     continue
             self.unknown(i, items, sources)
-        return Split(self.g.fmt, items, sources, layout)
+        notes = []
+        if self.resized:
+            notes.append(f"{len(self.resized)} conv/pool node(s) are not padded 'same'; each is priced as the catalog "
+                         "kernel with its output size and work (input side = output side x stride)")
+        return Split(self.g.fmt, items, sources, layout, notes, list(self.g.folded))
 
     def trailing_act(self, i: int, items: list, sources: list) -> None:
         """An activation fused into a TFLite pool/add op becomes its own kernel."""
@@ -764,22 +820,24 @@ class _Matcher:
             sources.append(self.take([j]))
 
     def unknown(self, i: int, items: list, sources: list) -> None:
+        """Node ``i`` as itself, with a one-node model to measure; identical nodes share one
+        key (and one extracted model)."""
         prim = self.p[i]
         ins = [self.shape(t) for t in prim.inputs]
         outs = [self.shape(t) for t in prim.outputs]
-        try:
-            model = self.g.extract(prim)
-        except Exception as exc:  # a node we cannot cut out stays listed, just not measurable
-            model = b""
-            prim.attrs["extract_error"] = f"{type(exc).__name__}: {exc}"
-        sig = {"op": prim.op_type, "in": ins, "out": outs, "attrs": {k: v for k, v in prim.attrs.items() if not k.startswith("_")}}
-        if model and self.g.fmt == "onnx":
-            import onnx
-
-            node = onnx.load_from_string(model).graph.node[0]
-            sig["attrs"] = sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute)
-            sig["consts"] = [list(t.dims) for t in onnx.load_from_string(model).graph.initializer]
-        items.append(UnknownKernel(prim.name, prim.op_type, self.g.fmt, ins, outs, sig, model))
+        if self.g.signature is not None:
+            sig = self.g.signature(prim)
+        else:
+            sig = {"op": prim.op_type, "in": ins, "out": outs, "attrs": {k: v for k, v in prim.attrs.items() if not k.startswith("_")}}
+        kernel = UnknownKernel(prim.name, prim.op_type, self.g.fmt, ins, outs, sig)
+        if kernel.key not in self.extracted:
+            try:
+                self.extracted[kernel.key] = self.g.extract(prim)
+            except Exception as exc:  # a node we cannot cut out stays listed, just not measurable
+                self.extracted[kernel.key] = b""
+                prim.attrs["extract_error"] = f"{type(exc).__name__}: {exc}"
+        kernel.model = self.extracted[kernel.key]
+        items.append(kernel)
         sources.append(self.take([i]))
 
 

@@ -257,3 +257,190 @@ def test_fusion_figures_are_one_round_that_backs_the_verdict(tmp_path):
     assert v.saved_ms > 0.5 * v.second_cost_ms
     (row,) = verdict_rows(db, "board", RuntimeConfig())
     assert row["fused_ms"] == 0.30 and row["first_ms"] == 0.29
+
+
+def _classic_export(opset: int = 13) -> bytes:
+    """What older exporters and hand-edited graphs write: weights computed by constant
+    subgraphs (a ConstantOfShape weight, a Constant node, a reshaped flat initializer, a
+    transposed fc weight, a Range/Cast bias) and a flatten spelled Shape -> Gather ->
+    Unsqueeze -> Concat -> Reshape, on a symbolic batch. Before opset 13 the weights are
+    also listed as graph inputs (IR 3 style) and Unsqueeze takes its axes as an attribute."""
+    rng = np.random.default_rng(0)
+    i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.int64), name)  # noqa: E731
+    f32 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
+    fill = helper.make_tensor("fill", TensorProto.FLOAT, [1], [0.05])
+    nodes = [
+        helper.make_node("Constant", [], ["w1_shape"], value=helper.make_tensor("v", TensorProto.INT64, [4], [16, 3, 3, 3])),
+        helper.make_node("ConstantOfShape", ["w1_shape"], ["w1"], name="w1_fill", value=fill),
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Reshape", ["w2_flat", "w2_shape"], ["w2"], name="w2_reshape"),
+        helper.make_node("Constant", [], ["b2"], name="b2_const", value=numpy_helper.from_array(np.zeros(16, np.float32))),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Shape", ["p"], ["p_shape"], name="shape"),
+        helper.make_node("Gather", ["p_shape", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"], name="unsqueeze") if opset >= 13
+        else helper.make_node("Unsqueeze", ["n"], ["n1"], name="unsqueeze", axes=[0]),
+        helper.make_node("Concat", ["n1", "minus1"], ["flat_shape"], name="concat_shape", axis=0),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Transpose", ["wf_t"], ["wf"], name="wf_transpose", perm=[1, 0]),
+        helper.make_node("MatMul", ["f", "wf"], ["mm"], name="fc_mm"),
+        helper.make_node("Range", ["start", "limit", "delta"], ["bias_i"], name="bias_range"),
+        helper.make_node("Cast", ["bias_i"], ["bias"], name="bias_cast", to=TensorProto.FLOAT),
+        helper.make_node("Add", ["mm", "bias"], ["logits"], name="fc_bias"),
+    ]
+    init = [
+        f32("w2_flat", rng.standard_normal(16 * 16 * 9)), i64("w2_shape", [16, 16, 3, 3]),
+        i64("zero", 0), i64("axes0", [0]), i64("minus1", [-1]),
+        f32("wf_t", rng.standard_normal((10, 16))),
+        i64("start", 0), i64("limit", 10), i64("delta", 1),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])]
+    if opset < 13:
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in init]
+    graph = helper.make_graph(nodes, "classic", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+                              initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7 if opset >= 13 else 3
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_constant_subgraphs_are_folded_and_their_convs_recognised(opset):
+    split = split_model(_classic_export(opset), "onnx")
+    assert [k.key for k in split.items] == [
+        "conv2d:h16,w16,cin3,cout16,k3,s1,relu",
+        "conv2d:h16,w16,cin16,cout16,k3,s2,bn,relu",
+        "global-avgpool:h8,w8,cin16",
+        "fc:h1,w1,cin16,cout10",
+    ]
+    assert split.unknown == []
+    assert split.sources[3] == ["flatten", "fc_mm", "fc_bias"]
+    folded = {f["op_type"] for f in split.folded}
+    assert folded == {"Constant", "ConstantOfShape", "Reshape", "Shape", "Gather", "Unsqueeze", "Concat", "Transpose", "Range", "Cast"}
+    assert any("symbolic dimension batch taken as 1" in n for n in split.notes)
+    # every node is accounted for exactly once: a kernel's source, a view, or a folded constant
+    named = [n for src in split.sources for n in src] + [v["name"] for v in split.layout] + [f["name"] for f in split.folded]
+    model = onnx.load_from_string(_classic_export(opset))
+    assert len(named) == len(set(named)) == len(model.graph.node)
+    assert not any("onnxruntime run" in n for n in split.notes)  # inference and folding told every shape
+
+
+def _graph(nodes, inputs, outputs, init=(), opset=18) -> bytes:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(init))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _run_alone(kernel) -> list[np.ndarray]:
+    """Run an unknown kernel's one-node model on onnxruntime with zero inputs of its declared shapes."""
+    import onnxruntime as ort
+
+    onnx.checker.check_model(onnx.load_from_string(kernel.model))
+    sess = ort.InferenceSession(kernel.model, providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: np.zeros(i.shape, np.float32) for i in sess.get_inputs()})
+
+
+def test_ops_outside_the_catalog_become_unknown_kernels_that_run_alone():
+    rng = np.random.default_rng(0)
+    f32 = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])
+    nodes = [
+        helper.make_node("Conv", ["x", "wd"], ["d"], name="dilated", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]),
+        helper.make_node("Conv", ["d", "wa"], ["a"], name="asym_1x7", kernel_shape=[1, 7], pads=[0, 3, 0, 3]),
+        helper.make_node("Conv", ["a", "wg"], ["g"], name="grouped", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Conv", ["g", "we"], ["e"], name="patchify_4x4_s4", kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("LRN", ["e"], ["l"], name="lrn", size=3),
+        helper.make_node("Pad", ["l", "pads"], ["pd"], name="pad"),
+        helper.make_node("Resize", ["pd", "", "scales"], ["rs"], name="resize", mode="nearest"),
+        helper.make_node("HardSigmoid", ["rs"], ["hs"], name="hsig", alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["rs", "hs"], ["hw"], name="hswish_mul"),
+        helper.make_node("Split", ["hw", "split"], ["s0", "s1", "s2"], name="split3", axis=1),
+        helper.make_node("Concat", ["s2", "s0", "s1"], ["y"], name="concat3", axis=1),
+    ]
+    init = [f32("wd", (8, 8, 3, 3)), f32("wa", (8, 8, 1, 7)), f32("wg", (8, 4, 3, 3)), f32("we", (8, 8, 4, 4)),
+            numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+            numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+            numpy_helper.from_array(np.array([2, 2, 4], np.int64), "split")]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    split = split_model(_graph(nodes, [x], [y], init), "onnx")
+    kinds = [(type(k).__name__, getattr(k, "op_type", None) or k.key) for k in split.items]
+    assert kinds == [
+        ("UnknownKernel", "Conv"), ("UnknownKernel", "Conv"), ("UnknownKernel", "Conv"), ("UnknownKernel", "Conv"),
+        ("UnknownKernel", "LRN"), ("UnknownKernel", "Pad"), ("UnknownKernel", "Resize"),
+        ("KernelSpec", "hswish:h12,w12,cin8"),  # HardSigmoid(1/6, 1/2) * x, as exporters write hard-swish
+        ("UnknownKernel", "Split"), ("UnknownKernel", "Concat"),
+    ]
+    assert split.unknown[3].output_shapes == [(1, 4, 4, 8)]  # NHWC, like every 4-D shape the split reports
+    for kernel in split.unknown:
+        outs = _run_alone(kernel)
+        declared = onnx.load_from_string(kernel.model).graph.output
+        assert [o.shape for o in outs] == [tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in declared]
+
+
+def test_identical_unknown_nodes_share_one_key_and_one_model():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    nodes = [helper.make_node("Softmax", ["x"], ["a"], name="s1", axis=1),
+             helper.make_node("Softmax", ["a"], ["b"], name="s2", axis=1),
+             helper.make_node("Softmax", ["b"], ["c"], name="s3", axis=2)]
+    split = split_model(_graph(nodes, [x], [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)]), "onnx")
+    a, b, c = split.unknown
+    assert a.key == b.key != c.key
+    assert a.model is b.model and a.name != b.name
+
+
+def test_batch_is_read_from_the_graph_inputs_only():
+    """A reshape to [4, ...] inside the graph (windows, heads) is no batch: what runs on it
+    is measured as itself, never priced as a batch-1 catalog kernel."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu_image"),
+             helper.make_node("Reshape", ["r", "to4"], ["w"], name="to_windows"),
+             helper.make_node("Relu", ["w"], ["rw"], name="relu_windows"),
+             helper.make_node("Reshape", ["rw", "back"], ["y"], name="from_windows")]
+    init = [numpy_helper.from_array(np.array([4, 2, 4, 4], np.int64), "to4"),
+            numpy_helper.from_array(np.array([1, 8, 4, 4], np.int64), "back")]
+    split = split_model(_graph(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init), "onnx")
+    assert [type(k).__name__ for k in split.items] == ["KernelSpec", "UnknownKernel"]
+    assert split.items[0].key == "relu:h4,w4,cin8"
+    assert split.unknown[0].name == "relu_windows"
+    assert [v["name"] for v in split.layout] == ["to_windows", "from_windows"]
+    _run_alone(split.unknown[0])
+
+
+def test_dynamic_spatial_input_is_refused_in_one_line():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "height", 32])
+    data = _graph([helper.make_node("Relu", ["x"], ["y"])], [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    with pytest.raises(BadInput, match=r"^input x: dimension 2 is dynamic \(height\); export the model with a fixed input size$"):
+        split_model(data, "onnx")
+
+
+def test_shapes_onnx_cannot_infer_are_taken_from_one_runtime_run():
+    """An op from onnxruntime's own domain has no onnx shape function; one run at batch 1
+    tells its output shape, so the catalog kernel after it is still recognised."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             helper.make_node("Gelu", ["a"], ["b"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Sigmoid", ["b"], ["y"], name="sigmoid")]
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    split = split_model(model.SerializeToString(), "onnx")
+    assert [k.key if isinstance(k, KernelSpec) else k.op_type for k in split.items] == ["relu:h4,w4,cin8", "Gelu", "sigmoid:h4,w4,cin8"]
+    assert split.unknown[0].input_shapes == [(1, 4, 4, 8)]
+    assert any("onnxruntime run" in n for n in split.notes)
+    (out,) = _run_alone(split.unknown[0])
+    assert out.shape == (1, 8, 4, 4)
+
+
+def test_silu_written_every_way_is_swish():
+    """x*sigmoid(x) (any operand order) and opset 24's Swish op are the catalog's swish."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+             helper.make_node("Mul", ["s", "x"], ["a"], name="silu_mul"),
+             helper.make_node("Swish", ["a"], ["y"], name="swish_op", alpha=1.0)]
+    split = split_model(_graph(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], opset=24), "onnx")
+    assert [k.key for k in split.items] == ["swish:h4,w4,cin8", "swish:h4,w4,cin8"]
+    assert split.sources == [["sig", "silu_mul"], ["swish_op"]]
