@@ -32,7 +32,7 @@ from edgelat import __version__
 from edgelat.agents import convert
 from edgelat.agents.backend import Backend
 from edgelat.agents.cache import ModelCache, check_sha
-from edgelat.agents.client import run_item
+from edgelat.agents.client import run_batch, run_item
 from edgelat.agents.types import (
     FORMATS,
     RUNTIMES,
@@ -183,6 +183,12 @@ class AgentServicer(pb_grpc.AgentServicer):
     ) -> Iterator[pb.BenchmarkResult]:
         config, protocol = _request_config(request, context)
         items = _request_items(request.items, context)
+        if request.rounds > 1:  # interleaved rounds: the device holds every session for the whole batch
+            with self._bench_lock:
+                for result in run_batch(self.backend, self.cache, items, config, protocol, request.rounds,
+                                        keep_going=context.is_active):
+                    yield convert.result_to_pb(result)
+            return
         for item in items:
             if not context.is_active():  # the client went away: stop measuring for nobody
                 log.info("client left; %d item(s) of the batch not run", len(items))

@@ -459,12 +459,15 @@ class AdbClient(LocalClient):
     backend: AdbBackend
 
     def benchmark_batch(
-        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
+        rounds: int = 0,
     ) -> Iterator[BenchmarkResult]:
         for item in items:
             result = run_item(self.backend, self.cache, item, config, protocol)
             if result.error and self.backend.lost_reason is not None:
                 raise DeviceError(self.backend.lost_reason)
+            if rounds > 1 and result.ok:  # a phone runner is one process per model: no interleaving
+                result.extra["rounds"] = f"ignored: this device measures each model in one go (asked for {rounds})"
             yield result
 
 
