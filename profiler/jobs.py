@@ -32,8 +32,11 @@ Progress = Callable[[int, int, str, BenchmarkResult], None]
 
 #: Rounds a batch's kernels are interleaved over on the device (0 or 1: one by one).
 DEFAULT_ROUNDS = 4
-#: Kernels per chunk: every chunk is one batch with a sentinel check after it.
+#: Kernels per chunk: every chunk is one batch (its sessions stay open on the device together).
 DEFAULT_CHUNK = 16
+#: Seconds between sentinel checks: one after the first chunk that ends this long after the
+#: last check (and always one at the start and one at the end).
+DEFAULT_SENTINEL_EVERY_S = 5.0
 
 
 @dataclass
@@ -155,15 +158,17 @@ def profile_kernels(
     rounds: int = DEFAULT_ROUNDS,
     chunk: int = DEFAULT_CHUNK,
     sentinel: bool = True,
+    sentinel_every_s: float = DEFAULT_SENTINEL_EVERY_S,
 ) -> JobSummary:
     """Measure each kernel not yet in the device's table (all of them with ``force``).
 
     The kernels go in chunks of ``chunk``, each one batch measured on the device in
     ``rounds`` interleaved rounds. With ``sentinel``, the drift sentinel
-    (:mod:`edgelat.profiler.sentinel`) is checked before the first chunk, after each
-    chunk and so at the end; a row is stored as it arrives with the level checked
-    before its chunk, then given the geometric mean of the levels before and after
-    it once the next check is in. Losing the device mid-batch does not raise: the
+    (:mod:`edgelat.profiler.sentinel`) is checked before the first chunk, after
+    the first chunk that ends ``sentinel_every_s`` after the last check (0: after
+    every chunk), and after the last chunk; a row is stored as it arrives with the
+    last level checked, then given the geometric mean of the levels before and
+    after it once the next check is in. Losing the device mid-batch does not raise: the
     summary's ``interrupted`` says why and how many rows were kept, so the caller
     can tell the user to rerun.
     """
@@ -190,8 +195,9 @@ def profile_kernels(
                           for s in SENTINEL_SPECS] if sentinel else []
         level = _check_sentinel(db, device, client, sentinel_items, config, rounds, started, summary) \
             if sentinel else None
+        stored: list[str] = []  # rows since the last check
+        last_check = time.perf_counter()
         for at in range(0, len(items), max(1, chunk)):
-            stored: list[str] = []
             for result in _batch(client, items[at : at + max(1, chunk)], config, protocol, rounds):
                 count += 1
                 spec = by_tag.get(result.tag)
@@ -212,11 +218,14 @@ def profile_kernels(
                     summary.failed.append((spec.key, result.error or "no latency reported"))
                 if progress is not None:
                     progress(summary.skipped + count, summary.requested, spec.key, result)
-            if sentinel:
+            last_chunk = at + max(1, chunk) >= len(items)
+            if sentinel and (last_chunk or time.perf_counter() - last_check >= sentinel_every_s):
                 after = _check_sentinel(db, device, client, sentinel_items, config, rounds, started, summary)
+                last_check = time.perf_counter()
                 both = _bracket(level.level if level else None, after.level)
                 if both is not None and stored:
                     store.set_sentinel_level(db, device, config, stored, both)
+                stored = []
                 level = after
     except (AgentUnreachable, DeviceError) as exc:
         summary.interrupted = (

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def test_sentinel_level_per_row_normalized_figure_and_a_slowdown_mid_batch(tmp_p
     db = open_db(tmp_path / "edgelat.db")
     # batches: 0 sentinel, 1 chunk A, 2 sentinel, 3 chunk B (10% slower from here on), 4 sentinel, 5 chunk C, 6 sentinel
     device = ScriptedDevice(slow_from_batch=3)
-    summary = profile_kernels(db, "board", device, SPECS, CONFIG, FAST, chunk=4, rounds=3)
+    summary = profile_kernels(db, "board", device, SPECS, CONFIG, FAST, chunk=4, rounds=3, sentinel_every_s=0)
     assert summary.measured == 12 and not summary.interrupted
     assert device.rounds_asked == [3] * 7
     assert [set(b) == SENTINEL_KEYS for b in device.batches] == [True, False] * 3 + [True]
@@ -202,16 +203,43 @@ def test_sentinel_level_per_row_normalized_figure_and_a_slowdown_mid_batch(tmp_p
 
     # a second pass on a device now 10% slow throughout: raw differs, normalized agrees with the first
     first_norm = {k: r["median_norm_ms"] for k, r in rows.items() if k in chunks[0]}
-    again = profile_kernels(db, "board", ScriptedDevice(slow_from_batch=0), SPECS, CONFIG, FAST, chunk=4, force=True)
+    again = profile_kernels(db, "board", ScriptedDevice(slow_from_batch=0), SPECS, CONFIG, FAST, chunk=4, force=True,
+                            sentinel_every_s=0)
     assert [c.level for c in again.sentinel] == pytest.approx([1.1] * 4)  # the reference stays the first state
     rows2 = {r["kernel_key"]: r for r in kernel_rows(db, "board", CONFIG)}
     assert all(rows2[k]["median_norm_ms"] == pytest.approx(v) for k, v in first_norm.items())
     assert all(rows2[k]["median_ms"] == pytest.approx(1.1 * ScriptedDevice.base(k)) for k in first_norm)
 
 
+def test_sentinel_checks_come_at_intervals_and_rows_between_get_the_levels_around_them(tmp_path, monkeypatch):
+    from edgelat.profiler import jobs
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: clock["t"])
+
+    class Timed(ScriptedDevice):  # every batch takes 3 s of the fake clock
+        def benchmark_batch(self, items, config, protocol, rounds=0):
+            clock["t"] += 3.0
+            return super().benchmark_batch(items, config, protocol, rounds)
+
+    db = open_db(tmp_path / "edgelat.db")
+    device = Timed(slow_from_batch=3)  # the second sentinel check (batch 3) and what follows are 10% slower
+    summary = profile_kernels(db, "board", device, SPECS, CONFIG, FAST, chunk=4, sentinel_every_s=5.0)
+    # check at the start (ends at 3 s); chunk A ends at 6 s (3 s since: none); chunk B ends at 9 s: a check;
+    # chunk C is the last: a check
+    assert [set(b) == SENTINEL_KEYS for b in device.batches] == [True, False, False, True, False, True]
+    assert [c.at_s for c in summary.sentinel] == [3.0, 12.0, 18.0]
+    assert [c.level for c in summary.sentinel] == pytest.approx([1.0, 1.1, 1.1])
+    rows = {r["kernel_key"]: r for r in kernel_rows(db, "board", CONFIG)}
+    for key in device.batches[1] + device.batches[2]:  # chunks A and B, between the checks at 1.0 and 1.1
+        assert rows[key]["sentinel_level"] == pytest.approx(1.1 ** 0.5)
+    for key in device.batches[4]:
+        assert rows[key]["sentinel_level"] == pytest.approx(1.1)
+
+
 def test_lut_show_and_export_flag_rows_measured_under_large_drift(tmp_path):
     db = open_db(edgelat_config.db_path())
-    profile_kernels(db, "local", ScriptedDevice(slow_from_batch=3), SPECS, CONFIG, FAST, chunk=4)
+    profile_kernels(db, "local", ScriptedDevice(slow_from_batch=3), SPECS, CONFIG, FAST, chunk=4, sentinel_every_s=0)
     shown = {r["kernel_key"]: r for r in table_rows(db, "local")}
     flagged = {k for k, r in shown.items() if r["large_drift"]}
     assert flagged and all(shown[k]["sentinel_level"] > 1.05 for k in flagged)
@@ -241,7 +269,8 @@ def test_a_sentinel_that_cannot_run_leaves_rows_without_a_level_and_says_why(tmp
     # one sentinel kernel broken: the level rests on the others
     db2 = open_db(tmp_path / "other.db")
     one = next(iter(SENTINEL_KEYS))
-    part = profile_kernels(db2, "board", ScriptedDevice(broken={one}), SPECS[:5], CONFIG, FAST, chunk=4)
+    part = profile_kernels(db2, "board", ScriptedDevice(broken={one}), SPECS[:5], CONFIG, FAST, chunk=4,
+                           sentinel_every_s=0)
     assert [c.level for c in part.sentinel] == pytest.approx([1.0, 1.0, 1.0])
     assert one in part.sentinel_dict()["notes"][0]
     # a table made only of such rows still trains, on the raw figures
@@ -257,7 +286,7 @@ def test_profile_ops_prints_the_drift_it_saw():
     got = json.loads(out.output)
     sentinel = got["sentinel"]
     assert got["rounds"] == 3 and got["measured"] == 20
-    assert len(sentinel["checks"]) == 3  # start, after the first chunk of 16, after the last
+    assert 2 <= len(sentinel["checks"]) <= 3  # start, end, and one between if the first chunk took 5 s
     assert sentinel["first_level"] == 1.0  # the first check ever is the device's reference state
     levels = [c["level"] for c in sentinel["checks"]]
     assert sentinel["drift"] == pytest.approx(max(levels) / min(levels) - 1)
@@ -266,7 +295,8 @@ def test_profile_ops_prints_the_drift_it_saw():
     human = CliRunner().invoke(main, args + ["--force"])
     assert human.exit_code == 0, human.output
     text = " ".join(human.output.split())  # the console wraps long lines
-    assert "sentinel: 3 checks, level" in text and "of the device's reference state), drift" in text
+    assert re.search(r"sentinel: [23] checks, level 1\.\d{3} at start, 1\.\d{3} at end \(range 1\.\d{3}-1\.\d{3} "
+                     r"of the device's reference state\), drift \d+\.\d% within this run", text), text
 
 
 # ---- resume after an interrupted rounds batch ----------------------------------------------
