@@ -295,7 +295,7 @@ def test_profile_ops_prints_the_drift_it_saw():
     human = CliRunner().invoke(main, args + ["--force"])
     assert human.exit_code == 0, human.output
     text = " ".join(human.output.split())  # the console wraps long lines
-    assert re.search(r"sentinel: [23] checks, level 1\.\d{3} at start, 1\.\d{3} at end \(range 1\.\d{3}-1\.\d{3} "
+    assert re.search(r"sentinel: [23] checks, level \d\.\d{3} at start, \d\.\d{3} at end \(range \d\.\d{3}-\d\.\d{3} "
                      r"of the device's reference state\), drift \d+\.\d% within this run", text), text
 
 
