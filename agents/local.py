@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import hashlib
+import math
 import random
 import threading
 import time
@@ -295,9 +296,9 @@ class LocalBackend(Backend):
                         item = live[i]
                         item.positions.append((round_no, pos))
                         try:
-                            meter.start()
                             item.timer.burst(item.session.run)
-                            joules = meter.stop()
+                            if item.timer.done:
+                                self._energy_stretch(item, meter, item.timer.summary()["median"])
                         except Exception as exc:
                             meter.close()
                             item.session.close()
@@ -305,10 +306,6 @@ class LocalBackend(Backend):
                             yield i, CorruptModel(f"{runtime.name} failed while timing {item.path.name} "
                                                   f"(the first run worked): {short_reason(exc)}")
                             continue
-                        if joules is None:
-                            item.energy_note = item.energy_note or meter.note
-                        else:
-                            item.joules += joules
                         if item.timer.done:
                             del live[i]
                             item.session.close()
@@ -355,17 +352,35 @@ class LocalBackend(Backend):
         return _Live(path=path, session=session, timer=timer, first_run_ms=first_run_ms, warmup=warmed,
                      before=before, peak=peak, peak_note=memory.note)
 
+    @staticmethod
+    def _energy_stretch(item: "_Live", meter: EnergyMeter, median_ms: float) -> None:
+        """Meter energy over one contiguous stretch of runs once the item's latency is known.
+
+        A round's burst is a few runs, far below an energy counter's resolution
+        (RAPL 10 ms, NVML 100 ms), and summing refused readings would invent
+        nothing useful; so where a sensor exists the item runs on its own for about
+        twice the counter's resolution (at least its burst size), metered as one
+        interval. No sensor: nothing runs, the meter's reason is the note.
+        """
+        if meter.name == "none":
+            item.energy_note = meter.note
+            return
+        runs = max(item.timer.burst_size(), math.ceil(2.0 * meter.min_interval_s * 1000.0 / max(median_ms, 1e-6)))
+        runs = min(runs, 100_000)
+        meter.start()
+        for _ in range(runs):
+            item.session.run()
+        joules = meter.stop()
+        if joules is None:
+            item.energy_note = meter.note
+        else:
+            item.joules, item.energy_runs = joules, runs
+
     def _rounds_result(self, item: "_Live", config: RuntimeConfig, version: str, meter: EnergyMeter,
                        control: dict[str, Any], rounds: int) -> BenchmarkResult:
         summary = item.timer.summary()
-        n = summary["n"]
-        energy_mj = item.joules * 1000.0 / n if not item.energy_note and item.joules > 0 else None
-        if energy_mj is not None:
-            energy_note = ""
-        elif meter.name == "none":  # no sensor at all: the meter's own reason
-            energy_note = meter.note
-        else:
-            energy_note = f"{item.energy_note or 'no energy recorded'} (rounds: each burst is a few runs)"
+        energy_mj = item.joules * 1000.0 / item.energy_runs if item.energy_runs else None
+        energy_note = "" if energy_mj is not None else item.energy_note or meter.note or "no energy recorded"
         extra: dict[str, Any] = {
             "stopped_by": summary["stopped_by"],
             "warmup_runs": item.warmup,
@@ -374,6 +389,9 @@ class LocalBackend(Backend):
             "energy_scope": meter.scope,
             "rounds": {"asked": rounds, "done": summary["rounds"], "positions": item.positions},
         }
+        if item.energy_runs:
+            extra["energy_method"] = (f"one contiguous stretch of {item.energy_runs} runs after the rounds "
+                                      f"({meter.interval_s:.3f} s; the rounds' bursts are below the counter's resolution)")
         if item.peak is None:
             extra["peak_memory_note"] = item.peak_note
         else:
@@ -414,4 +432,5 @@ class _Live:
     peak_note: str
     positions: list[tuple[int, int]] = field(default_factory=list)  # (round, place in that round's order)
     joules: float = 0.0
+    energy_runs: int = 0  # runs of the metered stretch (0: no energy figure)
     energy_note: str = ""

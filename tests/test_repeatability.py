@@ -68,6 +68,45 @@ def test_rounds_interleave_items_in_shuffled_order_with_one_session_each():
     assert len(set(first_four)) > 1, "the rounds did not reshuffle the order"
 
 
+def test_rounds_meter_energy_over_one_contiguous_stretch_per_item():
+    from edgelat.agents.energy.base import EnergyMeter
+
+    class CountingMeter(EnergyMeter):  # a sensor that reads 0.5 J per interval (a real one needs RAPL/NVML)
+        name, scope, min_interval_s = "counting", "test", 0.01
+
+        def __init__(self):
+            super().__init__()
+            self.starts = 0
+
+        def available(self):
+            return True
+
+        def _begin(self):
+            self.starts += 1
+
+        def _end(self):
+            return 0.5
+
+    specs = get_preset("smoke")[:3]
+    backend = LocalBackend()
+    meter = backend._meters["cpu"] = CountingMeter()
+    with LocalClient(backend) as client:
+        results = list(client.benchmark_batch(_items(client, specs), CONFIG, FAST, rounds=3))
+    assert meter.starts == len(specs)  # once per item, not once per burst
+    for r in results:
+        assert r.extra["rounds"]["done"] >= 3
+        runs = int(r.extra["energy_method"].split("stretch of ")[1].split()[0])
+        assert runs >= 0.02 * 1000 / r.latency.median * 0.99  # about twice the counter's resolution
+        assert r.energy_mj == pytest.approx(500.0 / runs)
+    # no sensor: nothing extra runs and the meter's reason is the note
+    plain = LocalBackend()
+    with LocalClient(plain) as client:
+        (r,) = list(client.benchmark_batch(_items(client, specs[:1]), CONFIG, FAST, rounds=2))
+        found = plain._meters["cpu"]
+    if found.name == "none":
+        assert r.energy_mj is None and r.energy_note == found.note and "energy_method" not in r.extra
+
+
 def test_rounds_over_grpc_stream_each_item_and_old_requests_keep_the_old_order(tmp_path):
     from edgelat.agents.remote import GrpcClient
     from edgelat.agents.server import make_server
