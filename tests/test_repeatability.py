@@ -459,3 +459,30 @@ def test_temperature_wait_and_a_missing_sensor(tmp_path):
         assert state["temperature"]["controlled"] is False and "still 80 C" in state["temperature"]["note"]
     with defined_state(tmp_path, pin=False) as state:  # no threshold asked: read, not controlled
         assert state["temperature"]["max_temp_c"] == 80.0 and not state["temperature"]["controlled"]
+
+
+def test_a_phone_ignores_rounds_and_says_so_and_records_what_it_controlled(tmp_path):
+    """The adbd double with the python runner (real onnxruntime): a phone runner is one
+    process per model, so rounds are ignored and each result says so; the control record
+    shows taskset pinning, the governor read but not changed, and the cool-down."""
+    from adbd_double import PIXEL7_PROPS, AdbdDouble, build_fake_phone
+    from edgelat.agents.adb.bridge import client_for
+    from edgelat.agents.adb.keys import public_key_text
+
+    root = build_fake_phone(tmp_path / "phone")
+    with AdbdDouble(root, PIXEL7_PROPS, trusted_keys=[public_key_text()]) as phone:
+        transport = {"type": "adb", "address": phone.address, "runner": "python", "cooldown_c": 90,
+                     "timeout_s": 5}
+        with client_for(transport, {}) as client:
+            items = _items(client, get_preset("smoke")[:2])
+            results = list(client.benchmark_batch(items, CONFIG, FAST, rounds=3))
+    assert [r.tag for r in results] == [i.tag for i in items]  # one by one, in order
+    for r in results:
+        assert r.ok, r.error
+        assert r.extra["rounds"].startswith("ignored: this device measures each model in one go")
+        control = r.environment["control"]
+        assert control["affinity"]["pinned"] is True and control["affinity"]["method"] == "taskset"
+        gov = control["governor"]
+        assert gov["controlled"] is False and "does not change a phone's governor" in gov["note"]
+        assert gov["read"] == {c: e["governor"] for c, e in r.environment["before"]["cpus"].items() if "governor" in e}
+        assert control["temperature"]["controlled"] is True and control["temperature"]["threshold_c"] == 90
