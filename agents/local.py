@@ -44,6 +44,8 @@ from edgelat.agents.types import FORMATS, BenchmarkResult, LatencySummary, Measu
 from edgelat.errors import BadInput, CorruptModel, EdgelatError
 
 _KB = 1024
+#: Sessions a rounds batch keeps open at once on the device (a bigger batch goes in groups).
+MAX_OPEN_SESSIONS = 64
 
 
 def _status_kb(field: str) -> int | None:
@@ -263,13 +265,14 @@ class LocalBackend(Backend):
         visits the unfinished items in a new random order and gives each one burst
         of timed runs (:class:`RoundsTimer`); an item finishes once its CI over all
         its samples is within target after at least ``rounds`` rounds, or on a cap.
-        Energy is the sum over the item's bursts (None if any burst was below the
-        meter's resolution); peak memory covers creation, first run and warm-up.
+        Energy is metered over one contiguous stretch per item (see
+        :meth:`_energy_stretch`); peak memory covers creation, first run and warm-up.
+        A batch of more than :data:`MAX_OPEN_SESSIONS` items is interleaved in groups
+        of that many, so a huge request cannot exhaust the device's memory.
         """
         _check_protocol(protocol)
         rng = rng or random.Random()
         with self._lock, self._state(config.threads) as control:
-            live: dict[int, _Live] = {}
             try:
                 runtime = get_runtime(config.runtime)
                 version = runtime.version()
@@ -278,43 +281,57 @@ class LocalBackend(Backend):
                     yield i, exc
                 return
             meter = self._meter(config.provider)
-            try:
-                for i, (path, fmt) in enumerate(models):
-                    if keep_going is not None and not keep_going():
-                        return
+            for start in range(0, len(models), MAX_OPEN_SESSIONS):
+                group = models[start : start + MAX_OPEN_SESSIONS]
+                for i, outcome in self._rounds_group(group, runtime, version, meter, control, config, protocol,
+                                                     rounds, keep_going, rng):
+                    yield start + i, outcome
+                if keep_going is not None and not keep_going():
+                    return
+
+    def _rounds_group(self, models: Sequence[tuple[Path, str]], runtime: Any, version: str, meter: EnergyMeter,
+                      control: dict[str, Any], config: RuntimeConfig, protocol: MeasurementProtocol, rounds: int,
+                      keep_going: Callable[[], bool] | None, rng: random.Random,
+                      ) -> Iterator[tuple[int, BenchmarkResult | EdgelatError]]:
+        """The rounds of one group of items whose sessions are open together."""
+        live: dict[int, _Live] = {}
+        try:
+            for i, (path, fmt) in enumerate(models):
+                if keep_going is not None and not keep_going():
+                    return
+                try:
+                    live[i] = self._open(runtime, Path(path), fmt, config, protocol, rounds)
+                except EdgelatError as exc:
+                    yield i, exc
+            order = list(live)
+            round_no = 0
+            while live:
+                if keep_going is not None and not keep_going():
+                    return
+                rng.shuffle(order)
+                for pos, i in enumerate(order):
+                    item = live[i]
+                    item.positions.append((round_no, pos))
                     try:
-                        live[i] = self._open(runtime, Path(path), fmt, config, protocol, rounds)
-                    except EdgelatError as exc:
-                        yield i, exc
-                order = list(live)
-                round_no = 0
-                while live:
-                    if keep_going is not None and not keep_going():
-                        return
-                    rng.shuffle(order)
-                    for pos, i in enumerate(order):
-                        item = live[i]
-                        item.positions.append((round_no, pos))
-                        try:
-                            item.timer.burst(item.session.run)
-                            if item.timer.done:
-                                self._energy_stretch(item, meter, item.timer.summary()["median"])
-                        except Exception as exc:
-                            meter.close()
-                            item.session.close()
-                            del live[i]
-                            yield i, CorruptModel(f"{runtime.name} failed while timing {item.path.name} "
-                                                  f"(the first run worked): {short_reason(exc)}")
-                            continue
+                        item.timer.burst(item.session.run)
                         if item.timer.done:
-                            del live[i]
-                            item.session.close()
-                            yield i, self._rounds_result(item, config, version, meter, control, rounds)
-                    order = [i for i in order if i in live]
-                    round_no += 1
-            finally:
-                for item in live.values():
-                    item.session.close()
+                            self._energy_stretch(item, meter, item.timer.summary()["median"])
+                    except Exception as exc:
+                        meter.close()
+                        item.session.close()
+                        del live[i]
+                        yield i, CorruptModel(f"{runtime.name} failed while timing {item.path.name} "
+                                              f"(the first run worked): {short_reason(exc)}")
+                        continue
+                    if item.timer.done:
+                        del live[i]
+                        item.session.close()
+                        yield i, self._rounds_result(item, config, version, meter, control, rounds)
+                order = [i for i in order if i in live]
+                round_no += 1
+        finally:
+            for item in live.values():
+                item.session.close()
 
     def _open(self, runtime: Any, path: Path, fmt: str, config: RuntimeConfig, protocol: MeasurementProtocol,
               rounds: int) -> "_Live":

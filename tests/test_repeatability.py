@@ -68,6 +68,23 @@ def test_rounds_interleave_items_in_shuffled_order_with_one_session_each():
     assert len(set(first_four)) > 1, "the rounds did not reshuffle the order"
 
 
+def test_a_big_rounds_batch_is_interleaved_in_groups_of_open_sessions(monkeypatch):
+    from edgelat.agents import local
+
+    monkeypatch.setattr(local, "MAX_OPEN_SESSIONS", 2)
+    specs = get_preset("smoke")[:5]
+    backend = LocalBackend()
+    with LocalClient(backend) as client:
+        items = _items(client, specs)
+        results = list(client.benchmark_batch(items, CONFIG, FAST, rounds=2))
+    assert sorted(r.tag for r in results) == sorted(s.key for s in specs) and all(r.ok for r in results)
+    assert backend.sessions_opened == 5
+    # each group of two finishes before the next opens: results come group by group
+    groups = [{items[j].tag for j in range(k, min(k + 2, 5))} for k in (0, 2, 4)]
+    assert [set(r.tag for r in results[a:b]) for a, b in ((0, 2), (2, 4), (4, 5))] == groups
+    assert all(place < 2 for r in results for _, place in r.extra["rounds"]["positions"])
+
+
 def test_rounds_meter_energy_over_one_contiguous_stretch_per_item():
     from edgelat.agents.energy.base import EnergyMeter
 
