@@ -2,9 +2,8 @@
 
 A job builds one model per kernel, sends each to the device once (by content
 hash), streams the batch in chunks (each measured on the device in interleaved
-rounds, with a drift-sentinel check between chunks), and stores every result
-the moment it arrives. A job
-that dies halfway (agent killed, cable pulled) keeps what it measured, and the
+rounds; drift-sentinel checks at the start, every few seconds and at the end),
+and stores every result the moment it arrives. A job that dies halfway (agent killed, cable pulled) keeps what it measured, and the
 rerun skips it: re-profiling is idempotent unless ``force`` is set.
 """
 
