@@ -148,8 +148,8 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
 
     Kernels already measured for this device and runtime config are skipped, so an
     interrupted run finishes where it stopped when you run it again. A few fixed
-    sentinel kernels are measured at the start, between chunks and at the end: the
-    drift they saw is printed, and each row stores its level and its median
+    sentinel kernels are measured at the start, every few seconds and at the end:
+    the drift they saw is printed, and each row stores its level and its median
     normalized to the device's reference state.
 
     \b
