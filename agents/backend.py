@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 from edgelat.agents.types import BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.errors import EdgelatError
 
 
 class Backend(ABC):
@@ -37,6 +38,32 @@ class Backend(ABC):
         input (corrupt model, unavailable runtime); the caller turns them into a
         per-item error so a batch goes on.
         """
+
+    def benchmark_rounds(
+        self,
+        models: Sequence[tuple[Path, str]],
+        config: RuntimeConfig,
+        protocol: MeasurementProtocol,
+        rounds: int,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, BenchmarkResult | EdgelatError]]:
+        """Measure ``models`` (path, format) in ``rounds`` interleaved rounds, yielding
+        ``(index, result or error)`` as each item finishes (see the local backend).
+
+        This default does not interleave: it measures each model in one go and says
+        so in the result's ``extra["rounds"]`` (the ADB runners take this path: a
+        phone's runner is one process per model). ``keep_going()`` false stops early.
+        """
+        for i, (path, fmt) in enumerate(models):
+            if keep_going is not None and not keep_going():
+                return
+            try:
+                result = self.benchmark(path, fmt, config, protocol)
+            except EdgelatError as exc:
+                yield i, exc
+                continue
+            result.extra["rounds"] = f"ignored: this device measures each model in one go (asked for {rounds})"
+            yield i, result
 
     def close(self) -> None:  # pragma: no cover - default no-op
         """Release connections/sessions."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from edgelat import __version__
 from edgelat.agents.backend import Backend
@@ -36,10 +36,14 @@ class DeviceClient(ABC):
 
     @abstractmethod
     def benchmark_batch(
-        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
+        rounds: int = 0,
     ) -> Iterator[BenchmarkResult]:
         """Benchmark models already put, yielding one result per item as it finishes.
 
+        ``rounds`` > 1 asks the device to measure the items in that many interleaved
+        rounds, in shuffled order, sessions kept alive (results then come in the
+        order items finish); 0 or 1 measures them one after the other, in order.
         A model that fails yields a result with ``error`` set; the batch goes on.
         Losing the device raises :class:`edgelat.errors.AgentUnreachable` or
         :class:`edgelat.errors.DeviceError`.
@@ -93,6 +97,51 @@ def run_item(
     return result
 
 
+def _failed(item: BenchmarkItem, config: RuntimeConfig, exc: EdgelatError) -> BenchmarkResult:
+    return BenchmarkResult(model_sha256=item.model_sha256, config=config, tag=item.tag, error=errors.describe(exc))
+
+
+def run_batch(
+    backend: Backend,
+    cache: ModelCache,
+    items: Sequence[BenchmarkItem],
+    config: RuntimeConfig,
+    protocol: MeasurementProtocol,
+    rounds: int = 0,
+    keep_going: Callable[[], bool] | None = None,
+) -> Iterator[BenchmarkResult]:
+    """Run a batch on a backend: one by one (``rounds`` <= 1, today's order) or in interleaved
+    rounds through :meth:`Backend.benchmark_rounds`. Shared by :class:`LocalClient` and the
+    gRPC agent service; per-item failures become per-item errors as in :func:`run_item`."""
+    if rounds <= 1:
+        for item in items:
+            if keep_going is not None and not keep_going():
+                return
+            yield run_item(backend, cache, item, config, protocol)
+        return
+    runnable: list[BenchmarkItem] = []
+    models: list[tuple[Path, str]] = []
+    for item in items:
+        path = cache.path(item.model_sha256)
+        if path is None:
+            yield _failed(item, config, BadInput(f"model {item.model_sha256[:12]} is not on the device (put it first)"))
+            continue
+        if item.model_format not in ("onnx", "tflite"):
+            raise BadInput(f"unknown model format {item.model_format!r}")
+        runnable.append(item)
+        models.append((path, item.model_format))
+    for i, outcome in backend.benchmark_rounds(models, config, protocol, rounds, keep_going=keep_going):
+        item = runnable[i]
+        if isinstance(outcome, EdgelatError):
+            yield _failed(item, config, outcome)
+            continue
+        outcome.tag = item.tag
+        outcome.model_sha256 = item.model_sha256
+        if not outcome.agent_version:
+            outcome.agent_version = __version__
+        yield outcome
+
+
 class LocalClient(DeviceClient):
     """A device reached in this process (the ``local`` device, an in-process ADB bridge)."""
 
@@ -111,10 +160,10 @@ class LocalClient(DeviceClient):
         return self.cache.put(data)
 
     def benchmark_batch(
-        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
+        rounds: int = 0,
     ) -> Iterator[BenchmarkResult]:
-        for item in items:
-            yield run_item(self.backend, self.cache, item, config, protocol)
+        yield from run_batch(self.backend, self.cache, items, config, protocol, rounds)
 
     def close(self) -> None:
         self.backend.close()

@@ -23,24 +23,29 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import hashlib
+import math
+import random
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 from edgelat import __version__
 from edgelat.agents.backend import Backend
 from edgelat.agents.energy.base import EnergyMeter
 from edgelat.agents.energy.detect import detect_meter
-from edgelat.agents.environment import snapshot
+from edgelat.agents.environment import defined_state, snapshot
 from edgelat.agents.facts import host_facts
-from edgelat.agents.measure import run_protocol
+from edgelat.agents.measure import RoundsTimer, run_protocol
 from edgelat.agents.runtimes.base import short_reason
 from edgelat.agents.runtimes.registry import available_runtimes, get_runtime
 from edgelat.agents.types import FORMATS, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
-from edgelat.errors import BadInput, CorruptModel, DeviceError
+from edgelat.errors import BadInput, CorruptModel, DeviceError, EdgelatError
 
 _KB = 1024
+#: Sessions a rounds batch keeps open at once on the device (a bigger batch goes in groups).
+MAX_OPEN_SESSIONS = 64
 
 
 def _status_kb(field: str) -> int | None:
@@ -119,14 +124,26 @@ class LocalBackend(Backend):
 
     ``root`` is where the kernel's files are read from (``/`` on a real
     machine; a fake sysfs tree in tests). Energy meters are detected once per
-    provider and reused.
+    provider and reused. Each measurement runs in :func:`defined_state`: pinned
+    to ``threads`` cores when ``pin``, the cpufreq ``governor`` set where sysfs
+    allows it (None: only read), after cooling below ``max_temp_c`` (None: no
+    wait); what held is in the row's ``environment["control"]``.
     """
 
-    def __init__(self, root: str = "/") -> None:
+    def __init__(self, root: str = "/", pin: bool = True, governor: str | None = "performance",
+                 max_temp_c: float | None = None) -> None:
         self.root = root
+        self.pin = pin
+        self.governor = governor
+        self.max_temp_c = max_temp_c
         self._meters: dict[str, EnergyMeter] = {}
         self._lock = threading.Lock()
         self._runtime_versions: dict[str, str] | None = None
+        self.sessions_opened = 0  # sessions created by this backend (the rounds path keeps one per item)
+
+    def _state(self, threads: int) -> Any:
+        return defined_state(self.root, threads=threads, pin=self.pin, governor=self.governor,
+                             max_temp_c=self.max_temp_c)
 
     def describe(self) -> dict[str, Any]:
         return host_facts(self.root)
@@ -162,11 +179,13 @@ class LocalBackend(Backend):
         path = Path(model_path)
         if not path.is_file():
             raise BadInput(f"model file not found: {path}")
-        with self._lock:
+        with self._lock, self._state(config.threads) as control:
             try:
-                return self._measure(runtime, path, config, protocol)
+                result = self._measure(runtime, path, config, protocol)
             except MemoryError:  # one model too big for this machine must not end a batch
                 raise DeviceError(f"{path.name} needs more memory than this process can get") from None
+        result.environment["control"] = control
+        return result
 
     def _measure(self, runtime: Any, path: Path, config: RuntimeConfig, protocol: MeasurementProtocol) -> BenchmarkResult:
         meter = self._meter(config.provider)
@@ -175,6 +194,7 @@ class LocalBackend(Backend):
         before = snapshot(self.root)
         memory.start()
         session = runtime.load(path, config)
+        self.sessions_opened += 1
         try:
             t0 = time.perf_counter_ns()
             try:
@@ -230,7 +250,208 @@ class LocalBackend(Backend):
             extra=extra,
         )
 
+    # ---- the rounds path: every item's session stays alive across interleaved rounds ----
+
+    def benchmark_rounds(
+        self,
+        models: Sequence[tuple[Path, str]],
+        config: RuntimeConfig,
+        protocol: MeasurementProtocol,
+        rounds: int,
+        keep_going: Callable[[], bool] | None = None,
+        rng: random.Random | None = None,
+    ) -> Iterator[tuple[int, BenchmarkResult | EdgelatError]]:
+        """Measure all ``models`` in interleaved rounds, yielding ``(index, result or error)``
+        as each item finishes.
+
+        Every item is loaded once (session creation and first run timed, then its
+        warm-up), and its session stays open until the item is done. Each round
+        visits the unfinished items in a new random order and gives each one burst
+        of timed runs (:class:`RoundsTimer`); an item finishes once its CI over all
+        its samples is within target after at least ``rounds`` rounds, or on a cap.
+        Energy is metered over one contiguous stretch per item (see
+        :meth:`_energy_stretch`); peak memory covers creation, first run and warm-up.
+        A batch of more than :data:`MAX_OPEN_SESSIONS` items is interleaved in groups
+        of that many, so a huge request cannot exhaust the device's memory.
+        """
+        _check_protocol(protocol)
+        rng = rng or random.Random()
+        with self._lock, self._state(config.threads) as control:
+            try:
+                runtime = get_runtime(config.runtime)
+                version = runtime.version()
+            except EdgelatError as exc:
+                for i in range(len(models)):
+                    yield i, exc
+                return
+            meter = self._meter(config.provider)
+            for start in range(0, len(models), MAX_OPEN_SESSIONS):
+                group = models[start : start + MAX_OPEN_SESSIONS]
+                for i, outcome in self._rounds_group(group, runtime, version, meter, control, config, protocol,
+                                                     rounds, keep_going, rng):
+                    yield start + i, outcome
+                if keep_going is not None and not keep_going():
+                    return
+
+    def _rounds_group(self, models: Sequence[tuple[Path, str]], runtime: Any, version: str, meter: EnergyMeter,
+                      control: dict[str, Any], config: RuntimeConfig, protocol: MeasurementProtocol, rounds: int,
+                      keep_going: Callable[[], bool] | None, rng: random.Random,
+                      ) -> Iterator[tuple[int, BenchmarkResult | EdgelatError]]:
+        """The rounds of one group of items whose sessions are open together."""
+        live: dict[int, _Live] = {}
+        try:
+            for i, (path, fmt) in enumerate(models):
+                if keep_going is not None and not keep_going():
+                    return
+                try:
+                    live[i] = self._open(runtime, Path(path), fmt, config, protocol, rounds)
+                except EdgelatError as exc:
+                    yield i, exc
+            order = list(live)
+            round_no = 0
+            while live:
+                if keep_going is not None and not keep_going():
+                    return
+                rng.shuffle(order)
+                for pos, i in enumerate(order):
+                    item = live[i]
+                    item.positions.append((round_no, pos))
+                    try:
+                        item.timer.burst(item.session.run)
+                        if item.timer.done:
+                            self._energy_stretch(item, meter, item.timer.summary()["median"])
+                    except Exception as exc:
+                        meter.close()
+                        item.session.close()
+                        del live[i]
+                        yield i, CorruptModel(f"{runtime.name} failed while timing {item.path.name} "
+                                              f"(the first run worked): {short_reason(exc)}")
+                        continue
+                    if item.timer.done:
+                        del live[i]
+                        item.session.close()
+                        yield i, self._rounds_result(item, config, version, meter, control, rounds)
+                order = [i for i in order if i in live]
+                round_no += 1
+        finally:
+            for item in live.values():
+                item.session.close()
+
+    def _open(self, runtime: Any, path: Path, fmt: str, config: RuntimeConfig, protocol: MeasurementProtocol,
+              rounds: int) -> "_Live":
+        """Load one item of a rounds batch: session, timed first run, warm-up, peak memory."""
+        if fmt not in FORMATS:
+            raise BadInput(f"unknown model format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        if fmt != config.model_format:
+            raise BadInput(f"runtime {config.runtime} runs {config.model_format} models, but this model is {fmt}")
+        if not path.is_file():
+            raise BadInput(f"model file not found: {path}")
+        before = snapshot(self.root)
+        memory = PeakMemory()
+        memory.start()
+        session = runtime.load(path, config)
+        self.sessions_opened += 1
+        try:
+            t0 = time.perf_counter_ns()
+            try:
+                session.run()
+            except Exception as exc:
+                raise CorruptModel(f"{runtime.name} loads {path.name} but cannot run it: {short_reason(exc)}") from None
+            first_run_ms = (time.perf_counter_ns() - t0) / 1e6
+            budget = protocol.max_seconds
+            warm_start, warmed = time.perf_counter(), 0
+            for _ in range(max(0, protocol.warmup)):
+                session.run()
+                warmed += 1
+                if time.perf_counter() - warm_start >= budget:
+                    break
+        except Exception:
+            session.close()
+            raise
+        peak = memory.stop()
+        timer = RoundsTimer(rounds, protocol.min_runs, protocol.max_runs, protocol.target_rel_ci, protocol.max_seconds)
+        return _Live(path=path, session=session, timer=timer, first_run_ms=first_run_ms, warmup=warmed,
+                     before=before, peak=peak, peak_note=memory.note)
+
+    @staticmethod
+    def _energy_stretch(item: "_Live", meter: EnergyMeter, median_ms: float) -> None:
+        """Meter energy over one contiguous stretch of runs once the item's latency is known.
+
+        A round's burst is a few runs, far below an energy counter's resolution
+        (RAPL 10 ms, NVML 100 ms), and summing refused readings would invent
+        nothing useful; so where a sensor exists the item runs on its own for about
+        twice the counter's resolution (at least its burst size), metered as one
+        interval. No sensor: nothing runs, the meter's reason is the note.
+        """
+        if meter.name == "none":
+            item.energy_note = meter.note
+            return
+        runs = max(item.timer.burst_size(), math.ceil(2.0 * meter.min_interval_s * 1000.0 / max(median_ms, 1e-6)))
+        runs = min(runs, 100_000)
+        meter.start()
+        for _ in range(runs):
+            item.session.run()
+        joules = meter.stop()
+        if joules is None:
+            item.energy_note = meter.note
+        else:
+            item.joules, item.energy_runs = joules, runs
+
+    def _rounds_result(self, item: "_Live", config: RuntimeConfig, version: str, meter: EnergyMeter,
+                       control: dict[str, Any], rounds: int) -> BenchmarkResult:
+        summary = item.timer.summary()
+        energy_mj = item.joules * 1000.0 / item.energy_runs if item.energy_runs else None
+        energy_note = "" if energy_mj is not None else item.energy_note or meter.note or "no energy recorded"
+        extra: dict[str, Any] = {
+            "stopped_by": summary["stopped_by"],
+            "warmup_runs": item.warmup,
+            "provider_used": item.session.provider,
+            "energy_meter": meter.name,
+            "energy_scope": meter.scope,
+            "rounds": {"asked": rounds, "done": summary["rounds"], "positions": item.positions},
+        }
+        if item.energy_runs:
+            extra["energy_method"] = (f"one contiguous stretch of {item.energy_runs} runs after the rounds "
+                                      f"({meter.interval_s:.3f} s; the rounds' bursts are below the counter's resolution)")
+        if item.peak is None:
+            extra["peak_memory_note"] = item.peak_note
+        else:
+            extra["peak_memory_method"] = ("VmHWM after reset minus VmRSS before session creation, over creation, "
+                                           "first run and warm-up (rounds: other items' sessions stay open)")
+        return BenchmarkResult(
+            model_sha256=_sha256_file(item.path),
+            config=dataclasses.replace(config, runtime=get_runtime(config.runtime).name, version=version),
+            latency=LatencySummary.from_dict(summary),
+            session_ms=item.session.session_ms,
+            first_run_ms=item.first_run_ms,
+            energy_mj=energy_mj,
+            energy_note=energy_note,
+            peak_memory_bytes=item.peak,
+            environment={"before": item.before, "after": snapshot(self.root), "runtimes": self._versions(),
+                         "control": control},
+            agent_version=__version__,
+            extra=extra,
+        )
+
     def close(self) -> None:
         for meter in self._meters.values():
             meter.close()
         self._meters.clear()
+
+
+@dataclass
+class _Live:
+    """One item of a rounds batch while it is being measured."""
+
+    path: Path
+    session: Any
+    timer: RoundsTimer
+    first_run_ms: float
+    warmup: int
+    before: dict[str, Any]
+    peak: int | None
+    peak_note: str
+    positions: list[tuple[int, int]] = field(default_factory=list)  # (round, place in that round's order)
+    joules: float = 0.0
+    energy_runs: int = 0  # runs of the metered stretch (0: no energy figure)
+    energy_note: str = ""

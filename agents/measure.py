@@ -157,3 +157,104 @@ def run_protocol(
     summary["stopped_by"] = stopped_by
     summary["warmup"] = done_warmup
     return samples, summary
+
+
+class RoundsTimer:
+    """One item's samples spread over interleaved rounds (the rounds path of a batch).
+
+    A batch in rounds visits its items in a new shuffled order each round and
+    gives each a short burst of timed runs, so a slow drift of the device's
+    speed spreads over all items instead of biasing the late ones. The stopping
+    rule is the one of :func:`run_protocol`, applied to all samples of all
+    rounds together: from ``min_rounds`` rounds and ``min_runs`` samples on, the
+    item stops when the median's CI is within target, or at ``max_runs``
+    samples, or once its timed runs used ``max_seconds``.
+
+    Burst size: ``ceil(min_runs / min_rounds)`` runs for the first
+    ``min_rounds`` rounds (so the first CI check sees every round), then about
+    10% of the samples so far (the check cadence of :func:`run_protocol`).
+    Each burst of an item whose median so far is under ``rewarm_below_ms``
+    starts with ``rewarm`` untimed runs: the item before it evicted this one's
+    weights and activations from the caches, and a cold first run would be
+    billed. Slower items skip it: their working sets outgrow the caches anyway,
+    and their re-warm runs would be most of the batch's untimed time.
+    """
+
+    def __init__(
+        self,
+        min_rounds: int,
+        min_runs: int = 10,
+        max_runs: int = 1000,
+        target_rel_ci: float = 0.02,
+        max_seconds: float = 10.0,
+        rewarm: int = 1,
+        rewarm_below_ms: float = 1.0,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        if max_runs < 1:
+            raise ValueError("max_runs must be >= 1")
+        self.min_rounds = max(1, int(min_rounds))
+        self.min_runs = max(1, min(min_runs, max_runs))
+        self.max_runs = max_runs
+        self.target_rel_ci = target_rel_ci
+        self.budget_ns = int(max_seconds * 1e9)
+        self.rewarm = max(0, int(rewarm))
+        self.rewarm_below_ms = rewarm_below_ms
+        self.rewarmed = 0  # untimed re-warm runs made
+        self.clock = clock
+        self.samples: list[float] = []
+        self.rounds = 0  # bursts done
+        self.steady_ns = 0  # time inside timed runs, all rounds
+        self.stopped_by = ""
+
+    @property
+    def done(self) -> bool:
+        return bool(self.stopped_by)
+
+    def burst_size(self) -> int:
+        first = max(1, math.ceil(self.min_runs / self.min_rounds))
+        size = first if self.rounds < self.min_rounds else max(first, len(self.samples) // 10)
+        return max(1, min(size, self.max_runs - len(self.samples)))
+
+    def burst(self, run_once: Callable[[], None]) -> list[float]:
+        """One round's turn: ``rewarm`` untimed runs, then a timed burst; then the stopping rule."""
+        if self.done:
+            raise RuntimeError("burst() after the item stopped")
+        if not self.samples or float(np.median(self.samples)) < self.rewarm_below_ms:
+            for _ in range(self.rewarm):
+                run_once()
+                self.rewarmed += 1
+        got: list[float] = []
+        clock = self.clock
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(self.burst_size()):
+                t0 = clock()
+                run_once()
+                t1 = clock()
+                got.append((t1 - t0) / 1e6)
+                self.steady_ns += t1 - t0
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self.samples.extend(got)
+        self.rounds += 1
+        self._check()
+        return got
+
+    def _check(self) -> None:
+        n = len(self.samples)
+        if self.rounds >= self.min_rounds and n >= self.min_runs and median_rel_ci(self.samples) <= self.target_rel_ci:
+            self.stopped_by = "target"
+        elif n >= self.max_runs:
+            self.stopped_by = "max_runs"
+        elif self.steady_ns >= self.budget_ns:
+            self.stopped_by = "max_seconds"
+
+    def summary(self) -> dict:
+        """:func:`summarize` of all samples plus ``stopped_by`` and ``rounds``."""
+        out = summarize(self.samples, self.target_rel_ci)
+        out["stopped_by"] = self.stopped_by or "unfinished"
+        out["rounds"] = self.rounds
+        return out

@@ -195,12 +195,14 @@ class GrpcClient(DeviceClient):
         return convert.result_from_pb(reply)
 
     def benchmark_batch(
-        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
+        rounds: int = 0,
     ) -> Iterator[BenchmarkResult]:
         request = pb.BenchmarkBatchRequest(
             items=[convert.item_to_pb(_check_item(item)) for item in items],
             config=convert.config_to_pb(config),
             protocol=convert.protocol_to_pb(protocol),
+            rounds=max(0, rounds),
         )
         return self._stream(request, len(items))
 

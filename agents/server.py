@@ -24,6 +24,8 @@ small modules only, so an agent starts fast on a small board.
 
 from __future__ import annotations
 
+import contextlib
+
 import hmac
 import ipaddress
 import logging
@@ -44,7 +46,7 @@ from edgelat import __version__
 from edgelat.agents import convert
 from edgelat.agents.backend import Backend
 from edgelat.agents.cache import CacheFull, IncomingModel, ModelCache, check_sha
-from edgelat.agents.client import run_item
+from edgelat.agents.client import run_batch, run_item
 from edgelat.agents.types import (
     MAX_BATCH_ITEMS,
     BenchmarkItem,
@@ -56,6 +58,9 @@ from edgelat import errors
 from edgelat.errors import BadInput, DeviceError, EdgelatError
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
+
+#: most interleaved rounds a batch may ask for
+MAX_ROUNDS = 100
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +338,16 @@ class AgentServicer(pb_grpc.AgentServicer):
         self, request: pb.BenchmarkBatchRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.BenchmarkResult]:
         config, protocol, items = _request(request, request.items, context)
+        if not 0 <= request.rounds <= MAX_ROUNDS:
+            _invalid(context, f"rounds must be from 0 to {MAX_ROUNDS}, got {request.rounds}")
+        if request.rounds > 1:  # interleaved rounds: the device holds every session for the whole batch
+            with self._bench_lock, contextlib.ExitStack() as pins:
+                for item in items:
+                    pins.enter_context(self.cache.pinned(item.model_sha256))
+                for result in run_batch(self.backend, self.cache, items, config, protocol, request.rounds,
+                                        keep_going=context.is_active):
+                    yield convert.result_to_pb(result)
+            return
         for item in items:
             if not context.is_active():  # the client went away: stop measuring for nobody
                 log.info("client left; %d item(s) of the batch not run", len(items))

@@ -97,11 +97,26 @@ def _m3_device_identity(conn: sqlite3.Connection) -> None:
     add_column(conn, "devices", "fingerprint", "TEXT")
 
 
+def _m4_drift_sentinel(conn: sqlite3.Connection) -> None:
+    """The drift sentinel: each kernel row's sentinel level and its median normalized by it
+    (NULL for rows measured before), the reference medians of each device + config, and
+    every sentinel check of a batch."""
+    add_column(conn, "kernel_measurements", "sentinel_level", "REAL")
+    add_column(conn, "kernel_measurements", "median_norm_ms", "REAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS [sentinel_reference] (device TEXT, config_key TEXT, kernel_key TEXT, "
+                 "median_ms REAL, measured_at REAL, PRIMARY KEY (device, config_key, kernel_key))")
+    conn.execute("CREATE TABLE IF NOT EXISTS [sentinel_checks] (id INTEGER PRIMARY KEY, device TEXT, config_key TEXT, "
+                 "measured_at REAL, level REAL, medians_json TEXT, note TEXT)")
+    conn.execute("CREATE INDEX IF NOT EXISTS [idx_sentinel_checks_device_config_key_measured_at] "
+                 "ON sentinel_checks (device, config_key, measured_at)")
+
+
 #: Applied in order; a database at version N has had the first N applied.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m1_base,
     _m2_predictor_format,
     _m3_device_identity,
+    _m4_drift_sentinel,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -7,6 +7,15 @@ Tables (all keyed so that re-measuring the same thing replaces, never duplicates
 - ``model_measurements``: one row per device + runtime config + model ref
   (``sha256:<hex>`` for a file, ``<space>:<arch>`` for a search-space architecture).
 - ``arch_measurements``: imported whole-architecture latencies (space, arch, device).
+- ``sentinel_reference``: per device + runtime config, the first medians measured of the
+  drift sentinel's reference kernels: the device's reference state (level 1.0).
+- ``sentinel_checks``: every sentinel check a profiling job made (its level, relative to
+  the reference), so the drift a table was measured under stays visible.
+
+Kernel rows carry ``sentinel_level`` (the device's speed when the row was measured, as a
+ratio to its reference state: 1.05 = 5% slower) and ``median_norm_ms`` (the median
+divided by that level: the figure in the reference state). Both are NULL when no
+sentinel level was known (the row's environment says why).
 
 A row is written as soon as its result arrives, in its own transaction, so a
 batch that dies halfway keeps everything it measured.
@@ -144,15 +153,75 @@ def _result_columns(result: BenchmarkResult) -> dict[str, Any]:
 
 
 def add_kernel_result(
-    db: sqlite_utils.Database, device: str, kernel_key: str, op: str, spec: dict[str, Any], result: BenchmarkResult
+    db: sqlite_utils.Database, device: str, kernel_key: str, op: str, spec: dict[str, Any], result: BenchmarkResult,
+    sentinel_level: float | None = None,
 ) -> None:
-    """Store one kernel measurement (replacing an older one for the same key)."""
+    """Store one kernel measurement (replacing an older one for the same key).
+
+    ``sentinel_level`` is the device's level when it was measured (see the module
+    docstring); with it the row also gets ``median_norm_ms`` = median / level.
+    """
     if not result.ok or result.latency is None:
         raise ValueError(f"refusing to store a failed measurement for {kernel_key}: {result.error}")
+    if sentinel_level is not None and not (math.isfinite(sentinel_level) and sentinel_level > 0):
+        raise ValueError(f"sentinel level must be a positive number, got {sentinel_level!r}")
     row = {"device": device, "kernel_key": kernel_key, "op": op, "spec_json": json.dumps(spec, sort_keys=True)}
     row.update(_result_columns(result))
+    row["sentinel_level"] = sentinel_level
+    row["median_norm_ms"] = result.latency.median / sentinel_level if sentinel_level is not None else None
     with db.conn:
         db["kernel_measurements"].upsert(row, pk=("device", "config_key", "kernel_key"))
+
+
+def set_sentinel_level(
+    db: sqlite_utils.Database, device: str, config: RuntimeConfig, kernel_keys: Iterable[str], level: float
+) -> None:
+    """Give rows already stored a better-known level (e.g. once the check after them is in)."""
+    keys = list(kernel_keys)
+    if not keys:
+        return
+    marks = ",".join("?" * len(keys))
+    with db.conn:
+        db.execute(
+            f"update kernel_measurements set sentinel_level = ?, median_norm_ms = median_ms / ? "
+            f"where device = ? and config_key = ? and kernel_key in ({marks})",
+            [level, level, device, config.key(), *keys],
+        )
+
+
+def sentinel_reference(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, float]:
+    """The reference medians (kernel key -> ms) of a device + config; empty before its first check."""
+    rows = db.execute(
+        "select kernel_key, median_ms from sentinel_reference where device = ? and config_key = ?",
+        [device, config.key()],
+    ).fetchall()
+    return {k: m for k, m in rows}
+
+
+def add_sentinel_reference(
+    db: sqlite_utils.Database, device: str, config: RuntimeConfig, medians: dict[str, float]
+) -> None:
+    """Record reference medians for kernels that have none yet (the first ones stored stay)."""
+    now = time.time()
+    with db.conn:
+        for key, median in medians.items():
+            db.execute(
+                "insert or ignore into sentinel_reference (device, config_key, kernel_key, median_ms, measured_at) "
+                "values (?, ?, ?, ?, ?)",
+                [device, config.key(), key, median, now],
+            )
+
+
+def add_sentinel_check(
+    db: sqlite_utils.Database, device: str, config: RuntimeConfig, level: float | None,
+    medians: dict[str, float], note: str = "",
+) -> None:
+    """Record one sentinel check (level None when it could not be measured; ``note`` says why)."""
+    with db.conn:
+        db["sentinel_checks"].insert({
+            "device": device, "config_key": config.key(), "measured_at": time.time(), "level": level,
+            "medians_json": json.dumps(medians, sort_keys=True), "note": note,
+        })
 
 
 def add_model_result(

@@ -14,6 +14,19 @@ from edgelat.errors import BadInput, EdgelatError
 
 EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json"}
 
+#: A row whose sentinel level is off the device's reference state by more than this was
+#: measured under large drift: ``lut show`` flags it (its normalized figure is the one to compare).
+LARGE_DRIFT = 0.05
+
+
+def drift_flag(level: float | None) -> str:
+    """"" for a row near the reference state; "+7%"/"-6%" beyond :data:`LARGE_DRIFT`;
+    "unknown" when no sentinel level was recorded."""
+    if level is None:
+        return "unknown"
+    off = level - 1.0
+    return f"{100 * off:+.0f}%" if abs(off) > LARGE_DRIFT else ""
+
 
 def table_rows(
     db: sqlite_utils.Database, device: str, op: str | None = None, models: bool = False
@@ -32,6 +45,8 @@ def table_rows(
         r["environment"] = json.loads(r.pop("environment_json") or "{}")
         if "spec_json" in r:
             r["spec"] = json.loads(r.pop("spec_json") or "{}")
+        if "sentinel_level" in r:
+            r["large_drift"] = bool(drift_flag(r["sentinel_level"])) and r["sentinel_level"] is not None
         out.append(r)
     return out
 

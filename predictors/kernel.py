@@ -534,15 +534,19 @@ def ensure_table(db: sqlite_utils.Database) -> None:
 def table_specs(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> tuple[list[KernelSpec], np.ndarray]:
     """The catalog kernels measured on a device + config and their medians (ms).
 
-    Rows of graph nodes outside the catalog (op ``graph:...``) and rows without
-    a median are left out.
+    The median normalized to the device's reference state (``median_norm_ms``,
+    see :mod:`edgelat.profiler.sentinel`) where the row has one, so the
+    regressors learn one state of the device rather than its drift; the raw
+    median for rows measured without a sentinel level. Rows of graph nodes
+    outside the catalog (op ``graph:...``) and rows without a median are left out.
     """
     from edgelat.lut.store import kernel_rows
 
     specs, y = [], []
     for r in kernel_rows(db, device, config):
-        if r["op"] not in OP_TYPES or r["median_ms"] is None or not r["median_ms"] > 0:
+        value = r.get("median_norm_ms") if r.get("median_norm_ms") is not None else r["median_ms"]
+        if r["op"] not in OP_TYPES or value is None or not value > 0:
             continue
         specs.append(KernelSpec.from_key(r["kernel_key"]))
-        y.append(r["median_ms"])
+        y.append(value)
     return specs, np.asarray(y, dtype=np.float64)

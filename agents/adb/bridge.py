@@ -441,6 +441,7 @@ class AdbBackend(Backend):
                 "after": after,
                 "cooldown": cooldown,
                 "affinity": affinity,
+                "control": phone_control(affinity, cooldown, before),
                 "device": {k: facts.get(k) for k in ("model", "manufacturer", "soc", "android_version", "sdk")},
                 "transport": self.conn.label,
                 "reconnects": self.conn.reconnects,
@@ -453,18 +454,41 @@ class AdbBackend(Backend):
         self.conn.close()
 
 
+def phone_control(affinity: dict[str, Any], cooldown: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What held for a phone run, shaped like the local backend's ``control`` record. The bridge
+    pins with taskset and waits for cooling; it never changes a phone's governor (that needs root)."""
+    governors = {cpu: e["governor"] for cpu, e in (before.get("cpus") or {}).items() if e.get("governor")}
+    governor: dict[str, Any] = {"controlled": False, "note": "not controlled: the bridge does not change a phone's "
+                                "governor (it needs root)" if governors else
+                                "not controlled: no cpufreq governor readable on the phone"}
+    if governors:
+        governor["read"] = governors
+    if cooldown.get("max_temp_c") is None:
+        temperature: dict[str, Any] = {"controlled": False, "note": "not controlled: no thermal sensor found"}
+    else:
+        temperature = {"controlled": "note" not in cooldown, **cooldown}
+        if "note" in cooldown:
+            temperature["note"] = f"not controlled: {cooldown['note']}"
+    pinned = {"pinned": True, "cpus": affinity["cpus"], "method": "taskset"} if affinity.get("pinned") else \
+        {"pinned": False, "note": f"not controlled: {affinity.get('note', 'not pinned')}"}
+    return {"affinity": pinned, "governor": governor, "temperature": temperature}
+
+
 class AdbClient(LocalClient):
     """The in-process client of a phone: a batch stops with DeviceError once the phone is lost."""
 
     backend: AdbBackend
 
     def benchmark_batch(
-        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol
+        self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
+        rounds: int = 0,
     ) -> Iterator[BenchmarkResult]:
         for item in items:
             result = run_item(self.backend, self.cache, item, config, protocol)
             if result.error and self.backend.lost_reason is not None:
                 raise DeviceError(self.backend.lost_reason)
+            if rounds > 1 and result.ok:  # a phone runner is one process per model: no interleaving
+                result.extra["rounds"] = f"ignored: this device measures each model in one go (asked for {rounds})"
             yield result
 
 

@@ -23,14 +23,17 @@ def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
     """Show the measured rows of a device's table.
 
     Unstable rows (the confidence target was not reached) are marked, energy is
-    blank where the device had no sensor (the note says why).
+    blank where the device had no sensor (the note says why). Kernel rows show the
+    raw median and the median normalized to the device's reference state (divided
+    by the drift sentinel's level); rows measured more than 5% away from that
+    state are flagged in the "drift" column ('?' when no level was recorded).
 
     \b
     Examples:
       edgelat lut show --device local --op conv2d
       edgelat lut show --device rpi5 --json | jq '.[] | select(.stable == 0)'
     """
-    from edgelat.lut.table import table_rows
+    from edgelat.lut.table import LARGE_DRIFT, drift_flag, table_rows
 
     db, registry = open_registry()
     registry.get(device)
@@ -51,20 +54,30 @@ def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
     configs: dict[str, list] = {}
     for r in rows:
         configs.setdefault(r["config_key"], []).append(r)
+    flagged = 0
     for group in configs.values():  # one table per runtime config: rows are only comparable within one
         first = group[0]
-        table = Table(Column(name_col, min_width=30, overflow="fold"), "median ms", "p10", "p90", "n", "stable",
-                      "mJ",
+        norm_cols = [] if models else ["norm ms", "drift"]
+        table = Table(Column(name_col, min_width=30, overflow="fold"), "median ms", *norm_cols, "p10", "p90", "n",
+                      "stable", "mJ",
                       box=box.SIMPLE_HEAD, title=f"{device}: {first['runtime']} {first['runtime_version']} {first['provider']}, "
                             f"{first['threads']} thread(s), {len(group)} {name_col} rows")
         for r in group:
             energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "-"
+            norm = []
+            if not models:
+                flag = drift_flag(r.get("sentinel_level"))
+                flagged += bool(flag) and flag != "unknown"
+                norm = [_ms(r.get("median_norm_ms")), "?" if flag == "unknown" else f"[red]{flag}[/red]" if flag else ""]
             table.add_row(
                 (r.get("model_name") or r.get("model_ref")) if models else r["kernel_key"],
-                _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), str(r["n"]),
+                _ms(r["median_ms"]), *norm, _ms(r["p10_ms"]), _ms(r["p90_ms"]), str(r["n"]),
                 "yes" if r["stable"] else "[red]no[/red]", energy,
             )
         console.print(table)
+    if flagged:
+        click.echo(f"drift: {flagged} row(s) measured more than {100 * LARGE_DRIFT:.0f}% away from the device's "
+                   "reference state; compare their normalized figures")
     notes = sorted({r["energy_note"] for r in rows if r["energy_mj"] is None and r["energy_note"]})
     for note in notes:
         click.echo(f"energy: {note}")

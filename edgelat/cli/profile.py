@@ -47,7 +47,7 @@ def _progress_bar(total: int, quiet: bool) -> Any:
 
 
 def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any, force: bool,
-                   runner: str | None = None, quiet: bool = False) -> Any:
+                   runner: str | None = None, quiet: bool = False, rounds: int | None = None) -> Any:
     """Profile ``specs`` on ``device`` with a progress bar on stderr (shared with quickstart)."""
     from edgelat.profiler.jobs import profile_kernels
 
@@ -59,8 +59,9 @@ def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any,
             def on_result(done: int, total: int, key: str, result: Any) -> None:
                 bar.update(task, completed=done, description=key[:48])
 
+            extra = {} if rounds is None else {"rounds": rounds}
             summary = profile_kernels(db, device, client, specs, runtime_config, protocol, force=force,
-                                      progress=on_result)
+                                      progress=on_result, **extra)
     registry.touch(device, "lost" if summary.interrupted else "available")
     return summary
 
@@ -74,6 +75,29 @@ def _print_summary(summary: Any) -> None:
     )
     for key, error in summary.failed[:10]:
         err.print(f"  failed {key}: {error}")
+    err.print(drift_line(summary.sentinel_dict()))
+
+
+def drift_line(sentinel: dict[str, Any]) -> str:
+    """One line on the device's speed during the job, from the drift sentinel's checks."""
+    from edgelat.lut.table import LARGE_DRIFT
+
+    checks = sentinel["checks"]
+    if not checks:
+        return "sentinel: off (no drift check; rows have no normalized figure)"
+    if sentinel["first_level"] is None:
+        return f"sentinel: level unknown ({'; '.join(sentinel['notes'])}); rows have no normalized figure"
+    line = (f"sentinel: {len(checks)} checks, level {sentinel['first_level']:.3f} at start, "
+            f"{sentinel['last_level']:.3f} at end (range {sentinel['min_level']:.3f}-{sentinel['max_level']:.3f}"
+            f" of the device's reference state)")
+    drift = sentinel["drift"]
+    if drift is not None:
+        line += f", drift {100 * drift:.1f}% within this run"
+        if drift > LARGE_DRIFT or max(abs(sentinel["max_level"] - 1), abs(sentinel["min_level"] - 1)) > LARGE_DRIFT:
+            line += " [LARGE: compare normalized figures]"
+    for note in sentinel["notes"]:
+        line += f"\n  {note}"
+    return line
 
 
 @profile.command("ops")
@@ -85,16 +109,22 @@ def _print_summary(summary: Any) -> None:
               help="Every kernel a search space can contain (ofa-mbv3, proxyless, fbnet, nasbench201 or a YAML "
                    "file), so that search can price any architecture from the table.")
 @click.option("--force", is_flag=True, help="Measure again kernels already in the table.")
+@click.option("--rounds", type=click.IntRange(min=0), default=None,
+              help="Interleave each batch over this many rounds on the device, shuffled (default 4; 0 or 1: "
+                   "one kernel after the other). E.g. --rounds 6")
 @runtime_options
 @protocol_options
 @_runner_option
 @json_option
-def ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool, runtime_config: Any,
-        protocol: Any, runner: str | None, as_json: bool) -> None:
+def ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool, rounds: int | None,
+        runtime_config: Any, protocol: Any, runner: str | None, as_json: bool) -> None:
     """Profile operators (kernels) on a device into its lookup table.
 
     Kernels already measured for this device and runtime config are skipped, so an
-    interrupted run finishes where it stopped when you run it again.
+    interrupted run finishes where it stopped when you run it again. A few fixed
+    sentinel kernels are measured at the start, every few seconds and at the end:
+    the drift they saw is printed, and each row stores its level and its median
+    normalized to the device's reference state.
 
     \b
     Examples:
@@ -102,6 +132,7 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
       edgelat profile ops --device rpi5 --preset mobilenet --runtime litert --threads 4 --json
       edgelat profile ops --device pixel7 --preset mobilenet --runner benchmark_model
       edgelat profile ops --device rpi5 --space ofa-mbv3 --max-seconds 1
+      edgelat profile ops --device local --preset mobilenet --force --rounds 6
     """
     from edgelat.profiler.ops import load_specs
     from edgelat.profiler.presets import get_preset
@@ -118,7 +149,8 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
         specs = get_preset(preset or "mobilenet")
     _, registry = open_registry()
     runtime_config = resolve_runtime(registry.get(device), runner, runtime_config, _runtime_given())
-    summary = run_kernel_job(device, specs, runtime_config, protocol, force, runner=runner, quiet=as_json)
+    summary = run_kernel_job(device, specs, runtime_config, protocol, force, runner=runner, quiet=as_json,
+                             rounds=rounds)
     if as_json:
         emit_json(summary.to_dict())
     else:

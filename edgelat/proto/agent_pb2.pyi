@@ -123,14 +123,16 @@ class BenchmarkRequest(_message.Message):
     def __init__(self, item: _Optional[_Union[BenchmarkItem, _Mapping]] = ..., config: _Optional[_Union[RuntimeConfig, _Mapping]] = ..., protocol: _Optional[_Union[MeasurementProtocol, _Mapping]] = ...) -> None: ...
 
 class BenchmarkBatchRequest(_message.Message):
-    __slots__ = ("items", "config", "protocol")
+    __slots__ = ("items", "config", "protocol", "rounds")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[BenchmarkItem]
     config: RuntimeConfig
     protocol: MeasurementProtocol
-    def __init__(self, items: _Optional[_Iterable[_Union[BenchmarkItem, _Mapping]]] = ..., config: _Optional[_Union[RuntimeConfig, _Mapping]] = ..., protocol: _Optional[_Union[MeasurementProtocol, _Mapping]] = ...) -> None: ...
+    rounds: int
+    def __init__(self, items: _Optional[_Iterable[_Union[BenchmarkItem, _Mapping]]] = ..., config: _Optional[_Union[RuntimeConfig, _Mapping]] = ..., protocol: _Optional[_Union[MeasurementProtocol, _Mapping]] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class BenchmarkResult(_message.Message):
     __slots__ = ("model_sha256", "config", "latency", "session_ms", "first_run_ms", "energy_mj", "energy_note", "peak_memory_bytes", "environment_json", "agent_version", "tag", "error", "extra_json")

@@ -96,7 +96,9 @@ class AgentServicer:
     def BenchmarkBatch(self, request, context):
         """Benchmark cached models one after the other, one result per model as it
         finishes (in request order). A model that fails yields a result with
-        `error` set and the batch goes on.
+        `error` set and the batch goes on. With `rounds` > 1 the agent measures
+        the items in interleaved rounds (sessions kept open) and streams each
+        result when that item finishes (not in request order).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
