@@ -111,12 +111,36 @@ def _m4_drift_sentinel(conn: sqlite3.Connection) -> None:
                  "ON sentinel_checks (device, config_key, measured_at)")
 
 
+_HISTORY_COLUMNS = ("device", "config_key", "runtime_version", "median_ms", "mean_ms", "std_ms", "p10_ms",
+                    "p90_ms", "n", "rel_ci", "stable", "energy_mj", "energy_note", "environment_json",
+                    "agent_version", "measured_at")
+
+
+def _m5_history(conn: sqlite3.Connection) -> None:
+    """Measurements are kept, not replaced: every stored kernel or model measurement is also
+    appended to ``measurement_history`` (the main tables keep the latest); rows already in the
+    main tables start the history."""
+    cols = ", ".join(_HISTORY_COLUMNS)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS [measurement_history] (id INTEGER PRIMARY KEY, kind TEXT, "
+                 f"device TEXT, config_key TEXT, item_key TEXT, name TEXT, runtime_version TEXT, median_ms REAL, "
+                 f"mean_ms REAL, std_ms REAL, p10_ms REAL, p90_ms REAL, n INTEGER, rel_ci REAL, stable INTEGER, "
+                 f"energy_mj REAL, energy_note TEXT, environment_json TEXT, agent_version TEXT, measured_at REAL, "
+                 f"sentinel_level REAL)")
+    conn.execute("CREATE INDEX IF NOT EXISTS [idx_measurement_history_device_item_key] "
+                 "ON measurement_history (device, item_key, measured_at)")
+    conn.execute(f"INSERT INTO measurement_history (kind, item_key, name, sentinel_level, {cols}) "
+                 f"SELECT 'kernel', kernel_key, NULL, sentinel_level, {cols} FROM kernel_measurements")
+    conn.execute(f"INSERT INTO measurement_history (kind, item_key, name, sentinel_level, {cols}) "
+                 f"SELECT 'model', model_ref, model_name, NULL, {cols} FROM model_measurements")
+
+
 #: Applied in order; a database at version N has had the first N applied.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m1_base,
     _m2_predictor_format,
     _m3_device_identity,
     _m4_drift_sentinel,
+    _m5_history,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -152,6 +152,25 @@ def _result_columns(result: BenchmarkResult) -> dict[str, Any]:
     }
 
 
+_HISTORY_FIELDS = ("device", "config_key", "runtime_version", "median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms",
+                   "n", "rel_ci", "stable", "energy_mj", "energy_note", "environment_json", "agent_version",
+                   "measured_at", "sentinel_level")
+
+
+def _append_history(db: sqlite_utils.Database, kind: str, item_key: str, name: str | None, row: dict[str, Any]) -> None:
+    """Keep this measurement in ``measurement_history`` (inside the caller's transaction)."""
+    db["measurement_history"].insert({"kind": kind, "item_key": item_key, "name": name,
+                                      **{k: row.get(k) for k in _HISTORY_FIELDS}})
+
+
+def history_rows(db: sqlite_utils.Database, device: str, item_key: str | None = None,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+    """Every stored measurement of a device (optionally of one kernel key or model ref), newest first."""
+    where, params = ("device = ? and item_key = ?", [device, item_key]) if item_key else ("device = ?", [device])
+    return list(db["measurement_history"].rows_where(where, params, order_by="measured_at desc, id desc",
+                                                      limit=limit))
+
+
 def add_kernel_result(
     db: sqlite_utils.Database, device: str, kernel_key: str, op: str, spec: dict[str, Any], result: BenchmarkResult,
     sentinel_level: float | None = None,
@@ -171,6 +190,7 @@ def add_kernel_result(
     row["median_norm_ms"] = result.latency.median / sentinel_level if sentinel_level is not None else None
     with db.conn:
         db["kernel_measurements"].upsert(row, pk=("device", "config_key", "kernel_key"))
+        _append_history(db, "kernel", kernel_key, None, row)
 
 
 def set_sentinel_level(
@@ -186,6 +206,13 @@ def set_sentinel_level(
             f"update kernel_measurements set sentinel_level = ?, median_norm_ms = median_ms / ? "
             f"where device = ? and config_key = ? and kernel_key in ({marks})",
             [level, level, device, config.key(), *keys],
+        )
+        db.execute(  # the same measurements in the history
+            f"update measurement_history set sentinel_level = ? where kind = 'kernel' and device = ? and "
+            f"config_key = ? and item_key in ({marks}) and measured_at = (select k.measured_at from "
+            f"kernel_measurements k where k.device = measurement_history.device and k.config_key = "
+            f"measurement_history.config_key and k.kernel_key = measurement_history.item_key)",
+            [level, device, config.key(), *keys],
         )
 
 
@@ -234,6 +261,7 @@ def add_model_result(
     row.update(_result_columns(result))
     with db.conn:
         db["model_measurements"].upsert(row, pk=("device", "config_key", "model_ref"))
+        _append_history(db, "model", model_ref, model_name, row)
 
 
 def measured_kernel_keys(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> set[str]:

@@ -105,3 +105,61 @@ def export(device: str, out: str, models: bool) -> None:
     registry.get(device)
     count = export_table(db, device, Path(out), models=models)
     click.echo(f"wrote {count} rows to {out}")
+
+
+@lut.command("history")
+@click.option("--device", required=True, help="Device name.")
+@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
+              help="Only the measurements of this model file (.onnx/.tflite).")
+@click.option("--kernel", "kernel_key", default=None, help="Only the measurements of this kernel key.")
+@click.option("--limit", type=click.IntRange(1, None), default=50, show_default=True, help="Newest N measurements.")
+@json_option
+def history(device: str, model_path: str | None, kernel_key: str | None, limit: int, as_json: bool) -> None:
+    """Every measurement a device's table ever stored, newest first: re-profiling keeps the old
+    figures here (the table itself shows the latest), with when, in which state and where from.
+
+    \b
+    Examples:
+      edgelat lut history --device rpi5 --model net.onnx
+      edgelat lut history --device local --kernel 'conv2d:...' --json
+    """
+    import json
+
+    from edgelat.errors import BadInput
+    from edgelat.lut.store import history_rows
+    from edgelat.results import iso_time
+
+    if model_path and kernel_key:
+        raise BadInput("give --model or --kernel, not both")
+    item = kernel_key
+    if model_path:
+        from edgelat.profiler.intake import read_model
+
+        item = read_model(model_path).ref
+    db, registry = open_registry()
+    registry.get(device)
+    rows = history_rows(db, device, item, limit)
+    out = []
+    for r in rows:
+        env = json.loads(r.pop("environment_json") or "{}")
+        r.pop("id", None)
+        out.append({**r, "stable": None if r["stable"] is None else bool(r["stable"]),
+                    "measured_at": iso_time(r["measured_at"]), "environment": env})
+    if as_json:
+        emit_json(out)
+        return
+    if not out:
+        what = f"{model_path}" if model_path else (kernel_key or device)
+        click.echo(f"no measurements of {what} on {device}", err=True)
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for col in ("measured (UTC)", "kind", "item", "config", "median ms", "p10", "p90", "n", "stable", "drift level"):
+        table.add_column(col, justify="right" if col in ("median ms", "p10", "p90", "n", "drift level") else "left")
+    for r in out:
+        level = r.get("sentinel_level")
+        table.add_row(r["measured_at"] or "-", r["kind"], r["name"] or r["item_key"], r["config_key"],
+                      _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), str(r["n"] or "-"),
+                      "yes" if r["stable"] else "NO", "-" if level is None else f"{level:.3f}")
+    stdout_console().print(table)
