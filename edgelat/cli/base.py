@@ -17,6 +17,11 @@ import click
 from edgelat.errors import EdgelatError
 
 
+#: what Ctrl-C leaves behind, for every command: rows are stored as each measurement arrives
+INTERRUPTED = ("every measurement that finished is stored; run the same command again to continue "
+               "(profiling skips what the table holds, a predictor build resumes its budget)")
+
+
 class EdgelatGroup(click.Group):
     """A group that turns :class:`EdgelatError` into a one-line message and exit 1.
 
@@ -36,6 +41,9 @@ class EdgelatGroup(click.Group):
             from edgelat.lut.faults import translate
 
             _fail(ctx, translate(exc))
+        except (KeyboardInterrupt, click.Abort):
+            click.echo(f"\ninterrupted: {INTERRUPTED}", err=True)
+            ctx.exit(130)
 
 
 def _fail(ctx: click.Context, exc: EdgelatError) -> None:
@@ -194,3 +202,60 @@ def stderr_console() -> Any:
 def stdout_console() -> Any:
     """A rich console on stdout; unwrapped when stdout is not a terminal."""
     return _console(stderr=False)
+
+
+#: seconds between plain progress lines when stderr is not a terminal
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
+class progress_lines:
+    """Progress on stderr: a live bar on a terminal, else a plain line every
+    :data:`PLAIN_PROGRESS_EVERY_S` seconds and at the end (CI, nohup, a log file); never on stdout.
+
+    ``update(done, description)`` reports; ``unit`` formats the counts (e.g. ``"{:.0f} s"``).
+    """
+
+    def __init__(self, label: str, total: float, quiet: bool = False, done: float = 0.0, unit: str = "{:.0f}") -> None:
+        self.label, self.total, self.quiet, self.unit = label, float(total), quiet, unit
+        self.done = float(done)
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> "progress_lines":
+        if self.quiet:
+            return self
+        console = stderr_console()
+        if console.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(),
+                                 TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+                                 TextColumn("{task.description}"), console=console, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("", total=max(self.total, 1e-9), completed=self.done,
+                                            counts=self._counts())
+        return self
+
+    def _counts(self) -> str:
+        return f"{self.unit.format(self.done)}/{self.unit.format(self.total)}"
+
+    def update(self, done: float, description: str = "") -> None:
+        import time
+
+        self.done = float(done)
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, completed=min(self.done, self.total), description=description[:60],
+                             counts=self._counts())
+            return
+        now = time.monotonic()
+        if now - self._last >= PLAIN_PROGRESS_EVERY_S or self.done >= self.total:
+            self._last = now
+            share = 100.0 * self.done / self.total if self.total > 0 else 100.0
+            click.echo(f"{self.label}: {self._counts()} ({share:.0f}%) {description[:80]}".rstrip(), err=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

@@ -45,8 +45,7 @@ def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as
       edgelat predictor build --device local --budget-minutes 5
       edgelat predictor build --device rpi5 --runtime litert --threads 4
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from edgelat.cli.base import progress_lines
     from edgelat.predictors.sampling import build_predictor, build_state
 
     db, registry = open_registry()
@@ -54,20 +53,11 @@ def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as
     budget_s = budget_minutes * 60.0
     already = build_state(db, device, runtime_config)["spent_s"]
     with registry.connect(device) as client:
-        with Progress(
-            TextColumn("[bold]{task.fields[phase]:<9}"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=stderr_console(),
-            disable=as_json,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("", total=max(budget_s, 1.0), completed=min(already, budget_s), phase="start")
+        with progress_lines("building", max(budget_s, 1.0), quiet=as_json, done=min(already, budget_s),
+                            unit="{:.0f} s") as bar:
 
             def on_progress(phase: str, spent: float, budget: float, message: str) -> None:
-                bar.update(task, completed=min(spent, budget), description=message[:60], phase=phase)
+                bar.update(min(spent, budget), f"{phase}: {message}")
 
             summary = build_predictor(db, device, client, runtime_config, budget_s, seed=seed, progress=on_progress)
     registry.touch(device, "lost" if summary.interrupted else "available")

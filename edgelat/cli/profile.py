@@ -11,6 +11,7 @@ from edgelat.cli.base import (
     json_option,
     open_registry,
     profile,
+    progress_lines,
     protocol_options,
     runtime_options,
     stderr_console,
@@ -31,21 +32,6 @@ def _runtime_given() -> bool:
     return click.get_current_context().get_parameter_source("runtime").name != "DEFAULT"
 
 
-def _progress_bar(total: int, quiet: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]profiling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        console=stderr_console(),
-        disable=quiet,
-        transient=True,
-    )
-
-
 def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any, force: bool,
                    runner: str | None = None, quiet: bool = False, rounds: int | None = None) -> Any:
     """Profile ``specs`` on ``device`` with a progress bar on stderr (shared with quickstart)."""
@@ -53,11 +39,10 @@ def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any,
 
     db, registry = open_registry()
     with registry.connect(device, runner=runner) as client:
-        with _progress_bar(len(specs), quiet) as bar:
-            task = bar.add_task("", total=len(specs))
+        with progress_lines("profiling", len(specs), quiet) as bar:
 
             def on_result(done: int, total: int, key: str, result: Any) -> None:
-                bar.update(task, completed=done, description=key[:48])
+                bar.update(done, key)
 
             extra = {} if rounds is None else {"rounds": rounds}
             summary = profile_kernels(db, device, client, specs, runtime_config, protocol, force=force,
