@@ -7,7 +7,6 @@ mean Spearman >= 0.94 when each column in turn is the new device.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import scipy.stats
