@@ -5,8 +5,8 @@ Usage: python benchmarks/agent_overhead.py [--network mobilenetv2] [--resolution
 
 The timing loop runs on the agent, so the two medians should agree within a few percent
 (the target is 5%); rounds alternate agent/direct so slow drift of the machine hits both.
-On a shared machine, other processes shift whole rounds by 20-30%; the script prints every
-round, the median over rounds of each side and the quietest round of each side.
+On a shared machine, other processes shift whole rounds (docs/measurements.md); the script
+prints every round, the median over rounds of each side and the quietest round of each side.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Architecture-level predictors on the public HELP measurements (shared/datasets/help).
+"""Architecture-level predictors on the public HELP measurements (full CSV files).
 
 Protocol (the dataset README's): training samples are drawn from rows 0..899
 (NAS-Bench-201) or 0..3999 (FBNet, OFA; the query rows 900..1899 are removed
@@ -17,7 +17,12 @@ latency. Printed per device (column) and as the mean over devices:
   log-latencies of the same architecture plus the one-hot encoding, on the
   same K samples.
 
-Run: python benchmarks/help_fewshot.py [--space nasbench201|fbnet|ofa|all] [--seeds 10]
+``--data`` is the folder holding the full ``nasbench201_latency_ms.csv``,
+``fbnet_latency_ms.csv`` and ``ofa_latency_ms.csv`` (see
+``tests/data/help/README.md`` for their origin; the trimmed copies kept there
+lack the FBNet/OFA pool rows this protocol draws from).
+
+Run: python benchmarks/help_fewshot.py --data DIR [--space nasbench201|fbnet|ofa|all] [--seeds 10]
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ from edgelat.predictors.fewshot import FewShotPredictor
 from edgelat.predictors.metrics import report
 from edgelat.search.spaces import get_space
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "help"
 SPACES = {  # file, space, pool end, N for the full setting
     "nasbench201": ("nasbench201_latency_ms.csv", "nasbench201", 900, 700),
     "fbnet": ("fbnet_latency_ms.csv", "fbnet", 4000, 900),
@@ -64,11 +68,11 @@ def ridge_baseline(X: np.ndarray, Y: np.ndarray, t: int, others: list[int], tr: 
     return np.exp((F[q] - mu) @ w + ym)
 
 
-def run_space(key: str, seeds: int, k: int) -> dict[str, float]:
+def run_space(data: Path, key: str, seeds: int, k: int) -> dict[str, float]:
     fname, space_name, pool_end, n_full = SPACES[key]
     space = get_space(space_name)
     t0 = time.perf_counter()
-    table = read_arch_table(DATA / fname, space)
+    table = read_arch_table(data / fname, space)
     devices = list(table.latency)
     X = space.encode(table.pop).astype(np.float64)
     Y = np.stack([table.latency[d] for d in devices], axis=1)
@@ -118,12 +122,14 @@ def run_space(key: str, seeds: int, k: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True,
+                    help="folder with the full HELP CSV files (nasbench201_latency_ms.csv, ...)")
     ap.add_argument("--space", choices=[*SPACES, "all"], default="all")
     ap.add_argument("--seeds", type=int, default=10, help="few-shot repetitions (different K samples)")
     ap.add_argument("--k", type=int, default=10, help="few-shot samples on the target device")
     args = ap.parse_args()
     keys = list(SPACES) if args.space == "all" else [args.space]
-    summary = {key: run_space(key, args.seeds, args.k) for key in keys}
+    summary = {key: run_space(args.data, key, args.seeds, args.k) for key in keys}
     print("\nsummary (mean Spearman over devices):")
     for key, m in summary.items():
         print(f"  {key:>12}: full {m['full']:.3f}   few-shot {m['few']:.3f}   strict {m['strict']:.3f}   "

@@ -17,12 +17,12 @@ average.
 
 The build's own whole models are measured again in the same passes as the test
 models, and their median ratio now/at-build is printed as the machine's drift:
-every figure in the table was measured at build time. On `local` the first minute
-or two of sustained whole-model load runs 3-9% faster than the load goes on at
-(the reason both the build and this script settle first), and a shared VM moves
-by a few percent more, sometimes +20-35% for minutes (a neighbour). The headline figures are the raw ones; a second line divides the
-drift out, labelled as such, to show how much of the error is the machine
-moving rather than the predictor.
+every figure in the table was measured at build time. The first minute or two of
+sustained whole-model load can run faster than the load goes on at (the reason
+both the build and this script settle first), and a shared machine moves on its
+own (figures from one machine: docs/calibration.md). The headline figures are the
+raw ones; a second line divides the drift out, labelled as such, to show how much
+of the error is the machine moving rather than the predictor.
 
     python benchmarks/kernel_predictor_accuracy.py --budget-minutes 30
     python benchmarks/kernel_predictor_accuracy.py --budget-minutes 5 --home /tmp/kp   # reuse/continue a build

@@ -14,7 +14,8 @@ What is measured, all in this one run:
    ``space.kernel_ids(pop)`` + the gather + the sum (in cache-sized blocks, one
    BLAS thread: the space computes kernel ids with a small matrix product).
    ``kernel_ids`` and the gather alone are timed too.
-3. ``arch-predictor``: the public OFA measurements (shared/datasets/help) are
+3. ``arch-predictor``: the public OFA measurements (``--ofa-csv``, the HELP
+   ``ofa_latency_ms.csv``; see ``tests/data/help/README.md``) are
    imported, a ridge arch predictor is fitted for one of their devices, and
    ``latency_model`` for that device must pick it; timed is
    ``model.predict(pop)``: ``space.encode(pop)`` + matrix product + exp.
@@ -23,7 +24,7 @@ What is measured, all in this one run:
    a smaller sample.
 
 Each figure is the median of ``--repeats`` runs.
-Run: python benchmarks/predict_throughput.py [--n 200000] [--repeats 7] [--home DIR]
+Run: python benchmarks/predict_throughput.py --ofa-csv ofa_latency_ms.csv [--n 200000] [--repeats 7] [--home DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "help"
 ARCH_DEVICE = "titan_rtx_1"  # any column of the OFA dataset works; throughput does not depend on it
 
 
@@ -55,6 +55,8 @@ def median_rate(fn, n: int, repeats: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ofa-csv", type=Path, required=True,
+                    help=f"the HELP OFA latency table (ofa_latency_ms.csv) with a {ARCH_DEVICE} column")
     ap.add_argument("--n", type=int, default=200_000, help="architectures per timed batch")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--home", default=None, help="EDGELAT_HOME to use (reuse it to skip re-profiling)")
@@ -121,7 +123,7 @@ def main() -> None:
 
     # arch-level predictor fitted on real imported measurements
     t0 = time.perf_counter()
-    counts = import_arch_table(db, DATA / "ofa_latency_ms.csv", space, [ARCH_DEVICE])
+    counts = import_arch_table(db, args.ofa_csv, space, [ARCH_DEVICE])
     fit = fit_device_predictor(db, space, ARCH_DEVICE, config)
     arch_model = latency_model(db, ARCH_DEVICE, config, space)
     assert arch_model.kind == "arch-predictor", arch_model.kind

@@ -40,10 +40,10 @@ TABLE = "arch_predictors"
 def single_blas_thread() -> Any:
     """A context that runs BLAS on one thread.
 
-    The matrices here are small (features x features); on a busy 2-core host,
-    OpenBLAS's second thread spins against other processes and an ``eigh`` that
-    takes 8 ms on one thread took 300 ms on two. Falls back to a no-op without
-    threadpoolctl (a scikit-learn dependency).
+    The matrices here are small (features x features); on a busy host, OpenBLAS's
+    second thread spins against other processes and makes them many times slower
+    (figures: docs/measurements.md). Falls back to a no-op without threadpoolctl
+    (a scikit-learn dependency).
     """
     try:
         from threadpoolctl import threadpool_limits

@@ -4,8 +4,9 @@ Two shapes:
 
 - a *wide latency table* (``lut import-archs``): an ``arch`` column, an
   optional ``idx`` column (ignored), and one column per device with the
-  measured latency in ms (the format of ``shared/datasets/help``). An empty
-  cell means "not measured on that device" and is skipped.
+  measured latency in ms (the format of the public HELP tables, e.g.
+  ``tests/data/help``). An empty cell means "not measured on that device"
+  and is skipped.
 - an *arch list* (``predict --archs``): any CSV with an ``arch`` column; the
   predictions are written back as the same rows plus ``latency_ms``.
 

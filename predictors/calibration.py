@@ -22,15 +22,10 @@ do not, every run fetches the weights beyond what the cache keeps from memory,
 which none of the kernels paid alone. ``spill`` is that term: ``W0`` (the weights
 the device keeps cached across runs, chosen among the calibration models' own
 sizes, the fitted knot of a hinge) and ``e`` (ms per weight fetched) are fitted.
-On `local` (AMD EPYC, 2 MiB L2 per core, 32 MiB L3 shared with other VMs), the
-30 calibration models put ``W0`` at 1.7-3.5 M weights (7-14 MB of fp32) and ``e``
-at 0.10-0.26 ms per million weights (15-40 GB/s) in three fits: MobileNetV3-Large
-(5.5 M weights) runs 0.7-0.9 ms slower whole than its kernels' sum at every
-resolution, MobileNetV2-0.5 (2.0 M) about as fast. Leave-one-out over those
-models measured in one batch: ``ratio+count`` 70% within ±10%, ``groups+count``
-70%, ``ratio+count+spill`` 97%. The fit describes the device as it was when the models
+What these came to on one machine, and the commands that reproduce them:
+``docs/calibration.md``. The fit describes the device as it was when the models
 were measured: the build measures them after running them unmeasured for a while,
-because the first minute or two of sustained whole-model load runs faster than
+because the first minute or two of sustained whole-model load can run faster than
 the load goes on at (see ``MODEL_SETTLE_S`` in :mod:`edgelat.predictors.sampling`).
 The group forms model the same cache effect by
 kernel kind (weight-heavy squeeze-excite blocks cost more inside a model than
@@ -213,11 +208,10 @@ def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_
         return _lstsq_rel(A, y)
     # Each group's factor is pulled toward the plain ratio with the weight of GROUP_PRIOR
     # models: a group that is a small part of every calibration model (the stem and head
-    # of a MobileNet are "other", 12% of the sum) is barely determined by them, and a free
-    # fit lets its factor wander (0.56 in one 30-minute build on `local`, 2.52 in the next)
-    # -- harmless on models like those, absurd on a model made only of that group. With
-    # 0.3 the two builds give 0.96 and 1.10 at a leave-one-out MAPE within 1 point of the
-    # free fit's. A group no model has gets the ratio exactly.
+    # of a MobileNet are "other") is barely determined by them, and a free fit lets its
+    # factor wander from build to build -- harmless on models like those, absurd on a model
+    # made only of that group (figures: docs/calibration.md). A group no model has gets
+    # the ratio exactly.
     ratio = _lstsq_rel(_design("ratio", parts, n), y)[0]
     k = A.shape[1]
     prior = np.zeros((len(GROUPS), k))

@@ -41,14 +41,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgelat.agents.types import RuntimeConfig
     from edgelat.search.space import SearchSpace
 
-CHUNK = 8192  # rows per block: keeps the gathers in cache (about 2x faster than one big block)
+CHUNK = 8192  # rows per block: keeps the gathers in cache (faster than one big block)
 DENSE_LIMIT = 4_000_000  # spaces with at most this many architectures get a dense measured-value array
 
 
 def _blas_context(n: int) -> Any:
     """One BLAS thread for big batches (spaces may compute kernel ids or encodings
-    with a matrix product; a second OpenBLAS thread on a busy 2-core host made
-    them 3x slower). Small batches skip it: setting the limit costs ~0.3 ms."""
+    with a matrix product, which a second OpenBLAS thread on a busy host slows
+    down). Small batches skip it: setting the limit has a fixed cost of its own.
+    Figures: docs/measurements.md."""
     return single_blas_thread() if n > CHUNK else contextlib.nullcontext()
 
 

@@ -66,14 +66,12 @@ GROUP = 96  # kernels measured together (in passes, ~10 s apart): how often the 
 PASSES = 3  # passes over each group of kernels; the middle pass is kept (see median_of_passes)
 MODEL_PASSES = 7  # passes over the whole models: few, and the figures everything is judged by
 # Whole models run continuously, unmeasured, for this long (at most half the models' share
-# of the budget) before their passes. Why: on `local` the first minute or two of sustained
-# whole-model load after anything lighter (kernel profiling, an idle minute) runs 3-9%
-# faster than the load goes on at; three runs of back-to-back passes over the 33 build
-# models each rose from about the build's figures to +3..+9% within one to three minutes
-# (after a two-minute rest it rose again, +2.8 to +9.0%). Kernels are measured in a lighter duty cycle; the
-# calibration maps their sums to the sustained figure, which is what later measurements
-# of many models (and a model run continuously in an app) see. A phone's thermal
-# throttling is the same shape, stronger.
+# of the budget) before their passes. Why: the first minute or two of sustained whole-model
+# load after anything lighter (kernel profiling, an idle minute) can run faster than the
+# load goes on at (measured on one machine: docs/calibration.md). Kernels are measured in a
+# lighter duty cycle; the calibration maps their sums to the sustained figure, which is what
+# later measurements of many models (and a model run continuously in an app) see. A phone's
+# thermal throttling is the same shape, stronger.
 MODEL_SETTLE_S = 120.0
 MIN_TYPE_SHARE = 0.02  # of each adaptive round, for a kernel type real networks rarely have
 WORST_SHARE = 0.05  # share of the table whose neighbourhoods each adaptive round revisits
@@ -281,8 +279,8 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
         ("ofa-mbv3-rand-176", _ofa_subnet(rng, 176)),
     ]
     calibration += [(f"ofa-mbv3-rand-{r}", _ofa_subnet(rng, r)) for r in (128, 144, 160, 208, 224)]
-    # a second draw across each family's range of resolutions and widths: with 15 models the
-    # leave-one-out choice of the calibration form turned on one or two of them
+    # a second draw across each family's range of resolutions and widths, so that the
+    # leave-one-out choice of the calibration form does not turn on one or two models
     calibration += [(f"mobilenetv2-{r}-{w:g}", networks.mobilenetv2(r, w))
                     for r, w in ((96, 0.5), (160, 1.4), (256, 1.0), (200, 0.35), (240, 0.6), (120, 0.75))]
     calibration += [(f"mobilenetv3-large-{r}", networks.mobilenetv3_large(r)) for r in (96, 112, 192, 232)]
@@ -371,9 +369,8 @@ def median_of_passes(client, items: Sequence[Any], config: RuntimeConfig, protoc
     seconds to minutes. The runs inside one measurement agree with each other, so
     nothing inside it shows the shift. Passes spread over time, with the middle one
     kept, are robust to a slowed pass and to a rare fast one alike; the fastest pass
-    is not (on `local`, three batches of 7 passes a few seconds apart: the fastest-pass
-    figure of a model varied by up to 14% between batches, the middle one by up to 8%).
-    The kept row is one real measurement.
+    is not (it varies more between batches: docs/calibration.md). The kept row is one
+    real measurement.
     """
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < settle_s and not (enough is not None and enough()):
@@ -398,8 +395,7 @@ def worst_kernels(predictor, specs: list[KernelSpec], y: np.ndarray, k: int,
     divided between kernel types by their ``shares`` in real networks (at least
     ``MIN_TYPE_SHARE`` each). Without the quotas the rounds chase the types that are
     hardest to predict -- pooling with odd strides, kernels no MobileNet has -- and
-    the table fills with them; on `local` a 30-minute build put 43% of its rows
-    into max/avg pooling; with them, 3.8%."""
+    the table fills with them (figures from one machine: docs/calibration.md)."""
     by_op: dict[str, list[tuple[float, KernelSpec]]] = {}
     for s, v in zip(specs, y):
         p = predictor.cv_pred_.get(s.key)

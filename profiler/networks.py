@@ -151,7 +151,7 @@ def ofa_mbv3_fixed(resolution: int = 224, classes: int = 1000) -> list[KernelSpe
 def tiny_net(resolution: int = 224, classes: int = 10) -> list[KernelSpec]:
     """A small MobileNetV3-like net for the quickstart.
 
-    About 160 MFLOPs at 224 (~3 ms on one laptop core), 13 MFLOPs at 64."""
+    About 160 MFLOPs at 224, 13 MFLOPs at 64."""
     _check_resolution(resolution)
     r = resolution
     h1, h2, h3 = same_out(r, 2), same_out(r, 4), same_out(r, 8)

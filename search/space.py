@@ -139,7 +139,7 @@ class SearchSpace(ABC):
     # --------------------------------------------------------------- strings
     @abstractmethod
     def to_string(self, g: np.ndarray) -> str:
-        """The architecture string (the shared datasets' format where they cover the space)."""
+        """The architecture string (the HELP measurements' format where they cover the space)."""
 
     @abstractmethod
     def from_string(self, s: str) -> np.ndarray:

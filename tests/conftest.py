@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
 
 @pytest.fixture(autouse=True)
 def edgelat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
-import pytest
-
-HELP = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "help"
+from help_data import NB201_EVERY_ARCH, help_csv
 
 # A small stage space with a single resolution: its whole kernel vocabulary can
 # be profiled on this machine in a couple of seconds, so tests get a complete,
@@ -24,13 +21,6 @@ head:
   - {op: gap}
   - {op: fc, cout: 10}
 """
-
-
-def help_csv(name: str) -> Path:
-    path = HELP / name
-    if not path.exists():
-        pytest.skip(f"shared dataset {path} is not available")
-    return path
 
 
 def read_help(name: str, column: str) -> tuple[list[str], np.ndarray]:
@@ -49,7 +39,7 @@ def nb201_latency(column: str = "pixel3"):
     from edgelat.search.spaces import get_space
 
     space = get_space("nasbench201")
-    archs, ms = read_help("nasbench201_latency_ms.csv", column)
+    archs, ms = read_help(NB201_EVERY_ARCH, column)
     pop = space.from_strings(archs).astype(np.int64)
     dense = np.full(5**6, np.nan)
     dense[np.ravel_multi_index(pop.T, (5,) * 6)] = ms
@@ -66,7 +56,7 @@ def import_nb201(db, device: str = "pixel3") -> None:
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import upsert_rows
 
-    archs, ms = read_help("nasbench201_latency_ms.csv", device)
+    archs, ms = read_help(NB201_EVERY_ARCH, device)
     Registry(db).ensure_imported(device)
     upsert_rows(db, "arch_measurements", (
         {"space": "nasbench201", "arch": a, "device": device, "latency_ms": float(v), "source": "HELP"}

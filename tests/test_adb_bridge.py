@@ -3,7 +3,7 @@
 The python runner really runs onnxruntime/LiteRT (the double's "python3" is
 this machine's). ``benchmark_model`` and ``onnxruntime_perf_test`` cannot run
 here, so the phone gets shell scripts that print real captured outputs of
-those tools (``shared/datasets/benchmark-outputs``).
+those tools (``tests/data/benchmark-outputs``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from edgelat.errors import BadInput, DeviceError
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.ops import KernelSpec
 
-OUTPUTS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "benchmark-outputs"
+OUTPUTS = Path(__file__).resolve().parent / "data" / "benchmark-outputs"
 QUICK = MeasurementProtocol(warmup=1, min_runs=3, max_runs=20, max_seconds=0.5)
 DIR = "/data/local/tmp/edgelat"
 P_WATTS = 0.412 * 3.987  # the fake battery: -412000 uA at 3987000 uV

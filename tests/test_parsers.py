@@ -1,6 +1,6 @@
 """benchmark_model / onnxruntime_perf_test parsers against 21 real captured outputs.
 
-Every file in the shared ``benchmark-outputs`` folder is parsed and compared
+Every file in ``tests/data/benchmark-outputs`` is parsed and compared
 with the values its ``index.json`` says a correct parser must extract; then
 the same real texts are re-wrapped the way they reach the bridge (CRLF, adb
 logcat headers, interleaved log lines, tabs lost to spaces) and must parse to
@@ -22,19 +22,8 @@ from edgelat.agents.parsers import (
 )
 from edgelat.errors import BadInput
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "benchmark-outputs"
-pytestmark = pytest.mark.skipif(
-    not (DATA / "index.json").is_file(), reason=f"shared benchmark outputs not found at {DATA}"
-)
-
-
-def _index() -> list[dict]:
-    if not (DATA / "index.json").is_file():
-        return []
-    return json.loads((DATA / "index.json").read_text())
-
-
-ENTRIES = _index()
+DATA = Path(__file__).resolve().parent / "data" / "benchmark-outputs"
+ENTRIES: list[dict] = json.loads((DATA / "index.json").read_text())
 BM = [e for e in ENTRIES if e["tool"] == "benchmark_model"]
 ORT = [e for e in ENTRIES if e["tool"] == "onnxruntime_perf_test"]
 

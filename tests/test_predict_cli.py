@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from help_data import NB201 as NB201_NAME
+from help_data import help_csv
 
 from edgelat import config
 from edgelat.cli import main
 from edgelat.predictors import metrics
 
-HELP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "help"
-NB201 = HELP / "nasbench201_latency_ms.csv"
+NB201 = help_csv(NB201_NAME)
+ROWS = 1900  # rows kept in the trimmed file (idx 0..1899; tests/data/help/README.md)
 A0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
 
 
@@ -59,15 +61,16 @@ def write_rows(path: Path, rows: list[dict[str, str]], columns: list[str]) -> Pa
 
 @pytest.fixture()
 def imported() -> dict:
-    """The real NB201 file imported for three devices (all 15,625 rows each)."""
+    """The real NB201 file imported for three devices (all its rows each)."""
     out = json.loads(run("lut", "import-archs", NB201, "--space", "nasbench201",
                          "--devices", "pixel3,gold_6240,samsung_a50", "--json").stdout)
     return out
 
 
 def test_import_archs_json_and_table(imported, tmp_path):
-    assert imported["rows"] == {"pixel3": 15625, "gold_6240": 15625, "samsung_a50": 15625}
-    assert imported["total"] == 3 * 15625 and imported["space"] == "nasbench201"
+    assert len(rows_of(NB201)) == ROWS
+    assert imported["rows"] == {"pixel3": ROWS, "gold_6240": ROWS, "samsung_a50": ROWS}
+    assert imported["total"] == 3 * ROWS and imported["space"] == "nasbench201"
     listing = json.loads(run("devices", "list", "--json").stdout)
     kinds = {d["name"]: d["kind"] for d in listing}
     assert kinds["pixel3"] == "imported" and kinds["gold_6240"] == "imported"
@@ -92,9 +95,9 @@ def test_import_archs_errors_change_nothing(imported, tmp_path):
 def test_fit_reports_held_out_metrics_and_predict_uses_the_predictor(imported, tmp_path):
     fit = json.loads(run("predictor", "fit", "--space", "nasbench201", "--device", "gold_6240", "--json").stdout)
     assert fit["kind"] == "ridge" and fit["config_key"] == "imported"
-    assert fit["n_measured"] == 15625 and fit["validation"].startswith("held-out: a random 20% (3125 rows)")
+    assert fit["n_measured"] == ROWS and fit["validation"].startswith(f"held-out: a random 20% ({ROWS // 5} rows)")
     m = fit["metrics"]
-    assert m["n"] == 3125 and m["spearman"] > 0.95 and set(m) == {"rmse", "mape", "within_5", "within_10", "spearman", "n"}
+    assert m["n"] == ROWS // 5 and m["spearman"] > 0.95 and set(m) == {"rmse", "mape", "within_5", "within_10", "spearman", "n"}
 
     # measured arch -> the measurement itself; its value is the file's
     first = rows_of(NB201, 1)[0]
@@ -144,7 +147,7 @@ def test_fewshot_fit_with_10_samples_predicts_a_new_device(tmp_path):
 def test_fewshot_samples_option_validates_on_the_rest(imported):
     fit = json.loads(run("predictor", "fit", "--space", "nasbench201", "--device", "samsung_a50", "--few-shot",
                          "--samples", "10", "--json").stdout)
-    assert fit["n_samples"] == 10 and fit["metrics"]["n"] == 15615
+    assert fit["n_samples"] == 10 and fit["metrics"]["n"] == ROWS - 10
     assert fit["sources"] == ["gold_6240", "pixel3"]
     assert fit["metrics"]["spearman"] > 0.85
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from help_data import NB201 as NB201_NAME
+from help_data import OFA, help_csv
 
 from edgelat import config
 from edgelat.devices.registry import Registry
@@ -22,8 +24,8 @@ from edgelat.predictors.archs_io import (
 )
 from edgelat.search.spaces import get_space
 
-HELP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "help"
-NB201 = HELP / "nasbench201_latency_ms.csv"
+NB201 = help_csv(NB201_NAME)
+ROWS = 1900  # rows kept in the trimmed file (idx 0..1899; tests/data/help/README.md)
 
 
 def head_csv(src: Path, dst: Path, n: int, edit=None) -> Path:
@@ -46,14 +48,16 @@ def test_import_the_real_nb201_file_creates_devices_and_is_idempotent():
     db = open_db()
     space = get_space("nasbench201")
     counts = import_arch_table(db, NB201, space, ["pixel3", "gold_6240"])
-    assert counts == {"pixel3": 15625, "gold_6240": 15625}
+    assert counts == {"pixel3": ROWS, "gold_6240": ROWS}
     reg = Registry(db)
     assert reg.get("pixel3").kind == "imported" and reg.get("gold_6240").kind == "imported"
     n = db.execute("select count(*) from arch_measurements").fetchone()[0]
-    assert n == 2 * 15625
+    assert n == 2 * ROWS
     # values and source are exactly the file's
     with NB201.open(newline="") as fh:
-        first = next(csv.DictReader(fh))
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == ROWS
+    first = rows[0]
     row = db.execute(
         "select latency_ms, source from arch_measurements where space='nasbench201' and arch=? and device='pixel3'",
         [first["arch"]],
@@ -67,9 +71,11 @@ def test_import_the_real_nb201_file_creates_devices_and_is_idempotent():
 def test_import_with_source_and_all_columns(tmp_path):
     db = open_db()
     space = get_space("ofa-mbv3")
-    path = head_csv(HELP / "ofa_latency_ms.csv", tmp_path / "ofa.csv", 20)
+    path = head_csv(help_csv(OFA), tmp_path / "ofa.csv", 20)
     counts = import_arch_table(db, path, space, source="HELP ofa")
-    assert len(counts) == 12 and set(counts.values()) == {20}
+    with path.open(newline="") as fh:
+        devices = next(csv.reader(fh))[2:]  # every device column of the file (idx, arch, devices...)
+    assert set(counts) == set(devices) and set(counts.values()) == {20}
     assert db.execute("select distinct source from arch_measurements").fetchall() == [("HELP ofa",)]
     # arch strings are stored in the space's canonical spelling (round-trips through the space)
     for (arch,) in db.execute("select distinct arch from arch_measurements").fetchall():

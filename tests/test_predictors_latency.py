@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from help_data import NB201 as NB201_NAME
+from help_data import help_csv
 
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
@@ -23,8 +25,7 @@ from edgelat.predictors.latency import CHUNK, latency_model
 from edgelat.profiler.jobs import profile_kernels
 from edgelat.search.spaces import get_space
 
-HELP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "help"
-NB201 = HELP / "nasbench201_latency_ms.csv"
+NB201 = help_csv(NB201_NAME)
 CONFIG = RuntimeConfig(runtime="onnxruntime", threads=1)
 FAST = MeasurementProtocol(warmup=1, min_runs=3, max_runs=20, max_seconds=0.3)
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from help_data import NB201_EVERY_ARCH
 from search_helpers import TINY_SPACE_YAML, import_nb201, profile_space, read_help
 
 from edgelat.cli import main
@@ -83,7 +84,7 @@ def test_search_json_contract(pixel3):
     assert out["latency_source"]["kind"] == "imported"
     assert out["constraints"] == {"max_latency_ms": 12.0}
     assert 1 <= len(out["results"]) <= 5
-    archs, ms = read_help("nasbench201_latency_ms.csv", "pixel3")
+    archs, ms = read_help(NB201_EVERY_ARCH, "pixel3")
     measured = dict(zip(archs, ms))
     for r in out["results"]:
         assert set(r) >= {"arch", "predicted_latency_ms", "score", "flops", "params", "measured_latency_ms"}
@@ -95,7 +96,7 @@ def test_search_json_contract(pixel3):
 
 
 def test_search_with_accuracy_csv(pixel3, tmp_path):
-    archs, ms = read_help("nasbench201_latency_ms.csv", "pixel3")
+    archs, ms = read_help(NB201_EVERY_ARCH, "pixel3")
     # three listed architectures under the budget and one over it; exclude mode must pick
     # the best listed one that fits
     fast = [a for a, m in zip(archs, ms) if m < 12][:3]

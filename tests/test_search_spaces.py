@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from help_data import FBNET, NB201, NB201_EVERY_ARCH, OFA
 from search_helpers import TINY_SPACE_YAML, read_help
 
 from edgelat.errors import BadInput
@@ -70,7 +71,7 @@ def test_check_rejects_bad_genotypes(name):
 
 # ------------------------------------------------------------------ strings
 @pytest.mark.parametrize("name,csv_name", [
-    ("ofa-mbv3", "ofa_latency_ms.csv"), ("fbnet", "fbnet_latency_ms.csv"), ("nasbench201", "nasbench201_latency_ms.csv"),
+    ("ofa-mbv3", OFA), ("fbnet", FBNET), ("nasbench201", NB201_EVERY_ARCH),
 ])
 def test_every_dataset_arch_round_trips(name, csv_name):
     space = get_space(name)
@@ -82,7 +83,7 @@ def test_every_dataset_arch_round_trips(name, csv_name):
 def read_help_first_device(csv_name: str) -> str:
     import csv
 
-    from search_helpers import help_csv
+    from help_data import help_csv
 
     with open(help_csv(csv_name), newline="") as fh:
         return csv.DictReader(fh).fieldnames[2]
@@ -154,7 +155,7 @@ def test_ofa_kernels_match_hand_written_architecture():
     import ast
 
     space = get_space("ofa-mbv3")
-    archs, _ = read_help("ofa_latency_ms.csv", "v100_1")
+    archs, _ = read_help(OFA, "v100_1")
     for s in archs[:300]:
         g = space.from_string(s)
         assert [k.key for k in space.kernels(g)] == ofa_reference_keys(ast.literal_eval(s))
@@ -258,7 +259,7 @@ def test_nasbench201_decomposition_explains_measured_latency():
     from scipy.stats import spearmanr
 
     space = get_space("nasbench201")
-    archs, ms = read_help("nasbench201_latency_ms.csv", "1080ti_1")
+    archs, ms = read_help(NB201, "1080ti_1")
     pop = space.from_strings(archs)
     ids = space.kernel_ids(pop)
     n_vocab = len(space.kernel_vocabulary())

@@ -46,7 +46,7 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
 
     \b
     Example:
-      edgelat lut import-archs ../shared/datasets/help/nasbench201_latency_ms.csv --space nasbench201
+      edgelat lut import-archs nasbench201_latency_ms.csv --space nasbench201
     """
     from edgelat.predictors.archs_io import import_arch_table
 

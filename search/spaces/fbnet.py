@@ -26,7 +26,7 @@ TFLite export is not supported for this space (grouped convs and residuals
 are not a chain); use ONNX.
 
 Strings: the 22 block names separated by spaces, as in
-``shared/datasets/help/fbnet_latency_ms.csv``.
+the HELP measurements (``tests/data/help/fbnet_latency_ms.csv.xz``).
 """
 
 from __future__ import annotations

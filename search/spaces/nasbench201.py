@@ -29,7 +29,7 @@ all-``none`` 73,066 parameters.
 Export: ONNX only (the cells are a DAG, not a chain); TFLite raises BadInput.
 
 Strings: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``, the NAS-Bench-201 format used
-by ``shared/datasets/help/nasbench201_latency_ms.csv``.
+by the HELP measurements (``tests/data/help/nasbench201_latency_ms.csv.xz``).
 """
 
 from __future__ import annotations
