@@ -121,11 +121,11 @@ def _m5_history(conn: sqlite3.Connection) -> None:
     appended to ``measurement_history`` (the main tables keep the latest); rows already in the
     main tables start the history."""
     cols = ", ".join(_HISTORY_COLUMNS)
-    conn.execute(f"CREATE TABLE IF NOT EXISTS [measurement_history] (id INTEGER PRIMARY KEY, kind TEXT, "
-                 f"device TEXT, config_key TEXT, item_key TEXT, name TEXT, runtime_version TEXT, median_ms REAL, "
-                 f"mean_ms REAL, std_ms REAL, p10_ms REAL, p90_ms REAL, n INTEGER, rel_ci REAL, stable INTEGER, "
-                 f"energy_mj REAL, energy_note TEXT, environment_json TEXT, agent_version TEXT, measured_at REAL, "
-                 f"sentinel_level REAL)")
+    conn.execute("CREATE TABLE IF NOT EXISTS [measurement_history] (id INTEGER PRIMARY KEY, kind TEXT, "
+                 "device TEXT, config_key TEXT, item_key TEXT, name TEXT, runtime_version TEXT, median_ms REAL, "
+                 "mean_ms REAL, std_ms REAL, p10_ms REAL, p90_ms REAL, n INTEGER, rel_ci REAL, stable INTEGER, "
+                 "energy_mj REAL, energy_note TEXT, environment_json TEXT, agent_version TEXT, measured_at REAL, "
+                 "sentinel_level REAL)")
     conn.execute("CREATE INDEX IF NOT EXISTS [idx_measurement_history_device_item_key] "
                  "ON measurement_history (device, item_key, measured_at)")
     conn.execute(f"INSERT INTO measurement_history (kind, item_key, name, sentinel_level, {cols}) "

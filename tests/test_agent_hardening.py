@@ -29,7 +29,6 @@ from edgelat.agents.sandbox import SandboxedBackend
 from edgelat.agents.server import CHUNK_BYTES
 from edgelat.agents.types import (
     MAX_THREADS,
-    PROTOCOL_BOUNDS,
     BenchmarkItem,
     MeasurementProtocol,
     RuntimeConfig,

@@ -1,6 +1,6 @@
 """``predictor fit`` borrows from other devices by itself when a device has few measurements.
 
-Real measured NAS-Bench-201 latencies (HELP, kept trimmed in ``tests/data/help``): three
+Real measured NAS-Bench-201 latencies (HELP, kept trimmed in ``tests/data/help``: rows 0..1899): three
 devices are imported whole, a fourth with 10 architectures only. Plain ``fit`` must choose
 to borrow (and say why), predict the fourth device's unseen architectures well, and
 ``--no-few-shot`` must fit alone.
@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from help_data import NB201 as NB201_NAME
+from help_data import help_csv
 
 from edgelat.cli import main
 from edgelat.predictors import metrics
 
-NB201 = Path(__file__).resolve().parent / "data" / "help" / "nasbench201_latency_ms.csv"
+NB201 = help_csv(NB201_NAME)
 SOURCES = "gold_6240,samsung_a50,silver_4114"
 TARGET = "silver_4210r"
 

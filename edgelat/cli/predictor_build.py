@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgelat.cli.base import emit_json, json_option, open_registry, predictor, runtime_options, stderr_console, stdout_console
+from edgelat.cli.base import emit_json, json_option, open_registry, predictor, runtime_options, stdout_console
 
 
 def _pct(v: Any) -> str:
