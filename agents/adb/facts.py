@@ -514,7 +514,7 @@ def parse_facts(text: str, python: str = "python3", battery: str = DEFAULT_BASE)
     mem = re.search(r"MemTotal:\s+([0-9]{1,20})\s*kB", sec.get("meminfo", "")[:MAX_VALUE_CHARS])
     mem_kb = bounded_int(mem.group(1), "mem_kb", "MemTotal", notes) if mem else None
     possible = dump.get(f"{CPU}/possible")
-    ncores = len(parse_cpulist(possible, notes, f"{CPU}/possible")) if possible else len(cpus)
+    ncores = (len(parse_cpulist(possible, notes, f"{CPU}/possible")) if possible else 0) or len(cpus)
     abi = props.get("ro.product.cpu.abi")
     runtimes: dict[str, str] = {}
     if py:
