@@ -311,3 +311,20 @@ def test_output_that_is_not_utf8_is_read_not_a_lost_link(phone: AdbdDouble) -> N
     assert out == "a\ufffd\ufffdb\n"
     assert conn.reconnects == 0
     conn.close()
+
+
+def test_register_phone_says_when_the_runner_was_compared_by_size_and_time(phone: AdbdDouble, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgelat.cli import main
+
+    phone.hide_command("sha256sum")
+    phone.hide_command("md5sum")
+    binary = _binary(tmp_path, b"\x7fELF fake aarch64 binary")
+    args = ["devices", "register-phone", "pixel7", "--address", phone.address, "--benchmark-model", str(binary)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "note:" not in first.output  # nothing on the phone yet: nothing to compare
+    again = CliRunner().invoke(main, [*args[:2], "pixel7b", *args[3:]])
+    assert again.exit_code == 0, again.output
+    assert "note: the phone has neither sha256sum nor md5sum" in again.output

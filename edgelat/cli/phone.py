@@ -110,7 +110,8 @@ def register_phone(
         facts = backend.describe()
     finally:
         backend.close()
-    facts.pop("bridge", None)
+    for line in (facts.pop("bridge", None) or {}).get("notes", []):
+        click.echo(f"note: {line}", err=True)
     device = registry.register(name, "phone", transport, facts)
     if not _runner_present(runner, facts):
         hint = {
