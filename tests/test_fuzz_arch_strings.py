@@ -121,5 +121,5 @@ def test_mobile_space_malformed_number_prints_no_syntax_warning() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(BadInput, match="malformed architecture"):
-            get_space("proxyless").from_string("{'ks': [1e], 'e': [3], 'd': [2], 'r': 224}")
+            get_space("proxyless").from_string("{'ks': [3if 1 else 2], 'e': [3], 'd': [2], 'r': 224}")
     assert not caught
