@@ -328,3 +328,24 @@ def test_register_phone_says_when_the_runner_was_compared_by_size_and_time(phone
     again = CliRunner().invoke(main, [*args[:2], "pixel7b", *args[3:]])
     assert again.exit_code == 0, again.output
     assert "note: the phone has neither sha256sum nor md5sum" in again.output
+
+
+def test_marks_naming_lines_that_do_not_exist_are_dropped(phone: AdbdDouble) -> None:
+    """A MARK line number past the output used to index past the runner's lines (IndexError)."""
+    from edgelat.agents.adb import bridge
+
+    fake_benchmark_model(phone)
+    original = bridge.parse_samples
+
+    def garbled(lines):
+        samples, marks = original(lines)
+        return samples, marks + [(1.0, 10**9), (2.0, 0)]
+
+    bridge.parse_samples = garbled
+    try:
+        client = client_for(transport(phone), {})
+        r = run(client, blob(9))
+        assert r.latency.median == 899.281
+        client.close()
+    finally:
+        bridge.parse_samples = original

@@ -547,6 +547,7 @@ class AdbBackend(Backend):
         run_lines = sections.get("run", [])
         out = runner.parse("\n".join(run_lines), config)
         samples, marks = parse_samples(sections.get("samples", []))
+        marks = [(t, n) for t, n in marks if 0 < n <= len(run_lines)]  # a garbled mark names no line
         if energy_ok:
             window = runner.window(run_lines, marks)
             energy_mj, energy_note, energy_details = energy_per_inference(
