@@ -349,3 +349,22 @@ def test_marks_naming_lines_that_do_not_exist_are_dropped(phone: AdbdDouble) -> 
         client.close()
     finally:
         bridge.parse_samples = original
+
+
+def test_register_phone_sets_the_model_cache_size(phone: AdbdDouble) -> None:
+    from click.testing import CliRunner
+
+    from edgelat.cli import main
+    from edgelat.devices.registry import Registry
+    from edgelat.lut.store import open_db
+
+    runner = CliRunner()
+    bad = runner.invoke(main, ["devices", "register-phone", "p", "--address", phone.address, "--model-cache-mb", "-5"])
+    assert bad.exit_code != 0 and "--model-cache-mb" in bad.output
+    r = runner.invoke(main, ["devices", "register-phone", "p", "--address", phone.address, "--model-cache-mb", "0.5"])
+    assert r.exit_code == 0, r.output
+    device = Registry(open_db()).get("p")
+    assert device.transport["model_cache_mb"] == 0.5
+    assert backend_from_transport(device.transport).model_cache_bytes == 512 * 1024
+    help_text = runner.invoke(main, ["devices", "register-phone", "--help"]).output
+    assert "--model-cache-mb" in help_text and "least recently used" in help_text
