@@ -517,13 +517,14 @@ class AdbBackend(Backend):
         facts = self.facts
         for remote, content in runner.files().items():
             self._ensure_file(remote, content)
-        remote_model = remote_model_path(sha, model_format)
+        remote_model = _inside_device_dir(remote_model_path(sha, model_format))
         model_name = remote_model.rsplit("/", 1)[-1]
         st_mode, size, _ = self.conn.stat(remote_model)
         cache: dict[str, Any] | None = None
-        if not (st_mode and size == len(data)):
+        pushed = not (st_mode and size == len(data))  # named by content: the same size is the same file
+        if pushed:
             cache = self.make_room(keep=model_name, incoming=len(data))
-        pushed = self._ensure_file(remote_model, data)
+            self.conn.push(data, remote_model)
         self._touch_model(model_name)
         cooldown = self._cool_down()
         mask, helper_mask, affinity = self._affinity(config.threads)
