@@ -70,6 +70,10 @@ def _open_csv(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]
     if not header or not any(h.strip() for h in header):
         raise BadInput(f"{p}: empty CSV (expected a header with an '{ARCH_COLUMN}' column)")
     header = [h.strip() for h in header]
+    stray = next((h for h in header if "\ufeff" in h), None)
+    if stray is not None:  # a second BOM: the file was converted twice, or files were concatenated
+        raise BadInput(f"{p}: the header has a stray byte-order mark (U+FEFF) in column {stray[:40]!r}: "
+                       "re-save the file as plain UTF-8")
     dup = sorted(h for h, n in Counter(header).items() if n > 1)
     if dup:
         raise BadInput(f"{p}: column {dup[0]!r} appears more than once in the header")
