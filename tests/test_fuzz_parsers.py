@@ -8,6 +8,7 @@ never becomes a measurement.
 
 from __future__ import annotations
 
+import re
 import json
 import math
 from pathlib import Path
@@ -48,8 +49,6 @@ def mutated(draw: st.DrawFn, seeds: list[Path]) -> str:
         op = draw(st.sampled_from(["number", "drop", "dup", "cut", "insert", "join", "tabs"]))
         line = lines[i]
         if op == "number":
-            import re
-
             nums = list(re.finditer(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", line))
             if nums:
                 m = nums[draw(st.integers(0, len(nums) - 1))]
