@@ -137,6 +137,43 @@ def test_ort_perf_test_on_arbitrary_text(text: str) -> None:
     check_ort(text)
 
 
+# ---- the tools' own line shapes with random values ---------------------------------------------
+_value = st.sampled_from(NASTY) | st.floats().map(repr) | st.integers(-10**20, 10**20).map(str)
+_bm_line = st.one_of(
+    st.builds(lambda c, kv: f"count={c} " + " ".join(f"{k}={v}" for k, v in kv),
+              _value, st.lists(st.tuples(st.sampled_from(["first", "curr", "min", "max", "avg", "std", "p5",
+                                                          "median", "p95"]), _value), max_size=9)),
+    st.builds(lambda a, b, c, d: f"Inference timings in us: Init: {a}, First inference: {b}, "
+                                 f"Warmup (avg): {c}, Inference (avg): {d}", _value, _value, _value, _value),
+    st.builds(lambda a, b: f"Memory footprint delta from the start of the tool (MB): init={a} overall={b}",
+              _value, _value),
+    st.builds(lambda a: f"Overall peak memory footprint (MB) via periodic monitoring: {a}", _value),
+    st.builds(lambda a: f"Initialized session in {a}ms", _value),
+)
+_ort_line = st.builds(
+    lambda label, v, unit: f"{label}{v}{unit}",
+    st.sampled_from(["Average inference time cost total: ", "Average time cost: ", "Total time cost: ",
+                     "Total inference requests: ", "P50 Latency: ", "P90 Latency is ", "Min Latency: ",
+                     "Session creation time cost: ", "First inference time cost: ", "Peak working set size: ",
+                     "Runs: ", "Avg CPU usage: ", "Number of inferences per second: "]),
+    _value, st.sampled_from(["", " ms", " s", " sec", " bytes", " %"]),
+)
+
+
+@FUZZ
+@given(st.lists(_bm_line, min_size=1, max_size=6).map("\n".join))
+def test_benchmark_model_line_shapes_with_random_values(text: str) -> None:
+    check_benchmark_model(text)
+    check_runner(BenchmarkModelRunner(), text, RuntimeConfig(runtime="tflite-benchmark"))
+
+
+@FUZZ
+@given(st.lists(_ort_line, min_size=1, max_size=6).map("\n".join))
+def test_ort_perf_test_line_shapes_with_random_values(text: str) -> None:
+    check_ort(text)
+    check_runner(OrtPerfTestRunner(), text, RuntimeConfig(runtime="ort-perf-test"))
+
+
 # ---- mutations of real outputs ----------------------------------------------------------------
 @FUZZ
 @given(mutated(BM_SEEDS))
