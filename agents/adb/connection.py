@@ -311,6 +311,9 @@ class AdbConnection:
         def run(d: Any) -> str:
             chunks: list[bytes] = []
             total = 0
+            # adb-shell's public shell() joins the whole output in memory and its
+            # streaming_shell() has no overall deadline; _streaming_command (the generator
+            # both are built on, stable since 0.3) yields each packet with the deadline.
             for chunk in d._streaming_command(b"shell", command.encode("utf-8"), t, t, t):
                 total += len(chunk)
                 if total > max_bytes:
