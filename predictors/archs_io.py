@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
@@ -34,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ARCH_COLUMN = "arch"
 IGNORED_COLUMNS = ("idx",)
+# A latency cell: a plain decimal (float() would also take "1_000", "inf" or non-ASCII digits).
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 @dataclass
@@ -67,7 +71,11 @@ def _open_csv(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]
     if not header or not any(h.strip() for h in header):
         raise BadInput(f"{p}: empty CSV (expected a header with an '{ARCH_COLUMN}' column)")
     header = [h.strip() for h in header]
-    dup = sorted({h for h in header if header.count(h) > 1})
+    stray = next((h for h in header if "\ufeff" in h), None)
+    if stray is not None:  # a second BOM: the file was converted twice, or files were concatenated
+        raise BadInput(f"{p}: the header has a stray byte-order mark (U+FEFF) in column {stray[:40]!r}: "
+                       "re-save the file as plain UTF-8")
+    dup = sorted(h for h, n in Counter(header).items() if n > 1)
     if dup:
         raise BadInput(f"{p}: column {dup[0]!r} appears more than once in the header")
     if ARCH_COLUMN not in header:
@@ -125,12 +133,14 @@ def read_arch_table(path: str | Path, space: "SearchSpace", devices: Sequence[st
             cell = r[col].strip()
             if not cell:
                 continue
-            try:
-                v = float(cell)
-            except ValueError:
-                raise BadInput(f"{path}: line {line}, column {d!r}: latency {cell!r} is not a number") from None
+            if not _DECIMAL.fullmatch(cell):
+                raise BadInput(
+                    f"{path}: line {line}, column {d!r}: latency {cell[:40]!r} is not a number "
+                    "(expected a plain decimal of ms, like 12.5)"
+                )
+            v = float(cell)
             if not math.isfinite(v) or v <= 0:
-                raise BadInput(f"{path}: line {line}, column {d!r}: latency {cell!r} must be a positive number of ms")
+                raise BadInput(f"{path}: line {line}, column {d!r}: latency {cell[:40]!r} must be a positive number of ms")
             vals[i] = v
         table.latency[d] = vals
     return table

@@ -14,7 +14,11 @@ answers ``cat /sys/class/power_supply/battery/current_now``.
 
 Test hooks: :meth:`AdbdDouble.drop_connections` (cable pulled),
 :meth:`AdbdDouble.refuse_connections` (adbd restarting),
-:meth:`AdbdDouble.hang` (a command that hangs).
+:meth:`AdbdDouble.hang` (a command that hangs),
+:meth:`AdbdDouble.hide_command` (a toybox without ``sha256sum``, say).
+The phone's toybox commands the bridge uses (``sha256sum``, ``md5sum``,
+``touch``, ``rm``) are this machine's coreutils, which print the same
+``HASH  PATH`` lines toybox does.
 """
 
 from __future__ import annotations
@@ -296,6 +300,15 @@ class AdbdDouble:
     def connection_count(self) -> int:
         with self._lock:
             return len(self._conns)
+
+    def hide_command(self, name: str) -> None:
+        """The phone lacks ``name`` (an older toybox without ``sha256sum``, say): calling it
+        prints what Android's mksh prints for a missing command and exits 127."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"bad command name {name!r}")
+        shim = self.root / "system/bin" / name
+        shim.write_text(f"#!/bin/sh\necho \"/system/bin/sh: {name}: inaccessible or not found\" >&2\nexit 127\n")
+        shim.chmod(0o755)
 
     def taskset_log(self) -> list[str]:
         """Lines ``run MASK COMMAND`` / ``pid MASK`` for every taskset call on the phone."""

@@ -15,6 +15,15 @@ never from a request; files are written and deleted only under
 ``/data/local/tmp/edgelat/``. A lost link is retried with a reconnect (backoff
 in :class:`AdbConnection`); after the retry budget the item fails with a
 DeviceError and the rest of the batch fails fast until the phone is back.
+
+Files on the phone: pushed models are named by their content hash and kept
+under a size cap (``model_cache_mb``): before a new model is pushed, the least
+recently used ones are deleted until it fits (recency is this bridge's own use
+order, then the files' modification times, which each run refreshes with
+``touch``). Runner binaries and the Python runner's files are never evicted.
+A runner binary is pushed again unless the phone's copy has the same SHA-256
+(``sha256sum``, else ``md5sum``, as toybox has both); a phone with neither is
+compared by size and modification time, and the bridge notes it.
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 import shlex
+import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -49,6 +60,9 @@ from edgelat.errors import BadInput, DeviceError
 SECTION = phone_facts.SECTION
 MIN_ENERGY_WINDOW_S = 1.0  # battery fuel gauges refresh every 0.25-1 s
 MIN_ENERGY_SAMPLES = 3
+DEFAULT_MODEL_CACHE_MB = 1024.0  # pushed models kept on the phone (least recently used go first)
+MODEL_FILE = re.compile(r"^[0-9a-f]{64}\.(?:onnx|tflite)$")  # the only names the cache may delete
+_RM_BATCH = 64  # files per rm command
 
 
 def remote_model_path(sha: str, model_format: str) -> str:
@@ -73,8 +87,13 @@ def measure_script(
     max_samples: int,
     helper_mask: str | None,
     snapshot_battery: str = DEFAULT_BASE,
+    touch: str | None = None,
 ) -> str:
-    """The one shell script of a measurement (see the module docstring); every input is trusted text."""
+    """The one shell script of a measurement (see the module docstring); every input is trusted text.
+
+    ``touch``: a file under the bridge's directory whose modification time is set to now
+    (the model being run: its recency for the model cache).
+    """
     snap = phone_facts.dump_script(phone_facts.snapshot_patterns(snapshot_battery))
     lines = [
         f"d={DEVICE_DIR}; s=$d/.energy.$$; rm -f $d/.energy.*",
@@ -82,6 +101,8 @@ def measure_script(
         snap,
         f"echo '{SECTION}run'",
     ]
+    if touch:
+        lines.insert(1, f"touch -c {shlex.quote(_inside_device_dir(touch))} 2>/dev/null")
     if battery:
         b = battery
         lines.append(
@@ -121,19 +142,30 @@ def split_output(text: str) -> dict[str, list[str]]:
     return out
 
 
+_UPTIME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")  # /proc/uptime's "12345.67"
+_LINE_NO = re.compile(r"[0-9]{1,12}")
+
+
 def parse_samples(lines: list[str]) -> tuple[list[tuple[float, dict[str, str]]], list[tuple[float, int]]]:
-    """``BAT uptime status|present|current|voltage`` and ``MARK uptime line`` records."""
+    """``BAT uptime status|present|current|voltage`` and ``MARK uptime line`` records.
+
+    Malformed records are skipped; numbers outside their plausible range (see
+    :data:`edgelat.agents.adb.facts.RANGES`) are blanked, as an unreadable file is.
+    """
     samples, marks = [], []
     for line in lines:
         parts = line.split(" ", 2)
-        try:
-            if parts[0] == "BAT" and len(parts) == 3:
-                st, pr, cu, vo = (parts[2].split("|") + ["", "", "", ""])[:4]
-                samples.append((float(parts[1]), {"status": st, "present": pr, "current_now": cu, "voltage_now": vo}))
-            elif parts[0] == "MARK" and len(parts) == 3:
-                marks.append((float(parts[1]), int(parts[2])))
-        except ValueError:
+        if len(parts) != 3 or len(line) > 512 or not _UPTIME.fullmatch(parts[1]):
             continue
+        if parts[0] == "BAT":
+            st, pr, cu, vo = (parts[2].split("|") + ["", "", "", ""])[:4]
+            values = {"status": st[:64], "present": pr, "current_now": cu, "voltage_now": vo}
+            for key, kind in (("present", "present"), ("current_now", "battery_raw"), ("voltage_now", "battery_raw")):
+                if values[key] and phone_facts.bounded_int(values[key], kind) is None:
+                    values[key] = ""
+            samples.append((float(parts[1]), values))
+        elif parts[0] == "MARK" and _LINE_NO.fullmatch(parts[2]):
+            marks.append((float(parts[1]), int(parts[2])))
     return samples, marks
 
 
@@ -224,6 +256,7 @@ class AdbBackend(Backend):
         energy_period_s: float = 0.1,
         battery: str = DEFAULT_BASE,
         command_timeout_s: float | None = None,
+        model_cache_mb: float = DEFAULT_MODEL_CACHE_MB,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.conn = conn
@@ -239,6 +272,13 @@ class AdbBackend(Backend):
         self.energy_period_s = float(energy_period_s)
         self.battery = phone_facts.check_battery_path(battery)
         self.command_timeout_s = command_timeout_s
+        if not math.isfinite(float(model_cache_mb)) or model_cache_mb < 0:
+            raise BadInput(f"model cache size must be a finite number of MB >= 0, got {model_cache_mb!r}")
+        self.model_cache_bytes = int(float(model_cache_mb) * 1024 * 1024)
+        self._used: dict[str, int] = {}  # model file name -> when this bridge last used it (a counter)
+        self._use_clock = 0
+        self.evicted: list[str] = []  # model files this bridge deleted to stay under the cap
+        self.notes: list[str] = []  # what the user should know about files on the phone
         self._sleep = sleep
         self._facts = dict(facts) if facts else None
         self._fresh = False  # facts read by this backend (not only the registry's copy)
@@ -251,7 +291,10 @@ class AdbBackend(Backend):
             self._facts = phone_facts.read_facts(self.conn, self.python, self.battery)
             self._fresh = True
         facts = dict(self._facts or {})
-        facts["bridge"] = {"runner": self.runner, "agent_version": __version__}
+        facts["bridge"] = {"runner": self.runner, "agent_version": __version__,
+                           "model_cache_bytes": self.model_cache_bytes}
+        if self.notes:
+            facts["bridge"]["notes"] = list(self.notes)
         return facts
 
     @property
@@ -284,7 +327,11 @@ class AdbBackend(Backend):
 
     # ---- files on the phone ----
     def _ensure_file(self, remote: str, data: bytes, mode: int = 0o644) -> bool:
-        """Push ``data`` unless the phone already has it; True when it was pushed."""
+        """Push ``data`` unless the phone already has it; True when it was pushed.
+
+        For files named by their content (models, the Python runner's hashed
+        directory) a file of the same size is the same file.
+        """
         _inside_device_dir(remote)
         st_mode, size, _ = self.conn.stat(remote)
         if st_mode and size == len(data):
@@ -292,17 +339,101 @@ class AdbBackend(Backend):
         self.conn.push(data, remote, mode=mode)
         return True
 
+    def phone_digest(self, remote: str) -> tuple[str, str] | None:
+        """(algorithm, hex digest) of a file on the phone: ``sha256sum``, else ``md5sum``;
+        None when the phone has neither (or the file is missing)."""
+        q = shlex.quote(_inside_device_dir(remote))
+        out = self.conn.shell(f"sha256sum {q} 2>/dev/null || md5sum {q} 2>/dev/null; true",
+                              what=f"hashing {remote}", timeout_s=120, max_bytes=4096)
+        words = out.split(None, 1)
+        word = words[0].lower() if words else ""
+        if re.fullmatch(r"[0-9a-f]{64}", word):
+            return "sha256", word
+        if re.fullmatch(r"[0-9a-f]{32}", word):
+            return "md5", word
+        return None
+
+    def _ensure_binary(self, remote: str, data: bytes, mtime: int) -> tuple[bool, str]:
+        """Push a runner binary unless the phone's copy has the same content; (pushed, how compared)."""
+        _inside_device_dir(remote)
+        st_mode, size, phone_mtime = self.conn.stat(remote)
+        if not st_mode:
+            self.conn.push(data, remote, mode=0o755, mtime=mtime)
+            return True, "absent"
+        if size != len(data):  # a different size is a different file: no need to hash
+            self.conn.push(data, remote, mode=0o755, mtime=mtime)
+            return True, "size"
+        digest = self.phone_digest(remote)
+        if digest is not None:
+            algo, value = digest
+            same = hashlib.new(algo, data).hexdigest() == value
+            how = algo
+        else:
+            same = phone_mtime == mtime
+            how = "size+mtime"
+            self.notes.append(
+                f"the phone has neither sha256sum nor md5sum: {remote} was compared by size and "
+                "modification time only (a rebuilt binary with the same size and time would not be pushed)"
+            )
+        if not same:
+            self.conn.push(data, remote, mode=0o755, mtime=mtime)
+        return not same, how
+
     def push_binary(self, host_path: str | Path, name: str) -> str:
-        """Push a runner binary (benchmark_model...) into the bridge's directory; returns its device path."""
+        """Push a runner binary (benchmark_model...) into the bridge's directory; returns its device path.
+
+        It is pushed again whenever its content differs from the phone's copy
+        (compared by hash; see :meth:`phone_digest`), whatever the sizes.
+        """
         if name not in ("benchmark_model", "onnxruntime_perf_test"):
             raise BadInput(f"unknown runner binary {name!r}")
         try:
             data = Path(host_path).read_bytes()
+            mtime = int(Path(host_path).stat().st_mtime)
         except OSError as exc:
             raise BadInput(f"cannot read {host_path}: {exc.strerror}") from exc
         remote = f"{DEVICE_DIR}/{name}"
-        self._ensure_file(remote, data, mode=0o755)
+        self._ensure_binary(remote, data, mtime)
         return remote
+
+    def _touch_model(self, name: str) -> None:
+        self._use_clock += 1
+        self._used[name] = self._use_clock
+
+    def make_room(self, keep: str, incoming: int) -> dict[str, Any]:
+        """Delete least recently used models until the cached ones plus ``incoming`` bytes fit the cap.
+
+        ``keep`` (a file name) is never deleted, nor is anything but a content-hash
+        model file (runner binaries, the Python runner). Returns what was done.
+        """
+        entries = self.conn.list(DEVICE_DIR)
+        models = [(name, size, mtime) for name, mode, size, mtime in entries
+                  if MODEL_FILE.match(name) and stat.S_ISREG(mode) and name != keep]
+        total = sum(size for _, size, _ in models) + incoming
+        record: dict[str, Any] = {"cap_bytes": self.model_cache_bytes, "cached_bytes": total - incoming,
+                                  "evicted": [], "freed_bytes": 0}
+        if total <= self.model_cache_bytes:
+            return record
+        # Oldest first: models this bridge has not used (by the phone's mtime), then its own by use order.
+        order = sorted(models, key=lambda m: (self._used.get(m[0], 0), m[2], m[0]))
+        victims: list[tuple[str, int]] = []
+        for name, size, _ in order:
+            if total <= self.model_cache_bytes:
+                break
+            victims.append((name, size))
+            total -= size
+        for i in range(0, len(victims), _RM_BATCH):
+            paths = [_inside_device_dir(f"{DEVICE_DIR}/{n}") for n, _ in victims[i : i + _RM_BATCH]]
+            self.conn.run(["rm", "-f", *paths], what="removing cached models", timeout_s=60)
+        for name, _ in victims:
+            self._used.pop(name, None)
+            self.evicted.append(name)
+        record["evicted"] = [n for n, _ in victims]
+        record["freed_bytes"] = sum(size for _, size in victims)
+        if total > self.model_cache_bytes:
+            record["note"] = (f"the model alone ({incoming} bytes) is larger than the phone's model cache "
+                              f"({self.model_cache_bytes} bytes): pushed anyway, every other model removed")
+        return record
 
     def remove_model(self, sha: str, model_format: str) -> None:
         """Delete a pushed model (only ever a content-hash name under the bridge's directory)."""
@@ -386,7 +517,15 @@ class AdbBackend(Backend):
         facts = self.facts
         for remote, content in runner.files().items():
             self._ensure_file(remote, content)
-        pushed = self._ensure_file(remote_model_path(sha, model_format), data)
+        remote_model = _inside_device_dir(remote_model_path(sha, model_format))
+        model_name = remote_model.rsplit("/", 1)[-1]
+        st_mode, size, _ = self.conn.stat(remote_model)
+        cache: dict[str, Any] | None = None
+        pushed = not (st_mode and size == len(data))  # named by content: the same size is the same file
+        if pushed:
+            cache = self.make_room(keep=model_name, incoming=len(data))
+            self.conn.push(data, remote_model)
+        self._touch_model(model_name)
         cooldown = self._cool_down()
         mask, helper_mask, affinity = self._affinity(config.threads)
         command = " ".join(p for p in (runner.env_prefix(), f"taskset {mask}" if mask else "", shlex.join(argv)) if p)
@@ -401,6 +540,7 @@ class AdbBackend(Backend):
             max_samples=int(timeout / max(self.energy_period_s, 0.01)) + 10,
             helper_mask=helper_mask,
             snapshot_battery=self.battery,
+            touch=remote_model,
         )
         self.runs_started += 1
         text = self.conn.shell(script, timeout_s=timeout, what=f"{runner.name} run of model {sha[:12]}")
@@ -408,6 +548,7 @@ class AdbBackend(Backend):
         run_lines = sections.get("run", [])
         out = runner.parse("\n".join(run_lines), config)
         samples, marks = parse_samples(sections.get("samples", []))
+        marks = [(t, n) for t, n in marks if 0 < n <= len(run_lines)]  # a garbled mark names no line
         if energy_ok:
             window = runner.window(run_lines, marks)
             energy_mj, energy_note, energy_details = energy_per_inference(
@@ -427,6 +568,8 @@ class AdbBackend(Backend):
         extra = dict(out.extra)
         extra.update(energy_meter="battery", energy_scope="whole phone (battery discharge)", energy=energy_details,
                      model_pushed=pushed, attempts=attempt + 1)
+        if cache is not None:
+            extra["model_cache"] = cache
         return BenchmarkResult(
             model_sha256=sha,
             config=dataclasses.replace(config, runtime=out.runtime, version=out.version),
@@ -509,7 +652,8 @@ def backend_from_transport(transport: dict[str, Any], facts: dict[str, Any] | No
     Optional keys: ``runner``, ``python``, ``benchmark_model``, ``ort_perf_test`` (device paths),
     ``op_profiling``, ``cooldown_c``, ``cooldown_max_s``, ``cooldown_poll_s``, ``retries``,
     ``timeout_s`` (one socket exchange), ``auth_timeout_s``, ``command_timeout_s``,
-    ``energy_period_s``, ``battery``, ``key_path``.
+    ``energy_period_s``, ``battery``, ``key_path``, ``model_cache_mb`` (pushed models kept
+    on the phone, least recently used removed first; default 1024).
     """
     serial, address = transport.get("serial"), transport.get("address")
     if not serial and not address:
@@ -539,6 +683,7 @@ def backend_from_transport(transport: dict[str, Any], facts: dict[str, Any] | No
         energy_period_s=_float(transport, "energy_period_s", 0.1) or 0.1,
         battery=transport.get("battery") or DEFAULT_BASE,
         command_timeout_s=command_timeout,
+        model_cache_mb=_float(transport, "model_cache_mb", DEFAULT_MODEL_CACHE_MB),
     )
 
 

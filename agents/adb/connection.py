@@ -43,6 +43,19 @@ class CommandTimeout(DeviceError):
     """A command on the phone did not finish in time; it was killed."""
 
 
+class OutputTooLarge(DeviceError):
+    """A command on the phone printed more than the host will buffer; it was killed."""
+
+
+class _TooMuch(Exception):
+    pass
+
+
+#: What one shell command may print before it is stopped (a benchmark with op profiling
+#: prints well under 1 MiB; a facts dump a few hundred KiB).
+MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Every deadline of the connection, in seconds.
@@ -282,12 +295,41 @@ class AdbConnection:
                 self._drop()
                 raise ConnectionLost(f"lost phone {self.label} during {what}: {_describe(exc)}") from exc
 
-    def shell(self, command: str, *, timeout_s: float | None = None, what: str = "shell command") -> str:
-        """Run a shell command (already quoted) and return what it printed."""
+    def shell(
+        self, command: str, *, timeout_s: float | None = None, what: str = "shell command",
+        max_bytes: int = MAX_OUTPUT_BYTES,
+    ) -> str:
+        """Run a shell command (already quoted) and return what it printed.
+
+        The output is read as it streams and bounded: past ``max_bytes`` the
+        command is killed (the link is dropped, as for a timeout) and
+        :class:`OutputTooLarge` says so, instead of the host buffering whatever
+        the phone prints. Bytes that are not UTF-8 become U+FFFD.
+        """
         t = float(timeout_s or self.timeouts.command_s)
-        return self._call(
-            what, t, lambda d: d.shell(command, transport_timeout_s=t, read_timeout_s=t, timeout_s=t, decode=True)
-        )
+
+        def run(d: Any) -> str:
+            chunks: list[bytes] = []
+            total = 0
+            # adb-shell's public shell() joins the whole output in memory and its
+            # streaming_shell() has no overall deadline; _streaming_command (the generator
+            # both are built on, stable since 0.3) yields each packet with the deadline.
+            for chunk in d._streaming_command(b"shell", command.encode("utf-8"), t, t, t):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise _TooMuch()
+                chunks.append(chunk)
+            return b"".join(chunks).decode("utf-8", "replace")
+
+        try:
+            return self._call(what, t, run)
+        except _TooMuch:
+            with self._lock:
+                self._drop()  # adbd kills the command when its connection goes away
+            raise OutputTooLarge(
+                f"{what} on phone {self.label} printed more than {max_bytes // (1024 * 1024)} MiB "
+                "and was stopped; check the command's output on the phone"
+            ) from None
 
     def run(
         self, argv: Sequence[str], *, timeout_s: float | None = None, what: str | None = None, prefix: str = ""
@@ -300,12 +342,16 @@ class AdbConnection:
         out = self.shell(f"{command}; printf '\\n{_EXIT_MARK}%d\\n' $?", timeout_s=timeout_s, what=what or argv[0])
         return split_exit(out)
 
-    def push(self, data: bytes, remote_path: str, *, mode: int = 0o644, timeout_s: float | None = None) -> None:
+    def push(
+        self, data: bytes, remote_path: str, *, mode: int = 0o644, timeout_s: float | None = None, mtime: int = 0
+    ) -> None:
+        """Write ``data`` to ``remote_path``; ``mtime`` (seconds; 0: now) is the file's modification time."""
         t = float(timeout_s or max(self.timeouts.io_s, 30.0 + len(data) / 2e6))
         self._call(
             f"push to {remote_path}",
             t,
-            lambda d: d.push(io.BytesIO(data), remote_path, st_mode=0o100000 | mode, transport_timeout_s=t, read_timeout_s=t),
+            lambda d: d.push(io.BytesIO(data), remote_path, st_mode=0o100000 | mode, mtime=int(mtime),
+                             transport_timeout_s=t, read_timeout_s=t),
         )
 
     def pull(self, remote_path: str, *, timeout_s: float | None = None) -> bytes:

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from edgelat.agents.parsers.runner_output import check_result
 from edgelat.agents.types import LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, DeviceError, EdgelatError, RuntimeUnavailable
 
@@ -359,8 +360,11 @@ class PythonRunner(DeviceRunner):
             if line.startswith(RESULT_PREFIX):
                 try:
                     result = json.loads(line[len(RESULT_PREFIX):])
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise DeviceError(f"the python runner printed a garbled result: {line[:200]!r}") from None
+                if not isinstance(result, dict) or "latency" not in result:
+                    raise DeviceError(f"the python runner printed a result without a latency: {line[:200]!r}")
+                check_result(result)
         if result is None:
             low = text.lower()
             if "not found" in low or "no such file" in low:
@@ -368,7 +372,7 @@ class PythonRunner(DeviceRunner):
                     f"no python at {self.python!r} on the phone: register it with --python PATH ({_tail(text)})"
                 )
             raise DeviceError(f"the python runner printed no result (exit status {exit_status(text)}): {_tail(text)}")
-        rt = result.get("runtime", {})
+        rt = result.get("runtime") if isinstance(result.get("runtime"), dict) else {}
         summary = result["latency"]
         extra = {
             "runner": self.name,
@@ -378,18 +382,26 @@ class PythonRunner(DeviceRunner):
             "device_python": result.get("python"),
             "device_machine": result.get("machine"),
         }
+        name = rt.get("name")
         return RunOutput(
             latency=LatencySummary.from_dict(summary),
-            runtime=rt.get("name") or config.runtime,
-            version=str(rt.get("version") or ""),
-            session_ms=result.get("session_ms"),
-            first_run_ms=result.get("first_run_ms"),
-            steady_s=result.get("steady_wall_s"),
+            runtime=name if isinstance(name, str) and 0 < len(name) <= 64 else config.runtime,
+            version=str(rt.get("version") or "")[:64],
+            session_ms=_duration(result.get("session_ms")),
+            first_run_ms=_duration(result.get("first_run_ms")),
+            steady_s=_duration(result.get("steady_wall_s")),
             extra=extra,
         )
 
     def describe(self) -> dict[str, Any]:
         return {"runner": self.name, "python": self.python, "dir": self.dir}
+
+
+def _duration(value: Any) -> float | None:
+    """A duration the runner printed, or None when it is missing or garbage."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
 
 
 def _runner_error(reason: str) -> EdgelatError:

@@ -8,10 +8,18 @@ tags, indentation) and then only ever see the tool's own words.
 
 from __future__ import annotations
 
+import math
 import re
 
 # A decimal number the way C++ iostreams print it: 12, 3756.87, 1.14039e+07, -0.5, inf/nan never.
-NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+# Written without ambiguity (no two quantifiers can share a digit), so a long run of digits
+# cannot make a regex backtrack quadratically.
+NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+
+# Lines longer than this are not a benchmark tool's own words (its longest are op-table rows
+# with a node name); they are skipped rather than searched.
+MAX_LINE_CHARS = 4096
+_MAX_COUNT_DIGITS = 15
 
 # `adb logcat -v threadtime`: "07-14 13:23:08.133 25289 25289 I tflite  : msg"
 _LOGCAT_THREADTIME = re.compile(
@@ -56,6 +64,26 @@ def strip_carrier(line: str) -> tuple[str, bool]:
 def to_number(text: str) -> float:
     """Parse a printed number; integers stay exact as floats (4452 -> 4452.0)."""
     return float(text)
+
+
+def finite(text: str) -> float | None:
+    """A printed number, or None when it is not finite (``1e999`` overflows to inf)."""
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def timing(text: str) -> float | None:
+    """A printed duration (or size, or count): finite and >= 0, else None (not a measurement)."""
+    value = finite(text)
+    return value if value is not None and value >= 0 else None
+
+
+def to_count(text: str) -> int | None:
+    """A printed count of at most 15 digits, else None (thousands of digits are not a count)."""
+    text = text.strip()
+    if not text.isdigit() or len(text) > _MAX_COUNT_DIGITS:
+        return None
+    return int(text)
 
 
 def last_words(text: str, limit: int = 160) -> str:

@@ -6,7 +6,10 @@ inference/Warmup (avg)/Inference (avg)", p5/median/p95 on newer ``count=``
 lines, two memory-footprint labels, op-profiling tables with and without a
 setup-phase table). The parser reads all of them from the same text, tolerates
 logcat/``INFO:`` prefixes, CRLF and interleaved log lines, and never invents a
-value the output does not carry: what is absent stays ``None``.
+value the output does not carry: what is absent stays ``None``. A timing that
+is negative or not finite (``-4``, ``1e999``, ``nan``) or a count of thousands
+of digits is garbage, not a measurement: it stays ``None`` too (a ``count=``
+line whose count is garbage is ignored).
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgelat.agents.parsers._lines import NUMBER, last_words, strip_carrier, to_number
+from edgelat.agents.parsers._lines import (
+    MAX_LINE_CHARS,
+    NUMBER,
+    finite,
+    last_words,
+    strip_carrier,
+    timing,
+    to_count,
+)
 from edgelat.errors import BadInput
 
 __all__ = ["RunStats", "OpProfileRow", "OpTypeRow", "BenchmarkModelReport", "parse_benchmark_model"]
@@ -113,10 +124,12 @@ class BenchmarkModelReport:
 
     @property
     def peak_memory_mb(self) -> float | None:
-        """The periodic-monitoring peak when printed, else the overall footprint."""
+        """The periodic-monitoring peak when printed, else the overall footprint (a
+        negative "delta" footprint is not a peak: None)."""
         if self.memory.get("peak_mb") is not None:
             return self.memory["peak_mb"]
-        return self.memory.get("overall_mb")
+        overall = self.memory.get("overall_mb")
+        return overall if overall is not None and overall >= 0 else None
 
     def latency_ms(self) -> dict[str, Any]:
         """Steady-state latency in ms: median, mean, std, min, max, p5, p95, n.
@@ -194,9 +207,14 @@ _TYPE_COLUMNS = {"node type": "node_type", "count": "count", "avg ms": "avg_ms",
                  "cdf %": "cdf_pct", "mem kb": "mem_kb", "times called": "times_called"}
 
 
-def _run_stats(count: str, rest: str) -> RunStats:
-    values = {_STAT_KEYS[k]: to_number(v) for k, v in _KV.findall(rest) if k in _STAT_KEYS}
-    return RunStats(count=int(count), **values)
+def _run_stats(count: str, rest: str) -> RunStats | None:
+    """The statistics of a ``count=`` line; None when the count is garbage. Garbage
+    values (negative, not finite) are left out, as values the build does not print are."""
+    n = to_count(count)
+    if n is None:
+        return None
+    values = {_STAT_KEYS[k]: timing(v) for k, v in _KV.findall(rest) if k in _STAT_KEYS}
+    return RunStats(count=n, **{k: v for k, v in values.items() if v is not None})
 
 
 class _Table:
@@ -209,14 +227,17 @@ class _Table:
         self.columns: list[str] | None = None
         self.rows: list[Any] = []
 
+    MAX_COLUMNS = 16  # the widest real table has 9
+
     def header(self, line: str) -> None:
-        self.columns = [c.strip().lower() for c in re.findall(r"\[([^\]]+)\]", line)]
+        columns = [c.strip().lower() for c in re.findall(r"\[([^\]]+)\]", line)]
+        self.columns = columns if len(columns) <= self.MAX_COLUMNS else []
 
     def add(self, line: str) -> bool:
         """Parse one data row; False when the line is not a row of this table."""
         if not self.columns:
             return False
-        cells = self._cells(line)
+        cells = self._cells(line) if len(line) <= MAX_LINE_CHARS else None
         if cells is None:
             return False
         mapping = _TYPE_COLUMNS if self.kind == "summary by node type" else _OP_COLUMNS
@@ -229,9 +250,15 @@ class _Table:
                 if name in ("node_type", "name"):
                     values[name] = cell
                 elif name in ("times_called", "count"):
-                    values[name] = int(float(cell))
+                    n = timing(cell)
+                    if n is None or n >= 1e15:
+                        raise ValueError(f"not a count: {cell!r}")
+                    values[name] = int(n)
                 else:
-                    values[name] = to_number(cell.rstrip("%"))
+                    v = finite(cell.rstrip("%")) if name in ("pct", "cdf_pct", "avg_pct") else timing(cell)
+                    if v is None:
+                        raise ValueError(f"not a measurement: {cell!r}")
+                    values[name] = v
         except ValueError:
             return False
         if self.kind == "summary by node type":
@@ -241,7 +268,7 @@ class _Table:
         else:
             raw = values.get("name", "")
             m = _NAME_INDEX.match(raw)
-            if m:
+            if m and len(m.group(2)) <= 9:
                 name, index = m.group(1), int(m.group(2))
             else:
                 name, index = (raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw), None
@@ -266,7 +293,10 @@ class _Table:
             if len(cells) == n and cells[0]:
                 return cells
         # Spaces instead of tabs (copied from a web page): first column may hold spaces,
-        # the numeric columns are single tokens, the name takes the rest.
+        # the numeric columns are single tokens, the name takes the rest. (The lazy groups
+        # backtrack polynomially in the line's length: only row-sized lines are tried.)
+        if len(line) > 1024:
+            return None
         numeric = n - 1 - (1 if has_name else 0)
         pattern = r"^\s*(.+?)" + rf"\s+({NUMBER}%?)" * numeric + (r"\s+(.+?)" if has_name else "") + r"\s*$"
         m = re.match(pattern, line)
@@ -289,6 +319,8 @@ def parse_benchmark_model(text: str) -> BenchmarkModelReport:
     timings: dict[tuple[str, str], RunStats] = {}
 
     for raw in text.splitlines():
+        if len(raw) > MAX_LINE_CHARS:
+            continue  # not the tool's own words (see MAX_LINE_CHARS)
         line, logcat = strip_carrier(raw)
         report.logcat_prefixed |= logcat
         if not line.strip():
@@ -315,7 +347,7 @@ def parse_benchmark_model(text: str) -> BenchmarkModelReport:
             group = "primary"
             continue
         m = _SUBGRAPH.match(stripped)
-        if m:
+        if m and len(m.group(1)) <= 9:
             group = f"subgraph:{m.group(1)}"
             continue
         if _DELEGATE_INTERNAL.match(stripped):
@@ -330,15 +362,21 @@ def parse_benchmark_model(text: str) -> BenchmarkModelReport:
             continue
         m = _NODES.match(stripped)
         if m and section is not None:
-            nodes[(section, group)] = int(m.group(1))
+            count = to_count(m.group(1))
+            if count is not None:
+                nodes[(section, group)] = count
             continue
         m = _PROFILER_TIMINGS.match(stripped)
         if m:
-            timings[(section or "runs", group)] = _run_stats(m.group(1), m.group(2))
+            stats = _run_stats(m.group(1), m.group(2))
+            if stats is not None:
+                timings[(section or "runs", group)] = stats
             continue
         m = _COUNT_LINE.match(stripped)
         if m:
-            phases.append(_run_stats(m.group(1), m.group(2)))
+            stats = _run_stats(m.group(1), m.group(2))
+            if stats is not None:
+                phases.append(stats)
             continue
         m = _SUMMARY.match(stripped)
         if m:
@@ -347,20 +385,20 @@ def parse_benchmark_model(text: str) -> BenchmarkModelReport:
         m = _MEMORY.match(stripped)
         if m:
             label = re.sub(r"\s+from the start of the tool$", "", m.group(1).strip())
-            report.memory.update(label=label, init_mb=to_number(m.group(2)),
-                                 overall_mb=to_number(m.group(3)))
+            # a "delta" footprint may be negative; only a non-finite one is garbage
+            report.memory.update(label=label, init_mb=finite(m.group(2)), overall_mb=finite(m.group(3)))
             continue
         m = _PEAK.match(stripped)
         if m:
-            report.memory["peak_mb"] = to_number(m.group(1))
+            report.memory["peak_mb"] = timing(m.group(1))
             continue
         m = _SESSION.match(stripped)
         if m:
-            report.session_init_ms = to_number(m.group(1))
+            report.session_init_ms = timing(m.group(1))
             continue
         m = _MODEL_SIZE.match(stripped)
         if m:
-            report.model_size_mb = to_number(m.group(1))
+            report.model_size_mb = timing(m.group(1))
             continue
         m = _PARAM.match(stripped)
         if m:
@@ -406,8 +444,9 @@ def _read_summary(report: BenchmarkModelReport, average_style: bool, items: str)
         label = m.group(1).strip().lower()
         labels.add(label)
         attr = _SUMMARY_KEYS.get(label)
-        if attr:
-            setattr(report, attr, to_number(m.group(2)))
+        value = timing(m.group(2))
+        if attr and value is not None:
+            setattr(report, attr, value)
     if not average_style:
         report.summary_format = "inference_timings"
     else:

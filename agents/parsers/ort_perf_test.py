@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from edgelat.agents.parsers._lines import NUMBER, last_words, strip_carrier, to_number
+from edgelat.agents.parsers._lines import MAX_LINE_CHARS, NUMBER, last_words, strip_carrier, timing, to_count
 from edgelat.errors import BadInput
 
 __all__ = ["PerfTestReport", "parse_ort_perf_test"]
@@ -110,10 +110,14 @@ def parse_ort_perf_test(text: str) -> PerfTestReport:
     """Parse the output of one ``onnxruntime_perf_test`` run.
 
     Raises :class:`BadInput` when no average, total or percentile line is found
-    (a failed run prints only its error).
+    (a failed run prints only its error). Every value the tool prints is a
+    duration, a count or a rate: one that is negative, not finite or a count of
+    more than 15 digits is garbage, not a measurement, and its line is ignored.
     """
     report = PerfTestReport()
     for raw in text.splitlines():
+        if len(raw) > MAX_LINE_CHARS:
+            continue
         line, logcat = strip_carrier(raw)
         report.logcat_prefixed |= logcat
         line = line.strip()
@@ -121,7 +125,9 @@ def parse_ort_perf_test(text: str) -> PerfTestReport:
             continue
         m = _AVERAGE.search(line)
         if m:
-            report.average_label, report.average_ms = m.group(1), to_number(m.group(2))
+            value = timing(m.group(2))
+            if value is not None:
+                report.average_label, report.average_ms = m.group(1), value
             continue
         for attr, pattern, kind in _PATTERNS:
             m = pattern.search(line)
@@ -129,7 +135,7 @@ def parse_ort_perf_test(text: str) -> PerfTestReport:
                 # The machine-readable duplicates ("Avg CPU usage:48") repeat the same value;
                 # the first occurrence wins so a later echo cannot overwrite it.
                 if getattr(report, attr) is None:
-                    setattr(report, attr, kind(to_number(m.group(1))))
+                    setattr(report, attr, to_count(m.group(1)) if kind is int else timing(m.group(1)))
                 break
     if report.average_ms is None and report.total_inference_time_s is None and report.p50_s is None:
         raise BadInput(

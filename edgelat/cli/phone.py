@@ -66,11 +66,15 @@ def _runner_present(runner: str, facts: dict[str, Any]) -> bool:
               metavar="PATH", help="Host path of a TFLite benchmark_model binary to push to /data/local/tmp/edgelat/.")
 @click.option("--auth-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to wait for you to accept the 'Allow USB debugging' prompt on the phone.")
+@click.option("--model-cache-mb", type=click.FloatRange(min=0, max=1024 * 1024), default=None, metavar="MB",
+              help="Models kept in /data/local/tmp/edgelat/ between runs; the least recently used are "
+                   "deleted past this size [default: 1024]. Example: --model-cache-mb 256")
 @replace_options
 @json_option
 def register_phone(
     name: str, serial: str | None, address: str | None, runner: str, python: str,
-    benchmark_model: str | None, auth_timeout: float, replace: str | None, as_json: bool,
+    benchmark_model: str | None, auth_timeout: float, model_cache_mb: float | None, replace: str | None,
+    as_json: bool,
 ) -> None:
     """Register an Android phone reached over ADB (USB or TCP) and read its facts.
 
@@ -82,7 +86,7 @@ def register_phone(
     Examples:
       edgelat devices register-phone pixel7 --serial 1A2B3C
       edgelat devices register-phone pixel7 --address 192.168.1.20:5555 \\
-          --benchmark-model ~/tflite/benchmark_model
+          --benchmark-model ~/tflite/benchmark_model --model-cache-mb 256
       edgelat devices register-phone board --address 10.0.0.7:5555 --runner python --python /usr/bin/python3
       edgelat devices register-phone pixel7 --address 192.168.1.31:5555 --replace --keep-rows   # same phone, new address
       edgelat devices show pixel7
@@ -109,12 +113,15 @@ def register_phone(
         transport.update({"serial": serial} if serial else {"address": address})
         if python != "python3":
             transport["python"] = python
+        if model_cache_mb is not None:
+            transport["model_cache_mb"] = model_cache_mb
         if benchmark_model is not None:
             transport["benchmark_model"] = backend.push_binary(Path(benchmark_model).expanduser(), "benchmark_model")
         facts = backend.describe()
     finally:
         backend.close()
-    facts.pop("bridge", None)
+    for line in (facts.pop("bridge", None) or {}).get("notes", []):
+        click.echo(f"note: {line}", err=True)
     device = registry.register(name, "phone", transport, facts, replace=replace)
     if not _runner_present(runner, facts):
         hint = {

@@ -28,6 +28,7 @@ these spaces at 224.
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Sequence
@@ -43,6 +44,17 @@ def _num(x: Any) -> int | float:
     """An int when integral (so strings print ``3`` not ``3.0``), else a float."""
     f = float(x)
     return int(f) if f.is_integer() else f
+
+
+def _value(x: Any) -> int | float | None:
+    """A number from an architecture string as :func:`_num` gives it; None when it is not a
+    number (bools, strings) or too large for a float (``10**400``)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        return _num(x)
+    except OverflowError:
+        return None
 
 
 def same_out(h: int, stride: int) -> int:
@@ -140,8 +152,10 @@ class MobileStageSpace(SearchSpace):
     def from_string(self, s: str) -> np.ndarray:
         text = (s or "").strip()
         try:
-            d = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            with warnings.catch_warnings():  # "1e" would print a SyntaxWarning before the one-line error
+                warnings.simplefilter("ignore")
+                d = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[]: 1}
             raise BadInput(
                 f"{self.name}: malformed architecture {text[:60]!r}: expected a dict like "
                 f"{{'ks': [...], 'e': [...], 'd': [...], 'r': ...}}"
@@ -152,7 +166,8 @@ class MobileStageSpace(SearchSpace):
         if "r" not in d and len(self.resolutions) == 1:
             d = {**d, "r": self.resolutions[0]}
         if set(d) != expected:
-            raise BadInput(f"{self.name}: architecture keys must be {sorted(expected)}, got {sorted(d)}")
+            got = sorted(repr(k) for k in d)  # keys may be of mixed types: {1: 2, 'ks': 3}
+            raise BadInput(f"{self.name}: architecture keys must be {sorted(expected)}, got [{', '.join(got)}]")
         nb, ns = self.n_blocks, len(self.stages)
         lengths = {"ks": nb, "e": nb, "d": ns, "w": ns}
         genes: list[int] = []
@@ -164,13 +179,14 @@ class MobileStageSpace(SearchSpace):
                 raise BadInput(f"{self.name}: '{key}' must be a list of {lengths[key]} values")
             base = {"ks": self.ks_genes, "e": self.e_genes, "d": self.d_genes, "w": self.w_genes}[key]
             for i, val in enumerate(vals):
-                if isinstance(val, bool) or not isinstance(val, (int, float)):
-                    raise BadInput(f"{self.name}: {key}[{i}] = {val!r} is not a number")
-                genes.append(self.index_of(int(base[i]), _num(val), f"{key}[{i}]"))
-        r = d["r"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)):
-            raise BadInput(f"{self.name}: r = {r!r} is not a number")
-        genes.append(self.index_of(self.r_gene, _num(r), "r"))
+                num = _value(val)
+                if num is None:
+                    raise BadInput(f"{self.name}: {key}[{i}] = {str(val)[:40]!r} is not a usable number")
+                genes.append(self.index_of(int(base[i]), num, f"{key}[{i}]"))
+        r = _value(d["r"])
+        if r is None:
+            raise BadInput(f"{self.name}: r = {str(d['r'])[:40]!r} is not a usable number")
+        genes.append(self.index_of(self.r_gene, r, "r"))
         return np.array(genes, dtype=np.int16)
 
     # --------------------------------------------------------- helper arrays
