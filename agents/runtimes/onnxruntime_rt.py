@@ -9,10 +9,14 @@ to CPU when a GPU provider fails to initialize, and a CPU number filed under
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -70,6 +74,20 @@ def _ort():
     import onnxruntime
 
     return onnxruntime
+
+
+@contextlib.contextmanager
+def _alone(path: Path) -> Iterator[Path]:
+    """The model file linked alone into an empty private folder: onnxruntime resolves external
+    data next to the model, so a model's weights can only come from its own bytes (never from
+    another cached model or any other file beside it)."""
+    with tempfile.TemporaryDirectory(prefix="edgelat-model-") as folder:
+        alone = Path(folder) / "model.onnx"
+        try:
+            os.link(path, alone)
+        except OSError:  # another filesystem: a copy does the same
+            shutil.copyfile(path, alone)
+        yield alone
 
 
 class OrtSession(Session):
@@ -154,12 +172,16 @@ class OnnxRuntime(Runtime):
         opts.log_severity_level = 3  # errors only; the reason goes into our exception
         t0 = time.perf_counter_ns()
         try:
-            sess = ort.InferenceSession(str(path), sess_options=opts, providers=chain)
+            with _alone(path) as isolated:
+                sess = ort.InferenceSession(str(isolated), sess_options=opts, providers=chain)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             if type(exc).__name__ == "EPFail":
                 raise RuntimeUnavailable(
                     f"onnxruntime provider {config.provider!r} failed to start: {_ort_reason(exc)}"
                 ) from None
+            if "external data" in str(exc).lower():
+                raise CorruptModel(f"{path.name} refers to external data files, which a device never reads: "
+                                   "send the model with its weights inside it") from None
             raise CorruptModel(f"onnxruntime cannot load {path.name}: {_ort_reason(exc)}") from None
         session_ms = (time.perf_counter_ns() - t0) / 1e6
         wanted = chain[0][0] if isinstance(chain[0], tuple) else chain[0]
