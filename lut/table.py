@@ -28,17 +28,31 @@ def drift_flag(level: float | None) -> str:
     return f"{100 * off:+.0f}%" if abs(off) > LARGE_DRIFT else ""
 
 
+#: ``lut show --sort`` keys: the row order they give
+SORTS = {
+    "key": None,  # op and kernel key (model ref for models): the table's natural order
+    "median": "median_ms desc",
+    "measured": "measured_at desc",
+}
+
+
 def table_rows(
-    db: sqlite_utils.Database, device: str, op: str | None = None, models: bool = False
+    db: sqlite_utils.Database, device: str, op: str | None = None, models: bool = False,
+    sort: str = "key", limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The device's kernel rows (or model rows) with JSON columns decoded."""
+    """The device's kernel rows (or model rows) with JSON columns decoded, in ``sort`` order
+    (:data:`SORTS`), at most ``limit`` of them."""
+    if sort not in SORTS:
+        raise BadInput(f"unknown sort {sort!r}: one of {', '.join(SORTS)}")
     if models:
         where, params = "device = ?", [device]
-        rows = db["model_measurements"].rows_where(where, params, order_by="model_ref, config_key")
+        order = SORTS[sort] or "model_ref, config_key"
+        rows = db["model_measurements"].rows_where(where, params, order_by=order, limit=limit)
     else:
         where = "device = ?" + (" and op = ?" if op else "")
         params = [device] + ([op] if op else [])
-        rows = db["kernel_measurements"].rows_where(where, params, order_by="op, kernel_key, config_key")
+        order = SORTS[sort] or "op, kernel_key, config_key"
+        rows = db["kernel_measurements"].rows_where(where, params, order_by=order, limit=limit)
     out = []
     for r in rows:
         r = dict(r)

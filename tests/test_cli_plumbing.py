@@ -44,3 +44,14 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch, exc):
     assert result.exit_code == 130
     assert result.stderr.strip() == f"interrupted: {base.INTERRUPTED}"
     assert "Aborted" not in result.output + result.stderr
+
+
+def test_lut_show_sorts_and_limits():
+    run = lambda *a: CliRunner().invoke(main, list(a))  # noqa: E731
+    assert run("profile", "ops", "--device", "local", "--preset", "smoke", *QUICK).exit_code == 0
+    every = json.loads(run("lut", "show", "--device", "local", "--json").stdout)
+    slow = json.loads(run("lut", "show", "--device", "local", "--json", "--sort", "median", "--limit", "3").stdout)
+    assert [r["median_ms"] for r in slow] == sorted((r["median_ms"] for r in every), reverse=True)[:3]
+    text = run("lut", "show", "--device", "local", "--limit", "2").stdout
+    assert "showing the first 2 rows (key order)" in text and text.count(every[0]["op"]) >= 1
+    assert "showing the first" not in run("lut", "show", "--device", "local", "--limit", "0").stdout

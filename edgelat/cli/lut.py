@@ -9,6 +9,10 @@ import click
 from edgelat.cli.base import emit_json, json_option, lut, open_registry, stdout_console
 
 
+#: rows a terminal table shows by default (``--limit`` changes it)
+SHOW_LIMIT = 100
+
+
 def _ms(value: float | None) -> str:
     """A latency cell; statistics the runner did not report are shown as '-', never made up."""
     return "-" if value is None or value != value else f"{value:.4f}"
@@ -18,8 +22,12 @@ def _ms(value: float | None) -> str:
 @click.option("--device", required=True, help="Device name.")
 @click.option("--op", default=None, help="Only this operator type (conv2d, dwconv2d, mbconv, ...).")
 @click.option("--models", is_flag=True, help="Show whole-model rows instead of kernel rows.")
+@click.option("--sort", type=click.Choice(["key", "median", "measured"]), default="key", show_default=True,
+              help="Row order: by kernel key, slowest first, or newest first.")
+@click.option("--limit", type=click.IntRange(0, None), default=None,
+              help=f"At most N rows (0: all) [default: {SHOW_LIMIT} on a terminal table, all with --json].")
 @json_option
-def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
+def show(device: str, op: str | None, models: bool, sort: str, limit: int | None, as_json: bool) -> None:
     """Show the measured rows of a device's table.
 
     Unstable rows (the confidence target was not reached) are marked, energy is
@@ -31,13 +39,17 @@ def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
     \b
     Examples:
       edgelat lut show --device local --op conv2d
+      edgelat lut show --device local --sort median --limit 20
       edgelat lut show --device rpi5 --json | jq '.[] | select(.stable == 0)'
     """
     from edgelat.lut.table import LARGE_DRIFT, drift_flag, table_rows
 
     db, registry = open_registry()
     registry.get(device)
-    rows = table_rows(db, device, op=op, models=models)
+    cap = (None if as_json else SHOW_LIMIT) if limit is None else (limit or None)
+    rows = table_rows(db, device, op=op, models=models, sort=sort, limit=None if cap is None else cap + 1)
+    more = cap is not None and len(rows) > cap
+    rows = rows[:cap] if more else rows
     if as_json:
         emit_json(rows)
         return
@@ -75,6 +87,8 @@ def show(device: str, op: str | None, models: bool, as_json: bool) -> None:
                 "yes" if r["stable"] else "[red]no[/red]", energy,
             )
         console.print(table)
+    if more:
+        click.echo(f"showing the first {cap} rows ({sort} order); --limit 0 shows them all, --json prints them all")
     if flagged:
         click.echo(f"drift: {flagged} row(s) measured more than {100 * LARGE_DRIFT:.0f}% away from the device's "
                    "reference state; compare their normalized figures")
