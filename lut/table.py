@@ -36,14 +36,38 @@ SORTS = {
 }
 
 
+def row_counts(db: sqlite_utils.Database, device: str) -> dict[str, int]:
+    """How many kernel, whole-model and architecture rows a device has."""
+    return {
+        "kernels": db["kernel_measurements"].count_where("device = ?", [device]),
+        "models": db["model_measurements"].count_where("device = ?", [device]),
+        "archs": db["arch_measurements"].count_where("device = ?", [device]),
+    }
+
+
+def missing_rows_hint(db: sqlite_utils.Database, device: str, what: str) -> str:
+    """Why a device has no ``what`` rows to show, and where its other rows are."""
+    counts = {k: v for k, v in row_counts(db, device).items() if v and k != what}
+    flags = {"kernels": "", "models": " --models", "archs": " --archs"}
+    if counts:
+        others = ", ".join(f"{n} {k} rows ('edgelat lut show --device {device}{flags[k]}')" for k, n in counts.items())
+        return f"{device} has no {what} rows; it has {others}"
+    run = {"kernels": "profile ops", "models": "profile model", "archs": "lut import-archs"}[what]
+    return f"{device} has no rows yet: run 'edgelat {run} --device {device}'" if what != "archs" else \
+        f"{device} has no rows yet: import measured architectures with 'edgelat lut import-archs FILE --space SPACE'"
+
+
 def table_rows(
     db: sqlite_utils.Database, device: str, op: str | None = None, models: bool = False,
-    sort: str = "key", limit: int | None = None,
+    sort: str = "key", limit: int | None = None, archs: bool = False,
 ) -> list[dict[str, Any]]:
-    """The device's kernel rows (or model rows) with JSON columns decoded, in ``sort`` order
-    (:data:`SORTS`), at most ``limit`` of them."""
+    """The device's kernel rows (or whole-model rows, or measured-architecture rows: imported or
+    profiled) with JSON columns decoded, in ``sort`` order (:data:`SORTS`), at most ``limit``."""
     if sort not in SORTS:
         raise BadInput(f"unknown sort {sort!r}: one of {', '.join(SORTS)}")
+    if archs:
+        order = {"key": "space, arch", "median": "latency_ms desc", "measured": "space, arch"}[sort]
+        return [dict(r) for r in db["arch_measurements"].rows_where("device = ?", [device], order_by=order, limit=limit)]
     if models:
         where, params = "device = ?", [device]
         order = SORTS[sort] or "model_ref, config_key"
@@ -65,14 +89,18 @@ def table_rows(
     return out
 
 
-def export_table(db: sqlite_utils.Database, device: str, out: Path, models: bool = False) -> int:
-    """Write the device's table to ``out`` (format by extension) atomically; returns the row count."""
+def export_table(db: sqlite_utils.Database, device: str, out: Path, models: bool = False, archs: bool = False) -> int:
+    """Write the device's table to ``out`` (format by extension) atomically; returns the row count.
+    A device with no such rows is an error (never an empty file)."""
     import pandas as pd
 
     fmt = EXPORT_FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise BadInput(f"{out}: unknown export format {out.suffix or '(none)'}: use .csv, .parquet or .json")
-    rows = table_rows(db, device, models=models)
+    rows = table_rows(db, device, models=models, archs=archs)
+    if not rows:
+        what = "archs" if archs else "models" if models else "kernels"
+        raise BadInput(f"nothing to export: {missing_rows_hint(db, device, what)}".replace("lut show", "lut export"))
     frame = pd.DataFrame(rows)
     for col in ("environment", "spec"):
         if col in frame:

@@ -16,7 +16,9 @@ population at once:
    measured whole (NAS-Bench-201); an architecture that was never measured is
    an error, not a guess.
 
-Otherwise :class:`~edgelat.errors.BadInput` says what is missing and what to run.
+Otherwise :class:`~edgelat.errors.BadInput` says what is missing and what to run. Whatever the
+source, architectures the device has measured (imported or profiled) answer with their
+measurement (kind ``measured+<source>``).
 """
 
 from __future__ import annotations
@@ -171,6 +173,29 @@ class MeasuredLatency(LatencyModel):
         return out
 
 
+class MeasuredFirst(LatencyModel):
+    """The device's exact measurements where it has them, another source for the rest: a search
+    over a space the device measured (in part) prices those architectures as measured."""
+
+    def __init__(self, inner: LatencyModel, lookup: "GenotypeLookup") -> None:
+        super().__init__(inner.space, inner.device, inner.config_key)
+        self.inner = inner
+        self.lookup = lookup
+        self.kind = f"measured+{inner.kind}"
+        self.missing = inner.missing
+        self.calibration = getattr(inner, "calibration", None)
+
+    def predict(self, pop: np.ndarray) -> np.ndarray:
+        out = self.lookup.get(pop)
+        todo = np.flatnonzero(np.isnan(out))
+        if len(todo):
+            out[todo] = self.inner.predict(self.space.check(pop)[todo])
+        return out
+
+    def describe(self) -> dict[str, object]:
+        return {**self.inner.describe(), "kind": self.kind, "measured": len(self.lookup)}
+
+
 class GenotypeLookup:
     """Measured values by genotype: a dense array for small spaces, a dict of row bytes otherwise."""
 
@@ -226,7 +251,18 @@ def table_prices(
 def latency_model(
     db: sqlite_utils.Database, device: str, config: "RuntimeConfig", space: "SearchSpace"
 ) -> LatencyModel:
-    """The best latency source ``device`` has for ``space`` under ``config`` (see the module docstring)."""
+    """The best latency source ``device`` has for ``space`` under ``config`` (see the module docstring);
+    architectures the device measured answer with their measurement (:class:`MeasuredFirst`)."""
+    model = _source(db, device, config, space)
+    if isinstance(model, MeasuredLatency):
+        return model
+    measured = measured_archs(db, space.name, device, model.config_key)
+    return MeasuredFirst(model, GenotypeLookup(space, measured)) if measured else model
+
+
+def _source(
+    db: sqlite_utils.Database, device: str, config: "RuntimeConfig", space: "SearchSpace"
+) -> LatencyModel:
     ck = config_key_for(db, device, config)  # raises UnknownDevice
     loaded = load_predictor(db, space.name, device, ck)
     if loaded is not None:

@@ -25,6 +25,7 @@ import sqlite_utils
 
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput
+from edgelat.predictors.latency import MeasuredFirst
 from edgelat.search.evaluate import Constraints, Evaluator
 from edgelat.search.evolution import EvolutionSearch
 from edgelat.search.objective import Objective
@@ -127,7 +128,10 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     result = job.strategy.run(ev, c)
     shown = result.candidates if isinstance(job.strategy, ParetoSearch) else result.candidates[: job.top]
     notes: list[str] = []
-    if model.kind == "table" and model.missing:
+    if isinstance(model, MeasuredFirst):
+        notes.append(f"{len(model.lookup)} of the space's architectures are measured on {job.device}: those are "
+                     f"priced by their measurement, the rest by the {model.inner.kind}")
+    if model.kind.endswith("table") and model.missing:
         notes.append(f"{len(model.missing)} of the space's kernels are not in the table; "
                      "the kernel predictor priced them")
     if energy is not None and energy_note:
@@ -152,6 +156,7 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
         "runtime": {**job.config.to_dict(), "key": job.config.key()},
         "objective": job.objective.describe(),
         "latency_source": {"kind": model.kind, "missing_kernels": len(getattr(model, "missing", [])),
+                           "measured_archs": len(model.lookup) if isinstance(model, MeasuredFirst) else 0,
                            "calibrated": getattr(model, "calibration", None) is not None},
         "energy_source": {"available": energy is not None, "note": energy_note or None},
         "constraints": c.to_dict(),

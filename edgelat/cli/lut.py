@@ -22,12 +22,14 @@ def _ms(value: float | None) -> str:
 @click.option("--device", required=True, help="Device name.")
 @click.option("--op", default=None, help="Only this operator type (conv2d, dwconv2d, mbconv, ...).")
 @click.option("--models", is_flag=True, help="Show whole-model rows instead of kernel rows.")
+@click.option("--archs", is_flag=True,
+              help="Show measured search-space architectures (imported with 'lut import-archs' or profiled).")
 @click.option("--sort", type=click.Choice(["key", "median", "measured"]), default="key", show_default=True,
               help="Row order: by kernel key, slowest first, or newest first.")
 @click.option("--limit", type=click.IntRange(0, None), default=None,
               help=f"At most N rows (0: all) [default: {SHOW_LIMIT} on a terminal table, all with --json].")
 @json_option
-def show(device: str, op: str | None, models: bool, sort: str, limit: int | None, as_json: bool) -> None:
+def show(device: str, op: str | None, models: bool, archs: bool, sort: str, limit: int | None, as_json: bool) -> None:
     """Show the measured rows of a device's table.
 
     Unstable rows (the confidence target was not reached) are marked, energy is
@@ -40,23 +42,33 @@ def show(device: str, op: str | None, models: bool, sort: str, limit: int | None
     Examples:
       edgelat lut show --device local --op conv2d
       edgelat lut show --device local --sort median --limit 20
+      edgelat lut show --device pixel3 --archs        # after 'lut import-archs'
       edgelat lut show --device rpi5 --json | jq '.[] | select(.stable == 0)'
     """
-    from edgelat.lut.table import LARGE_DRIFT, drift_flag, table_rows
+    from edgelat.errors import BadInput
+    from edgelat.lut.table import LARGE_DRIFT, drift_flag, missing_rows_hint, row_counts, table_rows
 
     db, registry = open_registry()
     registry.get(device)
     cap = (None if as_json else SHOW_LIMIT) if limit is None else (limit or None)
-    rows = table_rows(db, device, op=op, models=models, sort=sort, limit=None if cap is None else cap + 1)
+    if models and archs:
+        raise BadInput("give --models or --archs, not both")
+    rows = table_rows(db, device, op=op, models=models, sort=sort, limit=None if cap is None else cap + 1,
+                      archs=archs)
     more = cap is not None and len(rows) > cap
     rows = rows[:cap] if more else rows
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        click.echo(f"no {'model' if models else 'kernel'} rows for {device}"
-                   f"{' and op ' + op if op else ''}: run 'edgelat profile {'model' if models else 'ops'} --device {device}'",
-                   err=True)
+        what = "archs" if archs else "models" if models else "kernels"
+        if what == "kernels" and op and row_counts(db, device)["kernels"]:
+            click.echo(f"no {op} rows for {device}", err=True)
+        else:
+            click.echo(missing_rows_hint(db, device, what), err=True)
+        return
+    if archs:
+        _print_archs(rows, more, cap, sort)
         return
     from rich import box
     from rich.table import Column, Table
@@ -97,12 +109,26 @@ def show(device: str, op: str | None, models: bool, sort: str, limit: int | None
         click.echo(f"energy: {note}")
 
 
+def _print_archs(rows: list, more: bool, cap: int | None, sort: str) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for col in ("space", "arch", "latency ms", "source"):
+        table.add_column(col, justify="right" if col == "latency ms" else "left")
+    for r in rows:
+        table.add_row(r["space"], r["arch"], _ms(r["latency_ms"]), r.get("source") or "")
+    stdout_console().print(table)
+    if more:
+        click.echo(f"showing the first {cap} rows ({sort} order); --limit 0 shows them all, --json prints them all")
+
+
 @lut.command("export")
 @click.option("--device", required=True, help="Device name.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Output file: .csv, .parquet or .json (format from the extension).")
 @click.option("--models", is_flag=True, help="Export whole-model rows instead of kernel rows.")
-def export(device: str, out: str, models: bool) -> None:
+@click.option("--archs", is_flag=True, help="Export measured search-space architectures instead of kernel rows.")
+def export(device: str, out: str, models: bool, archs: bool) -> None:
     """Export a device's table to CSV, Parquet or JSON.
 
     The file is written next to its destination and renamed into place, so a full
@@ -112,12 +138,13 @@ def export(device: str, out: str, models: bool) -> None:
     Examples:
       edgelat lut export --device rpi5 --out rpi5.csv
       edgelat lut export --device rpi5 --out rpi5.parquet
+      edgelat lut export --device pixel3 --archs --out pixel3-nasbench201.csv
     """
     from edgelat.lut.table import export_table
 
     db, registry = open_registry()
     registry.get(device)
-    count = export_table(db, device, Path(out), models=models)
+    count = export_table(db, device, Path(out), models=models, archs=archs)
     click.echo(f"wrote {count} rows to {out}")
 
 

@@ -88,7 +88,7 @@ def _predict_archs(db: Any, device: str, config: Any, space: Any, pop: Any) -> t
     if len(todo):
         model = latency_model(db, device, config, space)
         out[todo] = model.predict(pop[todo])
-        sources[todo] = model.kind
+        sources[todo] = getattr(model, "inner", model).kind  # the measured ones are labelled above
     return out, sources.tolist()
 
 
