@@ -114,7 +114,9 @@ def check_registrable(name: str) -> str:
 
 
 def _rows_text(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
+    from edgelat.lut.store import measurement_count
+
+    total = measurement_count(counts)
     return f"{total} row{'s' if total != 1 else ''}"
 
 

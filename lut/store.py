@@ -339,17 +339,31 @@ def device_row_counts(db: sqlite_utils.Database, device: str) -> dict[str, int]:
     return counts
 
 
+#: the tables whose rows are a device's measurements (the others hold what is derived from them or
+#: bookkeeping: predictors, history, drift checks); counts shown to users are of these
+MEASUREMENT_TABLES = ("kernel_measurements", "model_measurements", "arch_measurements")
+
+
+def measurement_count(counts: dict[str, int]) -> int:
+    """The measurements among :func:`device_row_counts`."""
+    return sum(n for table, n in counts.items() if table in MEASUREMENT_TABLES)
+
+
 def delete_device_rows(db: sqlite_utils.Database, device: str) -> int:
-    """Delete every row of ``device`` (call inside the caller's transaction); returns how many."""
+    """Delete every row of ``device`` in every table (call inside the caller's transaction);
+    returns how many measurements went."""
     total = 0
     for table in device_tables(db):
-        total += db.execute(f"delete from [{table}] where device = ?", [device]).rowcount
+        n = db.execute(f"delete from [{table}] where device = ?", [device]).rowcount
+        total += n if table in MEASUREMENT_TABLES else 0
     return total
 
 
 def move_device_rows(db: sqlite_utils.Database, device: str, to: str) -> int:
-    """Give every row of ``device`` to the name ``to`` (call inside the caller's transaction)."""
+    """Give every row of ``device`` to the name ``to`` (call inside the caller's transaction);
+    returns how many measurements moved."""
     total = 0
     for table in device_tables(db):
-        total += db.execute(f"update [{table}] set device = ? where device = ?", [to, device]).rowcount
+        n = db.execute(f"update [{table}] set device = ? where device = ?", [to, device]).rowcount
+        total += n if table in MEASUREMENT_TABLES else 0
     return total

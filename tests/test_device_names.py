@@ -98,7 +98,7 @@ def test_a_taken_name_is_refused_before_the_new_address_is_contacted(agents):
     cli("devices", "register", "rpi5", "--agent", a.address)
     add_rows("rpi5")
     nobody = f"127.0.0.1:{free_port()}"  # nothing listens: a refusal here proves nothing was contacted
-    refused("devices", "register", "rpi5", "--agent", nobody, words=("already registered", a.address, "4 rows", "--replace"))
+    refused("devices", "register", "rpi5", "--agent", nobody, words=("already registered", a.address, "3 rows", "--replace"))
     refused("devices", "register", "rpi5", "--agent", nobody, "--replace", words=("--keep-rows", "--drop-rows"))
     refused("devices", "register", "rpi5", "--agent", nobody, "--keep-rows", words=("--replace",))
     refused("devices", "register", "rpi5", "--agent", nobody, "--replace", "--keep-rows", "--drop-rows", words=("only one",))
@@ -134,7 +134,7 @@ def test_replace_drop_rows_deletes_every_row_of_the_name(agents):
     cli("devices", "register", "rpi5", "--agent", b.address, "--replace", "--drop-rows")
     assert devices()["rpi5"]["transport"]["address"] == b.address
     assert lut_keys("rpi5") == [] and all_rows("rpi5") == 0
-    assert all_rows("other") == 4  # only that name's rows
+    assert all_rows("other") == 7  # only that name's rows: 3 measurements, their history, its predictor
 
 
 def test_replace_asks_when_interactive(agents, monkeypatch):
@@ -213,7 +213,7 @@ def test_remove_deletes_the_rows_and_the_name_starts_empty(agents):
     cli("devices", "register", "rpi5", "--agent", a.address)
     add_rows("rpi5")
     r = cli("devices", "remove", "rpi5")
-    assert "4 rows" in r.output
+    assert "3 rows" in r.output
     assert "rpi5" not in devices() and all_rows("rpi5") == 0
     cli("devices", "register", "rpi5", "--agent", a.address)
     assert lut_keys("rpi5") == []
@@ -225,7 +225,7 @@ def test_remove_keep_rows_archives_them_where_lut_show_reaches(agents):
     add_rows("rpi5")
     r = cli("devices", "remove", "rpi5", "--keep-rows")
     archive = next(name for name in devices() if name.startswith("rpi5.archived-"))
-    assert archive in r.output and "4 rows" in r.output
+    assert archive in r.output and "3 rows" in r.output
     assert devices()[archive]["kind"] == "archived"
     assert lut_keys(archive) == ["add:h0", "add:h1", "add:h2"]
     cli("devices", "register", "rpi5", "--agent", a.address)
