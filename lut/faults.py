@@ -77,6 +77,10 @@ def _truncated(path: Path) -> bool:
     return True
 
 
+#: database files this process has opened with SQLite (see :func:`preflight`)
+opened: set[str] = set()
+
+
 def preflight(path: Path) -> None:
     """Refuse, with one line, a database file that SQLite must not be let near:
     a folder, an empty (0-byte) file, a file that is not SQLite, a truncated one,
@@ -93,14 +97,20 @@ def preflight(path: Path) -> None:
         return
     try:
         size = path.stat().st_size
-        head = _header(path) if size else b""
+        # Reading the file ourselves is safe only before this process holds an SQLite connection
+        # to it: closing any handle on the file drops every POSIX lock the process holds on it,
+        # SQLite's included, and another process could then checkpoint and delete a write-ahead
+        # log this one still writes to. Once opened here, the file was checked and SQLite
+        # reports damage itself.
+        checked = str(path.resolve()) in opened
+        head = _header(path) if size and not checked else b""
     except OSError as exc:
         raise StoreUnavailable(f"cannot read the database {path}: {exc.strerror or exc}") from exc
     if size == 0:
         raise corrupt(path, "is empty (0 bytes): it was probably truncated")
-    if not head.startswith(_MAGIC) or len(head) < 100:
+    if not checked and (not head.startswith(_MAGIC) or len(head) < 100):
         raise corrupt(path, "is not an SQLite database (damaged or overwritten)")
-    if _truncated(path):
+    if not checked and _truncated(path):
         raise corrupt(path, f"is truncated ({size} bytes, shorter than its header says)")
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if p.exists() and not os.access(p, os.W_OK):
