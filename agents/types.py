@@ -109,7 +109,7 @@ class MeasurementProtocol:
     """
 
     warmup: int = 5
-    min_runs: int = 10
+    min_runs: int = 50
     max_runs: int = 1000
     target_rel_ci: float = 0.02
     max_seconds: float = 10.0

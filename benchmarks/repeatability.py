@@ -27,10 +27,10 @@ import tempfile
 from pathlib import Path
 
 
-def _profile(home: Path, preset: str, rounds: int | None, force: bool) -> None:
+def _profile(home: Path, preset: str, rounds: int | None, force: bool, extra: list[str]) -> None:
     env = dict(os.environ, EDGELAT_HOME=str(home))
     cmd = [sys.executable, "-c", "from edgelat.cli import main; main()", "profile", "ops", "--device", "local",
-           "--preset", preset]
+           "--preset", preset, *extra]
     if rounds is not None:
         cmd += ["--rounds", str(rounds)]
     if force:
@@ -75,21 +75,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="passed to profile ops --rounds (default: its own)")
     parser.add_argument("--fresh", action="store_true", help="a fresh EDGELAT_HOME per pass instead of --force")
     parser.add_argument("--keep", default=None, help="keep the homes under this directory")
+    parser.add_argument("--profile-args", default="", help="more 'profile ops' options, e.g. '--min-runs 50'")
     args = parser.parse_args()
+    extra = args.profile_args.split()
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="edgelat-repeat-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
         first_home = base / "pass1"
-        _profile(first_home, args.preset, args.rounds, force=False)
+        _profile(first_home, args.preset, args.rounds, force=False, extra=extra)
         first = _rows(first_home)
         if args.fresh:
             second_home = base / "pass2"
             _copy_reference(first_home, second_home)
-            _profile(second_home, args.preset, args.rounds, force=False)
+            _profile(second_home, args.preset, args.rounds, force=False, extra=extra)
         else:
             second_home = first_home
-            _profile(second_home, args.preset, args.rounds, force=True)
+            _profile(second_home, args.preset, args.rounds, force=True, extra=extra)
         second = _rows(second_home)
     finally:
         if not args.keep:
@@ -98,7 +100,7 @@ def main() -> None:
     raw = [abs(second[k][0] / first[k][0] - 1.0) for k in keys if first[k][0] and second[k][0]]
     norm = [abs(second[k][1] / first[k][1] - 1.0) for k in keys if first[k][1] and second[k][1]]
     slower = sum(second[k][0] > first[k][0] for k in keys)
-    print(f"preset {args.preset}: {len(keys)} kernels in both passes "
+    print(f"preset {args.preset}{' ' + args.profile_args if args.profile_args else ''}: {len(keys)} kernels in both passes "
           f"({'fresh homes' if args.fresh else 'second pass with --force'}); second pass slower for "
           f"{slower}/{len(keys)} (raw)")
     _report("raw", raw)

@@ -98,9 +98,6 @@ def export_table(db: sqlite_utils.Database, device: str, out: Path, models: bool
     if fmt is None:
         raise BadInput(f"{out}: unknown export format {out.suffix or '(none)'}: use .csv, .parquet or .json")
     rows = table_rows(db, device, models=models, archs=archs)
-    if not rows:
-        what = "archs" if archs else "models" if models else "kernels"
-        raise BadInput(f"nothing to export: {missing_rows_hint(db, device, what)}".replace("lut show", "lut export"))
     frame = pd.DataFrame(rows)
     for col in ("environment", "spec"):
         if col in frame:
@@ -108,6 +105,9 @@ def export_table(db: sqlite_utils.Database, device: str, out: Path, models: bool
     directory = out.resolve().parent
     if not directory.is_dir():
         raise BadInput(f"{out}: directory {directory} does not exist")
+    if not rows:
+        what = "archs" if archs else "models" if models else "kernels"
+        raise BadInput(f"nothing to export: {missing_rows_hint(db, device, what)}".replace("lut show", "lut export"))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:

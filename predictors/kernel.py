@@ -534,17 +534,24 @@ def ensure_table(db: sqlite_utils.Database) -> None:
 def table_specs(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> tuple[list[KernelSpec], np.ndarray]:
     """The catalog kernels measured on a device + config and their medians (ms).
 
-    The median normalized to the device's reference state (``median_norm_ms``,
-    see :mod:`edgelat.profiler.sentinel`) where the row has one, so the
-    regressors learn one state of the device rather than its drift; the raw
-    median for rows measured without a sentinel level. Rows of graph nodes
-    outside the catalog (op ``graph:...``) and rows without a median are left out.
+    The raw median, unless the row was measured under large drift (its sentinel
+    level off the device's reference state by more than
+    :data:`~edgelat.lut.table.LARGE_DRIFT`): then the median normalized to the
+    reference state (``median_norm_ms``, see :mod:`edgelat.profiler.sentinel`),
+    so the regressors learn one state of the device rather than its drift. Small
+    levels are left alone: the sentinel's own run-to-run spread is of that size
+    (docs/measurements.md), and dividing by it would add noise, not remove it.
+    Rows of graph nodes outside the catalog (op ``graph:...``) and rows without a
+    median are left out.
     """
     from edgelat.lut.store import kernel_rows
+    from edgelat.lut.table import LARGE_DRIFT
 
     specs, y = [], []
     for r in kernel_rows(db, device, config):
-        value = r.get("median_norm_ms") if r.get("median_norm_ms") is not None else r["median_ms"]
+        level = r.get("sentinel_level")
+        drifted = level is not None and abs(level - 1.0) > LARGE_DRIFT and r.get("median_norm_ms") is not None
+        value = r["median_norm_ms"] if drifted else r["median_ms"]
         if r["op"] not in OP_TYPES or value is None or not value > 0:
             continue
         specs.append(KernelSpec.from_key(r["kernel_key"]))

@@ -151,8 +151,9 @@ def protocol_options(f: Callable) -> Callable:
     @click.option("--max-seconds", type=click.FloatRange(0.05, 3600), default=10.0, show_default=True,
                   help="Time cap per model; a row stopped by the cap above target is flagged unstable.")
     @click.option("--warmup", type=click.IntRange(0, 10000), default=5, show_default=True, help="Warm-up runs.")
-    @click.option("--min-runs", type=click.IntRange(1, 1_000_000), default=10, show_default=True,
-                  help="Measured runs before the CI is first checked.")
+    @click.option("--min-runs", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+                  help="Measured runs before the CI is first checked (fewer make a median that does not "
+                       "repeat from one process to the next on tiny kernels).")
     @click.option("--max-runs", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
                   help="Cap on measured runs per model.")
     @functools.wraps(f)
