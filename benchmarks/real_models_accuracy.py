@@ -139,12 +139,15 @@ def main() -> None:
             continue
         cov = _coverage(pred)
         measured = meas["latency_ms"]["median"]
+        low, high = pred.get("latency_ms_low"), pred.get("latency_ms_high")
         row = {"model": name, "family": FAMILY.get(name), "predicted_ms": pred["latency_ms"], "measured_ms": measured,
                "measured_stable": meas["stable"], "error": pred["latency_ms"] / measured - 1, "coverage": cov,
-               "calibrated": pred.get("calibrated")}
+               "calibrated": pred.get("calibrated"), "low_ms": low, "high_ms": high,
+               "inside": None if low is None else bool(low <= measured <= high)}
         rows.append(row)
         cov_s = " ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(cov.items()))
-        print(f"{name:<20} {row['family']:<18} {row['predicted_ms']:9.2f} {measured:9.2f} {100 * row['error']:+6.1f}%  {cov_s}"
+        band = "" if low is None else f"  [{low:.2f}-{high:.2f}{'' if row['inside'] else ' MISSED'}]"
+        print(f"{name:<20} {row['family']:<18} {row['predicted_ms']:9.2f} {measured:9.2f} {100 * row['error']:+6.1f}%  {cov_s}{band}"
               f"{'' if meas['stable'] else '  (measurement UNSTABLE)'}", flush=True)
         for f in (path, path.with_name(path.name + ".data")):
             f.unlink(missing_ok=True)
@@ -157,6 +160,12 @@ def main() -> None:
     print(f"transformers: {_summary([r for r in ok if r['family'] == 'transformer'])}")
     for fam in sorted({r["family"] for r in ok}):
         print(f"  family {fam}: {_summary([r for r in ok if r['family'] == fam])}")
+    banded = [r for r in ok if r.get("inside") is not None]
+    if banded:
+        print(f"90% interval: the measured value fell inside for {sum(r['inside'] for r in banded)} of {len(banded)} "
+              f"models ({100 * sum(r['inside'] for r in banded) / len(banded):.0f}%; calibrated if about 90%)")
+    else:
+        print("90% interval: none given (no calibration)")
     failed = [r for r in rows if r["error"] is None]
     if failed:
         print(f"failed: {', '.join(r['model'] + ' (' + r['failure'] + ')' for r in failed)}")
