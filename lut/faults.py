@@ -12,6 +12,7 @@ import os
 import sqlite3
 import struct
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -77,8 +78,28 @@ def _truncated(path: Path) -> bool:
     return True
 
 
-#: database files this process has opened with SQLite (see :func:`preflight`)
-opened: set[str] = set()
+class Connection(sqlite3.Connection):
+    """The store's SQLite connection: a class of its own so that :func:`holds` can count the
+    live ones (a plain ``sqlite3.Connection`` takes no weak reference)."""
+
+
+_live: dict[str, "weakref.WeakSet[Connection]"] = {}
+
+
+def track(path: Path, conn: Connection) -> None:
+    """Remember that ``conn`` (open in this process) holds ``path``."""
+    _live.setdefault(str(path.resolve()), weakref.WeakSet()).add(conn)
+
+
+def holds(path: Path) -> bool:
+    """Whether this process has an open store connection to ``path``."""
+    for conn in list(_live.get(str(path.resolve()), ())):
+        try:
+            conn.total_changes  # raises once closed
+        except sqlite3.ProgrammingError:
+            continue
+        return True
+    return False
 
 
 def preflight(path: Path) -> None:
@@ -100,9 +121,9 @@ def preflight(path: Path) -> None:
         # Reading the file ourselves is safe only before this process holds an SQLite connection
         # to it: closing any handle on the file drops every POSIX lock the process holds on it,
         # SQLite's included, and another process could then checkpoint and delete a write-ahead
-        # log this one still writes to. Once opened here, the file was checked and SQLite
-        # reports damage itself.
-        checked = str(path.resolve()) in opened
+        # log this one still writes to. While a connection here is open, the file was checked
+        # when it was opened and SQLite reports damage itself.
+        checked = holds(path)
         head = _header(path) if size and not checked else b""
     except OSError as exc:
         raise StoreUnavailable(f"cannot read the database {path}: {exc.strerror or exc}") from exc

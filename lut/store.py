@@ -63,8 +63,9 @@ def open_db(path: str | Path | None = None) -> sqlite_utils.Database:
     if not path.exists():
         _create(path, timeout_s)
     with _faults.translated(path, timeout_s):
-        db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=timeout_s))
-        _faults.opened.add(str(path.resolve()))
+        conn = sqlite3.connect(str(path), timeout=timeout_s, factory=_faults.Connection)
+        _faults.track(path, conn)
+        db = sqlite_utils.Database(conn)
         try:
             _configure(db, timeout_s)
             _migrate(db, path)
