@@ -57,14 +57,14 @@ def config_from_pb(msg: pb.RuntimeConfig) -> RuntimeConfig:
 def protocol_to_pb(protocol: MeasurementProtocol) -> pb.MeasurementProtocol:
     return pb.MeasurementProtocol(
         warmup=protocol.warmup, min_runs=protocol.min_runs, max_runs=protocol.max_runs,
-        target_rel_ci=protocol.target_rel_ci, max_seconds=protocol.max_seconds,
+        target_rel_ci=protocol.target_rel_ci, max_seconds=protocol.max_seconds, per_layer=protocol.per_layer,
     )
 
 
 def protocol_from_pb(msg: pb.MeasurementProtocol) -> MeasurementProtocol:
     return MeasurementProtocol(
         warmup=msg.warmup, min_runs=msg.min_runs, max_runs=msg.max_runs,
-        target_rel_ci=msg.target_rel_ci, max_seconds=msg.max_seconds,
+        target_rel_ci=msg.target_rel_ci, max_seconds=msg.max_seconds, per_layer=msg.per_layer,
     )
 
 

@@ -44,6 +44,8 @@ from edgelat.agents.types import FORMATS, BenchmarkResult, LatencySummary, Measu
 from edgelat.errors import BadInput, CorruptModel, DeviceError, EdgelatError
 
 _KB = 1024
+#: profiled runs for per-layer times at most (each layer's figure is their median)
+LAYER_RUNS = 50
 #: Sessions a rounds batch keeps open at once on the device (a bigger batch goes in groups).
 MAX_OPEN_SESSIONS = 64
 
@@ -221,6 +223,7 @@ class LocalBackend(Backend):
             peak = memory.stop()
         finally:
             session.close()
+        layers, layers_note = self._layers(runtime, path, config, protocol) if protocol.per_layer else (None, "")
         after = snapshot(self.root)
 
         energy_mj = joules * 1000.0 / summary["n"] if joules is not None else None
@@ -232,6 +235,9 @@ class LocalBackend(Backend):
             "energy_scope": meter.scope,
             "energy_interval_s": meter.interval_s,
         }
+        if protocol.per_layer:
+            extra["layers"] = layers
+            extra["layers_note"] = layers_note
         if peak is None:
             extra["peak_memory_note"] = memory.note
         else:
@@ -249,6 +255,23 @@ class LocalBackend(Backend):
             agent_version=__version__,
             extra=extra,
         )
+
+    @staticmethod
+    def _layers(runtime: Any, path: Path, config: RuntimeConfig,
+                protocol: MeasurementProtocol) -> tuple[list[dict[str, Any]] | None, str]:
+        """Per-layer times from the runtime's profiler, in runs of their own after the timed ones
+        (profiling slows each run, so the latency above never includes it); why not, when not."""
+        runs = min(protocol.min_runs, LAYER_RUNS)
+        try:
+            layers = runtime.layer_times(path, config, runs, protocol.max_seconds)
+        except EdgelatError as exc:
+            return None, f"no per-layer times: {exc}"
+        except Exception as exc:  # the profiler failed where timing worked: say so, keep the latency
+            return None, f"no per-layer times: {runtime.name}'s profiler failed: {short_reason(exc)}"
+        n = min((r["runs"] for r in layers), default=0)
+        return layers, (f"{runtime.name} profiler: median of {n} profiled runs per layer, the layers as the runtime "
+                        "runs them (after its own fusions); profiling adds a little to each, so their sum can "
+                        "exceed the whole-model latency")
 
     # ---- the rounds path: every item's session stays alive across interleaved rounds ----
 

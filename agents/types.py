@@ -113,6 +113,8 @@ class MeasurementProtocol:
     max_runs: int = 1000
     target_rel_ci: float = 0.02
     max_seconds: float = 10.0
+    #: also time each layer, in separate profiled runs after the timed ones (see ``extra["layers"]``)
+    per_layer: bool = False
 
     def check(self) -> "MeasurementProtocol":
         """Raise :class:`BadInput` naming the first field out of :data:`PROTOCOL_BOUNDS`
@@ -130,6 +132,8 @@ class MeasurementProtocol:
                 raise BadInput(f"{name} must be in {interval}, got {value!r}")
         if self.max_runs < self.min_runs:
             raise BadInput(f"max_runs >= min_runs is required, got max_runs={self.max_runs} min_runs={self.min_runs}")
+        if not isinstance(self.per_layer, bool):
+            raise BadInput(f"per_layer must be true or false, got {self.per_layer!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

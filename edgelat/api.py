@@ -104,17 +104,22 @@ class Device:
         return summary.to_dict()
 
     def profile_model(self, model: str | Path | Any, runtime: str | None = None, threads: int = 1,
-                      provider: str = "cpu", max_seconds: float = 10.0, target_ci: float = 0.02) -> ModelProfile:
+                      provider: str = "cpu", max_seconds: float = 10.0, target_ci: float = 0.02,
+                      per_layer: bool = False) -> ModelProfile:
         """Measure a whole model (a path to .onnx/.tflite, or an ``onnx.ModelProto``) and store it.
 
-        ``runtime`` defaults to what the file needs (onnxruntime for ONNX, LiteRT for TFLite)."""
+        ``runtime`` defaults to what the file needs (onnxruntime for ONNX, LiteRT for TFLite);
+        ``per_layer`` also measures each layer with the runtime's profiler (``r.layers``,
+        ``r.layers_frame()``)."""
+        import dataclasses
+
         from edgelat.profiler.jobs import profile_model_file
 
         db, _ = _open()
         config = _config(runtime or "onnxruntime", threads, provider)
+        protocol = dataclasses.replace(_protocol(max_seconds, target_ci), per_layer=bool(per_layer))
         with _model_path(model) as path:
-            m, result = profile_model_file(db, self.name, path, config, _protocol(max_seconds, target_ci),
-                                           runtime_given=runtime is not None)
+            m, result = profile_model_file(db, self.name, path, config, protocol, runtime_given=runtime is not None)
         name = str(m.path) if isinstance(model, (str, Path)) else "<onnx.ModelProto>"
         return ModelProfile.from_result(self.name, result, m.ref, name, m.notes)
 

@@ -28,6 +28,24 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+#: keys holding epoch times in stored rows; printed as ISO 8601
+TIME_KEYS = ("measured_at", "first_seen", "last_seen", "fitted_at", "recorded_at", "updated_at")
+
+
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as every ``--json`` prints it: booleans as booleans, times as ISO 8601, and,
+    for a measurement row, its latency summary as the one :class:`Latency` object."""
+    out = dict(row)
+    for key in TIME_KEYS:
+        if key in out and isinstance(out[key], (int, float)):
+            out[key] = iso_time(out[key])
+    if "stable" in out and out["stable"] is not None:
+        out["stable"] = bool(out["stable"])
+    if "median_ms" in out:
+        out["latency_ms"] = Latency.from_row(row).to_dict()
+    return out
+
+
 @dataclass(frozen=True)
 class Latency:
     """A measured latency summary in milliseconds (``n`` timed runs on the device)."""
@@ -58,6 +76,14 @@ class Latency:
         return asdict(self)
 
 
+def with_shares(layers: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Per-layer rows with each one's ``share`` of their sum (None stays None)."""
+    if not layers:
+        return layers
+    total = sum(r["median_ms"] for r in layers) or 1.0
+    return [{**r, "share": r["median_ms"] / total} for r in layers]
+
+
 @dataclass
 class ModelProfile:
     """A whole model measured on a device (what ``edgelat profile model`` prints)."""
@@ -78,6 +104,9 @@ class ModelProfile:
     environment: dict[str, Any] = field(default_factory=dict)
     agent_version: str = ""
     notes: list[str] = field(default_factory=list)
+    #: measured per-layer times (``profile model --per-layer``): layer, op, median_ms, runs, share
+    layers: list[dict[str, Any]] | None = None
+    layers_note: str | None = None
 
     @classmethod
     def from_result(cls, device: str, result: Any, model_ref: str, model: str,
@@ -89,7 +118,15 @@ class ModelProfile:
                    session_ms=_num(result.session_ms), first_run_ms=_num(result.first_run_ms),
                    energy_mj=_num(result.energy_mj), energy_note=result.energy_note or None,
                    peak_memory_bytes=result.peak_memory_bytes, environment=dict(result.environment or {}),
-                   agent_version=result.agent_version, notes=list(notes or []))
+                   agent_version=result.agent_version, notes=list(notes or []),
+                   layers=with_shares((result.extra or {}).get("layers")),
+                   layers_note=(result.extra or {}).get("layers_note") or None)
+
+    def layers_frame(self) -> Any:
+        """The per-layer times as a DataFrame, slowest first (empty when none were measured)."""
+        import pandas as pd
+
+        return pd.DataFrame(sorted(self.layers or [], key=lambda r: -r["median_ms"]))
 
     @property
     def stable(self) -> bool:

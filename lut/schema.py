@@ -134,6 +134,13 @@ def _m5_history(conn: sqlite3.Connection) -> None:
                  f"SELECT 'model', model_ref, model_name, NULL, {cols} FROM model_measurements")
 
 
+def _m6_layers(conn: sqlite3.Connection) -> None:
+    """Measured per-layer times of a whole model (``profile model --per-layer``), kept with its row
+    and in the history: a JSON list of {layer, op, median_ms, runs}."""
+    add_column(conn, "model_measurements", "layers_json", "TEXT")
+    add_column(conn, "measurement_history", "layers_json", "TEXT")
+
+
 #: Applied in order; a database at version N has had the first N applied.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m1_base,
@@ -141,6 +148,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m3_device_identity,
     _m4_drift_sentinel,
     _m5_history,
+    _m6_layers,
 ]
 LATEST = len(MIGRATIONS)
 

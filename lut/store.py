@@ -160,7 +160,7 @@ def _result_columns(result: BenchmarkResult) -> dict[str, Any]:
 
 _HISTORY_FIELDS = ("device", "config_key", "runtime_version", "median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms",
                    "n", "rel_ci", "stable", "energy_mj", "energy_note", "environment_json", "agent_version",
-                   "measured_at", "sentinel_level")
+                   "measured_at", "sentinel_level", "layers_json")
 
 
 def _append_history(db: sqlite_utils.Database, kind: str, item_key: str, name: str | None, row: dict[str, Any]) -> None:
@@ -265,6 +265,8 @@ def add_model_result(
         raise ValueError(f"refusing to store a failed measurement for {model_ref}: {result.error}")
     row = {"device": device, "model_ref": model_ref, "model_name": model_name}
     row.update(_result_columns(result))
+    layers = (result.extra or {}).get("layers")
+    row["layers_json"] = json.dumps(layers) if layers else None
     with db.conn:
         db["model_measurements"].upsert(row, pk=("device", "config_key", "model_ref"))
         _append_history(db, "model", model_ref, model_name, row)

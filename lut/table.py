@@ -83,6 +83,8 @@ def table_rows(
         r["environment"] = json.loads(r.pop("environment_json") or "{}")
         if "spec_json" in r:
             r["spec"] = json.loads(r.pop("spec_json") or "{}")
+        if "layers_json" in r:
+            r["layers"] = json.loads(r.pop("layers_json") or "null")
         if "sentinel_level" in r:
             r["large_drift"] = bool(drift_flag(r["sentinel_level"])) and r["sentinel_level"] is not None
         out.append(r)

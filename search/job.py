@@ -215,8 +215,8 @@ def _compare_flops(db: sqlite_utils.Database, job: SearchJob, ev: Evaluator, sho
            "latency_constrained": winner.to_dict(), "flops_constrained": other.to_dict(), "note": note or None}
     lim = job.constraints.max_latency_ms
     for key, cand in (("latency_constrained", winner), ("flops_constrained", other)):
-        out[key]["meets_latency_predicted"] = bool(cand.predicted_latency_ms <= lim) if lim else None
-        out[key]["meets_latency_measured"] = (
+        out[key]["meets_budget_predicted"] = bool(cand.predicted_latency_ms <= lim) if lim else None
+        out[key]["meets_budget_measured"] = (
             None if cand.measured_latency_ms is None or lim is None else bool(cand.measured_latency_ms <= lim)
         )
     out["same_architecture"] = winner.arch == other.arch

@@ -12,7 +12,7 @@ from edgelat.errors import BadInput
 from edgelat.search.result import Candidate
 
 CSV_COLUMNS = (
-    "rank", "arch", "predicted_latency_ms", "measured_latency_ms", "meets_constraint", "score", "score_source",
+    "rank", "arch", "predicted_latency_ms", "measured_latency_ms", "meets_budget_measured", "score", "score_source",
     "flops", "params", "memory_bytes_estimate", "energy_mj",
 )
 
@@ -37,7 +37,7 @@ def write_csv(path: Path, results: Sequence[dict[str, Any]]) -> None:
         for i, r in enumerate(results, start=1):
             row = dict(r)
             row["rank"] = i
-            row["meets_constraint"] = (r.get("validation") or {}).get("meets_constraint", "")
+            row["meets_budget_measured"] = (r.get("validation") or {}).get("meets_budget_measured", "")
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
 
 
@@ -111,7 +111,7 @@ def print_table(report: dict[str, Any]) -> None:
         table.add_column(col, justify=just, overflow="fold")
     for i, r in enumerate(report["results"], start=1):
         v = r.get("validation") or {}
-        meets = v.get("meets_constraint")
+        meets = v.get("meets_budget_measured")
         table.add_row(
             str(i), f"{r['predicted_latency_ms']:.3f}",
             "-" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.3f}",

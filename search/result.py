@@ -37,7 +37,7 @@ class Candidate:
             "params": int(self.params),
             "memory_bytes_estimate": int(self.memory_bytes),
             "energy_mj": None if self.energy_mj is None or not np.isfinite(self.energy_mj) else float(self.energy_mj),
-            "feasible": bool(self.feasible),
+            "meets_budget_predicted": bool(self.feasible),
             "score_source": self.score_source,
             "measured_latency_ms": self.measured_latency_ms,
         }

@@ -77,7 +77,7 @@ def measure_candidates(
                 "energy_mj": result.energy_mj,
                 "energy_note": result.energy_note or None,
                 "error_pct": round(100.0 * (c.predicted_latency_ms - lat.median) / lat.median, 2),
-                "meets_constraint": None if max_latency_ms is None else bool(lat.median <= max_latency_ms),
+                "meets_budget_measured": None if max_latency_ms is None else bool(lat.median <= max_latency_ms),
             }
             if progress is not None:
                 progress(i + 1, len(candidates), c)

@@ -28,7 +28,7 @@ def test_progress_without_a_terminal_is_plain_lines_on_stderr(monkeypatch):
 
 def test_tables_for_a_pipe_are_not_wrapped():
     out = CliRunner().invoke(main, ["spaces", "show", "ofa-mbv3", "--random", "1"]).stdout
-    arch = next(ln for ln in out.splitlines() if ln.strip().startswith("{'ks'"))
+    arch = next(ln for ln in out.splitlines() if ln.strip().startswith('{"ks"'))
     assert len(arch) > 80 and arch.strip().endswith("}")  # one line, as long as it is
 
 

@@ -175,7 +175,7 @@ def test_compare_flops_on_imported_device_is_unmeasured(pixel3):
     cmp_ = out["compare_flops"]
     lc, fc = cmp_["latency_constrained"], cmp_["flops_constrained"]
     assert cmp_["flops_budget"] == lc["flops"] and fc["flops"] <= lc["flops"]
-    assert lc["meets_latency_predicted"] is True
+    assert lc["meets_budget_predicted"] is True
     assert lc["measured_latency_ms"] is None and "not measured" in cmp_["note"]
 
 
@@ -212,7 +212,7 @@ def test_search_validate_measures_and_stores(tiny_db):
     for r in validated:
         assert r["measured_latency_ms"] > 0
         v = r["validation"]
-        assert v["meets_constraint"] == (r["measured_latency_ms"] <= 0.5)
+        assert v["meets_budget_measured"] == (r["measured_latency_ms"] <= 0.5)
         assert v["n"] >= 3 and v["format"] == "onnx"
     assert all(r["measured_latency_ms"] is None for r in out["results"][2:])
     rows = {r["model_ref"]: r for r in model_rows(open_db(), "local")}
@@ -230,7 +230,7 @@ def test_pareto_validation_spreads_along_the_front(tiny_db):
     assert len(res) >= 3
     measured = [i for i, r in enumerate(res) if r["measured_latency_ms"] is not None]
     assert measured == [0, len(res) - 1]  # the fastest and the best-scoring ends of the front
-    assert res[0]["validation"]["meets_constraint"] is None  # no latency bound was given
+    assert res[0]["validation"]["meets_budget_measured"] is None  # no latency bound was given
 
 
 def test_another_runtime_needs_its_own_table(tiny_db):
@@ -261,7 +261,7 @@ def test_compare_flops_measures_both(tiny_db):
     cmp_ = out["compare_flops"]
     for key in ("latency_constrained", "flops_constrained"):
         assert cmp_[key]["measured_latency_ms"] > 0
-        assert isinstance(cmp_[key]["meets_latency_measured"], bool)
+        assert isinstance(cmp_[key]["meets_budget_measured"], bool)
     assert cmp_["flops_constrained"]["flops"] <= cmp_["flops_budget"]
 
 

@@ -149,7 +149,7 @@ class BenchmarkModelRunner(DeviceRunner):
         argv += self.DELEGATES[provider]
         if config.precision == "fp16":
             argv.append("--allow_fp16=true")
-        if self.op_profiling:
+        if self.op_profiling or protocol.per_layer:
             argv.append("--enable_op_profiling=true")
         return argv
 
@@ -209,6 +209,11 @@ class BenchmarkModelRunner(DeviceRunner):
             extra["ops"] = [dataclasses.asdict(r) for r in report.ops]
             extra["ops_by_type"] = [dataclasses.asdict(r) for r in report.ops_by_type]
             extra["op_nodes_executed"] = report.op_nodes_executed
+            # the same per-layer rows every runtime gives (benchmark_model prints each op's average)
+            extra["layers"] = [{"layer": r.name, "op": r.node_type, "median_ms": r.avg_ms,
+                                "runs": r.times_called} for r in report.ops if r.avg_ms is not None]
+            extra["layers_note"] = ("benchmark_model --enable_op_profiling: each op's average over the profiled "
+                                    "runs (it prints no per-op median)")
         peak = report.peak_memory_mb
         return RunOutput(
             latency=summary,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgelat.agents.types import MAX_INPUT_BYTES, RuntimeConfig
-from edgelat.errors import BadInput
+from edgelat.errors import BadInput, RuntimeUnavailable
 
 
 class Session(ABC):
@@ -66,6 +66,12 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, model_path: Path, config: RuntimeConfig) -> Session:
         """Load a model; raises CorruptModel, RuntimeUnavailable or BadInput."""
+
+    def layer_times(self, model_path: Path, config: RuntimeConfig, runs: int, max_seconds: float) -> list[dict[str, Any]]:
+        """Per-layer times from the runtime's own profiler over ``runs`` profiled runs (at most
+        ``max_seconds``): one dict per layer in execution order (``layer``, ``op``, ``median_ms``,
+        ``runs``). Runtimes without a profiler say so (RuntimeUnavailable)."""
+        raise RuntimeUnavailable(f"{self.name} has no per-layer profiler here")
 
 
 def check_input_bytes(inputs: list[tuple[str, tuple[int, ...], Any]], limit: int = MAX_INPUT_BYTES) -> None:

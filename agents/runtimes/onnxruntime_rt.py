@@ -110,8 +110,35 @@ class OrtSession(Session):
                 raise MemoryError(f"out of memory: a buffer of {found.group(1)} bytes could not be allocated") from None
             raise
 
+    def end_profiling(self) -> str:
+        """Stop onnxruntime's profiler (a profiled session only); the trace file's path."""
+        return self._sess.end_profiling()
+
     def close(self) -> None:
         self._sess = None
+
+
+def node_times(trace: Path, skip_runs: int = 0) -> list[dict[str, Any]]:
+    """Per-node median time (ms) from an onnxruntime profile trace (Chrome trace JSON): the
+    ``<node>_kernel_time`` events, one per node per run, the first ``skip_runs`` runs left out.
+    Nodes keep the order of their first run."""
+    import json
+
+    events = json.loads(trace.read_text())
+    per_node: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or "dur" not in e:
+            continue
+        node = name[: -len("_kernel_time")]
+        per_node.setdefault(node, []).append(float(e["dur"]) / 1000.0)
+        ops.setdefault(node, str((e.get("args") or {}).get("op_name", "")))
+    rows = []
+    for node, times in per_node.items():
+        kept = times[skip_runs:] or times
+        rows.append({"layer": node, "op": ops[node], "median_ms": float(np.median(kept)), "runs": len(kept)})
+    return rows
 
 
 class OnnxRuntime(Runtime):
@@ -156,6 +183,25 @@ class OnnxRuntime(Runtime):
         return chain
 
     def load(self, model_path: Path, config: RuntimeConfig) -> OrtSession:
+        return self._load(model_path, config, None)
+
+    def layer_times(self, model_path: Path, config: RuntimeConfig, runs: int, max_seconds: float) -> list[dict[str, Any]]:
+        """onnxruntime's profiler over ``runs`` runs of a session of its own (profiling slows every
+        run, so the timed runs never use it): each node's median ``*_kernel_time``, in ms."""
+        with tempfile.TemporaryDirectory(prefix="edgelat-profile-") as folder:
+            session = self._load(model_path, config, Path(folder))
+            try:
+                session.run()  # the first run allocates; its node times are left out
+                start, done = time.perf_counter(), 0
+                while done < max(1, runs) and (done == 0 or time.perf_counter() - start < max_seconds):
+                    session.run()
+                    done += 1
+                trace = session.end_profiling()
+            finally:
+                session.close()
+            return node_times(Path(trace), skip_runs=1)
+
+    def _load(self, model_path: Path, config: RuntimeConfig, profile_dir: Path | None) -> OrtSession:
         if not self.available():
             raise RuntimeUnavailable("onnxruntime is not installed here (pip install onnxruntime)")
         ort = _ort()
@@ -170,6 +216,9 @@ class OnnxRuntime(Runtime):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3  # errors only; the reason goes into our exception
+        if profile_dir is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(profile_dir / "ort")
         t0 = time.perf_counter_ns()
         try:
             with _alone(path) as isolated:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from typing import Any, Callable
 
 import click
@@ -33,23 +34,34 @@ class EdgelatGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         import sqlite3
 
+        with warnings.catch_warnings():  # click 8.2 deprecates protected_args (9.0 folds it into args)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            as_json = "--json" in [*getattr(ctx, "protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except EdgelatError as exc:
-            _fail(ctx, exc)
+            _fail(ctx, exc, as_json)
         except sqlite3.Error as exc:
             from edgelat.lut.faults import translate
 
-            _fail(ctx, translate(exc))
+            _fail(ctx, translate(exc), as_json)
         except (KeyboardInterrupt, click.Abort):
-            click.echo(f"\ninterrupted: {INTERRUPTED}", err=True)
+            _say(f"interrupted: {INTERRUPTED}", "Interrupted", as_json, newline=True)
             ctx.exit(130)
 
 
-def _fail(ctx: click.Context, exc: EdgelatError) -> None:
-    """Print the error as one line on stderr and exit with its code."""
+def _say(text: str, kind: str, as_json: bool, newline: bool = False) -> None:
+    """One line on stderr: ``error: ...`` for people, ``{"error": ..., "kind": ...}`` with ``--json``."""
+    if as_json:
+        click.echo(json.dumps({"error": text, "kind": kind}), err=True)
+    else:
+        click.echo(("\n" if newline else "") + (text if text.startswith("interrupted") else f"error: {text}"), err=True)
+
+
+def _fail(ctx: click.Context, exc: EdgelatError, as_json: bool = False) -> None:
+    """Print the error as one line on stderr (JSON with ``--json``) and exit with its code."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    click.echo(f"error: {text}", err=True)
+    _say(text, type(exc).__name__, as_json)
     ctx.exit(exc.exit_code)
 
 

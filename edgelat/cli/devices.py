@@ -15,6 +15,7 @@ from typing import Any, Callable
 import click
 
 from edgelat.cli.base import devices, emit_json, json_option, open_registry, stdout_console
+from edgelat.results import public_row
 
 
 def _when(ts: float | None) -> str:
@@ -102,7 +103,7 @@ def register(name: str, address: str, token_file: str | None, tls_ca: str | None
         kind = "gpu-host" if facts.get("kind") == "gpu-host" else "board"
     device = registry.register(name, kind, transport, facts, replace=replace)
     if as_json:
-        emit_json(device.to_dict())
+        emit_json(public_row(device.to_dict()))
     else:
         click.echo(f"registered {name} ({kind}) at {address}: {facts.get('cpu_model') or facts.get('arch', '?')}")
 
@@ -121,7 +122,7 @@ def list_(as_json: bool) -> None:
     if as_json:
         for r in rows:
             r.pop("facts", None)
-        emit_json(rows)
+        emit_json([public_row(r) for r in rows])
         return
     from rich.table import Table
 
@@ -151,7 +152,7 @@ def show(name: str, as_json: bool) -> None:
 
         data["facts"] = host_facts()
     if as_json:
-        emit_json(data)
+        emit_json(public_row(data))
         return
     click.echo(f"{device.name}  kind={device.kind}  status={device.status}")
     click.echo(f"transport: {json.dumps(device.transport, sort_keys=True)}")

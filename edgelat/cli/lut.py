@@ -58,7 +58,9 @@ def show(device: str, op: str | None, models: bool, archs: bool, sort: str, limi
     more = cap is not None and len(rows) > cap
     rows = rows[:cap] if more else rows
     if as_json:
-        emit_json(rows)
+        from edgelat.results import public_row
+
+        emit_json([public_row(r) for r in rows])
         return
     if not rows:
         what = "archs" if archs else "models" if models else "kernels"
@@ -168,7 +170,7 @@ def history(device: str, model_path: str | None, kernel_key: str | None, limit: 
 
     from edgelat.errors import BadInput
     from edgelat.lut.store import history_rows
-    from edgelat.results import iso_time
+    from edgelat.results import public_row
 
     if model_path and kernel_key:
         raise BadInput("give --model or --kernel, not both")
@@ -183,9 +185,9 @@ def history(device: str, model_path: str | None, kernel_key: str | None, limit: 
     out = []
     for r in rows:
         env = json.loads(r.pop("environment_json") or "{}")
+        layers = json.loads(r.pop("layers_json", None) or "null")
         r.pop("id", None)
-        out.append({**r, "stable": None if r["stable"] is None else bool(r["stable"]),
-                    "measured_at": iso_time(r["measured_at"]), "environment": env})
+        out.append({**public_row(r), "environment": env, "layers": layers})
     if as_json:
         emit_json(out)
         return

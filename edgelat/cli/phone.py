@@ -14,6 +14,7 @@ import click
 
 from edgelat.cli.agent import insecure_option, tls_options, upload_idle_option
 from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
+from edgelat.results import public_row
 from edgelat.cli.devices import replace_options
 
 RUNNER_CHOICES = ["benchmark_model", "ort-perf-test", "python"]
@@ -131,7 +132,7 @@ def register_phone(
         }[runner]
         click.echo(f"warning: runner {runner} was not found on the phone: {hint}", err=True)
     if as_json:
-        emit_json(device.to_dict())
+        emit_json(public_row(device.to_dict()))
     else:
         click.echo(summary_line(name, facts))
 

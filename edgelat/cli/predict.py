@@ -118,7 +118,7 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     Examples:
       edgelat predict model.onnx --device rpi5 --json
       edgelat predict net.onnx --device rpi5 --measure-if-unsure
-      edgelat predict --space ofa-mbv3 --arch "{'ks': [...], 'e': [...], 'd': [...], 'r': 224}" --device rpi5
+      edgelat predict --space ofa-mbv3 --arch '{"ks": [...], "e": [...], "d": [...], "r": 224}' --device rpi5
       edgelat predict --space nasbench201 --archs query.csv --device pixel3 --out predictions.csv
     """
     if model_path and space_name:

@@ -159,8 +159,14 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
 @runtime_options
 @protocol_options
 @_runner_option
+@click.option("--per-layer", is_flag=True,
+              help="Also measure each layer with the runtime's profiler (onnxruntime), in runs of their own "
+                   "after the timed ones; shown slowest first with its share of the total.")
+@click.option("--layers", "show_layers", type=click.IntRange(1, None), default=20, show_default=True,
+              help="With --per-layer: how many of the slowest layers to print (--json prints all).")
 @json_option
-def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, as_json: bool) -> None:
+def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, per_layer: bool,
+          show_layers: int, as_json: bool) -> None:
     """Profile a whole model file (.onnx or .tflite) on a device.
 
     The format comes from the file's content. ONNX weights kept in external data
@@ -175,8 +181,14 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
       edgelat profile model resnet50.onnx --device rpi5 --json   # resnet50.onnx.data travels with it
       edgelat profile model net.tflite --device rpi5 --threads 4
       edgelat profile model net.tflite --device pixel7 --runner benchmark_model --json
+      edgelat profile model net.onnx --device local --per-layer
     """
+    import dataclasses
+
     from edgelat.profiler.jobs import profile_model_file
+
+    if per_layer:
+        protocol = dataclasses.replace(protocol, per_layer=True)
 
     db, _ = open_registry()
     m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
@@ -194,4 +206,26 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
         f"{'' if out['stable'] else ', UNSTABLE'}), energy {energy}"
     )
     for note in m.notes:
+        click.echo(f"note: {note}", err=True)
+    if per_layer:
+        _print_layers(out.get("layers"), out.get("layers_note"), show_layers)
+
+
+def _print_layers(layers: list | None, note: str | None, limit: int) -> None:
+    """The slowest layers first, with their share of the layers' sum."""
+    if not layers:
+        click.echo(note or "no per-layer times", err=True)
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for col in ("layer", "op", "median ms", "share"):
+        table.add_column(col, justify="right" if col in ("median ms", "share") else "left")
+    ranked = sorted(layers, key=lambda r: -r["median_ms"])
+    for r in ranked[:limit]:
+        table.add_row(r["layer"], r["op"], f"{r['median_ms']:.4f}", f"{100 * r['share']:.1f}%")
+    stdout_console().print(table)
+    if len(ranked) > limit:
+        click.echo(f"{len(ranked) - limit} more layers (--layers N, or --json for all)")
+    if note:
         click.echo(f"note: {note}", err=True)

@@ -123,7 +123,7 @@ def export_cmd(space_name: str, arch: str, out_path: str, seed: int, as_json: bo
 
     \b
     Example:
-      edgelat export --space ofa-mbv3 --arch "{'ks': [...20], 'e': [...20], 'd': [...5], 'r': 160}" --out net.onnx
+      edgelat export --space ofa-mbv3 --arch '{"ks": [...20], "e": [...20], "d": [...5], "r": 160}' --out net.onnx
       edgelat export --space nasbench201 --arch '|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|' --out cell.onnx
     """
     from edgelat.search.export import export_arch

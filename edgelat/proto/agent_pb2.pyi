@@ -69,18 +69,20 @@ class RuntimeConfig(_message.Message):
     def __init__(self, runtime: _Optional[str] = ..., threads: _Optional[int] = ..., provider: _Optional[str] = ..., precision: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class MeasurementProtocol(_message.Message):
-    __slots__ = ("warmup", "min_runs", "max_runs", "target_rel_ci", "max_seconds")
+    __slots__ = ("warmup", "min_runs", "max_runs", "target_rel_ci", "max_seconds", "per_layer")
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     MIN_RUNS_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNS_FIELD_NUMBER: _ClassVar[int]
     TARGET_REL_CI_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PER_LAYER_FIELD_NUMBER: _ClassVar[int]
     warmup: int
     min_runs: int
     max_runs: int
     target_rel_ci: float
     max_seconds: float
-    def __init__(self, warmup: _Optional[int] = ..., min_runs: _Optional[int] = ..., max_runs: _Optional[int] = ..., target_rel_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+    per_layer: bool
+    def __init__(self, warmup: _Optional[int] = ..., min_runs: _Optional[int] = ..., max_runs: _Optional[int] = ..., target_rel_ci: _Optional[float] = ..., max_seconds: _Optional[float] = ..., per_layer: _Optional[bool] = ...) -> None: ...
 
 class LatencySummary(_message.Message):
     __slots__ = ("median", "mean", "std", "p10", "p90", "n", "rel_ci", "stable")

@@ -13,9 +13,9 @@ Genotype layout (gene indices, see :mod:`edgelat.search.space`)::
 inactive: their ``ks``/``e`` genes stay in the genotype (so strings match the
 OFA dataset format) but contribute no kernel.
 
-Strings are Python dict literals, the format of the OFA dataset:
-``{'ks': [...], 'e': [...], 'd': [...], 'r': 224}`` (plus ``'w': [...]`` for
-spaces with width choices).
+Strings are JSON objects, ``{"ks": [...], "e": [...], "d": [...], "r": 224}`` (plus
+``"w": [...]`` for spaces with width choices), so ``json.loads`` reads an architecture a
+command printed; the OFA dataset's Python dict literals (``{'ks': ...}``) are read too.
 
 Kernel decomposition: stem ``conv2d`` (bn + act), each block one ``mbconv``
 kernel (expand 1x1 + depthwise kxk + optional SE + project 1x1, residual add
@@ -28,6 +28,7 @@ these spaces at 224.
 from __future__ import annotations
 
 import ast
+import json
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -147,7 +148,7 @@ class MobileStageSpace(SearchSpace):
         return out
 
     def to_string(self, g: np.ndarray) -> str:
-        return repr(self.decode(g))
+        return json.dumps(self.decode(g))
 
     def from_string(self, s: str) -> np.ndarray:
         text = (s or "").strip()

@@ -11,7 +11,7 @@ depth_list=[2,3,4])`` with resolutions 128..224 step 4:
   (OFA's ``feature_mix_layer``, a 1x1 conv without bn on the pooled 1x1 map,
   priced here as an ``fc`` kernel: the same arithmetic), 1280->1000 fc.
 
-Strings: ``{'ks': [20 kernels], 'e': [20 expands], 'd': [5 depths], 'r': 224}``,
+Strings: ``{"ks": [20 kernels], "e": [20 expands], "d": [5 depths], "r": 224}``,
 the format of the HELP measurements (``tests/data/help/ofa_latency_ms.csv.xz``).
 
 Figures, computed by ``flops``/``params`` from the kernels (FLOPs = 2 x MACs

@@ -9,7 +9,7 @@ between one and four blocks per stage), the last exactly one; every block
 chooses kernel {3, 5, 7} and expand {3, 6}; relu6 everywhere, no SE. Head:
 1x1 conv 320->1280 bn relu6, global average pool, 1280->1000 fc.
 
-Strings use the OFA dict format: ``{'ks': [21], 'e': [21], 'd': [6], 'r': 224}``
+Strings use the OFA dict format as JSON: ``{"ks": [21], "e": [21], "d": [6], "r": 224}``
 (the last ``d`` is always 1; ``r`` may be left out).
 """
 

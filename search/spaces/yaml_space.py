@@ -23,7 +23,7 @@ a stem conv, an optional fixed first block, stages of inverted-residual
       - {op: gap}                             # global average pool
       - {op: fc, cout: 1000}                  # fully connected (after gap)
 
-Architecture strings: ``{'ks': [...], 'e': [...], 'd': [...], 'w': [...], 'r': 160}``
+Architecture strings: ``{"ks": [...], "e": [...], "d": [...], "w": [...], "r": 160}``
 (``w`` only when some stage has several widths), one ``ks``/``e`` entry per
 block position up to each stage's largest depth.
 """
