@@ -408,9 +408,14 @@ def test_bad_inputs_are_one_line_and_store_nothing(bad_files, tmp_path, command)
     run("profile", "model", tiny, "--device", "local", *FAST)  # something to protect
     for path, match in bad_files:
         args = ["profile", "model", path, "--device", "local", *FAST] if command == "profile" else \
-            ["predict", path, "--device", "local", "--json"]
+            ["predict", path, "--device", "local"]
         line = fails_cleanly(*args, match=match)
         assert str(path) in line, line
+    # with --json the same line comes as a JSON error object
+    path, match = bad_files[0]
+    result = CliRunner().invoke(main, ["predict", str(path), "--device", "local", "--json"])
+    err = json.loads(result.stderr)
+    assert result.exit_code != 0 and match in err["error"] and str(path) in err["error"] and err["kind"]
     assert len(model_rows()) == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import ast
 import json
 import sqlite3
 from pathlib import Path
@@ -307,7 +308,7 @@ def test_export_onnx_and_tflite(tmp_path):
 
     onnx_path, tfl_path = tmp_path / "net.onnx", tmp_path / "net.tflite"
     info = json.loads(run("export", "--space", "ofa-mbv3", "--arch", OFA_ARCH, "--out", str(onnx_path), "--json").stdout)
-    assert info["format"] == "onnx" and info["bytes"] == onnx_path.stat().st_size and info["arch"] == OFA_ARCH
+    assert info["format"] == "onnx" and info["bytes"] == onnx_path.stat().st_size and json.loads(info["arch"]) == ast.literal_eval(OFA_ARCH)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == [1, 3, 128, 128]
     res = run("export", "--space", "ofa-mbv3", "--arch", OFA_ARCH, "--out", str(tfl_path))
