@@ -105,6 +105,17 @@ class PeakMemory:
         return max(0, peak - self._base_kb) * _KB
 
 
+def _first_run(runtime: Any, session: Any, path: Path) -> float:
+    """The first run of a new session, timed in ms (it allocates, so it is kept apart); a model
+    that loads but cannot run is a CorruptModel."""
+    t0 = time.perf_counter_ns()
+    try:
+        session.run()
+    except Exception as exc:
+        raise CorruptModel(f"{runtime.name} loads {path.name} but cannot run it: {short_reason(exc)}") from None
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -198,12 +209,7 @@ class LocalBackend(Backend):
         session = runtime.load(path, config)
         self.sessions_opened += 1
         try:
-            t0 = time.perf_counter_ns()
-            try:
-                session.run()
-            except Exception as exc:
-                raise CorruptModel(f"{runtime.name} loads {path.name} but cannot run it: {short_reason(exc)}") from None
-            first_run_ms = (time.perf_counter_ns() - t0) / 1e6
+            first_run_ms = _first_run(runtime, session, path)
             try:
                 _, summary = run_protocol(
                     session.run,
@@ -375,12 +381,7 @@ class LocalBackend(Backend):
         session = runtime.load(path, config)
         self.sessions_opened += 1
         try:
-            t0 = time.perf_counter_ns()
-            try:
-                session.run()
-            except Exception as exc:
-                raise CorruptModel(f"{runtime.name} loads {path.name} but cannot run it: {short_reason(exc)}") from None
-            first_run_ms = (time.perf_counter_ns() - t0) / 1e6
+            first_run_ms = _first_run(runtime, session, path)
             budget = protocol.max_seconds
             warm_start, warmed = time.perf_counter(), 0
             for _ in range(max(0, protocol.warmup)):
