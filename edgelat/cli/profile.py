@@ -214,7 +214,8 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
 def _print_layers(layers: list | None, note: str | None, limit: int) -> None:
     """The slowest layers first, with their share of the layers' sum."""
     if not layers:
-        click.echo(note or "no per-layer times", err=True)
+        click.echo(note or "no per-layer times: this device's runner reports none (onnxruntime and "
+                           "benchmark_model do)", err=True)
         return
     from rich.table import Table
 
