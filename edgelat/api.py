@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 from edgelat.errors import BadInput
 from edgelat.results import Latency, ModelProfile, Prediction, SearchResults
 
-__all__ = ["Device", "Predictor", "device", "list_devices", "predictor", "search", "export"]
+__all__ = ["Device", "Predictor", "device", "list_devices", "predictor", "search", "export", "measurement_history"]
 
 
 def _open() -> tuple[Any, Any]:
@@ -123,7 +123,15 @@ class Device:
         name = str(m.path) if isinstance(model, (str, Path)) else "<onnx.ModelProto>"
         return ModelProfile.from_result(self.name, result, m.ref, name, m.notes)
 
+    def history(self, model: str | Path | None = None, kernel: str | None = None, limit: int | None = 50) -> Any:
+        """Every measurement stored for the device, newest first, as a DataFrame (profiling the
+        same model or kernel again adds a row here; :meth:`table` shows only the latest)."""
+        import pandas as pd
+
+        return pd.DataFrame(measurement_history(self.name, model=model, kernel=kernel, limit=limit))
+
     def predictor(self, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> "Predictor":
+        """The device's latency predictor for one runtime config."""
         return Predictor(self.name, runtime, threads, provider)
 
 
@@ -231,6 +239,36 @@ def search(space: str, device: str, max_latency_ms: float | None = None, pareto:
     report = run_search(db, job).report
     return SearchResults(device=device, space=job.space.name, results=report["results"], notes=report["notes"],
                          report=report)
+
+
+def measurement_history(device: str, model: str | Path | None = None, kernel: str | None = None,
+                        limit: int | None = 50) -> list[dict[str, Any]]:
+    """Every measurement a device's table stored (of one model file or kernel key, or all),
+    newest first, as ``--json`` prints them: times ISO 8601, ``latency_ms`` the one
+    :class:`Latency` object, ``environment`` and ``layers`` decoded."""
+    import json
+
+    from edgelat.lut.store import history_rows
+    from edgelat.results import public_row
+
+    if model is not None and kernel is not None:
+        raise BadInput("give a model or a kernel key, not both")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise BadInput(f"limit must be a positive integer or None, got {limit!r}")
+    item = kernel
+    if model is not None:
+        from edgelat.profiler.intake import read_model
+
+        item = read_model(model).ref
+    db, registry = _open()
+    registry.get(device)
+    out = []
+    for r in history_rows(db, device, item, limit):
+        env = json.loads(r.pop("environment_json") or "{}")
+        layers = json.loads(r.pop("layers_json", None) or "null")
+        r.pop("id", None)
+        out.append({**public_row(r), "environment": env, "layers": layers})
+    return out
 
 
 def export(space: str, arch: str, out: str | Path, seed: int = 0) -> dict[str, Any]:
