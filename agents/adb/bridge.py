@@ -46,6 +46,7 @@ from edgelat.agents.adb.runners import (
     BenchmarkModelRunner,
     DeviceRunner,
     OrtPerfTestRunner,
+    RUNTIME_RUNNER,
     PythonRunner,
     check_device_path,
     check_runner,
@@ -305,7 +306,7 @@ class AdbBackend(Backend):
 
     # ---- runners ----
     def runner_for(self, config: RuntimeConfig, model_format: str) -> DeviceRunner:
-        name = {"tflite-benchmark": "benchmark_model", "ort-perf-test": "ort-perf-test"}.get(config.runtime, self.runner)
+        name = RUNTIME_RUNNER.get(config.runtime, self.runner)
         if name == "benchmark_model":
             runner: DeviceRunner = BenchmarkModelRunner(
                 self.benchmark_model or self._found("benchmark_model"), op_profiling=self.op_profiling
