@@ -8,12 +8,14 @@ SQLite in WAL mode, so a notebook and a running ``edgelat`` command can share it
     dev = edgelat.device("local")
     r = dev.profile_model("net.onnx")          # ModelProfile; r.latency_ms.median
     table = dev.table()                        # pandas DataFrame of the lookup table
+    dev.history(model="net.onnx")              # every measurement kept, newest first
     p = edgelat.predictor("local")
     p.predict("net.onnx").latency_ms           # a path or an onnx.ModelProto
     p.predict_archs("ofa-mbv3", archs)         # numpy array, the fast batched path
     res = edgelat.search("ofa-mbv3", device="local", max_latency_ms=10)
 
 Errors are :class:`edgelat.errors.EdgelatError` subclasses with a one-line message.
+``docs/api.md`` walks through it with examples that run as tests.
 """
 
 from __future__ import annotations
