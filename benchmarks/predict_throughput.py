@@ -68,7 +68,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="edgelat-bench-")
         os.environ["EDGELAT_HOME"] = tmp.name
 
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import open_db
     from edgelat.predictors.arch import fit_device_predictor

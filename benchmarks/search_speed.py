@@ -35,7 +35,7 @@ import numpy as np
 
 def build_table(space) -> tuple[object, int, int]:
     """Profile the resolution-128 kernels on local and fit the kernel predictor."""
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import open_db
     from edgelat.predictors.kernel import KernelPredictor

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from edgelat.agents.adb.runners import RUNNERS
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 
 __all__ = ["RUNNERS", "RUNNER_RUNTIME", "resolve_runtime"]

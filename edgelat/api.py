@@ -38,7 +38,7 @@ def _open() -> tuple[Any, Any]:
 
 
 def _config(runtime: str, threads: int, provider: str) -> Any:
-    from edgelat.agents.types import RUNTIMES, RuntimeConfig
+    from edgelat.values import RUNTIMES, RuntimeConfig
 
     if runtime not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
@@ -48,7 +48,7 @@ def _config(runtime: str, threads: int, provider: str) -> Any:
 
 
 def _protocol(max_seconds: float, target_ci: float) -> Any:
-    from edgelat.agents.types import MeasurementProtocol
+    from edgelat.values import MeasurementProtocol
 
     if not 0.05 <= float(max_seconds) <= 3600:
         raise BadInput(f"max_seconds must be between 0.05 and 3600, got {max_seconds!r}")

@@ -38,7 +38,7 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from edgelat import config as _config
-from edgelat.agents.types import BenchmarkResult, RuntimeConfig
+from edgelat.values import BenchmarkResult, RuntimeConfig
 from edgelat.errors import StoreUnavailable
 from edgelat.lut import faults as _faults
 from edgelat.lut import schema as _schema

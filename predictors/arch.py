@@ -27,7 +27,7 @@ import sqlite_utils
 from edgelat.errors import BadInput
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.search.space import SearchSpace
 
 ALPHAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)

@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.profiler.ops import KernelSpec
 
 MODELS_TABLE = "predictor_models"

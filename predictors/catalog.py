@@ -15,7 +15,7 @@ import sqlite_utils
 from edgelat.predictors.arch import TABLE as ARCH_TABLE
 from edgelat.predictors.calibration import CAL_TABLE
 from edgelat.predictors.kernel import TABLE as KERNEL_TABLE
-from edgelat.results import iso_time
+from edgelat.values import iso_time
 
 
 def list_predictors(db: sqlite_utils.Database, device: str | None = None) -> list[dict[str, Any]]:

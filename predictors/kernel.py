@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.predictors.trees import TreeEnsemble
 from edgelat.profiler.ops import FEATURE_NAMES, OP_TYPES, KernelSpec

@@ -40,7 +40,7 @@ from edgelat.predictors.arch import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.search.space import SearchSpace
 
 CHUNK = 8192  # rows per block: keeps the gathers in cache (faster than one big block)

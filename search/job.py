@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.predictors.latency import MeasuredFirst
 from edgelat.search.evaluate import Constraints, Evaluator

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.search.space import SearchSpace
 

@@ -66,7 +66,7 @@ def import_nb201(db, device: str = "pixel3") -> None:
 
 def profile_space(db, space, device: str = "local") -> None:
     """Really measure every kernel of a (small) space's vocabulary on ``local``."""
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.profiler.jobs import profile_kernels
 

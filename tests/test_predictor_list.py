@@ -7,7 +7,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import open_db

@@ -14,7 +14,7 @@ import pytest
 from help_data import NB201 as NB201_NAME
 from help_data import help_csv
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.errors import BadInput, UnknownDevice
 from edgelat.lut.store import open_db

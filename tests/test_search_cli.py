@@ -270,7 +270,7 @@ def test_compare_flops_measures_both(tiny_db):
 def test_ofa_search_end_to_end_on_local(tmp_path):
     """OFA-MBv3: kernels measured at resolution 128 (plus stem/head at a few more), the
     rest priced by the kernel predictor fitted on them; search, validate, store."""
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.predictors.kernel import KernelPredictor
     from edgelat.profiler.jobs import profile_kernels

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from search_helpers import TINY_SPACE_YAML, nb201_latency, profile_space
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.search.evaluate import Constraints, Evaluator
 from edgelat.search.evolution import EvolutionSearch

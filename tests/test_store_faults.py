@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgelat import config
-from edgelat.agents.types import BenchmarkResult, LatencySummary, RuntimeConfig
+from edgelat.values import BenchmarkResult, LatencySummary, RuntimeConfig
 from edgelat.cli import main
 from edgelat.errors import StoreCorrupt, StoreFull, StoreSchema
 from edgelat.lut import schema, store

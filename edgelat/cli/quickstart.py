@@ -29,7 +29,7 @@ def quickstart(runtime: str, max_seconds: float, as_json: bool) -> None:
     from rich.table import Column, Table
 
     from edgelat import config
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.cli.profile import run_kernel_job
     from edgelat.lut.store import kernel_rows
     from edgelat.profiler.builders import build_model
