@@ -52,7 +52,7 @@ def test_models(n_ofa: int, seed: int) -> list[tuple[str, object]]:
     if n_ofa:
 
         try:
-            from edgelat.search.spaces import get_space
+            from edgelat.profiler.spaces import get_space
 
             space = get_space("ofa-mbv3")
         except Exception as exc:  # the space module is optional here

@@ -75,7 +75,7 @@ def main() -> None:
     from edgelat.predictors.archs_io import import_arch_table
     from edgelat.predictors.latency import latency_model
     from edgelat.profiler.jobs import profile_kernels
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     db = open_db()
     space = get_space("ofa-mbv3")

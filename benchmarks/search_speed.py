@@ -120,7 +120,7 @@ def main() -> int:
     from edgelat.search.evaluate import Constraints, Evaluator
     from edgelat.search.evolution import EvolutionSearch
     from edgelat.search.objective import ProxyScore
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("ofa-mbv3")
     t0 = time.perf_counter()

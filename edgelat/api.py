@@ -87,7 +87,7 @@ class Device:
         if sum(x is not None for x in (preset, specs, space)) > 1:
             raise BadInput("give one of preset, specs or space")
         if space is not None:
-            from edgelat.search.spaces import get_space
+            from edgelat.profiler.spaces import get_space
 
             kernels = get_space(space).kernel_vocabulary()
         elif specs is not None:
@@ -180,9 +180,10 @@ class Predictor:
         """Latency (ms, numpy array) of architectures of a search space: strings, or a genotype array."""
         import numpy as np
 
-        from edgelat.predictors.arch import config_key_for, measured_archs
+        from edgelat.lut.archs_store import measured_archs
+        from edgelat.predictors.arch import config_key_for
         from edgelat.predictors.latency import GenotypeLookup, latency_model
-        from edgelat.search.spaces import get_space
+        from edgelat.profiler.spaces import get_space
 
         sp = get_space(space)
         pop = sp.from_strings(list(archs)) if not isinstance(archs, np.ndarray) else sp.check(archs)

@@ -55,7 +55,7 @@ def tiny_db(tmp_path_factory):
     old = os.environ.get("EDGELAT_HOME")
     os.environ["EDGELAT_HOME"] = str(root / "home")
     try:
-        from edgelat.search.spaces import get_space
+        from edgelat.profiler.spaces import get_space
 
         db = open_db()
         profile_space(db, get_space(str(space_file)))
@@ -274,7 +274,7 @@ def test_ofa_search_end_to_end_on_local(tmp_path):
     from edgelat.devices.registry import Registry
     from edgelat.predictors.kernel import KernelPredictor
     from edgelat.profiler.jobs import profile_kernels
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("ofa-mbv3")
     vocab = space.kernel_vocabulary()

@@ -404,7 +404,7 @@ def test_a_bad_timeout_value_is_one_line():
 
 # ------------------------------------------------------------------ disk full
 def _arch_csv(path: Path, n: int) -> Path:
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("nasbench201")
     archs = sorted(set(space.to_strings(space.sample(np.random.default_rng(0), n))))
