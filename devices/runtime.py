@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any
 
 from edgelat.agents.adb.runners import RUNNER_RUNTIME, RUNNERS
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 
 __all__ = ["RUNNERS", "RUNNER_RUNTIME", "resolve_runtime"]

@@ -40,7 +40,7 @@ def _open() -> tuple[Any, Any]:
 
 
 def _config(runtime: str, threads: int, provider: str) -> Any:
-    from edgelat.agents.types import RUNTIMES, RuntimeConfig
+    from edgelat.values import RUNTIMES, RuntimeConfig
 
     if runtime not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
@@ -50,7 +50,7 @@ def _config(runtime: str, threads: int, provider: str) -> Any:
 
 
 def _protocol(max_seconds: float, target_ci: float) -> Any:
-    from edgelat.agents.types import MeasurementProtocol
+    from edgelat.values import MeasurementProtocol
 
     if not 0.05 <= float(max_seconds) <= 3600:
         raise BadInput(f"max_seconds must be between 0.05 and 3600, got {max_seconds!r}")
@@ -89,7 +89,7 @@ class Device:
         if sum(x is not None for x in (preset, specs, space)) > 1:
             raise BadInput("give one of preset, specs or space")
         if space is not None:
-            from edgelat.search.spaces import get_space
+            from edgelat.profiler.spaces import get_space
 
             kernels = get_space(space).kernel_vocabulary()
         elif specs is not None:
@@ -190,9 +190,10 @@ class Predictor:
         """Latency (ms, numpy array) of architectures of a search space: strings, or a genotype array."""
         import numpy as np
 
-        from edgelat.predictors.arch import config_key_for, measured_archs
+        from edgelat.lut.archs_store import measured_archs
+        from edgelat.predictors.arch import config_key_for
         from edgelat.predictors.latency import GenotypeLookup, latency_model
-        from edgelat.search.spaces import get_space
+        from edgelat.profiler.spaces import get_space
 
         sp = get_space(space)
         pop = sp.from_strings(list(archs)) if not isinstance(archs, np.ndarray) else sp.check(archs)

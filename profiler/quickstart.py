@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgelat.agents.types import BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.profiler.jobs import JobSummary, Progress
 
 __all__ = ["QuickstartJob", "QUICKSTART_PRESET", "QUICKSTART_MODEL"]

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from help_data import NB201, help_csv
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.cli import main
 from edgelat.lut.store import open_db
 from edgelat.predictors.kernel import KernelPredictor

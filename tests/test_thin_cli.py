@@ -13,7 +13,7 @@ import click
 import pytest
 
 from edgelat.agents.adb import bridge
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.cli import main
 from edgelat.devices.enroll import agent_kind, agent_transport
 from edgelat.devices.info import device_info, device_rows

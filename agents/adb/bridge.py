@@ -55,7 +55,7 @@ from edgelat.agents.backend import Backend
 from edgelat.agents.cache import check_sha
 from edgelat.agents.client import DeviceClient, LocalClient, run_item
 from edgelat.agents.energy.battery import CHARGING_NOTE, DEFAULT_BASE, integrate_energy_j, power_w, read_battery_sample
-from edgelat.agents.types import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 
 SECTION = phone_facts.SECTION

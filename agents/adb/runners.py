@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgelat.agents.parsers.runner_output import check_result
-from edgelat.agents.types import LatencySummary, MeasurementProtocol, RuntimeConfig
+from edgelat.values import LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, DeviceError, EdgelatError, RuntimeUnavailable
 
 DEVICE_DIR = "/data/local/tmp/edgelat"
