@@ -208,13 +208,13 @@ def run_groups(db: sqlite_utils.Database, device: str, client: Any, config: Runt
     sentinel = options.sentinel
     done_before = 0  # rows stored or failed before this group (progress)
     try:
-        if sentinel is not None and sentinel.last is None:
-            sentinel.check()
         for index, group in enumerate(groups):
             if options.limit is not None and options.limit():
                 summary.limited = True
                 break
             t0 = time.perf_counter()
+            if sentinel is not None and sentinel.last is None:  # the check that starts a run
+                sentinel.check()
             batch = []
             for item in group:
                 if (item.key, item.fmt) not in shas:

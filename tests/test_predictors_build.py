@@ -51,16 +51,16 @@ def test_sampler_draws_real_cnn_kernels_deterministically():
 
 
 def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monkeypatch):
-    from edgelat.predictors import sampling
+    from edgelat.profiler import runner
 
     settles = []
-    real = sampling.median_of_passes
+    real = runner.median_of_passes
 
-    def spy(client, items, config, protocol, passes, enough=None, settle_s=0.0):
+    def spy(client, items, config, protocol, passes, enough=None, settle_s=0.0, rounds=0):
         settles.append((protocol, settle_s))
-        return real(client, items, config, protocol, passes, enough, settle_s)
+        return real(client, items, config, protocol, passes, enough, settle_s, rounds)
 
-    monkeypatch.setattr(sampling, "median_of_passes", spy)
+    monkeypatch.setattr(runner, "median_of_passes", spy)  # every measurement goes through the job runner
     db = open_db(tmp_path / "edgelat.db")
     said = []
     summary = _build(db, 20.0, progress=lambda phase, spent, budget, message: said.append((phase, spent, message)))
