@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 import sqlite_utils
 
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.lut.fusion_store import TABLE, fusion_verdicts, save_fusion_verdict  # noqa: F401  (TABLE: its name)
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec
 
 FUSION_OPS: tuple[str, ...] = ("conv2d", "dwconv2d", "fc")
@@ -39,7 +40,6 @@ CANDIDATE_PAIRS: tuple[tuple[str, str], ...] = tuple((op, act) for op in FUSION_
 # Probed by default: on a 1-D fc output the activation's own work is below timing noise
 # on every device we measured, so fc pairs only ever come out "unclear" (kept as one kernel).
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in CANDIDATE_PAIRS if p[0] != "fc")
-TABLE = "fusion_rules"
 
 # Stricter than a profiling run: the verdict rests on differences of a few percent.
 PROBE_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=15, max_runs=1000, target_rel_ci=0.01, max_seconds=0.3)
@@ -138,17 +138,9 @@ def judge(fused_ms: float, first_ms: float, second_ms: float, overhead_ms: float
     return "unclear"
 
 
-def ensure_table(db: sqlite_utils.Database) -> None:
-    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
-    from edgelat.lut.store import ensure_schema
-
-    ensure_schema(db)
-
-
 def load_rules(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> FusionRules:
     """The stored verdicts of a device + config (the default rules if none were measured)."""
-    ensure_table(db)
-    rows = list(db[TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
+    rows = fusion_verdicts(db, device, config)
     if not rows:
         return FusionRules()
     separate = frozenset((r["op"], r["act"]) for r in rows if r["verdict"] == "separate")
@@ -156,8 +148,8 @@ def load_rules(db: sqlite_utils.Database, device: str, config: RuntimeConfig) ->
 
 
 def verdict_rows(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> list[dict]:
-    ensure_table(db)
-    return list(db[TABLE].rows_where("device = ? and config_key = ?", [device, config.key()], order_by="op, act"))
+    """The stored verdict rows of a device + config, by op and activation."""
+    return fusion_verdicts(db, device, config)
 
 
 def _median_round(pair: tuple[str, str], verdict: str, rounds: list[tuple[float, float, float, float]]) -> PairVerdict:
@@ -195,53 +187,59 @@ def detect_fusion(
     import random
     from collections import Counter
 
-    from edgelat.agents.types import BenchmarkItem
     from edgelat.errors import DeviceError
-    from edgelat.profiler.builders import build_model
+    from edgelat.profiler import runner
 
     pairs = list(pairs)
     for op, act in pairs:
         if (op, act) not in CANDIDATE_PAIRS:
             raise ValueError(f"not a fusion candidate: {op}+{act}")
     fmt = config.model_format
-    shas: dict[str, str] = {}
-
-    def item(spec: KernelSpec) -> BenchmarkItem:
-        if spec.key not in shas:
-            shas[spec.key] = client.put_model(build_model(spec, fmt))
-        return BenchmarkItem(shas[spec.key], fmt, spec.key)
-
     probes = {p: probe_specs(*p) for p in pairs}
+    items = {i.key: i for i in runner.kernel_items([OVERHEAD_SPEC, *(s for p in pairs for s in probes[p])], fmt)}
+    # every round, every pair as one tight group (overhead model, pair fused, first op, second op) in shuffled order
+    rng = random.Random(0)
+    order: list[tuple[str, str]] = []
+    groups: list[list[runner.Item]] = []
+    for _ in range(rounds):
+        shuffled = pairs[:]
+        rng.shuffle(shuffled)
+        for pair in shuffled:
+            group = [items[OVERHEAD_SPEC.key]] + [items[s.key] for s in probes[pair]]
+            rng.shuffle(group)
+            order.append(pair)
+            groups.append(group)
     figures: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {p: [] for p in pairs}
     votes: dict[tuple[str, str], list[str]] = {p: [] for p in pairs}
-    rng = random.Random(0)
-    for r in range(rounds):
-        order = pairs[:]
-        rng.shuffle(order)
-        for pair in order:
-            group = [item(OVERHEAD_SPEC)] + [item(s) for s in probes[pair]]
-            rng.shuffle(group)
-            got = {}
-            for result in client.benchmark_batch(group, config, protocol):
-                if not result.ok or result.latency is None:
-                    raise DeviceError(f"fusion probe {result.tag} failed on {device}: {result.error}")
-                got[result.tag] = (result.latency.median, result.latency.median * result.latency.rel_ci)
-            fused_spec, first_spec, second_spec = probes[pair]
-            (tf, nf), (ta, na), (tb, nb), (to, no) = (
-                got[fused_spec.key], got[first_spec.key], got[second_spec.key], got[OVERHEAD_SPEC.key])
-            figures[pair].append((tf, ta, tb, to))
-            votes[pair].append(judge(tf, ta, tb, to, nf + na + nb + no))
-        if progress is not None:
-            progress(r + 1, rounds, f"fusion probes, round {r + 1}/{rounds}")
 
-    ensure_table(db)
+    def judge_group(done: runner.GroupDone) -> None:
+        pair = order[done.index]
+        got = {}
+        for tag, result in done.results.items():
+            if not result.ok or result.latency is None:
+                raise DeviceError(f"fusion probe {tag} failed on {device}: {result.error}")
+            got[tag] = (result.latency.median, result.latency.median * result.latency.rel_ci)
+        fused_spec, first_spec, second_spec = probes[pair]
+        (tf, nf), (ta, na), (tb, nb), (to, no) = (
+            got[fused_spec.key], got[first_spec.key], got[second_spec.key], got[OVERHEAD_SPEC.key])
+        figures[pair].append((tf, ta, tb, to))
+        votes[pair].append(judge(tf, ta, tb, to, nf + na + nb + no))
+        if progress is not None and (done.index + 1) % len(pairs) == 0:
+            r = (done.index + 1) // len(pairs)
+            progress(r, rounds, f"fusion probes, round {r}/{rounds}")
+
+    # the probes serve only the verdicts: they are not stored as kernel rows
+    run = runner.run_groups(db, device, client, config, protocol, groups,
+                            runner.RunOptions(store=False, after_group=judge_group))
+    if run.lost is not None:
+        raise run.lost
+
     verdicts = []
     for pair in pairs:
         ranked = Counter(votes[pair]).most_common()
         verdict = ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else "unclear"
         v = _median_round(pair, verdict, [f for f, vote in zip(figures[pair], votes[pair]) if vote == verdict]
                           or figures[pair])
-        with db.conn:
-            db[TABLE].upsert(v.to_row(device, config), pk=("device", "config_key", "op", "act"))
+        save_fusion_verdict(db, v.to_row(device, config))
         verdicts.append(v)
     return verdicts

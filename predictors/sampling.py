@@ -296,13 +296,6 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
 
 
 # --------------------------------------------------------------------------- build state
-def ensure_state_table(db: sqlite_utils.Database) -> None:
-    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
-    from edgelat.lut.store import ensure_schema
-
-    ensure_schema(db)
-
-
 def build_state(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
     """The stored state of a build (:func:`edgelat.lut.builds.build_state`)."""
     return builds.build_state(db, device, config)
