@@ -125,9 +125,28 @@ def profile_kernels(
     summary's ``interrupted`` says why and how many rows were kept, so the caller
     can tell the user to rerun.
     """
+    return profile_items(db, device, client, runner.kernel_items(specs, config.model_format), config, protocol,
+                         force, progress, rounds, chunk, sentinel, sentinel_every_s)
+
+
+def profile_items(
+    db: sqlite_utils.Database,
+    device: str,
+    client: DeviceClient,
+    items: Sequence[runner.Item],
+    config: RuntimeConfig,
+    protocol: MeasurementProtocol,
+    force: bool = False,
+    progress: Progress | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+    chunk: int = DEFAULT_CHUNK,
+    sentinel: bool = True,
+    sentinel_every_s: float = DEFAULT_SENTINEL_EVERY_S,
+) -> JobSummary:
+    """:func:`profile_kernels` for runner items (catalog kernels, kernels cut out of a file)."""
     started = time.perf_counter()
     drift = DriftSentinel(db, device, client, config, rounds, sentinel_every_s, started) if sentinel else None
-    run = runner.run(db, device, client, config, protocol, runner.kernel_items(specs, config.model_format),
+    run = runner.run(db, device, client, config, protocol, items,
                      runner.RunOptions(group=chunk, rounds=rounds, again=force, progress=progress, sentinel=drift))
     summary = JobSummary(device=device, config=config, requested=run.requested, skipped=run.skipped,
                          measured=run.measured, unstable=run.unstable, failed=run.failed,
