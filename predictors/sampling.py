@@ -639,3 +639,23 @@ def build_predictor(
     """Profile within ``budget_s`` seconds (total over reruns), fit, calibrate and store the
     kernel predictor of ``device`` + ``config``. Options: see :class:`Builder`."""
     return Builder(db, device, client, config, budget_s, **options).run()
+
+
+def build_on_device(
+    db: sqlite_utils.Database,
+    device: str,
+    config: RuntimeConfig,
+    budget_s: float,
+    **options: Any,
+) -> BuildSummary:
+    """:func:`build_predictor` on a registered device reached by name: what ``edgelat
+    predictor build`` runs. The device is marked lost when the build was interrupted by
+    losing it, available otherwise."""
+    from edgelat.devices.registry import Registry
+
+    registry = Registry(db)
+    registry.get(device)  # UnknownDevice before connecting
+    with registry.connect(device) as client:
+        summary = build_predictor(db, device, client, config, budget_s, **options)
+    registry.touch(device, "lost" if summary.interrupted else "available")
+    return summary

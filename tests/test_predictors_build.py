@@ -78,6 +78,8 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     assert summary.rounds >= 1 and summary.kernels_measured > 50
     assert summary.models_measured == len(SMALL_MODELS)
     assert len(model_rows(db, "local", CONFIG)) == len(SMALL_MODELS)
+    # the build's kernel groups run under the drift sentinel: every row has the level it was measured at
+    assert all(r["sentinel_level"] is not None for r in kernel_rows(db, "local", CONFIG))
     predictor = KernelPredictor.load(db, "local", CONFIG)
     assert predictor is not None and "mbconv" in predictor.ops_
     assert summary.regressors["mbconv"]["rows"] == predictor.n_rows_["mbconv"]
