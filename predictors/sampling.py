@@ -29,7 +29,11 @@ What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
 Every kernel is measured in three passes spread over time (whole models in
 seven) and the middle pass is kept (:func:`median_of_passes`): shared hosts and
 phones have slowed (and, more rarely, quickened) periods lasting seconds that
-nothing inside one measurement shows.
+nothing inside one measurement shows. All of it goes through the job runner
+(:mod:`edgelat.profiler.runner`); the kernel groups run under the drift
+sentinel (:mod:`edgelat.profiler.sentinel`, a check every
+:data:`SENTINEL_EVERY_S` and one when the kernels end), so each kernel row
+records the device's level when it was measured.
 
 The budget is profiling wall time (building, sending and measuring models),
 summed over runs of the same device + config and stored with the build state:
