@@ -491,7 +491,8 @@ class Builder:
             self._charge(time.perf_counter() - t0)
 
     def _fusion(self) -> FusionRules:
-        from edgelat.predictors.fusion import detect_fusion, load_rules, verdict_rows
+        from edgelat.predictors.fusion import load_rules, verdict_rows
+        from edgelat.predictors.fusion_probe import detect_fusion
 
         rules = load_rules(self.db, self.device, self.config)
         if rules.source == "default" and self.detect_fusion and self.left() > 0:
