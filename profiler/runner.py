@@ -173,7 +173,10 @@ def median_of_passes(client: Any, items: Sequence[BenchmarkItem], config: Runtim
 def todo_items(db: sqlite_utils.Database, device: str, config: RuntimeConfig, items: Sequence[Item],
                again: bool = False) -> list[Item]:
     """``items`` without repeats, and (unless ``again``) without those already in the device's table."""
-    unique = list({i.key: i for i in reversed(items)}.values())[::-1]  # the first of each key, in order
+    first: dict[str, Item] = {}
+    for i in items:
+        first.setdefault(i.key, i)
+    unique = list(first.values())
     if again:
         return unique
     kernels = store.measured_kernel_keys(db, device, config) if any(i.kind == KERNEL for i in unique) else set()

@@ -76,6 +76,8 @@ def test_rows_are_stored_per_group_and_a_lost_device_resumes_without_measuring_t
     third = runner.run(db, "board", Scripted(), CONFIG, FAST, _items(SPECS + SPECS[:3]),
                        runner.RunOptions(group=4, again=True))
     assert third.requested == len(SPECS) and third.measured == len(SPECS) and third.skipped == 0
+    assert [i.key for i in runner.todo_items(db, "board", CONFIG, _items(SPECS[2:] + SPECS), again=True)] == \
+        [s.key for s in SPECS[2:] + SPECS[:2]]  # the first of each key, in the order given
 
 
 def test_passes_keep_the_middle_one_and_the_limit_is_asked_between_groups(tmp_path):
