@@ -87,7 +87,7 @@ def main() -> None:
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import model_rows, open_db
     from edgelat.predictors.metrics import report
-    from edgelat.predictors.model_predict import predict_model_file
+    from edgelat.on_demand import predict_model_file
     from edgelat.values import BenchmarkItem
     from edgelat.lut.store import add_model_result
     from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, MODEL_SETTLE_S, median_of_passes, build_predictor, default_models

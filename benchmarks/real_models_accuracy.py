@@ -95,7 +95,7 @@ def main() -> None:
     from edgelat.values import RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import open_db
-    from edgelat.predictors.model_predict import predict_model_file
+    from edgelat.on_demand import predict_model_file
     from edgelat.predictors.sampling import build_predictor
 
     names = args.models.split(",") if args.models else real_models.names()

@@ -174,10 +174,9 @@ class Predictor:
     def predict(self, model: str | Path | Any, measure_missing: bool = True) -> Prediction:
         """Predicted latency of a model file or ``onnx.ModelProto``; kernels nothing can price are
         measured on the device when ``measure_missing`` and it is reachable."""
-        from edgelat.predictors.model_predict import predict_model_file
+        from edgelat.on_demand import predict_model_file
 
-        db, registry = _open()
-        registry.get(self.device)
+        db, _ = _open()
         with _model_path(model) as path:
             out = predict_model_file(db, self.device, self.config, path, measure_missing=measure_missing)
         if not isinstance(model, (str, Path)):
@@ -190,21 +189,14 @@ class Predictor:
         """Latency (ms, numpy array) of architectures of a search space: strings, or a genotype array."""
         import numpy as np
 
-        from edgelat.lut.archs_store import measured_archs
-        from edgelat.predictors.arch import config_key_for
-        from edgelat.predictors.latency import GenotypeLookup, latency_model
+        from edgelat.predictors.arch_predict import predict_archs
         from edgelat.profiler.spaces import get_space
 
         sp = get_space(space)
         pop = sp.from_strings(list(archs)) if not isinstance(archs, np.ndarray) else sp.check(archs)
         db, registry = _open()
         registry.get(self.device)
-        ck = config_key_for(db, self.device, self.config)
-        out = GenotypeLookup(sp, measured_archs(db, sp.name, self.device, ck)).get(pop)
-        todo = np.flatnonzero(np.isnan(out))
-        if len(todo):
-            out[todo] = latency_model(db, self.device, self.config, sp).predict(pop[todo])
-        return out
+        return predict_archs(db, self.device, self.config, sp, pop)[0]
 
 
 def list_devices() -> list[Device]:

@@ -1,4 +1,4 @@
-"""Predict a model file's latency on a device from its kernels.
+"""Predict a model file's latency on a device from its kernels (the predict side: no device, no registry).
 
 The file is split into kernels with the device's fusion verdicts
 (:mod:`edgelat.predictors.graph`), each kernel is answered from the device's
@@ -6,55 +6,61 @@ table (exact hit) or its type's regressor (:mod:`edgelat.predictors.kernel`),
 the kernels are summed and the sum is calibrated to whole-model latency
 (:mod:`edgelat.predictors.calibration`) when the device has a calibration.
 
-Kernels nothing can answer -- a catalog type without a regressor, or a node
-outside the catalog -- are measured on the device there and then when it can
-be reached (and stored in its table, so the next query is an exact hit). When
-it cannot, BadInput names them. Never a silent zero.
+Everything here reads tables and fitted predictors only. Kernels nothing can
+answer -- a catalog type without a regressor, or a node outside the catalog --
+are listed on the :class:`ModelQuery` (``missing``, ``unmeasured``); measuring
+them on the device is the caller's option (:mod:`edgelat.on_demand` measures
+them through the job runner, then asks again). Unanswered, :func:`answer`
+raises BadInput naming them. Never a silent zero.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import sqlite_utils
 
-from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
-from edgelat.errors import BadInput, CorruptModel, EdgelatError
+from edgelat.values import RuntimeConfig
+from edgelat.errors import BadInput, CorruptModel
+from edgelat.lut.store import kernel_medians, model_median
+from edgelat.predictors.fusion import FusionRules
 from edgelat.predictors.graph import Split, UnknownKernel, split_model
 from edgelat.predictors.uncertainty import coverage, interval, kernel_sd_ms, unsure_kernels
-from edgelat.profiler.intake import read_model
+from edgelat.profiler.intake import ModelFile, model_ref_for, read_model
 from edgelat.profiler.ops import KernelSpec
+
+
+@dataclass
+class ModelQuery:
+    """A model file split for one device + config, with the predictor that prices its kernels."""
+
+    device: str
+    config: RuntimeConfig
+    model: ModelFile
+    split: Split
+    rules: FusionRules
+    predictor: Any  # KernelPredictor
+    missing: list[str] = field(default_factory=list)  # catalog kernel keys no row and no regressor answers
+    unmeasured: list[UnknownKernel] = field(default_factory=list)  # graph kernels outside the catalog, no row
+
+    @property
+    def unknown(self) -> list[UnknownKernel]:
+        """The graph kernels outside the catalog, one per key."""
+        return list({u.key: u for u in self.split.unknown}.values())
+
+    def unanswered(self, why: str) -> BadInput:
+        """The error naming the kernels nothing can answer, and ``why`` they were not measured."""
+        names = self.missing + [f"{u.name} ({u.op_type})" for u in self.unmeasured]
+        types = [k.partition(":")[0] for k in self.missing] + [u.type for u in self.unmeasured]
+        return _unreachable(self.device, names, types, why)
 
 
 def _graph_rows(db: sqlite_utils.Database, device: str, config: RuntimeConfig, keys: list[str]) -> dict[str, float]:
     """Measured medians of non-catalog graph kernels (stored with op ``graph:<OpType>``)."""
-    if not keys:
-        return {}
-    marks = ",".join("?" for _ in keys)
-    rows = db.execute(
-        f"select kernel_key, median_ms from kernel_measurements where device = ? and config_key = ? "
-        f"and kernel_key in ({marks}) and median_ms is not null",
-        [device, config.key(), *keys],
-    ).fetchall()
-    return {k: float(v) for k, v in rows}
-
-
-def _measure_unknown(db, device: str, client, config: RuntimeConfig, kernels: list[UnknownKernel], protocol) -> None:
-    from edgelat.lut.store import add_kernel_result
-
-    items, by_tag = [], {}
-    for u in kernels:
-        if not u.model:
-            raise BadInput(f"cannot cut node {u.name} ({u.op_type}) out of the model to measure it")
-        items.append(BenchmarkItem(client.put_model(u.model), u.fmt, u.key))
-        by_tag[u.key] = u
-    for result in client.benchmark_batch(items, config, protocol):
-        u = by_tag[result.tag]
-        if not result.ok or result.latency is None:
-            raise BadInput(f"measuring node {u.name} ({u.op_type}) on {device} failed: {result.error}")
-        add_kernel_result(db, device, u.key, u.type, {**u.to_dict(), "signature": u.signature}, result)
+    return kernel_medians(db, device, config, keys)
 
 
 def _price(split: Split, predictor: Any, graph_ms: dict[str, float], measured_now: list[str]) -> list[dict[str, Any]]:
@@ -86,112 +92,67 @@ def _unreachable(device: str, names: list[str], types: list[str], why: str) -> B
     )
 
 
-def predict_model_file(
-    db: sqlite_utils.Database,
-    device: str,
-    config: RuntimeConfig,
-    path: str | Path,
-    client=None,
-    measure_missing: bool = True,
-    protocol: MeasurementProtocol | None = None,
-    measure_if_unsure: bool = False,
-) -> dict[str, Any]:
-    """Predicted latency of a model file on ``device`` + ``config``.
-
-    Returns ``device``, ``runtime``, ``config_key``, ``format``, ``latency_ms``
-    (calibrated when ``calibrated``), ``kernels_sum_ms``, ``kernels`` (in order:
-    key, type, predicted_ms, exact_table_hit, source, nodes), ``measured_now``
-    (keys measured by this call), ``layout_ops`` (zero-cost views), ``notes``,
-    and ``measured_ms`` when this exact file was measured whole on the device;
-    ``latency_ms_low``/``latency_ms_high`` (a 90% interval, ``None`` without a
-    basis, see :mod:`edgelat.predictors.uncertainty`) and ``coverage`` (share of
-    the kernel total from table hits, regressors and kernels measured now).
-    ``measure_if_unsure`` first measures on the device the regressor-priced
-    kernels that make the interval wide, stores them, and answers from them.
-    """
-    from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, group_sums, model_weights
+def prepare(db: sqlite_utils.Database, device: str, config: RuntimeConfig, path: str | Path) -> ModelQuery:
+    """Read and split a model file for ``device`` + ``config`` and find what the tables cannot answer."""
     from edgelat.predictors.fusion import load_rules
     from edgelat.predictors.kernel import KernelPredictor, table_specs
-    from edgelat.predictors.sampling import KERNEL_PROTOCOL
 
-    registry = Registry(db)
-    registry.get(device)  # UnknownDevice before anything else
     model = read_model(path)  # every file it references, as the self-contained bytes a device would run
-    p, data, fmt = model.path, model.data, model.format
     rules = load_rules(db, device, config)
     try:
-        split: Split = split_model(data, fmt, rules)
+        split: Split = split_model(model.data, model.format, rules)
     except (BadInput, CorruptModel) as exc:  # the splitter sees bytes only: name the file
-        raise type(exc)(f"{p}: {exc}") from None
+        raise type(exc)(f"{model.path}: {exc}") from None
     split.notes = model.notes + split.notes
     if not split.items:
-        raise BadInput(f"{p}: the model has no operators to predict")
-
+        raise BadInput(f"{model.path}: the model has no operators to predict")
     predictor = KernelPredictor.load(db, device, config)
     if predictor is None:  # nothing built: use whatever the table holds, exact hits first
         specs, y = table_specs(db, device, config)
         predictor = KernelPredictor().fit(specs, y)
+    query = ModelQuery(device, config, model, split, rules, predictor)
+    _find_unanswered(db, query)
+    return query
 
-    missing = list(dict.fromkeys(s.key for s in predictor.missing(split.kernels)))
-    unknown = list({u.key: u for u in split.unknown}.values())
-    unmeasured = [u for u in unknown if u.key not in _graph_rows(db, device, config, [u.key for u in unknown])]
-    measured_now: list[str] = []
-    if missing or unmeasured:
-        names = missing + [f"{u.name} ({u.op_type})" for u in unmeasured]
-        types = [k.partition(":")[0] for k in missing] + [u.type for u in unmeasured]
-        if not measure_missing:
-            raise _unreachable(device, names, types, "measuring on demand was turned off")
-        if unmeasured and fmt != config.model_format:
-            raise _unreachable(device, names, types, f"nodes of a {fmt} file cannot run on {config.runtime}")
-        own_client = client is None
-        try:
-            if own_client:
-                client = registry.connect(device)
-            from edgelat.profiler.jobs import profile_kernels
 
-            proto = protocol or KERNEL_PROTOCOL
-            if missing:
-                job = profile_kernels(db, device, client, [KernelSpec.from_key(k) for k in missing], config, proto)
-                if job.failed or job.interrupted:
-                    why = job.interrupted or "; ".join(f"{k}: {e}" for k, e in job.failed[:3])
-                    raise _unreachable(device, names, types, why)
-            if unmeasured:
-                _measure_unknown(db, device, client, config, unmeasured, proto)
-        except BadInput:
-            raise
-        except EdgelatError as exc:
-            raise _unreachable(device, names, types, str(exc)) from None
-        finally:
-            if own_client and client is not None:
-                client.close()
-        measured_now = missing + [u.key for u in unmeasured]
-        specs, y = table_specs(db, device, config)
-        predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
+def _find_unanswered(db: sqlite_utils.Database, query: ModelQuery) -> None:
+    query.missing = list(dict.fromkeys(s.key for s in query.predictor.missing(query.split.kernels)))
+    unknown = query.unknown
+    have = _graph_rows(db, query.device, query.config, [u.key for u in unknown])
+    query.unmeasured = [u for u in unknown if u.key not in have]
 
-    rows = _price(split, predictor, _graph_rows(db, device, config, [u.key for u in unknown]), measured_now)
-    if measure_if_unsure:
-        unsure = unsure_kernels(rows, kernel_sd_ms(rows, predictor))
-        if unsure:
-            from edgelat.profiler.jobs import profile_kernels
 
-            own_client = client is None
-            try:
-                client = registry.connect(device) if own_client else client
-                job = profile_kernels(db, device, client, [KernelSpec.from_key(k) for k in unsure], config,
-                                      protocol or KERNEL_PROTOCOL, force=True)
-            except EdgelatError as exc:
-                raise BadInput(f"--measure-if-unsure: cannot measure on {device} now ({exc})") from None
-            finally:
-                if own_client and client is not None:
-                    client.close()
-            if job.interrupted:
-                raise BadInput(f"--measure-if-unsure: {job.interrupted}")
-            failed = {k for k, _ in job.failed}
-            measured_now += [k for k in unsure if k not in failed]
-            specs, y = table_specs(db, device, config)
-            predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
-            rows = _price(split, predictor, _graph_rows(db, device, config, [u.key for u in unknown]), measured_now)
+def reload_table(db: sqlite_utils.Database, query: ModelQuery) -> None:
+    """Read the device's table again (after the caller measured kernels) and update what is unanswered."""
+    from edgelat.predictors.kernel import table_specs
+
+    specs, y = table_specs(db, query.device, query.config)
+    query.predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
+    _find_unanswered(db, query)
+
+
+def kernel_rows(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One priced row per split item (key, type, predicted_ms, exact_table_hit, source, nodes)."""
+    graph_ms = _graph_rows(db, query.device, query.config, [u.key for u in query.unknown])
+    return _price(query.split, query.predictor, graph_ms, list(measured_now))
+
+
+def unsure_keys(db: sqlite_utils.Database, query: ModelQuery) -> list[str]:
+    """The regressor-priced kernels that make the interval wide (what ``--measure-if-unsure`` measures)."""
+    rows = kernel_rows(db, query)
+    return unsure_kernels(rows, kernel_sd_ms(rows, query.predictor))
+
+
+def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[str] = (),
+           why_unmeasured: str = "measuring on demand was turned off") -> dict[str, Any]:
+    """The prediction (see :func:`predict_model_file`); ``measured_now`` are the keys the caller
+    measured for it. Kernels nothing answers raise BadInput with ``why_unmeasured``."""
+    from edgelat.predictors.calibration import Calibration, group_sums, model_weights
+
+    if query.missing or query.unmeasured:
+        raise query.unanswered(why_unmeasured)
+    device, config, split, predictor = query.device, query.config, query.split, query.predictor
+    rows = kernel_rows(db, query, measured_now)
     total = sum(r["predicted_ms"] for r in rows)
     cal = Calibration.load(db, device, config)
     calibrated = cal is not None and not cal.is_identity
@@ -199,21 +160,15 @@ def predict_model_file(
     latency = float(cal.predict([parts], [len(rows)], [model_weights(split.items)])[0]) if calibrated else total
 
     low, high, interval_note = interval(latency, rows, kernel_sd_ms(rows, predictor), cal)
-
-    from edgelat.profiler.jobs import model_ref_for
-
-    measured = db.execute(
-        "select median_ms from model_measurements where device = ? and config_key = ? and model_ref = ?",
-        [device, config.key(), model_ref_for(data)],
-    ).fetchone()
+    measured = model_median(db, device, config, model_ref_for(query.model.data))
     out: dict[str, Any] = {
         "device": device,
         "runtime": config.runtime,
         "threads": config.threads,
         "provider": config.provider,
         "config_key": config.key(),
-        "model": str(p),
-        "format": fmt,
+        "model": str(query.model.path),
+        "format": query.model.format,
         "latency_ms": latency,
         "latency_ms_low": low,
         "latency_ms_high": high,
@@ -222,13 +177,30 @@ def predict_model_file(
         "kernels_sum_ms": total,
         "calibrated": calibrated,
         "calibration": {"form": cal.form_, "coef": [float(c) for c in cal.coef_]} if calibrated else None,
-        "fusion_rules": rules.source,
+        "fusion_rules": query.rules.source,
         "kernels": rows,
         "exact_hits": int(sum(r["exact_table_hit"] for r in rows)),
-        "measured_now": measured_now,
+        "measured_now": list(measured_now),
         "layout_ops": split.layout,
         "notes": split.notes,
     }
-    if measured is not None and measured[0] is not None:
-        out["measured_ms"] = float(measured[0])
+    if measured is not None:
+        out["measured_ms"] = measured
     return json.loads(json.dumps(out))
+
+
+def predict_model_file(db: sqlite_utils.Database, device: str, config: RuntimeConfig, path: str | Path) -> dict[str, Any]:
+    """Predicted latency of a model file on ``device`` + ``config``, from the tables alone.
+
+    Returns ``device``, ``runtime``, ``config_key``, ``format``, ``latency_ms``
+    (calibrated when ``calibrated``), ``kernels_sum_ms``, ``kernels`` (in order:
+    key, type, predicted_ms, exact_table_hit, source, nodes), ``measured_now``
+    (keys the caller measured for it; empty here), ``layout_ops`` (zero-cost
+    views), ``notes``, and ``measured_ms`` when this exact file was measured
+    whole on the device; ``latency_ms_low``/``latency_ms_high`` (a 90%
+    interval, ``None`` without a basis, see :mod:`edgelat.predictors.uncertainty`)
+    and ``coverage`` (share of the kernel total from table hits, regressors and
+    kernels measured now). Kernels nothing answers raise BadInput; measuring
+    them first is :func:`edgelat.on_demand.predict_model_file`.
+    """
+    return answer(db, prepare(db, device, config, path))

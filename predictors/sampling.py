@@ -29,7 +29,11 @@ What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
 Every kernel is measured in three passes spread over time (whole models in
 seven) and the middle pass is kept (:func:`median_of_passes`): shared hosts and
 phones have slowed (and, more rarely, quickened) periods lasting seconds that
-nothing inside one measurement shows.
+nothing inside one measurement shows. All of it goes through the job runner
+(:mod:`edgelat.profiler.runner`); the kernel groups run under the drift
+sentinel (:mod:`edgelat.profiler.sentinel`, a check every
+:data:`SENTINEL_EVERY_S` and one when the kernels end), so each kernel row
+records the device's level when it was measured.
 
 The budget is profiling wall time (building, sending and measuring models),
 summed over runs of the same device + config and stored with the build state:
@@ -42,20 +46,21 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import sqlite_utils
 
 from edgelat.values import MeasurementProtocol, RuntimeConfig
+from edgelat.lut import predictors_store
 from edgelat.predictors.fusion import OVERHEAD_SPEC, FusionRules, apply_rules
 from edgelat.predictors.graph import canonical_expand
-from edgelat.profiler import networks
+from edgelat.profiler import networks, runner
+from edgelat.profiler.runner import median_of_passes  # noqa: F401  (the passes rule; callers import it from here too)
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
+from edgelat.profiler.sentinel import DriftSentinel
 
-STATE_TABLE = "predictor_builds"
 # per pass (each kernel and model is measured in PASSES passes, the middle one kept)
 KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, target_rel_ci=0.02, max_seconds=1.0)
 MODEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=300, target_rel_ci=0.01, max_seconds=1.0)
@@ -73,6 +78,10 @@ MODEL_PASSES = 7  # passes over the whole models: few, and the figures everythin
 # later measurements of many models (and a model run continuously in an app) see. A phone's
 # thermal throttling is the same shape, stronger.
 MODEL_SETTLE_S = 120.0
+# Seconds between drift-sentinel checks while kernels are measured (one more when they end):
+# longer than a profiling job's, because a build's passes already absorb short slowdowns and
+# each check is profiling time taken from the budget.
+SENTINEL_EVERY_S = 30.0
 MIN_TYPE_SHARE = 0.02  # of each adaptive round, for a kernel type real networks rarely have
 WORST_SHARE = 0.05  # share of the table whose neighbourhoods each adaptive round revisits
 NEIGHBOURS = 4
@@ -290,25 +299,17 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
 
 
 # --------------------------------------------------------------------------- build state
-def ensure_state_table(db: sqlite_utils.Database) -> None:
-    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
-    from edgelat.lut.store import ensure_schema
-
-    ensure_schema(db)
-
-
 def build_state(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
-    ensure_state_table(db)
-    rows = list(db[STATE_TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
-    if rows:
-        return dict(rows[0])
-    return {"device": device, "config_key": config.key(), "spent_s": 0.0, "rounds": 0, "seed": 0, "updated_at": None, "summary_json": "{}"}
+    """The stored state of a build (a fresh one if it never ran)."""
+    row = predictors_store.build_state_row(db, device, config)
+    if row is not None:
+        return dict(row)
+    return {"device": device, "config_key": config.key(), "spent_s": 0.0, "rounds": 0, "seed": 0, "updated_at": None,
+            "summary_json": "{}"}
 
 
 def _save_state(db: sqlite_utils.Database, state: dict[str, Any]) -> None:
-    state["updated_at"] = time.time()
-    with db.conn:
-        db[STATE_TABLE].upsert(state, pk=("device", "config_key"))
+    predictors_store.save_build_state(db, state)
 
 
 @dataclass
@@ -353,40 +354,6 @@ class BuildSummary:
             "calibration": self.calibration,
             "interrupted": self.interrupted or None,
         }
-
-
-def median_of_passes(client, items: Sequence[Any], config: RuntimeConfig, protocol: MeasurementProtocol,
-                     passes: int, enough: Callable[[], bool] | None = None, settle_s: float = 0.0) -> dict[str, Any]:
-    """Benchmark ``items`` in ``passes`` passes over the whole list; keep, per item (by tag),
-    the pass whose median is the middle one (the lower middle for an even count; an item
-    that failed in every pass keeps its error). ``enough``, asked after each pass, ends
-    the passes early (a budget spent); one pass is always made. With ``settle_s``, passes
-    whose figures are not kept run first, until that many seconds have gone (or
-    ``enough``): see :data:`MODEL_SETTLE_S` for why whole models need it.
-
-    Why: on a shared host (noisy neighbours on the same physical cores, invisible in the
-    load average) or a phone (thermal throttling), the device's speed moves over
-    seconds to minutes. The runs inside one measurement agree with each other, so
-    nothing inside it shows the shift. Passes spread over time, with the middle one
-    kept, are robust to a slowed pass and to a rare fast one alike; the fastest pass
-    is not (it varies more between batches: docs/calibration.md). The kept row is one
-    real measurement.
-    """
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < settle_s and not (enough is not None and enough()):
-        for _ in client.benchmark_batch(list(items), config, protocol):  # a stream: run it to its end
-            pass
-    got: dict[str, list[Any]] = {}
-    for i in range(max(1, passes)):
-        if i and enough is not None and enough():
-            break
-        for r in client.benchmark_batch(list(items), config, protocol):
-            got.setdefault(r.tag, []).append(r)
-    kept: dict[str, Any] = {}
-    for tag, results in got.items():
-        ok = sorted((r for r in results if r.ok and r.latency is not None), key=lambda r: r.latency.median)
-        kept[tag] = ok[(len(ok) - 1) // 2] if ok else results[0]
-    return kept
 
 
 def worst_kernels(predictor, specs: list[KernelSpec], y: np.ndarray, k: int,
@@ -435,6 +402,8 @@ class Builder:
         model_settle_s: float | None = None,
         group: int = GROUP,
         progress: Progress | None = None,
+        sentinel: bool = True,
+        sentinel_every_s: float = SENTINEL_EVERY_S,
     ) -> None:
         self.db, self.device, self.client, self.config = db, device, client, config
         self.budget_s = float(budget_s)
@@ -448,6 +417,7 @@ class Builder:
         # None: MODEL_SETTLE_S, but at most half the models' share of this budget
         self.model_settle_s = min(MODEL_SETTLE_S, MODELS_SHARE * self.budget_s / 2) if model_settle_s is None else model_settle_s
         self.progress = progress
+        self.sentinel = DriftSentinel(db, device, client, config, every_s=sentinel_every_s) if sentinel else None
         self.state = build_state(db, device, config)
         self.summary = BuildSummary(device, config, self.budget_s, spent_s=self.state["spent_s"])
         self._phase = "start"
@@ -472,57 +442,60 @@ class Builder:
         if self.progress is not None:
             self.progress(self._phase, self.spent(), self.budget_s, message)
 
-    # -- measuring
-    @contextmanager
-    def _stop_if_lost(self, t0: float) -> Iterator[None]:
-        """A device or agent lost mid-measurement ends the build, not the process: the time
-        since ``t0`` is charged, the rows stored so far stay, and :meth:`finish` still fits
-        what the table holds. Rerunning the command goes on from there."""
-        from edgelat.errors import AgentUnreachable, DeviceError
-
-        try:
-            yield
-        except (AgentUnreachable, DeviceError) as exc:
-            self._charge(time.perf_counter() - t0)
-            self.summary.interrupted = f"{exc} (what was measured is kept; rerun the same command to go on)"
-            raise _Stop() from None
+    # -- measuring (every measurement goes through the job runner, edgelat.profiler.runner)
+    def _lost(self, exc: Exception) -> "_Stop":
+        """A device or agent lost mid-measurement ends the build, not the process: the rows
+        stored so far stay, and :meth:`finish` still fits what the table holds. Rerunning
+        the command goes on from there."""
+        self.summary.interrupted = f"{exc} (what was measured is kept; rerun the same command to go on)"
+        return _Stop()
 
     def _profile(self, specs: list[KernelSpec], limit_s: float, again: bool = False) -> None:
         """Measure ``specs`` (those not in the table, or all with ``again``) in groups
         (the middle of ``passes`` passes each, see :func:`median_of_passes`) until done or
-        ``limit_s`` spent. Each row is stored as soon as its group is done."""
-        from edgelat.values import BenchmarkItem
-        from edgelat.lut.store import add_kernel_result, measured_kernel_keys
-        from edgelat.profiler.builders import build_model
+        ``limit_s`` spent. Each row is stored as soon as its group is done; the profiling
+        time (sentinel checks included) is charged after each group."""
+        mark = time.perf_counter()
 
-        done = set() if again else measured_kernel_keys(self.db, self.device, self.config)
-        todo = [s for s in dict.fromkeys(specs) if s.key not in done]
-        fmt = self.config.model_format
-        for i in range(0, len(todo), self.group):
-            if self.spent() >= limit_s:
-                return
-            group = todo[i : i + self.group]
-            t0 = time.perf_counter()
-            with self._stop_if_lost(t0):
-                items = [BenchmarkItem(self.client.put_model(build_model(s, fmt)), fmt, s.key) for s in group]
-                results = median_of_passes(self.client, items, self.config, self.kernel_protocol, self.passes)
-            measured = 0
-            for spec in group:
-                r = results.get(spec.key)
-                if r is not None and r.ok and r.latency is not None:
-                    add_kernel_result(self.db, self.device, spec.key, spec.op, spec.to_dict(), r)
-                    measured += 1
-                else:
-                    self.summary.failed.append((spec.key, r.error if r is not None else "no result"))
-            self._charge(time.perf_counter() - t0)
+        def after_group(done: runner.GroupDone) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            self._charge(now - mark)
+            mark = now
+            measured = sum(1 for r in done.results.values() if r.ok and r.latency is not None)
             if again:
                 self.summary.kernels_rechecked += measured
             else:
                 self.summary.kernels_measured += measured
             self._say(f"{self.summary.kernels_measured} kernels measured this run")
 
+        items = runner.kernel_items(dict.fromkeys(specs), self.config.model_format)
+        options = runner.RunOptions(group=self.group, passes=self.passes, again=again, limit=lambda: self.spent() >= limit_s,
+                                    after_group=after_group, sentinel=self.sentinel, close_sentinel=False)
+        run = runner.run(self.db, self.device, self.client, self.config, self.kernel_protocol, items, options)
+        self.summary.failed += run.failed
+        if run.lost is not None:
+            self._charge(time.perf_counter() - mark)
+            raise self._lost(run.lost)
+
+    def _close_sentinel(self) -> None:
+        """The sentinel check that ends the kernel measurements (when rows came since the last one)."""
+        from edgelat.errors import AgentUnreachable, DeviceError
+
+        if self.sentinel is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            checked = self.sentinel.close()
+        except (AgentUnreachable, DeviceError) as exc:
+            self._charge(time.perf_counter() - t0)
+            raise self._lost(exc) from None
+        if checked is not None:
+            self._charge(time.perf_counter() - t0)
+
     def _fusion(self) -> FusionRules:
-        from edgelat.predictors.fusion import detect_fusion, load_rules, verdict_rows
+        from edgelat.predictors.fusion import load_rules, verdict_rows
+        from edgelat.predictors.fusion_probe import detect_fusion
 
         rules = load_rules(self.db, self.device, self.config)
         if rules.source == "default" and self.detect_fusion and self.left() > 0:
@@ -536,8 +509,6 @@ class Builder:
         return rules
 
     def _whole_models(self, rules: FusionRules) -> None:
-        from edgelat.values import BenchmarkItem
-        from edgelat.lut.store import add_model_result, model_rows
         from edgelat.predictors.calibration import record_model
         from edgelat.predictors.graph import split_model
         from edgelat.profiler.builders import build_model
@@ -545,8 +516,7 @@ class Builder:
 
         self._phase = "models"
         fmt = self.config.model_format
-        have = {r["model_ref"] for r in model_rows(self.db, self.device, self.config)}
-        todo = []
+        items = []
         for name, role, specs in self.models:
             data = build_model(specs, fmt, seed=0)
             ref = model_ref_for(data)
@@ -556,8 +526,9 @@ class Builder:
             # the model's kernels join the table too: a model's sum is then exact where measured
             self._profile(split.kernels, self.budget_s)
             record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
-            if ref not in have:
-                todo.append((name, ref, data))
+            items.append(runner.model_item(ref, data, fmt, name))
+        self._close_sentinel()
+        todo = runner.todo_items(self.db, self.device, self.config, items)
         if not todo:
             return
         # one pass at least even when the last adaptive group overran into the models'
@@ -565,19 +536,15 @@ class Builder:
         self._say(f"measuring {len(todo)} whole models (first running them unmeasured for up to {self.model_settle_s:.0f} s "
                   "while the budget lasts)")
         t0 = time.perf_counter()
-        with self._stop_if_lost(t0):
-            items = [BenchmarkItem(self.client.put_model(data), fmt, ref) for _, ref, data in todo]
-            results = median_of_passes(self.client, items, self.config, self.model_protocol, self.model_passes,
-                                       enough=lambda: self.spent() + time.perf_counter() - t0 >= self.budget_s,
-                                       settle_s=self.model_settle_s)
-        for name, ref, _ in todo:
-            r = results.get(ref)
-            if r is not None and r.ok and r.latency is not None:
-                add_model_result(self.db, self.device, ref, name, r)
-                self.summary.models_measured += 1
-            else:
-                self.summary.failed.append((name, r.error if r is not None else "no result"))
+        options = runner.RunOptions(group=len(todo), passes=self.model_passes, settle_s=self.model_settle_s,
+                                    enough=lambda: self.spent() + time.perf_counter() - t0 >= self.budget_s)
+        run = runner.run(self.db, self.device, self.client, self.config, self.model_protocol, todo, options)
         self._charge(time.perf_counter() - t0)
+        if run.lost is not None:
+            raise self._lost(run.lost)
+        names = {i.key: i.name for i in todo}
+        self.summary.models_measured += run.measured
+        self.summary.failed += [(names.get(ref, ref), error) for ref, error in run.failed]
 
     def _fit(self, select: bool = True):
         """Fit on the table. ``select=False`` keeps the regressor type each op got at the last
@@ -636,6 +603,7 @@ class Builder:
                 idle_rounds = idle_rounds + 1 if self.summary.kernels_measured == before else 0
             # last, so that the calibration sees the device as the build leaves it
             self._whole_models(rules)
+            self._close_sentinel()
         except _Stop:
             pass
         return self.finish()
@@ -679,3 +647,23 @@ def build_predictor(
     """Profile within ``budget_s`` seconds (total over reruns), fit, calibrate and store the
     kernel predictor of ``device`` + ``config``. Options: see :class:`Builder`."""
     return Builder(db, device, client, config, budget_s, **options).run()
+
+
+def build_on_device(
+    db: sqlite_utils.Database,
+    device: str,
+    config: RuntimeConfig,
+    budget_s: float,
+    **options: Any,
+) -> BuildSummary:
+    """:func:`build_predictor` on a registered device reached by name: what ``edgelat
+    predictor build`` runs. The device is marked lost when the build was interrupted by
+    losing it, available otherwise."""
+    from edgelat.devices.registry import Registry
+
+    registry = Registry(db)
+    registry.get(device)  # UnknownDevice before connecting
+    with registry.connect(device) as client:
+        summary = build_predictor(db, device, client, config, budget_s, **options)
+    registry.touch(device, "lost" if summary.interrupted else "available")
+    return summary

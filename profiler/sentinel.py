@@ -18,9 +18,13 @@ because each check is one number that many rows lean on.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
-from edgelat.values import BenchmarkResult, MeasurementProtocol
+import sqlite_utils
+
+from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.profiler.ops import KernelSpec
 
 SENTINEL_SPECS: tuple[KernelSpec, ...] = (
@@ -28,6 +32,9 @@ SENTINEL_SPECS: tuple[KernelSpec, ...] = (
     KernelSpec("dwconv2d", 56, 56, 64, kernel=3, bn=True, act="relu6"),
     KernelSpec("fc", 1, 1, 512, 512),
 )
+
+#: Seconds between checks while a job runs (one at its start and one at its end besides).
+DEFAULT_EVERY_S = 5.0
 
 #: How the sentinel kernels are measured (tighter than rows; each check is short).
 SENTINEL_PROTOCOL = MeasurementProtocol(warmup=5, min_runs=20, max_runs=2000, target_rel_ci=0.005, max_seconds=0.5)
@@ -58,3 +65,95 @@ def failures(results: list[BenchmarkResult]) -> str:
     """The note for sentinel kernels that did not run (the level rests on the others)."""
     bad = [f"{r.tag}: {r.error or 'no latency'}" for r in results if not r.ok or r.latency is None]
     return ("sentinel kernel(s) not measured: " + "; ".join(bad)) if bad else ""
+
+
+def stream(client: Any, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
+           rounds: int) -> Iterator[BenchmarkResult]:
+    """``client.benchmark_batch``; rounds travel only when asked (> 1), so clients written
+    before rounds existed keep working."""
+    return client.benchmark_batch(list(items), config, protocol, rounds=rounds) if rounds > 1 else \
+        client.benchmark_batch(list(items), config, protocol)
+
+
+class DriftSentinel:
+    """The sentinel of one run of measurements (a profiling job, a predictor build).
+
+    :meth:`check` measures the sentinel kernels and stores the check; rows stored
+    between two checks are first given the level of the one before
+    (:meth:`row_level`) and, once the next check is in, the geometric mean of the
+    two. The runner (:mod:`edgelat.profiler.runner`) checks at the start, after
+    a group when :meth:`due`, and at the end (:meth:`close`)."""
+
+    def __init__(self, db: sqlite_utils.Database, device: str, client: Any, config: RuntimeConfig,
+                 rounds: int = 0, every_s: float = DEFAULT_EVERY_S, started: float | None = None) -> None:
+        self.db, self.device, self.client, self.config = db, device, client, config
+        self.rounds, self.every_s = rounds, every_s
+        self.started = time.perf_counter() if started is None else started
+        self.checks: list[SentinelCheck] = []
+        self.seconds = 0.0  # inside the sentinel's timed runs
+        self._items: list[BenchmarkItem] | None = None
+        self._pending: list[str] = []  # rows stored since the last check
+        self._last_at = 0.0
+
+    @property
+    def last(self) -> SentinelCheck | None:
+        return self.checks[-1] if self.checks else None
+
+    def due(self) -> bool:
+        """No check yet, or ``every_s`` since the last one ended."""
+        return self.last is None or time.perf_counter() - self._last_at >= self.every_s
+
+    def row_level(self) -> float | None:
+        return self.last.level if self.last is not None else None
+
+    def environment(self) -> dict[str, Any]:
+        """What a row's environment records about the sentinel when it is stored."""
+        last = self.last
+        return {"level_before": last.level if last else None, "note": (last.note if last else "") or None}
+
+    def stored(self, key: str) -> None:
+        self._pending.append(key)
+
+    def check(self) -> SentinelCheck:
+        """Measure the sentinel kernels once, store the check, and bracket the rows since the last one."""
+        from edgelat.lut import store
+        from edgelat.profiler.builders import build_model
+
+        if self._items is None:
+            fmt = self.config.model_format
+            self._items = [BenchmarkItem(self.client.put_model(build_model(s, fmt)), fmt, s.key) for s in SENTINEL_SPECS]
+        results = list(stream(self.client, self._items, self.config, SENTINEL_PROTOCOL, self.rounds))
+        medians = {r.tag: r.latency.median for r in results if r.ok and r.latency is not None}
+        self.seconds += sum(r.latency.mean * r.latency.n / 1000.0 for r in results if r.ok and r.latency is not None)
+        note = failures(results)
+        reference = store.sentinel_reference(self.db, self.device, self.config)
+        if not reference:  # the first check ever on this device + config is its reference state
+            store.add_sentinel_reference(self.db, self.device, self.config, medians)
+            level = 1.0 if medians else None
+        else:
+            level = level_of(medians, reference)
+            store.add_sentinel_reference(self.db, self.device, self.config,
+                                         {k: m for k, m in medians.items() if k not in reference})
+        if level is None:
+            note = "sentinel level unknown: " + (note or "no sentinel kernel comparable with the device's reference")
+        store.add_sentinel_check(self.db, self.device, self.config, level, medians, note)
+        before = self.row_level()
+        check = SentinelCheck(time.perf_counter() - self.started, level, medians, note)
+        both = bracket(before, level)
+        if both is not None and self._pending:
+            store.set_sentinel_level(self.db, self.device, self.config, self._pending, both)
+        self._pending = []
+        self.checks.append(check)
+        self._last_at = time.perf_counter()
+        return check
+
+    def close(self) -> SentinelCheck | None:
+        """The check that ends a run: only when rows were stored since the last one."""
+        return self.check() if self._pending else None
+
+
+def bracket(before: float | None, after: float | None) -> float | None:
+    """The level of rows measured between two checks: their geometric mean, or the one known."""
+    if before is not None and after is not None:
+        return math.sqrt(before * after)
+    return before if before is not None else after

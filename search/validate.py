@@ -3,7 +3,8 @@
 Predicted latency is only as good as the predictor; ``--validate K`` closes
 the loop. Each architecture is exported with random weights in the format
 the runtime needs, sent to the device through its client (by content hash),
-measured there with the standard protocol, and stored in the device's
+measured there with the standard protocol through the job runner
+(:mod:`edgelat.profiler.runner`), and stored in the device's
 ``model_measurements`` table under ``<space>:<arch>`` (where the
 architecture-level predictor will find it as training data).
 """
@@ -14,7 +15,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from edgelat.values import MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 from edgelat.search.result import Candidate
 from edgelat.profiler.spaces.space import SearchSpace
@@ -48,22 +49,26 @@ def measure_candidates(
     is stored as soon as it arrives.
     """
     from edgelat.devices.registry import Registry
-    from edgelat.profiler.jobs import profile_model
+    from edgelat.profiler import runner
 
     why = reachability(db, device)
     if why:
         raise BadInput(f"{why}; drop --validate/--compare-flops measurements or choose a device that runs models")
     fmt = config.model_format
     models = [space.export(c.genotype, fmt, seed) for c in candidates]
-    client = Registry(db).connect(device)
-    try:
-        for i, (c, data) in enumerate(zip(candidates, models)):
-            result = profile_model(
-                db, device, client, data, fmt, config, protocol,
-                model_ref=f"{space.name}:{c.arch}", name=f"{space.name} search",
-            )
-            lat = result.latency
-            if lat is None:  # profile_model raises on failures; keep the type checker honest
+    refs = [f"{space.name}:{c.arch}" for c in candidates]
+    by_ref: dict[str, list[int]] = {}
+    for i, ref in enumerate(refs):
+        by_ref.setdefault(ref, []).append(i)
+    items = [runner.model_item(ref, data, fmt, f"{space.name} search") for ref, data in zip(refs, models)]
+    done = 0
+
+    def record(_done: int, _total: int, ref: str, result: BenchmarkResult) -> None:
+        nonlocal done
+        lat = result.latency
+        for i in by_ref[ref]:  # the same architecture chosen twice: one measurement answers both
+            c = candidates[i]
+            if lat is None:  # failures raise in the runner (fail_fast); keep the type checker honest
                 raise DeviceError(f"{device!r} reported no latency for {space.name} architecture {i + 1}")
             c.measured_latency_ms = float(lat.median)
             c.measured = {
@@ -79,7 +84,13 @@ def measure_candidates(
                 "error_pct": round(100.0 * (c.predicted_latency_ms - lat.median) / lat.median, 2),
                 "meets_budget_measured": None if max_latency_ms is None else bool(lat.median <= max_latency_ms),
             }
+            done += 1
             if progress is not None:
-                progress(i + 1, len(candidates), c)
-    finally:
-        client.close()
+                progress(done, len(candidates), c)
+
+    # one model per group: each measurement is stored as soon as it arrives
+    options = runner.RunOptions(group=1, again=True, fail_fast=True, progress=record)
+    with Registry(db).connect(device) as client:
+        run = runner.run(db, device, client, config, protocol, items, options)
+    if run.lost is not None:
+        raise run.lost

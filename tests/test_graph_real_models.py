@@ -198,7 +198,7 @@ def test_small_real_models_are_predicted_on_local_end_to_end(name, tmp_path):
     """No table and no predictor: every kernel, catalog or not, is measured on the fly
     and the answer is a finite positive latency whose parts are all accounted for."""
     from edgelat.lut.store import open_db
-    from edgelat.predictors.model_predict import predict_model_file
+    from edgelat.on_demand import predict_model_file
 
     db = open_db(tmp_path / "edgelat.db")
     path = real_models.materialize(name, tmp_path, single_file=True)

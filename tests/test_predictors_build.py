@@ -51,16 +51,16 @@ def test_sampler_draws_real_cnn_kernels_deterministically():
 
 
 def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monkeypatch):
-    from edgelat.predictors import sampling
+    from edgelat.profiler import runner
 
     settles = []
-    real = sampling.median_of_passes
+    real = runner.median_of_passes
 
-    def spy(client, items, config, protocol, passes, enough=None, settle_s=0.0):
+    def spy(client, items, config, protocol, passes, enough=None, settle_s=0.0, rounds=0):
         settles.append((protocol, settle_s))
-        return real(client, items, config, protocol, passes, enough, settle_s)
+        return real(client, items, config, protocol, passes, enough, settle_s, rounds)
 
-    monkeypatch.setattr(sampling, "median_of_passes", spy)
+    monkeypatch.setattr(runner, "median_of_passes", spy)  # every measurement goes through the job runner
     db = open_db(tmp_path / "edgelat.db")
     said = []
     summary = _build(db, 20.0, progress=lambda phase, spent, budget, message: said.append((phase, spent, message)))
@@ -78,6 +78,8 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     assert summary.rounds >= 1 and summary.kernels_measured > 50
     assert summary.models_measured == len(SMALL_MODELS)
     assert len(model_rows(db, "local", CONFIG)) == len(SMALL_MODELS)
+    # the build's kernel groups run under the drift sentinel: every row has the level it was measured at
+    assert all(r["sentinel_level"] is not None for r in kernel_rows(db, "local", CONFIG))
     predictor = KernelPredictor.load(db, "local", CONFIG)
     assert predictor is not None and "mbconv" in predictor.ops_
     assert summary.regressors["mbconv"]["rows"] == predictor.n_rows_["mbconv"]

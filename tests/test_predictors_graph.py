@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel
-from edgelat.predictors.fusion import FusionRules, apply_rules, detect_fusion, load_rules, verdict_rows
+from edgelat.predictors.fusion import FusionRules, apply_rules, load_rules, verdict_rows
+from edgelat.predictors.fusion_probe import detect_fusion
 from edgelat.predictors.graph import bn_twin, split_model
 from edgelat.profiler import networks
 from edgelat.profiler.builders import build_model
@@ -225,7 +226,8 @@ def test_fusion_figures_are_one_round_that_backs_the_verdict(tmp_path):
     more than its parts, under a "fused" verdict."""
     from edgelat.values import BenchmarkResult, LatencySummary
     from edgelat.lut.store import open_db
-    from edgelat.predictors.fusion import OVERHEAD_SPEC, probe_specs
+    from edgelat.predictors.fusion import OVERHEAD_SPEC
+    from edgelat.predictors.fusion_probe import probe_specs
 
     fused, first, second = probe_specs("conv2d", "relu")
     rounds = [  # (fused, first, second, overhead) ms

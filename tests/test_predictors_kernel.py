@@ -14,7 +14,8 @@ from edgelat.lut.store import kernel_rows, open_db
 from edgelat.predictors.calibration import Calibration, group_sums, model_weights
 from edgelat.predictors.kernel import KernelPredictor, table_specs
 from edgelat.predictors.metrics import spearman
-from edgelat.predictors.model_predict import predict_model_file
+from edgelat.on_demand import predict_model_file
+from edgelat.predictors import model_predict
 from edgelat.predictors.sampling import perturb
 from edgelat.profiler import networks
 from edgelat.profiler.builders import build_model
@@ -138,6 +139,11 @@ def _model_with_softmax(tmp_path) -> str:
 def test_predict_model_file_measures_what_nothing_can_answer_and_stores_it(table, tmp_path):
     KernelPredictor.from_table(table, "local", CONFIG).save(table, "local", CONFIG)
     path = _model_with_softmax(tmp_path)
+    before = len(kernel_rows(table, "local", CONFIG))
+    # the predict side alone measures nothing: it names what the tables cannot answer
+    with pytest.raises(BadInput, match=r"graph:Softmax x1.*measuring on demand was turned off"):
+        model_predict.predict_model_file(table, "local", CONFIG, path)
+    assert len(kernel_rows(table, "local", CONFIG)) == before
     first = predict_model_file(table, "local", CONFIG, path)
     assert {"device", "latency_ms", "kernels", "calibrated", "runtime"} <= set(first)
     types = [k["type"] for k in first["kernels"]]
@@ -155,6 +161,7 @@ def test_predict_model_file_measures_what_nothing_can_answer_and_stores_it(table
     assert second["measured_now"] == []
     assert second["latency_ms"] == pytest.approx(first["latency_ms"])
     assert [k["source"] for k in second["kernels"][-2:]] == ["table", "table"]
+    assert model_predict.predict_model_file(table, "local", CONFIG, path)["latency_ms"] == second["latency_ms"]
 
 
 def test_predict_model_file_names_the_kernels_when_the_device_cannot_measure(table, tmp_path):

@@ -1,9 +1,10 @@
 """``edgelat predict``, ``edgelat predictor fit`` and ``edgelat lut import-archs``.
 
 Predictions for search-space architectures come from
-:func:`edgelat.predictors.latency.latency_model` (arch predictor, kernel table,
-or exact imported measurements); an architecture measured exactly on the device
-is answered with that measurement. Devices known only from imported
+:func:`edgelat.predictors.arch_predict.predict_archs` (an architecture measured
+exactly on the device is answered with that measurement, the rest by the
+device's latency model); a model file from :func:`edgelat.on_demand.predict_model_file`
+(kernels nothing can price are measured on the device first). Devices known only from imported
 measurements have no runtime config: ``--runtime``/``--threads`` do not apply
 to them and are ignored.
 """
@@ -72,27 +73,6 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
 
 
 # ------------------------------------------------------------------ predict
-def _predict_archs(db: Any, device: str, config: Any, space: Any, pop: Any) -> tuple[Any, list[str]]:
-    """Latency and source per genotype: exact measurements first, the device's model for the rest."""
-    import numpy as np
-
-    from edgelat.lut.archs_store import measured_archs
-    from edgelat.predictors.arch import config_key_for
-    from edgelat.predictors.latency import GenotypeLookup, latency_model
-
-    ck = config_key_for(db, device, config)
-    profiled = GenotypeLookup(space, measured_archs(db, space.name, device, ck, imported=False)).get(pop)
-    imported = GenotypeLookup(space, measured_archs(db, space.name, device, None)).get(pop)
-    out = np.where(np.isnan(profiled), imported, profiled)
-    sources = np.where(~np.isnan(profiled), "measurement", np.where(~np.isnan(imported), "imported-measurement", ""))
-    todo = np.flatnonzero(np.isnan(out))
-    if len(todo):
-        model = latency_model(db, device, config, space)
-        out[todo] = model.predict(pop[todo])
-        sources[todo] = getattr(model, "inner", model).kind  # the measured ones are labelled above
-    return out, sources.tolist()
-
-
 @main.command("predict")
 @click.argument("model_path", metavar="[MODEL]", required=False, type=click.Path(dir_okay=False))
 @click.option("--device", required=True, help="Device name (see 'edgelat devices list').")
@@ -137,12 +117,14 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
         raise BadInput("with --space give exactly one of --arch (one architecture) or --archs (a CSV)")
     if out_path and not archs_csv:
         raise BadInput("--out goes with --archs")
+    from edgelat.predictors.arch_predict import predict_archs
+
     space = _space(space_name)
     db, registry = open_registry()
     registry.get(device)
     if arch is not None:
         g = space.from_string(arch)[None, :]
-        ms, src = _predict_archs(db, device, runtime_config, space, g)
+        ms, src = predict_archs(db, device, runtime_config, space, g)
         data = {"device": device, "space": space.name, "arch": space.to_string(g[0]),
                 "latency_ms": float(ms[0]), "source": src[0]}
         if as_json:
@@ -153,7 +135,7 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     from edgelat.predictors.archs_io import read_arch_list, write_predictions
 
     header, rows, pop = read_arch_list(archs_csv, space)
-    ms, src = _predict_archs(db, device, runtime_config, space, pop)
+    ms, src = predict_archs(db, device, runtime_config, space, pop)
     if as_json:
         emit_json({
             "device": device, "space": space.name,
@@ -171,10 +153,9 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
 
 
 def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_if_unsure: bool) -> None:
-    from edgelat.predictors.model_predict import predict_model_file
+    from edgelat.on_demand import predict_model_file
 
-    db, registry = open_registry()
-    registry.get(device)
+    db, _ = open_registry()
     data = predict_model_file(db, device, config, path, measure_if_unsure=measure_if_unsure)
     if as_json:
         emit_json(data)

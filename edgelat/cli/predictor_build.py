@@ -46,21 +46,19 @@ def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as
       edgelat predictor build --device rpi5 --runtime litert --threads 4
     """
     from edgelat.cli.base import progress_lines
-    from edgelat.predictors.sampling import build_predictor, build_state
+    from edgelat.predictors.sampling import build_on_device, build_state
 
     db, registry = open_registry()
     registry.get(device)
     budget_s = budget_minutes * 60.0
     already = build_state(db, device, runtime_config)["spent_s"]
-    with registry.connect(device) as client:
-        with progress_lines("building", max(budget_s, 1.0), quiet=as_json, done=min(already, budget_s),
-                            unit="{:.0f} s") as bar:
+    with progress_lines("building", max(budget_s, 1.0), quiet=as_json, done=min(already, budget_s),
+                        unit="{:.0f} s") as bar:
 
-            def on_progress(phase: str, spent: float, budget: float, message: str) -> None:
-                bar.update(min(spent, budget), f"{phase}: {message}")
+        def on_progress(phase: str, spent: float, budget: float, message: str) -> None:
+            bar.update(min(spent, budget), f"{phase}: {message}")
 
-            summary = build_predictor(db, device, client, runtime_config, budget_s, seed=seed, progress=on_progress)
-    registry.touch(device, "lost" if summary.interrupted else "available")
+        summary = build_on_device(db, device, runtime_config, budget_s, seed=seed, progress=on_progress)
     data = summary.to_dict()
     if as_json:
         emit_json(data)
