@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import and_, event, func, select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -33,6 +33,7 @@ from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFou
 from edgelat.hub.schema import devices as t_devices
 from edgelat.hub.schema import jobs as t_jobs
 from edgelat.hub.schema import users as t_users
+from edgelat.hub.statements import USERS_AT_PRIORITY, Statements, build
 from edgelat.hub.tokens import ROLES, Principal, hash_secret, new_secret
 
 __all__ = [
@@ -123,6 +124,7 @@ class HubStore:
         self._clock = clock
         self._pool_size = pool_size
         self._engine: Engine | None = None
+        self._q: Statements | None = None
         self._pg = False
         self._shown = url
         self._known_users: set[str] = set()
@@ -145,6 +147,7 @@ class HubStore:
         except (ArgumentError, ImportError) as exc:
             raise HubDatabaseError(f"hub database {self._shown} cannot be used: {exc}") from None
         self._engine = engine
+        self._q = build(self._pg, bool(engine.dialect.update_returning))
         try:
             self._tx(self._create_schema)
         except BaseException:
@@ -503,7 +506,7 @@ class HubStore:
         def run(conn: Connection) -> None:
             if not known:
                 self._upsert(conn, t_users, dict(name=user, share=0.0, share_at=now), ("name",), {})
-            conn.execute(t_jobs.insert().values(**values))
+            conn.execute(self._q.insert_job, values)
 
         self._tx(run)
         self._known_users.add(user)
@@ -512,9 +515,10 @@ class HubStore:
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
 
-        Order: priority (high first), then fair share (the user with the fewest running jobs, then
-        the fewest leased recently), then submit time. The job becomes running and its device busy."""
-        if not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
+        ``devices``: only these devices (an agent asking for its own). Order: priority (high first),
+        then fair share (the user with the fewest running jobs, then the fewest leased recently),
+        then submit time. The job becomes running and its device busy, in one transaction."""
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
             raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
         names: list[str] | None = None
         if devices is not None:
@@ -523,110 +527,102 @@ class HubStore:
             names = sorted(set(devices))
             if not names:
                 return None
-        j = t_jobs
-        probe = select(j.c.id).where(j.c.state == "queued").limit(1)
+        # A cheap read first, so agents polling an empty queue never take the write lock.
         if names is not None and len(names) <= _SMALL_FILTER:
-            probe = probe.where(j.c.device.in_(names))
-        if self._tx(lambda c: c.execute(probe).first(), write=False) is None:
+            probe, params = self._q.probe_devices, {"p_names": names}
+        else:
+            probe, params = self._q.probe_any, {}
+        if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
             return None
         try:
             return self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
         except _Retry:
             return None
 
-    def _free_device_clause(self, now: float):
-        d = t_devices
-        return and_(d.c.hub_id == self.hub_id, d.c.online == 1, d.c.busy_job.is_(None), d.c.quarantined == 0,
-                    d.c.last_seen >= now - self.offline_after_s)
-
     def _fair_keys(self, conn: Connection, users: list[str], now: float) -> dict[str, tuple[int, float]]:
-        j = t_jobs
-        running = dict(conn.execute(select(j.c.user, func.count()).where(j.c.state == "running")
-                                    .group_by(j.c.user)).all())
+        """Per user: (running jobs, leases recently with decay) -- lower goes first."""
+        running = dict(conn.execute(self._q.running_by_user).all())
         shares = {r.name: r.share * 0.5 ** (max(0.0, now - r.share_at) / SHARE_HALF_LIFE_S)
-                  for r in conn.execute(select(t_users).where(t_users.c.name.in_(users))).all()}
+                  for r in conn.execute(self._q.shares, {"p_users": users}).all()}
         return {u: (running.get(u, 0), round(shares.get(u, 0.0), 6)) for u in users}
 
     def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
         now = self._now()
-        j, d = t_jobs, t_devices
-        free = self._free_device_clause(now)
+        q = self._q
+        base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
         if names is not None and len(names) <= _SMALL_FILTER:
-            return self._lease_few(conn, names, ttl_s, now, free)
-        priority = conn.execute(select(func.max(j.c.priority)).where(j.c.state == "queued")).scalar()
+            return self._lease_few(conn, names, ttl_s, now, base)
+        priority = conn.execute(q.max_priority).scalar()
         while priority is not None:
-            users = [r[0] for r in conn.execute(_USERS_AT_PRIORITY, {"st": "queued", "p": priority}).all()]
+            users = [r[0] for r in conn.execute(USERS_AT_PRIORITY, {"p_state": "queued", "p_priority": priority})]
             keys = self._fair_keys(conn, users, now)
             for key in sorted(set(keys.values())):
                 heads = []
                 for user in sorted(u for u in users if keys[u] == key):
-                    stmt = (select(j.c.id, j.c.device, j.c.user, j.c.created_at)
-                            .join(d, d.c.name == j.c.device)
-                            .where(j.c.state == "queued", j.c.priority == priority, j.c.user == user, free)
-                            .order_by(j.c.created_at).limit(1))
-                    if names is not None:
-                        stmt = stmt.where(d.c.name.in_(names))
-                    row = conn.execute(self._skip_locked(stmt, j)).first()
+                    params = dict(base, p_priority=priority, p_user=user)
+                    if names is None:
+                        row = conn.execute(q.head, params).first()
+                    else:
+                        row = conn.execute(q.head_in, dict(params, p_names=names)).first()
                     if row is not None:
                         heads.append(row)
                 if heads:
                     best = min(heads, key=lambda r: r.created_at)
-                    return self._claim(conn, best.id, best.device, best.user, now, ttl_s)
-            priority = conn.execute(select(func.max(j.c.priority))
-                                    .where(j.c.state == "queued", j.c.priority < priority)).scalar()
+                    return self._claim(conn, best.id, best.device, best.user, now, ttl_s, base)
+            priority = conn.execute(q.max_priority_below, {"p_priority": priority}).scalar()
         return None
 
-    def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, free) -> Lease | None:
+    def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, base: dict) -> Lease | None:
         """The lease for an agent that serves a few devices: look only at those devices' queues."""
-        j, d = t_jobs, t_devices
-        free_names = [r[0] for r in conn.execute(select(d.c.name).where(d.c.name.in_(names), free)).all()]
-        if not free_names:
+        q = self._q
+        free = [r[0] for r in conn.execute(q.free_names, dict(base, p_names=names))]
+        if not free:
             return None
         heads: dict[str, tuple[int, float]] = {}
-        for user, priority, first in conn.execute(
-                select(j.c.user, j.c.priority, func.min(j.c.created_at))
-                .where(j.c.state == "queued", j.c.device.in_(free_names))
-                .group_by(j.c.user, j.c.priority)).all():
+        for user, priority, first in conn.execute(q.heads_few, {"p_names": free}):
             if user not in heads or (priority, -first) > (heads[user][0], -heads[user][1]):
                 heads[user] = (priority, first)
         if not heads:
             return None
         keys = self._fair_keys(conn, list(heads), now)
-        order = sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1]))
-        for user in order:
-            stmt = (select(j.c.id, j.c.device)
-                    .where(j.c.state == "queued", j.c.device.in_(free_names), j.c.user == user,
-                           j.c.priority == heads[user][0])
-                    .order_by(j.c.created_at).limit(1))
-            row = conn.execute(self._skip_locked(stmt)).first()
+        for user in sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1])):
+            row = conn.execute(q.pick_few, {"p_names": free, "p_user": user, "p_priority": heads[user][0]}).first()
             if row is not None:
-                return self._claim(conn, row.id, row.device, user, now, ttl_s)
+                return self._claim(conn, row.id, row.device, user, now, ttl_s, base)
         return None
 
-    def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float) -> Lease:
-        j, d = t_jobs, t_devices
-        took = conn.execute(update(d).where(d.c.name == device, self._free_device_clause(now))
-                            .values(busy_job=job_id)).rowcount
-        if took != 1:
-            raise _Retry()  # another thread of this hub took the device first
-        agent_id = conn.execute(select(d.c.agent_id).where(d.c.name == device)).scalar()
+    def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float,
+               base: dict) -> Lease:
+        q = self._q
+        params = dict(base, p_device=device, p_id=job_id)
+        if q.returning:
+            got = conn.execute(q.claim_device, params).first()
+            if got is None:
+                raise _Retry()  # another thread of this hub took the device first
+            agent_id = got.agent_id
+        else:
+            if conn.execute(q.claim_device, params).rowcount != 1:
+                raise _Retry()
+            agent_id = conn.execute(q.device_agent, params).scalar()
         lease_id = uuid.uuid4().hex
-        n = conn.execute(update(j).where(j.c.id == job_id, j.c.state == "queued").values(
-            state="running", lease_id=lease_id, lease_agent=agent_id, lease_ttl=ttl_s, lease_expires=now + ttl_s,
-            started_at=func.coalesce(j.c.started_at, now), leased_at=now, agent_id=agent_id, hub_id=self.hub_id,
-            updated_at=now, version=j.c.version + 1)).rowcount
-        if n != 1:
-            raise _Retry()
-        share = conn.execute(self._lock(select(t_users.c.share, t_users.c.share_at)
-                                        .where(t_users.c.name == user))).first()
-        decayed = 0.0 if share is None else share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
+        params = dict(p_id=job_id, p_lease=lease_id, p_agent=agent_id, p_ttl=ttl_s, p_expires=now + ttl_s,
+                      p_now=now, p_hub=self.hub_id)
+        if q.returning:
+            row = conn.execute(q.claim_job, params).first()
+            if row is None:
+                raise _Retry()
+        else:
+            if conn.execute(q.claim_job, params).rowcount != 1:
+                raise _Retry()
+            row = conn.execute(q.get_job, params).one()
+        share = conn.execute(q.share, {"p_user": user}).first()
         if share is None:
             self._upsert(conn, t_users, dict(name=user, share=1.0, share_at=now), ("name",),
                          dict(share=1.0, share_at=now))
         else:
-            conn.execute(update(t_users).where(t_users.c.name == user).values(share=decayed + 1.0, share_at=now))
-        job = self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
-        return Lease(lease_id=lease_id, job=job, agent_id=agent_id, device=device,
+            decayed = share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
+            conn.execute(q.set_share, {"p_user": user, "p_share": decayed + 1.0, "p_now": now})
+        return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=agent_id, device=device,
                      expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
 
     def progress(self, lease_id: str, done: int, total: int, message: str = "") -> bool:
@@ -634,34 +630,29 @@ class HubStore:
         for v, what in ((done, "done"), (total, "total")):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
-        message = str(message or "")[:2000]
-        now = self._now()
-        j = t_jobs
-        return self._tx(lambda c: c.execute(
-            update(j).where(j.c.lease_id == lease_id, j.c.state == "running").values(
-                done=done, total=total, message=message, updated_at=now, version=j.c.version + 1,
-                lease_expires=now + j.c.lease_ttl)).rowcount) == 1
+        params = {"p_lease": lease_id, "p_done": done, "p_total": total,
+                  "p_message": str(message or "")[:2000], "p_now": self._now()}
+        return self._tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
     def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None) -> bool:
         """End a leased job as done or failed; frees its device. False: the lease was already gone."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
-        result_s = None if result is None else _dump(result, "the job's result")
-        now = self._now()
-        j, d = t_jobs, t_devices
+        params = {"p_lease": lease_id, "p_state": state, "p_error": error if state == "failed" else None,
+                  "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now()}
+        q = self._q
 
         def run(conn: Connection) -> bool:
-            row = conn.execute(self._lock(select(j.c.id, j.c.device)
-                                          .where(j.c.lease_id == lease_id, j.c.state == "running"))).first()
+            if q.returning:
+                row = conn.execute(q.finish_job, params).first()
+            else:
+                row = conn.execute(q.running_by_lease, params).first()
+                if row is not None:
+                    conn.execute(q.finish_job, params)
             if row is None:
                 return False
-            conn.execute(update(j).where(j.c.id == row.id).values(
-                state=state, error=error if state == "failed" else None, result=result_s, finished_at=now,
-                updated_at=now, version=j.c.version + 1, lease_id=None, lease_agent=None, lease_expires=None))
-            values: dict[str, Any] = dict(busy_job=None)
-            if state == "done":
-                values.update(fail_streak=0, last_error=None)
-            conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == row.id).values(**values))
+            conn.execute(q.free_device_done if state == "done" else q.free_device,
+                         {"p_device": row.device, "p_id": row.id})
             return True
 
         return self._tx(run)
@@ -813,13 +804,3 @@ class HubStore:
                 return job
             time.sleep(min(poll_s, left))
 
-
-# Distinct users with queued jobs at one priority, by index seeks (a loose index scan), not a scan.
-_USERS_AT_PRIORITY = text(
-    'WITH RECURSIVE u(name) AS ('
-    ' SELECT MIN("user") FROM hub_jobs WHERE state = :st AND priority = :p'
-    ' UNION ALL'
-    ' SELECT (SELECT MIN("user") FROM hub_jobs WHERE state = :st AND priority = :p AND "user" > u.name)'
-    ' FROM u WHERE u.name IS NOT NULL'
-    ') SELECT name FROM u WHERE name IS NOT NULL'
-)
