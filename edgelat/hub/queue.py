@@ -11,6 +11,8 @@ carries is ever executed here.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import math
 import os
@@ -33,7 +35,7 @@ from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFou
 from edgelat.hub.schema import devices as t_devices
 from edgelat.hub.schema import jobs as t_jobs
 from edgelat.hub.schema import users as t_users
-from edgelat.hub.statements import USERS_AT_PRIORITY, Statements, build
+from edgelat.hub.statements import PRIORITY_CEILING, SHARE_HALF_LIFE_S, TOP_USERS, Statements, build
 from edgelat.hub.tokens import ROLES, Principal, hash_secret, new_secret
 
 __all__ = [
@@ -44,12 +46,17 @@ __all__ = [
 QUARANTINE_AFTER = 3
 """A device that loses this many leases in a row is quarantined until an admin releases it."""
 
+NOTIFY_CHANNEL = "edgelat_hub_work"
+"""PostgreSQL channel on which hubs tell each other that work may be waiting."""
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 DEVICE_STATES = ("online", "busy", "offline", "quarantined")
 FINAL_STATES = ("done", "failed", "cancelled")
 
-SHARE_HALF_LIFE_S = 60.0
-"""Fair share forgets a user's past leases with this half-life ("leased recently")."""
+# One lock per SQLite file for this process's writers: they queue here, in order, instead of in
+# SQLite's busy handler, which sleeps in growing steps and makes waits long and uneven.
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+_SQLITE_WRITERS_GUARD = threading.Lock()
 
 _SMALL_FILTER = 64  # lease(devices=...) with at most this many names takes the per-device path
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
@@ -130,6 +137,16 @@ class HubStore:
         self._known_users: set[str] = set()
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
+        self._work_lock = threading.Lock()
+        self._epoch = 0
+        self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=4096)
+        self._any_waiters: collections.deque[threading.Event] = collections.deque()
+        self._device_waiters: dict[str, set[threading.Event]] = {}
+        self._listener: threading.Thread | None = None
+        self._listen_stop = threading.Event()
+        self._listening = threading.Event()
+        self._write_lock: threading.Lock | None = None
+        self._found_work = False
 
     # ------------------------------------------------------------------ engine
     def open(self) -> "HubStore":
@@ -147,7 +164,11 @@ class HubStore:
         except (ArgumentError, ImportError) as exc:
             raise HubDatabaseError(f"hub database {self._shown} cannot be used: {exc}") from None
         self._engine = engine
-        self._q = build(self._pg, bool(engine.dialect.update_returning))
+        if not self._pg:
+            key = os.path.realpath(url.database)
+            with _SQLITE_WRITERS_GUARD:
+                self._write_lock = _SQLITE_WRITERS.setdefault(key, threading.Lock())
+        self._q = build(self._pg, bool(engine.dialect.update_returning), self._pg or self._sqlite_has_math())
         try:
             self._tx(self._create_schema)
         except BaseException:
@@ -158,9 +179,116 @@ class HubStore:
 
     def close(self) -> None:
         """Close every pooled connection; the store can be opened again."""
+        if self._listener is not None:
+            self._listen_stop.set()
+            self._listener.join(5)
+            self._listener = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+    # ------------------------------------------------------------------ waking dispatchers
+    def work_marker(self) -> int:
+        """A marker to pass to :meth:`wait_for_work` (take it before a lease that came back empty)."""
+        return self._epoch
+
+    def wait_for_work(self, marker: int, timeout_s: float, devices: list[str] | None = None) -> int:
+        """Block until work may have appeared since ``marker`` for ``devices`` (None: any device) --
+        a job queued or requeued, a device freed or back online, through this store or (PostgreSQL)
+        any hub -- or until ``timeout_s`` passed. Returns the new marker.
+
+        Lets dispatchers wait instead of polling the database. Waiters for given devices are woken
+        for those devices only; of the waiters for any device, one is woken per event (they are
+        interchangeable), so many idle dispatchers do not all rush at each new job."""
+        if self._pg and self._listener is None and self._engine is not None:
+            self._start_listener()
+            self._listening.wait(5)  # from here on, other hubs' notifications reach this store
+        wanted = None if devices is None else set(devices)
+        event = threading.Event()
+        with self._work_lock:
+            if self._missed(marker, wanted):
+                return self._epoch
+            if wanted is None:
+                self._any_waiters.append(event)
+            else:
+                for name in wanted:
+                    self._device_waiters.setdefault(name, set()).add(event)
+        event.wait(max(0.0, float(timeout_s)))
+        with self._work_lock:
+            if wanted is None:
+                with contextlib.suppress(ValueError):
+                    self._any_waiters.remove(event)
+            else:
+                for name in wanted:
+                    waiting = self._device_waiters.get(name)
+                    if waiting is not None:
+                        waiting.discard(event)
+                        if not waiting:
+                            del self._device_waiters[name]
+            return self._epoch
+
+    def _missed(self, marker: int, wanted: set[str] | None) -> bool:
+        """Whether something for ``wanted`` happened after ``marker`` (called with the lock held)."""
+        if marker >= self._epoch:
+            return False
+        if not self._recent or self._recent[0][0] > marker + 1:
+            return True  # older than what is remembered: assume so
+        for epoch, device in reversed(self._recent):
+            if epoch <= marker:
+                return False
+            if wanted is None or device is None or device in wanted:
+                return True
+        return False
+
+    def _poke(self, devices: list[str] | None = None) -> None:
+        """Work may be waiting for ``devices`` (None: any): wake who waits for it."""
+        with self._work_lock:
+            for device in (None,) if devices is None else devices:
+                self._epoch += 1
+                self._recent.append((self._epoch, device))
+                if device is None:
+                    for waiting in self._device_waiters.values():
+                        for event in waiting:
+                            event.set()
+                    for event in self._any_waiters:
+                        event.set()
+                    continue
+                for event in self._device_waiters.get(device, ()):
+                    event.set()
+                while self._any_waiters:
+                    event = self._any_waiters.popleft()
+                    if not event.is_set():
+                        event.set()
+                        break
+
+    def _notify_hubs(self, conn: Connection, device: str | None) -> None:
+        """Tell the other hubs on this PostgreSQL (delivered when the transaction commits)."""
+        if self._pg:
+            conn.execute(self._q.notify, {"p_payload": f"{self.hub_id}\t{device or ''}"})
+
+    def _start_listener(self) -> None:
+        cparams = self._engine.dialect.create_connect_args(self._engine.url)[1]
+        self._listen_stop.clear()
+        self._listening.clear()
+
+        def listen() -> None:
+            import psycopg
+
+            while not self._listen_stop.is_set():
+                try:
+                    with psycopg.connect(**cparams, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                        self._listening.set()
+                        while not self._listen_stop.is_set():
+                            for note in conn.notifies(timeout=0.2):
+                                hub, _, device = note.payload.partition("\t")
+                                if hub != self.hub_id:  # our own were announced when they happened
+                                    self._poke([device] if device else None)
+                except psycopg.Error:
+                    self._listen_stop.wait(1.0)  # the waiters fall back on their timeouts meanwhile
+
+        self._listener = threading.Thread(target=listen, name=f"hub-listen-{self.hub_id}", daemon=True)
+        self._listener.start()
 
     def __enter__(self) -> "HubStore":
         return self.open()
@@ -218,6 +346,14 @@ class HubStore:
 
         return engine
 
+    def _sqlite_has_math(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT power(0.5, 1.0)")
+            return True
+        except SQLAlchemyError:
+            return False
+
     def _pg_engine(self, url) -> Engine:
         from sqlalchemy import create_engine
 
@@ -226,7 +362,6 @@ class HubStore:
             pool_size=self._pool_size,
             max_overflow=self._pool_size,
             pool_timeout=60,
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 10, "application_name": f"edgelat-hub {self.hub_id}"[:63]},
         )
 
@@ -268,6 +403,8 @@ class HubStore:
         code = getattr(orig, "sqlstate", None)
         if code in ("40P01", "40001", "55P03"):
             return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True  # a pooled connection the server dropped (restart): the pool reconnects
         return integrity_ok and isinstance(exc, IntegrityError)
 
     def _tx(self, fn: Callable[[Connection], _T], *, write: bool = True, retry_integrity: bool = False,
@@ -275,9 +412,10 @@ class HubStore:
         """Run ``fn`` in one transaction, retrying lost races (deadlocks, serialisation failures)."""
         if self._engine is None:
             raise HubDatabaseError("the hub store is not open: call HubStore.open() first")
+        serialize = self._write_lock if write and self._write_lock is not None else contextlib.nullcontext()
         for attempt in range(attempts):
             try:
-                with self._engine.connect() as conn:
+                with serialize, self._engine.connect() as conn:
                     if not write:
                         conn = conn.execution_options(edgelat_write=False)
                     with conn.begin():
@@ -430,6 +568,7 @@ class HubStore:
                                              online=1, last_seen=now))
 
         self._tx(run)
+        self._poke(sorted(facts))
 
     def heartbeat(self, agent_id: str) -> int:
         """The agent is alive: mark its devices seen and renew every lease held via it.
@@ -479,10 +618,15 @@ class HubStore:
 
     def release_quarantine(self, device: str) -> None:
         """An admin vouches for a quarantined device: it may take jobs again."""
-        n = self._tx(lambda c: c.execute(update(t_devices).where(t_devices.c.name == device)
-                                         .values(quarantined=0, fail_streak=0)).rowcount)
-        if not n:
+        def run(conn: Connection) -> int:
+            n = conn.execute(update(t_devices).where(t_devices.c.name == device)
+                             .values(quarantined=0, fail_streak=0)).rowcount
+            self._notify_hubs(conn, device)
+            return n
+
+        if not self._tx(run):
             raise UnknownDevice(f"no device named {device!r} has come online at this hub")
+        self._poke([device])
 
     # ------------------------------------------------------------------ jobs
     def submit(self, user: str, kind: str, device: str, config: dict, params: dict, priority: int = 0) -> str:
@@ -507,9 +651,11 @@ class HubStore:
             if not known:
                 self._upsert(conn, t_users, dict(name=user, share=0.0, share_at=now), ("name",), {})
             conn.execute(self._q.insert_job, values)
+            self._notify_hubs(conn, device)
 
         self._tx(run)
         self._known_users.add(user)
+        self._poke([device])
         return job_id
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
@@ -527,23 +673,35 @@ class HubStore:
             names = sorted(set(devices))
             if not names:
                 return None
-        # A cheap read first, so agents polling an empty queue never take the write lock.
-        if names is not None and len(names) <= _SMALL_FILTER:
-            probe, params = self._q.probe_devices, {"p_names": names}
-        else:
-            probe, params = self._q.probe_any, {}
-        if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
-            return None
+        if not self._pg and not (names is None and self._found_work):
+            # A cheap read first, so agents polling an empty queue never take SQLite's write lock
+            # (PostgreSQL's lease transaction only locks the row it takes). Skipped while a backlog
+            # is being worked off.
+            if names is not None and len(names) <= _SMALL_FILTER:
+                probe, params = self._q.probe_devices, {"p_names": names}
+            else:
+                probe, params = self._q.probe_any, {}
+            if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
+                return None
         try:
-            return self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
+            lease = self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
         except _Retry:
-            return None
+            lease = None
+        if names is None:
+            self._found_work = lease is not None
+        return lease
 
     def _fair_keys(self, conn: Connection, users: list[str], now: float) -> dict[str, tuple[int, float]]:
         """Per user: (running jobs, leases recently with decay) -- lower goes first."""
-        running = dict(conn.execute(self._q.running_by_user).all())
-        shares = {r.name: r.share * 0.5 ** (max(0.0, now - r.share_at) / SHARE_HALF_LIFE_S)
-                  for r in conn.execute(self._q.shares, {"p_users": users}).all()}
+        if len(users) == 1:
+            return {users[0]: (0, 0.0)}  # nobody to share with
+        running: dict[str, int] = {}
+        shares: dict[str, float] = {}
+        for name, share, share_at, count in conn.execute(self._q.fair, {"p_users": users}):
+            if count < 0:
+                shares[name] = share * 0.5 ** (max(0.0, now - share_at) / SHARE_HALF_LIFE_S)
+            else:
+                running[name] = count
         return {u: (running.get(u, 0), round(shares.get(u, 0.0), 6)) for u in users}
 
     def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
@@ -552,9 +710,13 @@ class HubStore:
         base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
         if names is not None and len(names) <= _SMALL_FILTER:
             return self._lease_few(conn, names, ttl_s, now, base)
-        priority = conn.execute(q.max_priority).scalar()
-        while priority is not None:
-            users = [r[0] for r in conn.execute(USERS_AT_PRIORITY, {"p_state": "queued", "p_priority": priority})]
+        below = PRIORITY_CEILING
+        while True:
+            rows = conn.execute(TOP_USERS, {"p_below": below}).all()
+            if not rows:
+                return None
+            priority = rows[0][0]
+            users = [r[1] for r in rows]
             keys = self._fair_keys(conn, users, now)
             for key in sorted(set(keys.values())):
                 heads = []
@@ -569,8 +731,7 @@ class HubStore:
                 if heads:
                     best = min(heads, key=lambda r: r.created_at)
                     return self._claim(conn, best.id, best.device, best.user, now, ttl_s, base)
-            priority = conn.execute(q.max_priority_below, {"p_priority": priority}).scalar()
-        return None
+            below = priority
 
     def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, base: dict) -> Lease | None:
         """The lease for an agent that serves a few devices: look only at those devices' queues."""
@@ -615,13 +776,17 @@ class HubStore:
             if conn.execute(q.claim_job, params).rowcount != 1:
                 raise _Retry()
             row = conn.execute(q.get_job, params).one()
-        share = conn.execute(q.share, {"p_user": user}).first()
-        if share is None:
+        if q.bump_share is not None:
+            bumped = conn.execute(q.bump_share, {"p_user": user, "p_now": now}).rowcount
+        else:
+            share = conn.execute(q.share, {"p_user": user}).first()
+            if share is not None:
+                decayed = share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
+                conn.execute(q.set_share, {"p_user": user, "p_share": decayed + 1.0, "p_now": now})
+            bumped = share is not None
+        if not bumped:  # a job from a database written before its user had a row
             self._upsert(conn, t_users, dict(name=user, share=1.0, share_at=now), ("name",),
                          dict(share=1.0, share_at=now))
-        else:
-            decayed = share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
-            conn.execute(q.set_share, {"p_user": user, "p_share": decayed + 1.0, "p_now": now})
         return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=agent_id, device=device,
                      expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
 
@@ -642,7 +807,7 @@ class HubStore:
                   "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now()}
         q = self._q
 
-        def run(conn: Connection) -> bool:
+        def run(conn: Connection) -> str | None:
             if q.returning:
                 row = conn.execute(q.finish_job, params).first()
             else:
@@ -650,12 +815,16 @@ class HubStore:
                 if row is not None:
                     conn.execute(q.finish_job, params)
             if row is None:
-                return False
+                return None
             conn.execute(q.free_device_done if state == "done" else q.free_device,
                          {"p_device": row.device, "p_id": row.id})
-            return True
+            return row.device
 
-        return self._tx(run)
+        device = self._tx(run)
+        if device is None:
+            return False
+        self._poke([device])  # the device is free (for this hub's agents)
+        return True
 
     def _requeue(self, conn: Connection, row, error: str, now: float) -> None:
         """A lease was lost through no fault of the job: queue it again and count it against the device."""
@@ -673,6 +842,7 @@ class HubStore:
             conn.execute(update(d).where(d.c.name == row.device).values(
                 fail_streak=streak, last_error=error, quarantined=1 if streak >= QUARANTINE_AFTER else 0))
             conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == row.id).values(busy_job=None))
+        self._notify_hubs(conn, row.device)
 
     def release(self, lease_id: str, error: str) -> bool:
         """The device or its agent was lost mid-job: the job goes back to the queue (attempts + 1) and
@@ -681,35 +851,41 @@ class HubStore:
         now = self._now()
         j = t_jobs
 
-        def run(conn: Connection) -> bool:
+        def run(conn: Connection) -> str | None:
             row = conn.execute(self._lock(select(j.c.id, j.c.device, j.c.attempts)
                                           .where(j.c.lease_id == lease_id, j.c.state == "running"))).first()
             if row is None:
-                return False
+                return None
             self._requeue(conn, row, error, now)
-            return True
+            return row.device
 
-        return self._tx(run)
+        device = self._tx(run)
+        if device is None:
+            return False
+        self._poke([device])
+        return True
 
     def expire(self) -> list[str]:
         """Release every lease past its expiry (its agent stopped heartbeating, or its hub died)."""
         now = self._now()
         j = t_jobs
 
-        def run(conn: Connection) -> list[str]:
+        def run(conn: Connection) -> list[tuple[str, str]]:
             rows = conn.execute(self._skip_locked(
                 select(j.c.id, j.c.device, j.c.attempts, j.c.lease_agent)
                 .where(j.c.state == "running", j.c.lease_expires < now).order_by(j.c.lease_expires).limit(200))).all()
             for row in rows:
                 self._requeue(conn, row, f"lease expired: agent {row.lease_agent} stopped answering", now)
-            return [row.id for row in rows]
+            return [(row.id, row.device) for row in rows]
 
-        out: list[str] = []
+        out: list[tuple[str, str]] = []
         while True:
             batch = self._tx(run)
             out.extend(batch)
             if len(batch) < 200:
-                return out
+                if out:
+                    self._poke(sorted({device for _, device in out}))
+                return [job_id for job_id, _ in out]
 
     def _owned(self, conn: Connection, job_id: str, principal: Principal, verb: str):
         j = t_jobs
@@ -735,9 +911,12 @@ class HubStore:
                 version=j.c.version + 1, lease_id=None, lease_agent=None, lease_expires=None))
             if row.state == "running":
                 conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == job_id).values(busy_job=None))
+                self._notify_hubs(conn, row.device)
             return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
 
-        return self._tx(run)
+        job = self._tx(run)
+        self._poke([job["device"]])
+        return job
 
     def retry(self, job_id: str, principal: Principal) -> dict:
         """Queue a failed or cancelled job again under the same id (its owner or an admin)."""
@@ -751,9 +930,12 @@ class HubStore:
             conn.execute(update(j).where(j.c.id == job_id).values(
                 state="queued", error=None, result=None, finished_at=None, message=f"retried by {principal.user}",
                 updated_at=now, version=j.c.version + 1))
+            self._notify_hubs(conn, row.device)
             return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
 
-        return self._tx(run)
+        job = self._tx(run)
+        self._poke([job["device"]])
+        return job
 
     @staticmethod
     def _job_dict(r) -> dict:

@@ -9,22 +9,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select, text, update
+from sqlalchemy import and_, bindparam, func, literal, select, text, union_all, update
 from sqlalchemy.sql import Executable
 
 from edgelat.hub.schema import devices as d
 from edgelat.hub.schema import jobs as j
 from edgelat.hub.schema import users as u
 
-# Distinct users with queued jobs at one priority, by index seeks (a loose index scan), not a scan.
-USERS_AT_PRIORITY = text(
+SHARE_HALF_LIFE_S = 60.0
+"""Fair share forgets a user's past leases with this half-life ("leased recently")."""
+
+# The highest priority below :p_below that has queued jobs, and the distinct users with queued jobs
+# at it -- all by index seeks (a loose index scan), never by scanning the queue. One round trip.
+_TOP = ('(SELECT priority FROM hub_jobs WHERE state = \'queued\' AND priority < :p_below'
+        ' ORDER BY priority DESC LIMIT 1)')
+TOP_USERS = text(
     'WITH RECURSIVE u(name) AS ('
-    ' SELECT MIN("user") FROM hub_jobs WHERE state = :p_state AND priority = :p_priority'
+    f' SELECT MIN("user") FROM hub_jobs WHERE state = \'queued\' AND priority = {_TOP}'
     ' UNION ALL'
-    ' SELECT (SELECT MIN("user") FROM hub_jobs WHERE state = :p_state AND priority = :p_priority AND "user" > u.name)'
+    ' SELECT (SELECT MIN("user") FROM hub_jobs'
+    f'  WHERE state = \'queued\' AND priority = {_TOP} AND "user" > u.name)'
     ' FROM u WHERE u.name IS NOT NULL'
-    ') SELECT name FROM u WHERE name IS NOT NULL'
+    f') SELECT {_TOP} AS priority, name FROM u WHERE name IS NOT NULL'
 )
+PRIORITY_CEILING = 1001  # priorities are -1000..1000
 
 
 def free_device():
@@ -39,10 +47,7 @@ class Statements:
 
     probe_any: Executable
     probe_devices: Executable
-    max_priority: Executable
-    max_priority_below: Executable
-    running_by_user: Executable
-    shares: Executable
+    fair: Executable
     head: Executable
     head_in: Executable
     free_names: Executable
@@ -54,17 +59,20 @@ class Statements:
     get_job: Executable
     share: Executable
     set_share: Executable
+    bump_share: Executable | None
     progress: Executable
     running_by_lease: Executable
     finish_job: Executable
     free_device_done: Executable
     free_device: Executable
     insert_job: Executable
+    notify: Executable
     returning: bool
 
 
-def build(pg: bool, returning: bool) -> Statements:
-    """The statements for PostgreSQL (``pg``) or SQLite; ``returning``: the engine has UPDATE ... RETURNING."""
+def build(pg: bool, returning: bool, math: bool) -> Statements:
+    """The statements for PostgreSQL (``pg``) or SQLite; ``returning``: the engine has UPDATE ... RETURNING;
+    ``math``: it has power() (PostgreSQL always; SQLite when built with its math functions)."""
 
     def skip_locked(stmt, *of):
         return stmt.with_for_update(skip_locked=True, of=list(of) or None) if pg else stmt
@@ -93,11 +101,12 @@ def build(pg: bool, returning: bool) -> Statements:
     return Statements(
         probe_any=select(j.c.id).where(j.c.state == "queued").limit(1),
         probe_devices=select(j.c.id).where(j.c.state == "queued", j.c.device.in_(names)).limit(1),
-        max_priority=select(func.max(j.c.priority)).where(j.c.state == "queued"),
-        max_priority_below=select(func.max(j.c.priority)).where(
-            j.c.state == "queued", j.c.priority < bindparam("p_priority")),
-        running_by_user=select(j.c.user, func.count()).where(j.c.state == "running").group_by(j.c.user),
-        shares=select(u.c.name, u.c.share, u.c.share_at).where(u.c.name.in_(bindparam("p_users", expanding=True))),
+        # Fair share inputs in one round trip: each user's decayed lease count, and running jobs per user.
+        fair=union_all(
+            select(u.c.name, u.c.share, u.c.share_at, literal(-1).label("running"))
+            .where(u.c.name.in_(bindparam("p_users", expanding=True))),
+            select(j.c.user, literal(0.0), literal(0.0), func.count())
+            .where(j.c.state == "running").group_by(j.c.user)),
         head=skip_locked(head, j),
         head_in=skip_locked(head.where(d.c.name.in_(names)), j),
         free_names=select(d.c.name).where(d.c.name.in_(names), free_device()),
@@ -114,6 +123,11 @@ def build(pg: bool, returning: bool) -> Statements:
         share=lock(select(u.c.share, u.c.share_at).where(u.c.name == bindparam("p_user"))),
         set_share=update(u).where(u.c.name == bindparam("p_user")).values(
             share=bindparam("p_share"), share_at=bindparam("p_now")),
+        # Decay and count in one statement where the engine has power().
+        bump_share=update(u).where(u.c.name == bindparam("p_user")).values(
+            share=u.c.share * func.power(0.5, (func.greatest if pg else func.max)(
+                0.0, bindparam("p_now") - u.c.share_at) / SHARE_HALF_LIFE_S) + 1.0,
+            share_at=bindparam("p_now")) if math else None,
         progress=update(j).where(j.c.lease_id == bindparam("p_lease"), j.c.state == "running").values(
             done=bindparam("p_done"), total=bindparam("p_total"), message=bindparam("p_message"),
             updated_at=bindparam("p_now"), version=j.c.version + 1,
@@ -126,5 +140,6 @@ def build(pg: bool, returning: bool) -> Statements:
         free_device=(update(d).where(d.c.name == bindparam("p_device"), d.c.busy_job == bindparam("p_id"))
                      .values(busy_job=None)),
         insert_job=j.insert(),
+        notify=text("SELECT pg_notify('edgelat_hub_work', :p_payload)"),
         returning=returning,
     )
