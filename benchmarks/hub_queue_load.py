@@ -1,7 +1,8 @@
 """Load on the hub's job queue: many agents' devices online, many users submitting, leases at once.
 
-500 simulated agents (one device each, answering at once) are online; 20 users submit 20,000 jobs
-at a steady offered rate; dispatcher threads lease and finish jobs as soon as they can. Printed,
+500 simulated agents (one device each, answering at once, heartbeating every 10 s) are online;
+20 users submit 20,000 jobs at a steady offered rate; dispatcher threads lease and finish jobs as
+soon as they can. Printed,
 per engine: jobs/s (finished jobs over the run's wall time), the median (p50) and p99 time from
 submit to lease, and that no job was leased twice.
 
@@ -29,6 +30,9 @@ from edgelat.errors import EdgelatError
 from edgelat.hub.queue import HubStore
 
 
+HEARTBEAT_S = 10.0
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -42,11 +46,13 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
     first = stores[0]
     first.create_token("bench-agents", "agent")  # a token that may serve any device
     devices_of: dict[int, list[str]] = {h: [] for h in range(len(stores))}
+    agents_of: dict[int, list[str]] = {h: [] for h in range(len(stores))}
     for i in range(agents):
         hub = i * len(stores) // agents
         name = f"dev{i:04d}"
         stores[hub].agent_online(f"agent{i:04d}", "bench-agents", {name: {"kind": "fake", "answers": "at once"}})
         devices_of[hub].append(name)
+        agents_of[hub].append(f"agent{i:04d}")
     every = [d for h in sorted(devices_of) for d in devices_of[h]]
 
     submitted_at: dict[str, float] = {}
@@ -77,6 +83,18 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
                     submitted_at[job_id] = t0
         except EdgelatError as exc:
             errors.append(f"submit: {exc}")
+
+    def heartbeats(hub: int) -> None:
+        """Every agent heartbeats every HEARTBEAT_S, spread evenly (as connected agents would)."""
+        store, mine = stores[hub], agents_of[hub]
+        try:
+            while not done.is_set():
+                for agent in mine:
+                    if done.wait(HEARTBEAT_S / len(mine)):
+                        return
+                    store.heartbeat(agent)
+        except EdgelatError as exc:
+            errors.append(f"heartbeat: {exc}")
 
     def dispatcher(hub: int, w: int) -> None:
         store = stores[hub]
@@ -113,6 +131,7 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
     threads = [threading.Thread(target=submitter, args=(u,), daemon=True) for u in range(users)]
     threads += [threading.Thread(target=dispatcher, args=(h, w), daemon=True)
                 for h in range(len(stores)) for w in range(workers_per_hub)]
+    threads += [threading.Thread(target=heartbeats, args=(h,), daemon=True) for h in range(len(stores))]
     for t in threads:
         t.start()
     budget = jobs / rate * 3 + 120

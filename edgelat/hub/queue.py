@@ -142,6 +142,9 @@ class HubStore:
         self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=4096)
         self._any_waiters: collections.deque[threading.Event] = collections.deque()
         self._device_waiters: dict[str, set[threading.Event]] = {}
+        # Devices whose agents are connected through this store (a hint for wake-ups only).
+        self._agent_devices: dict[str, set[str]] = {}
+        self._local_devices: set[str] = set()
         self._listener: threading.Thread | None = None
         self._listen_stop = threading.Event()
         self._listening = threading.Event()
@@ -255,6 +258,8 @@ class HubStore:
                     continue
                 for event in self._device_waiters.get(device, ()):
                     event.set()
+                if device not in self._local_devices:
+                    continue  # served through another hub: its dispatchers are told, not ours
                 while self._any_waiters:
                     event = self._any_waiters.popleft()
                     if not event.is_set():
@@ -568,22 +573,20 @@ class HubStore:
                                              online=1, last_seen=now))
 
         self._tx(run)
+        self._set_local(agent_id, set(facts))
         self._poke(sorted(facts))
 
     def heartbeat(self, agent_id: str) -> int:
         """The agent is alive: mark its devices seen and renew every lease held via it.
 
         Returns how many leases were renewed."""
-        now = self._now()
+        params = {"p_agent": agent_id, "p_now": self._now()}
+        q = self._q
 
         def run(conn: Connection) -> int:
-            a = schema.agents
-            conn.execute(update(a).where(a.c.id == agent_id).values(last_seen=now))
-            conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id, t_devices.c.online == 1)
-                         .values(last_seen=now))
-            j = t_jobs
-            return conn.execute(update(j).where(j.c.lease_agent == agent_id, j.c.state == "running")
-                                .values(lease_expires=now + j.c.lease_ttl)).rowcount
+            conn.execute(q.seen_agent, params)
+            conn.execute(q.seen_devices, params)
+            return conn.execute(q.renew_leases, params).rowcount
 
         return self._tx(run)
 
@@ -596,6 +599,15 @@ class HubStore:
             conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id).values(online=0))
 
         self._tx(run)
+        self._set_local(agent_id, set())
+
+    def _set_local(self, agent_id: str, names: set[str]) -> None:
+        with self._work_lock:
+            if names:
+                self._agent_devices[agent_id] = names
+            else:
+                self._agent_devices.pop(agent_id, None)
+            self._local_devices = set().union(*self._agent_devices.values())
 
     def devices(self) -> list[dict]:
         """Every device the hub has seen, with its state (online, busy, offline, quarantined)."""
@@ -807,7 +819,7 @@ class HubStore:
                   "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now()}
         q = self._q
 
-        def run(conn: Connection) -> str | None:
+        def run(conn: Connection) -> tuple[str, bool] | None:
             if q.returning:
                 row = conn.execute(q.finish_job, params).first()
             else:
@@ -818,12 +830,14 @@ class HubStore:
                 return None
             conn.execute(q.free_device_done if state == "done" else q.free_device,
                          {"p_device": row.device, "p_id": row.id})
-            return row.device
+            waiting = conn.execute(q.probe_devices, {"p_names": [row.device]}).first() is not None
+            return row.device, waiting
 
-        device = self._tx(run)
-        if device is None:
+        got = self._tx(run)
+        if got is None:
             return False
-        self._poke([device])  # the device is free (for this hub's agents)
+        if got[1]:
+            self._poke([got[0]])  # the device is free and has jobs waiting
         return True
 
     def _requeue(self, conn: Connection, row, error: str, now: float) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, func, literal, select, text, union_all, update
 from sqlalchemy.sql import Executable
 
+from edgelat.hub.schema import agents
 from edgelat.hub.schema import devices as d
 from edgelat.hub.schema import jobs as j
 from edgelat.hub.schema import users as u
@@ -67,6 +68,9 @@ class Statements:
     free_device: Executable
     insert_job: Executable
     notify: Executable
+    seen_agent: Executable
+    seen_devices: Executable
+    renew_leases: Executable
     returning: bool
 
 
@@ -140,6 +144,11 @@ def build(pg: bool, returning: bool, math: bool) -> Statements:
         free_device=(update(d).where(d.c.name == bindparam("p_device"), d.c.busy_job == bindparam("p_id"))
                      .values(busy_job=None)),
         insert_job=j.insert(),
+        seen_agent=update(agents).where(agents.c.id == bindparam("p_agent")).values(last_seen=bindparam("p_now")),
+        seen_devices=update(d).where(d.c.agent_id == bindparam("p_agent"), d.c.online == 1)
+        .values(last_seen=bindparam("p_now")),
+        renew_leases=update(j).where(j.c.lease_agent == bindparam("p_agent"), j.c.state == "running")
+        .values(lease_expires=bindparam("p_now") + j.c.lease_ttl),
         notify=text("SELECT pg_notify('edgelat_hub_work', :p_payload)"),
         returning=returning,
     )
