@@ -390,9 +390,11 @@ class HubStore:
         low = detail.lower()
         if "not a database" in low or "malformed" in low or "file is encrypted" in low:
             what = "is damaged"
+        elif "unable to open" in low:
+            what = "cannot be opened"
         elif isinstance(exc, DBAPIError) and exc.connection_invalidated or any(
                 w in low for w in ("connection refused", "could not connect", "connection failed",
-                                   "unable to open", "timeout expired", "no such host", "name or service",
+                                   "timeout expired", "no such host", "name or service",
                                    "server closed", "terminating connection")):
             what = "is unreachable"
         elif "locked" in low or "busy" in low:
@@ -933,7 +935,8 @@ class HubStore:
         return job
 
     def retry(self, job_id: str, principal: Principal) -> dict:
-        """Queue a failed or cancelled job again under the same id (its owner or an admin)."""
+        """Queue a failed or cancelled job again under the same id (its owner or an admin), with a
+        fresh budget of lost leases (``attempts`` counts those since the job was last queued)."""
         now = self._now()
         j = t_jobs
 
@@ -943,7 +946,7 @@ class HubStore:
                 raise JobStateError(f"job {job_id} is {row.state}; only failed or cancelled jobs can be retried")
             conn.execute(update(j).where(j.c.id == job_id).values(
                 state="queued", error=None, result=None, finished_at=None, message=f"retried by {principal.user}",
-                updated_at=now, version=j.c.version + 1))
+                attempts=0, updated_at=now, version=j.c.version + 1))
             self._notify_hubs(conn, row.device)
             return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
 
