@@ -35,7 +35,14 @@ from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFou
 from edgelat.hub.schema import devices as t_devices
 from edgelat.hub.schema import jobs as t_jobs
 from edgelat.hub.schema import users as t_users
-from edgelat.hub.statements import PRIORITY_CEILING, SHARE_HALF_LIFE_S, TOP_USERS, Statements, build
+from edgelat.hub.statements import (
+    PG_CLAIM,
+    PRIORITY_CEILING,
+    SHARE_HALF_LIFE_S,
+    TOP_USERS_FAIR,
+    Statements,
+    build,
+)
 from edgelat.hub.tokens import ROLES, Principal, hash_secret, new_secret
 
 __all__ = [
@@ -726,12 +733,13 @@ class HubStore:
             return self._lease_few(conn, names, ttl_s, now, base)
         below = PRIORITY_CEILING
         while True:
-            rows = conn.execute(TOP_USERS, {"p_below": below}).all()
+            rows = conn.execute(TOP_USERS_FAIR, {"p_below": below}).all()
             if not rows:
                 return None
-            priority = rows[0][0]
-            users = [r[1] for r in rows]
-            keys = self._fair_keys(conn, users, now)
+            priority = rows[0].priority
+            users = [r.name for r in rows]
+            keys = {r.name: (r.running, round(0.0 if r.share is None else r.share * 0.5 ** (
+                max(0.0, now - r.share_at) / SHARE_HALF_LIFE_S), 6)) for r in rows}
             for key in sorted(set(keys.values())):
                 heads = []
                 for user in sorted(u for u in users if keys[u] == key):
@@ -769,6 +777,18 @@ class HubStore:
     def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float,
                base: dict) -> Lease:
         q = self._q
+        if self._pg:
+            lease_id = uuid.uuid4().hex
+            row = conn.execute(PG_CLAIM, dict(
+                base, p_device=device, p_id=job_id, p_lease=lease_id, p_ttl=ttl_s, p_expires=now + ttl_s,
+                p_now=now)).first()
+            if row is None:
+                raise _Retry()  # another thread of this hub took the device first
+            if not row.shared:  # a job from a database written before its user had a row
+                self._upsert(conn, t_users, dict(name=user, share=1.0, share_at=now), ("name",),
+                             dict(share=1.0, share_at=now))
+            return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent, device=device,
+                         expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
         params = dict(base, p_device=device, p_id=job_id)
         if q.returning:
             got = conn.execute(q.claim_device, params).first()

@@ -120,6 +120,15 @@ jobs = Table(
     Index("ix_hub_jobs_created", "created_at"),
 )
 
+# Running jobs per user, for fair share: a small index (running jobs only).
+Index(
+    "ix_hub_jobs_running_user",
+    jobs.c.user,
+    jobs.c.state,
+    sqlite_where=jobs.c.state == "running",
+    postgresql_where=jobs.c.state == "running",
+)
+
 # A device runs one job at a time: enforced by the database, not only by the lease code.
 Index(
     "ux_hub_jobs_running_device",

@@ -20,20 +20,47 @@ from edgelat.hub.schema import users as u
 SHARE_HALF_LIFE_S = 60.0
 """Fair share forgets a user's past leases with this half-life ("leased recently")."""
 
-# The highest priority below :p_below that has queued jobs, and the distinct users with queued jobs
-# at it -- all by index seeks (a loose index scan), never by scanning the queue. One round trip.
+# The highest priority below :p_below that has queued jobs (an index seek).
 _TOP = ('(SELECT priority FROM hub_jobs WHERE state = \'queued\' AND priority < :p_below'
         ' ORDER BY priority DESC LIMIT 1)')
-TOP_USERS = text(
+PRIORITY_CEILING = 1001  # priorities are -1000..1000
+
+# That priority, the distinct users with queued jobs at it -- by index seeks (a loose index scan),
+# never by scanning the queue -- and each one's fair-share inputs: the decayed lease count and the
+# running jobs (from the small partial index of running jobs). One round trip for the ordering.
+TOP_USERS_FAIR = text(
     'WITH RECURSIVE u(name) AS ('
     f' SELECT MIN("user") FROM hub_jobs WHERE state = \'queued\' AND priority = {_TOP}'
     ' UNION ALL'
     ' SELECT (SELECT MIN("user") FROM hub_jobs'
     f'  WHERE state = \'queued\' AND priority = {_TOP} AND "user" > u.name)'
     ' FROM u WHERE u.name IS NOT NULL'
-    f') SELECT {_TOP} AS priority, name FROM u WHERE name IS NOT NULL'
+    f') SELECT {_TOP} AS priority, u.name AS name, hu.share AS share, hu.share_at AS share_at,'
+    ' (SELECT COUNT(*) FROM hub_jobs r WHERE r.state = \'running\' AND r."user" = u.name) AS running'
+    ' FROM u LEFT JOIN hub_users hu ON hu.name = u.name WHERE u.name IS NOT NULL'
 )
-PRIORITY_CEILING = 1001  # priorities are -1000..1000
+
+# PostgreSQL: take the device, start the job and count the lease for its user in one statement
+# (one round trip instead of three). Returns the job's row, or nothing when the device or the job
+# was taken meanwhile (the caller rolls back and tries again).
+PG_CLAIM = text(
+    'WITH dev AS ('
+    ' UPDATE hub_devices SET busy_job = :p_id'
+    ' WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
+    ' AND last_seen >= :p_cutoff RETURNING agent_id'
+    '), job AS ('
+    ' UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
+    ' lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
+    ' leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
+    ' version = hub_jobs.version + 1'
+    ' FROM dev WHERE hub_jobs.id = :p_id AND hub_jobs.state = \'queued\''
+    ' RETURNING hub_jobs.*'
+    '), shared AS ('
+    ' UPDATE hub_users SET share = share * power(0.5, greatest(0.0, :p_now - share_at) / '
+    f'{SHARE_HALF_LIFE_S!r}) + 1.0, share_at = :p_now'
+    ' WHERE name = (SELECT "user" FROM job) RETURNING 1'
+    ') SELECT job.*, (SELECT COUNT(*) FROM shared) AS shared FROM job'
+)
 
 
 def free_device():
