@@ -173,12 +173,13 @@ def test_one_job_per_device_also_enforced_by_the_database(store: HubStore, hub_u
     assert store.lease().job["id"] == second
 
 
-@pytest.mark.parametrize("by_device", [False, True], ids=["any-device", "agent-devices"])
-def test_priority_then_fair_share_then_submit_time(make_store: Callable[..., HubStore], by_device: bool) -> None:
+@pytest.mark.parametrize("asked", ["any", "few", "many"], ids=["any-device", "agent-devices", "many-devices"])
+def test_priority_then_fair_share_then_submit_time(make_store: Callable[..., HubStore], asked: str) -> None:
     store = make_store(clock=Clock())
     devs = ["d1", "d2", "d3", "d4", "d5"]
     bring_online(store, "a1", devs)
-    ask = devs if by_device else None
+    # None: any device; a few names: the per-device path; many names: the queue-order path, filtered.
+    ask = {"any": None, "few": devs, "many": devs + [f"other{i}" for i in range(100)]}[asked]
     alice = [store.submit("alice", "k", d, {}, {}) for d in devs for _ in range(2)]
     bob = [store.submit("bob", "k", d, {}, {}) for d in devs[:4]]
     urgent = store.submit("carol", "k", "d5", {}, {}, priority=5)
