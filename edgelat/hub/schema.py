@@ -72,15 +72,6 @@ devices = Table(
     Index("ix_hub_devices_agent", "agent_id"),
 )
 
-users = Table(
-    "hub_users",
-    metadata,
-    Column("name", String(200), primary_key=True),
-    # Exponentially decayed count of leases: "how many jobs this user got recently".
-    Column("share", Float, nullable=False, default=0.0),
-    Column("share_at", Float, nullable=False, default=0.0),
-)
-
 jobs = Table(
     "hub_jobs",
     metadata,
