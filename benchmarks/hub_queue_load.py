@@ -97,22 +97,16 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
         except EdgelatError as exc:
             errors.append(f"heartbeat: {exc}")
 
-    def dispatcher(hub: int, w: int) -> None:
+    def dispatcher(hub: int, mine: list[str] | None) -> None:
+        """Lease and finish at once. ``mine``: one agent pulling for its own devices; None: the
+        hub's dispatcher, asking for any free device of its agents."""
         store = stores[hub]
-        mine = devices_of[hub][w::workers_per_hub]
-        cursor = 0
         try:
             while not done.is_set():
                 marker = store.work_marker()
-                if per_agent:  # each agent asks for its own device, in turn
-                    name = mine[cursor % len(mine)]
-                    cursor += 1
-                    lease = store.lease([name], ttl_s=30)
-                else:  # the hub's dispatcher asks for any free device of its agents
-                    lease = store.lease(ttl_s=30)
+                lease = store.lease(mine, ttl_s=30)
                 if lease is None:
-                    if not per_agent or cursor % len(mine) == 0:
-                        store.wait_for_work(marker, 0.25)  # woken by a submit, on any hub
+                    store.wait_for_work(marker, 1.0, mine)  # woken by a submit, on any hub
                     continue
                 now = time.perf_counter()
                 job_id = lease.job["id"]
@@ -130,8 +124,12 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
             done.set()
 
     threads = [threading.Thread(target=submitter, args=(u,), daemon=True) for u in range(users)]
-    threads += [threading.Thread(target=dispatcher, args=(h, w), daemon=True)
-                for h in range(len(stores)) for w in range(workers_per_hub)]
+    if per_agent:
+        threads += [threading.Thread(target=dispatcher, args=(h, [name]), daemon=True)
+                    for h in range(len(stores)) for name in devices_of[h]]
+    else:
+        threads += [threading.Thread(target=dispatcher, args=(h, None), daemon=True)
+                    for h in range(len(stores)) for _ in range(workers_per_hub)]
     threads += [threading.Thread(target=heartbeats, args=(h,), daemon=True) for h in range(len(stores))]
     for t in threads:
         t.start()
@@ -211,7 +209,8 @@ def main() -> int:
     ap.add_argument("--agents", type=int, default=500)
     ap.add_argument("--rate", type=float, default=250.0, help="offered submissions per second, all users together")
     ap.add_argument("--workers", type=int, default=4, help="dispatcher threads per hub")
-    ap.add_argument("--per-agent", action="store_true", help="each agent leases for its own device in turn")
+    ap.add_argument("--per-agent", action="store_true",
+                    help="one thread per agent, each leasing for its own device (instead of --workers dispatchers)")
     ap.add_argument("--drain", type=int, default=5000, help="jobs queued up front to measure capacity (0: skip)")
     ap.add_argument("--engines", default="sqlite,postgresql")
     ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")

@@ -271,6 +271,8 @@ class HubStore:
         for attempt in range(attempts):
             try:
                 with serialize, self._engine.connect() as conn:
+                    if not write and self._pg:  # one statement's snapshot is enough: no BEGIN/COMMIT
+                        return fn(conn.execution_options(isolation_level="AUTOCOMMIT"))
                     if not write:
                         conn = conn.execution_options(edgelat_write=False)
                     with conn.begin():
@@ -522,10 +524,10 @@ class HubStore:
             names = sorted(set(devices))
             if not names:
                 return None
-        if not self._pg and not (names is None and self._found_work):
-            # A cheap read first, so agents polling an empty queue never take SQLite's write lock
-            # (PostgreSQL's lease transaction only locks the row it takes). Skipped while a backlog
-            # is being worked off.
+        if not (names is None and (self._found_work or self._pg)):
+            # A cheap read first, so agents polling for their devices cost one read, never SQLite's
+            # write lock. Skipped while a backlog is worked off, and for PostgreSQL dispatchers
+            # asking for any device (the lease transaction itself is cheap there).
             if names is not None and len(names) <= _SMALL_FILTER:
                 probe, params = self._q.probe_devices, {"p_names": names}
             else:
