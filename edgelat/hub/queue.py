@@ -7,6 +7,17 @@ take leases with row locks (``FOR UPDATE SKIP LOCKED``). On SQLite every write i
 
 Jobs are data (a kind, a device, a runtime config and parameters as JSON); nothing a request
 carries is ever executed here.
+
+A dispatcher (one per connected agent, or a few per hub) runs::
+
+    marker = store.work_marker()
+    lease = store.lease(["pixel7"], ttl_s=30)       # None: nothing to do for these devices now
+    if lease is None:
+        store.wait_for_work(marker, 5.0, ["pixel7"])  # woken by a submit, a freed device, any hub
+    else:
+        ...  # hand lease.job to the agent; progress()/heartbeat() renew, finish() or release() end it
+
+and some hub calls ``expire()`` every few seconds, so leases of dead agents or hubs come back.
 """
 
 from __future__ import annotations
