@@ -49,8 +49,14 @@ FACADES: dict[tuple[str, str], str] = {
 #: Known arrows up, each with the reason it is tolerated (none today; keep it that way).
 KNOWN_UP: dict[tuple[str, str], str] = {}
 
-#: Known modules outside lut/ that run SQL, with the reason (none today).
-KNOWN_SQL: dict[str, str] = {}
+#: Modules outside lut/ that run SQL, with the reason. The hub's queue (jobs, leases, tokens,
+#: agents) is its own database, on SQLite or a shared PostgreSQL through SQLAlchemy, not the
+#: latency tables that lut/ keeps; its SQL stays inside edgelat/hub's store modules.
+KNOWN_SQL: dict[str, str] = {
+    "edgelat.hub.db": "the hub queue's engine set-up (pragmas, LISTEN/NOTIFY)",
+    "edgelat.hub.queue": "the hub's job queue",
+    "edgelat.hub.statements": "the hub queue's prepared statements",
+}
 
 
 def _package_dirs() -> dict[str, Path]:
