@@ -12,7 +12,7 @@ from edgelat.cli import main
 from edgelat.lut.store import kernel_rows, open_db
 from edgelat.predictors.fusion import DEFAULT_PAIRS, load_rules, verdict_rows
 from edgelat.predictors.kernel import KernelPredictor
-from edgelat.predictors.sampling import MODEL_PROTOCOL, MODELS_SHARE, default_models
+from edgelat.predictors.sampling import MODELS_SHARE
 
 
 def test_build_then_report_on_local(tmp_path):
@@ -21,10 +21,10 @@ def test_build_then_report_on_local(tmp_path):
     assert built.exit_code == 0, built.output
     summary = json.loads(built.stdout)
     assert summary["device"] == "local" and summary["config_key"] == "onnxruntime|cpu|t1|fp32"
-    # a budget this small is overrun by the one pass every whole model gets (at most
-    # max_seconds each) and the last group of kernels
-    overrun = len(default_models()) * MODEL_PROTOCOL.max_seconds + 15
-    assert (1 - MODELS_SHARE) * 24 <= summary["spent_s"] < 24 + overrun
+    # the rounds go on until only the models' share is left; how far the last group and the
+    # whole models' one pass overrun depends on the machine's load (test_predictors_build checks
+    # structurally that no group starts past its limit)
+    assert summary["spent_s"] >= (1 - MODELS_SHARE) * 24
     # the verdicts printed are the ones stored (whether each is right is test_predictors_graph's job:
     # a verdict rests on timing differences that a 24 s build on a shared machine cannot promise)
     assert summary["fusion"] == {f"{r['op']}+{r['act']}": r["verdict"] for r in verdict_rows(open_db(), "local", RuntimeConfig())}
