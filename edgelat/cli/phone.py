@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from edgelat.cli.agent import insecure_option, tls_options, upload_idle_option
+from edgelat.cli.agent import hub_link_options, insecure_option, run_hub_link, tls_options, upload_idle_option
 from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
 from edgelat.results import public_row
 from edgelat.cli.devices import replace_options
@@ -155,10 +155,12 @@ def register_phone(
 @tls_options
 @insecure_option
 @upload_idle_option
+@hub_link_options
 def agent_adb(
     device_name: str | None, serial: str | None, address: str | None, runner: str | None,
     python: str | None, listen: str, token_file: str | None, tls_cert: str | None, tls_key: str | None,
-    insecure: bool, upload_idle_s: float,
+    insecure: bool, upload_idle_s: float, hub_address: str | None = None, hub_name: str | None = None,
+    hub_tls_ca: str | None = None,
 ) -> None:
     """Serve a phone over gRPC: the same Agent service as 'agent serve', run through ADB.
 
@@ -183,8 +185,9 @@ def agent_adb(
         raise BadInput("give exactly one of --device NAME, --serial SERIAL or --address HOST:PORT")
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
-    token = read_token_file(token_file) if token_file is not None else None
-    check_listen(listen, token, insecure)  # before touching the phone
+    token = read_token_file(token_file) if token_file is not None and not hub_address else None
+    if not hub_address:
+        check_listen(listen, token, insecure)  # before touching the phone
     facts: dict[str, Any] = {}
     if device_name:
         _, registry = open_registry()
@@ -203,6 +206,11 @@ def agent_adb(
     backend = backend_from_transport(transport, facts)
     label = device_name or serial or address
     backend.describe()  # connect now: an unauthorised or unreachable phone fails before we listen
+    if hub_address:  # dial out to the hub instead of listening
+        name = hub_name or device_name or serial or str(address).replace(":", "-")
+        run_hub_link({name: backend}, hub_address, token_file, name, hub_tls_ca, home() / "adb-agent-models",
+                     2 << 30, upload_idle_s)
+        return
 
     def ready(server: Any) -> None:
         host = listen.rpartition(":")[0]

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from edgelat.cli.jobs import detach_option, hub_options, remote
 from edgelat.cli.base import (
     emit_json,
     json_option,
@@ -100,9 +101,12 @@ def drift_line(sentinel: dict[str, Any]) -> str:
 @runtime_options
 @protocol_options
 @_runner_option
+@hub_options
+@detach_option
 @json_option
 def ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool, rounds: int | None,
-        runtime_config: Any, protocol: Any, runner: str | None, as_json: bool) -> None:
+        runtime_config: Any, protocol: Any, runner: str | None, as_json: bool, hub: str | None = None,
+        hub_token_file: str | None = None, detach: bool = False) -> None:
     """Profile operators (kernels) on a device into its lookup table.
 
     Kernels already measured for this device and runtime config are skipped, so an
@@ -118,7 +122,13 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
       edgelat profile ops --device pixel7 --preset mobilenet --runner benchmark_model
       edgelat profile ops --device rpi5 --space ofa-mbv3 --max-seconds 1
       edgelat profile ops --device local --preset mobilenet --force --rounds 6
+      EDGELAT_HUB=hub.lab:50100 edgelat profile ops --device pixel7 --preset mobilenet --detach
     """
+    if remote(hub):
+        from edgelat.cli.jobs import profile_ops
+
+        return profile_ops(device, preset, ops_file, space, force, rounds, runtime_config, protocol, runner,
+                           as_json, hub, hub_token_file, detach)
     from edgelat.profiler.ops import load_specs
     from edgelat.profiler.presets import get_preset
 

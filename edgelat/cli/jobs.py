@@ -1,0 +1,303 @@
+"""``edgelat jobs``: the jobs of a hub; and the remote mode other commands share.
+
+With ``EDGELAT_HUB`` (or ``--hub``) set, ``profile ops`` and ``devices list``
+go through the hub: a command becomes a job, ``--detach`` prints its id,
+without it the command follows the job and prints what it prints locally.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+from typing import Any, Callable
+
+import click
+
+from edgelat.cli.base import EdgelatGroup, emit_json, json_option, main, progress_lines, stdout_console
+
+
+@main.group(cls=EdgelatGroup)
+def jobs() -> None:
+    """List, show, follow, cancel and retry the jobs of a hub (EDGELAT_HUB)."""
+
+
+def hub_options(f: Callable) -> Callable:
+    """``--hub``/``--token-file``: which hub, as whom (default: EDGELAT_HUB, EDGELAT_TOKEN_FILE)."""
+
+    @click.option("--hub", "hub", default=None, metavar="HOST:PORT",
+                  help="Go through this hub [default: $EDGELAT_HUB; unset: work locally].")
+    @click.option("--token-file", "hub_token_file", type=click.Path(dir_okay=False), default=None,
+                  help="The hub token [default: $EDGELAT_TOKEN_FILE].")
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def detach_option(f: Callable) -> Callable:
+    return click.option("--detach", is_flag=True,
+                        help="With a hub: print the job id and return; the job runs on the hub.")(f)
+
+
+def client(hub: str | None, token_file: str | None) -> Any:
+    from edgelat.hub.client import HubClient
+
+    return HubClient.from_env(hub, token_file)
+
+
+def remote(hub: str | None) -> bool:
+    """Whether this command goes through a hub."""
+    from edgelat.hub.client import configured
+
+    return bool(configured(hub))
+
+
+def _when(ts: Any) -> str:
+    if not ts:
+        return "-"
+    if isinstance(ts, str):
+        return ts[:16].replace("T", " ")
+    return _dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def follow(c: Any, job: dict[str, Any], label: str, quiet: bool) -> dict[str, Any]:
+    """Follow a job to its end with a progress bar on stderr; returns the final job."""
+    from edgelat.hub.client import FINAL
+
+    try:
+        with progress_lines(label, max(1, int(job.get("total") or 1)), quiet) as bar:
+            for job in c.watch(job["id"]):
+                if job.get("total"):
+                    bar.total = float(job["total"])
+                if job.get("done") is not None:
+                    bar.update(int(job["done"]), str(job.get("message") or job["state"]))
+                if job["state"] in FINAL:
+                    return job
+    except KeyboardInterrupt:
+        click.echo(f"\nthe job {job['id']} goes on on the hub: edgelat jobs watch {job['id']}", err=True)
+        raise
+    return c.get(job["id"])
+
+
+def submit(hub: str | None, token_file: str | None, kind: str, device: str, config: dict[str, Any],
+           params: dict[str, Any], detach: bool, as_json: bool, label: str, priority: int = 0) -> dict[str, Any] | None:
+    """Submit a job; with ``detach`` print its id and return None, else follow it and return the final job
+    (raising the job's error when it failed or was cancelled)."""
+    from edgelat.errors import DeviceError, EdgelatError
+
+    with client(hub, token_file) as c:
+        job, note = c.submit(kind, device, config, params, priority=priority)
+        if note:
+            click.echo(f"note: {note}", err=True)
+        if detach:
+            if as_json:
+                emit_json({"job": job["id"]})
+            else:
+                click.echo(job["id"])
+            return None
+        if not as_json:
+            click.echo(f"job {job['id']} submitted to {c.address}", err=True)
+        job = follow(c, job, label, as_json)
+    if job["state"] == "failed":
+        raise DeviceError(f"job {job['id']} failed: {job.get('error') or 'no reason given'}")
+    if job["state"] == "cancelled":
+        raise EdgelatError(f"job {job['id']} was cancelled")
+    return job
+
+
+def _progress(job: dict[str, Any]) -> str:
+    total = job.get("total") or 0
+    return f"{job.get('done') or 0}/{total}" if total else "-"
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]), default=None,
+              help="Only jobs in this state.")
+@click.option("--device", default=None, help="Only jobs for this device.")
+@click.option("--user", default=None, help="Only this user's jobs (admins; users see their own).")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True, help="At most this many.")
+@hub_options
+@json_option
+def list_cmd(state: str | None, device: str | None, user: str | None, limit: int, hub: str | None,
+             hub_token_file: str | None, as_json: bool) -> None:
+    """List jobs, newest first.
+
+    \b
+    Example:
+      edgelat jobs list --state running
+      edgelat jobs list --json | jq '.[].id'
+    """
+    with client(hub, hub_token_file) as c:
+        rows = c.list_jobs(user=user, state=state, device=device, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("id", "state", "user", "device", "kind", "progress", "updated")
+    for j in rows:
+        table.add_row(str(j["id"]), j["state"], str(j.get("user")), str(j.get("device")), str(j.get("kind")),
+                      _progress(j), _when(j.get("updated_at")))
+    stdout_console().print(table)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    click.echo(f"{job['id']}  {job['state']}  {job.get('kind')} on {job.get('device')} for {job.get('user')}")
+    click.echo(f"progress: {_progress(job)}  {job.get('message') or ''}".rstrip())
+    if job.get("error"):
+        click.echo(f"error: {job['error']}")
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@hub_options
+@json_option
+def show_cmd(job_id: str, hub: str | None, hub_token_file: str | None, as_json: bool) -> None:
+    """Show a job: state, who ran it, device, progress, error, result.
+
+    \b
+    Example:
+      edgelat jobs show 3f2a9c --json
+    """
+    with client(hub, hub_token_file) as c:
+        job = c.get(job_id)
+    if as_json:
+        emit_json(job)
+    else:
+        _print_job(job)
+
+
+@jobs.command("watch")
+@click.argument("job_id")
+@hub_options
+@json_option
+def watch_cmd(job_id: str, hub: str | None, hub_token_file: str | None, as_json: bool) -> None:
+    """Follow a job until it ends (progress on stderr), then show it.
+
+    \b
+    Example:
+      edgelat jobs watch 3f2a9c
+    """
+    with client(hub, hub_token_file) as c:
+        job = follow(c, c.get(job_id), "job", as_json)
+    if as_json:
+        emit_json(job)
+    else:
+        _print_job(job)
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@hub_options
+@json_option
+def cancel_cmd(job_id: str, hub: str | None, hub_token_file: str | None, as_json: bool) -> None:
+    """Cancel a job; a running one stops at its next measurement (rows stored so far stay).
+
+    \b
+    Example:
+      edgelat jobs cancel 3f2a9c
+    """
+    with client(hub, hub_token_file) as c:
+        job = c.cancel(job_id)
+    if as_json:
+        emit_json(job)
+    else:
+        click.echo(f"job {job['id']}: {job['state']}")
+
+
+@jobs.command("retry")
+@click.argument("job_id")
+@hub_options
+@json_option
+def retry_cmd(job_id: str, hub: str | None, hub_token_file: str | None, as_json: bool) -> None:
+    """Queue a failed or cancelled job again (it skips what its device's table already holds).
+
+    \b
+    Example:
+      edgelat jobs retry 3f2a9c
+    """
+    with client(hub, hub_token_file) as c:
+        job = c.retry(job_id)
+    if as_json:
+        emit_json(job)
+    else:
+        click.echo(f"job {job['id']}: {job['state']}")
+
+
+def devices_list(hub: str | None, token_file: str | None, as_json: bool) -> None:
+    """``devices list`` through a hub: state (online, busy, offline, quarantined), last seen, facts."""
+    with client(hub, token_file) as c:
+        rows = c.devices()
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("name", "state", "agent", "last seen", "arch", "cpu")
+    for r in rows:
+        facts = r.get("facts") or {}
+        table.add_row(r["name"], r["state"], str(r.get("agent_id") or "-"), _when(r.get("last_seen")),
+                      str(facts.get("arch") or "-"), str(facts.get("cpu_model") or "-"))
+    stdout_console().print(table)
+
+
+def profile_ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool,
+                rounds: int | None, runtime_config: Any, protocol: Any, runner: str | None, as_json: bool,
+                hub: str | None, token_file: str | None, detach: bool) -> None:
+    """``profile ops`` through a hub: the kernels travel as data (a preset or built-in space by name,
+    an --ops file or a YAML space as its list of kernels), never as a path on the hub."""
+    import dataclasses
+
+    from edgelat.errors import BadInput, DeviceError
+
+    if runner is not None:
+        raise BadInput("--runner is not supported through a hub: the agent serving the phone picks its runner")
+    if force:
+        raise BadInput("--force is not supported through a hub yet: a resumed job would measure its rows again")
+    if sum(x is not None for x in (preset, ops_file, space)) > 1:
+        raise BadInput("give one of --preset, --ops or --space")
+    params: dict[str, Any]
+    if ops_file is not None:
+        from edgelat.profiler.ops import load_specs
+
+        params = {"specs": [s.to_dict() for s in load_specs(ops_file)]}
+    elif space is not None:
+        from edgelat.search.spaces import BUILTIN, get_space
+
+        params = {"space": space} if space in BUILTIN else \
+            {"specs": [s.to_dict() for s in get_space(space).kernel_vocabulary()]}
+    else:
+        params = {"preset": preset or "mobilenet"}
+    params["protocol"] = dataclasses.asdict(protocol)
+    if rounds is not None:
+        params["rounds"] = rounds
+    config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
+    job = submit(hub, token_file, "profile-ops", device, config, params, detach, as_json, "profiling")
+    if job is None:
+        return
+    result = job.get("result") or {}
+    if as_json:
+        emit_json(result)
+    else:
+        print_ops_summary(result)
+    if result.get("interrupted"):
+        raise DeviceError(result["interrupted"])
+
+
+def print_ops_summary(d: dict[str, Any]) -> None:
+    """What ``profile ops`` prints at the end, from a job's result."""
+    from edgelat.cli.base import stderr_console
+    from edgelat.cli.profile import drift_line
+
+    err = stderr_console()
+    failed = d.get("failed") or []
+    err.print(
+        f"{d.get('device')}: {d.get('measured', 0)} measured, {d.get('skipped', 0)} already in the table, "
+        f"{len(failed)} failed, {d.get('unstable', 0)} flagged unstable "
+        f"({d.get('wall_seconds', 0.0):.1f} s wall, {d.get('measured_seconds', 0.0):.1f} s inside measured runs)"
+    )
+    for f in failed[:10]:
+        err.print(f"  failed {f.get('key')}: {f.get('error')}")
+    if d.get("sentinel"):
+        err.print(drift_line(d["sentinel"]))
