@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import grpc
 
 from edgelat.agents.server import SERVER_OPTIONS, check_listen
-from edgelat.errors import BadInput, EdgelatError
+from edgelat.errors import BadInput, EdgelatError, UnknownPreset
 from edgelat.hub.errors import AuthError, HubDatabaseError, JobNotFound
 from edgelat.hub.kinds import check_job
 from edgelat.hub.link import AgentConnection, Fleet
@@ -52,7 +52,7 @@ def _status(exc: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, HubDatabaseError):
         return grpc.StatusCode.INTERNAL
-    if isinstance(exc, BadInput):
+    if isinstance(exc, (BadInput, UnknownPreset)):
         return grpc.StatusCode.INVALID_ARGUMENT
     if name == "JobStateError":
         return grpc.StatusCode.FAILED_PRECONDITION
@@ -121,7 +121,7 @@ class HubServicer(pb_grpc.HubServicer):
                     raise BadInput(f"device {d.name!r}: facts are not JSON") from None
             conn = AgentConnection(hello.agent_id, principal.user, devices)
             conn.context = context
-            self.store.agent_online(hello.agent_id, principal.user, devices)
+            self.store.agent_online(hello.agent_id, principal.user, devices, principal=principal)
         except EdgelatError as exc:
             context.abort(_status(exc), " ".join(str(exc).split()))
         for old in self.fleet.add(conn):
@@ -218,15 +218,14 @@ class HubServicer(pb_grpc.HubServicer):
         except EdgelatError as exc:
             context.abort(_status(exc), " ".join(str(exc).split()))
         yield pb.JobReply(job_json=_json(job))
-        after = float(job.get("updated_at") or 0.0)
+        after = job.get("change")
         while context.is_active() and job.get("state") in ("queued", "running"):
             try:
                 job = self.store.wait_change(request.job_id, after, WATCH_POLL_S)
             except EdgelatError as exc:
                 context.abort(_status(exc), " ".join(str(exc).split()))
-            stamp = float(job.get("updated_at") or 0.0)
-            if stamp != after:
-                after = stamp
+            if job.get("change") != after or job.get("state") not in ("queued", "running"):
+                after = job.get("change")
                 yield pb.JobReply(job_json=_json(job))
 
     @_guard
