@@ -1,0 +1,1 @@
+"""The hub: one shared service for a lab's device fleet (persisted job queue, tokens, agents)."""

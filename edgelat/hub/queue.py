@@ -1,0 +1,825 @@
+"""The hub's persisted job queue: tokens, agents and their devices, jobs and their leases.
+
+One :class:`HubStore` is one hub process's handle on the database. The embedded default is a
+SQLite file (WAL) under ``$EDGELAT_HOME``; at lab scale several hubs share one PostgreSQL and
+take leases with row locks (``FOR UPDATE SKIP LOCKED``). On SQLite every write is one
+``BEGIN IMMEDIATE`` transaction, so two stores on one file never hand a job out twice either.
+
+Jobs are data (a kind, a device, a runtime config and parameters as JSON); nothing a request
+carries is ever executed here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import and_, event, func, select, text, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from edgelat.errors import BadInput, EdgelatError, UnknownDevice
+from edgelat.hub import schema
+from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFound, JobStateError
+from edgelat.hub.schema import devices as t_devices
+from edgelat.hub.schema import jobs as t_jobs
+from edgelat.hub.schema import users as t_users
+from edgelat.hub.tokens import ROLES, Principal, hash_secret, new_secret
+
+__all__ = [
+    "HubStore", "Lease", "Principal", "AuthError", "Forbidden", "JobNotFound", "JobStateError",
+    "HubDatabaseError", "QUARANTINE_AFTER", "JOB_STATES", "DEVICE_STATES", "default_url",
+]
+
+QUARANTINE_AFTER = 3
+"""A device that loses this many leases in a row is quarantined until an admin releases it."""
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+DEVICE_STATES = ("online", "busy", "offline", "quarantined")
+FINAL_STATES = ("done", "failed", "cancelled")
+
+SHARE_HALF_LIFE_S = 60.0
+"""Fair share forgets a user's past leases with this half-life ("leased recently")."""
+
+_SMALL_FILTER = 64  # lease(devices=...) with at most this many names takes the per-device path
+_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+_T = TypeVar("_T")
+
+
+def default_url() -> str:
+    """The embedded hub database: ``sqlite:///$EDGELAT_HOME/hub.db``."""
+    from edgelat.config import home
+
+    return f"sqlite:///{home() / 'hub.db'}"
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or value != value.strip():
+        raise BadInput(f"{what} must be a non-empty name of at most 200 printable characters, got {value!r}")
+    return value
+
+
+def _dump(value: Any, what: str) -> str:
+    if not isinstance(value, dict):
+        raise BadInput(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"{what} is not plain JSON: {exc}") from None
+
+
+def _load(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job handed to an agent: run it, report progress, finish it, before ``expires_at``."""
+
+    lease_id: str
+    job: dict
+    agent_id: str
+    device: str
+    expires_at: str
+    ttl_s: float
+
+
+class _Retry(Exception):
+    """Internal: the lease transaction lost a race; roll back and try again."""
+
+
+class HubStore:
+    """One hub's handle on the queue database (SQLite file or PostgreSQL)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        hub_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        offline_after_s: float = 90.0,
+        max_attempts: int = 10,
+        pool_size: int = 8,
+    ) -> None:
+        self.url = url
+        self.hub_id = hub_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.offline_after_s = offline_after_s
+        self.max_attempts = max_attempts
+        self._clock = clock
+        self._pool_size = pool_size
+        self._engine: Engine | None = None
+        self._pg = False
+        self._shown = url
+        self._known_users: set[str] = set()
+        self._ts_lock = threading.Lock()
+        self._last_ts = 0.0
+
+    # ------------------------------------------------------------------ engine
+    def open(self) -> "HubStore":
+        """Connect, create the schema if missing (idempotent) and check its version."""
+        if self._engine is not None:
+            return self
+        url = self._normalized_url()
+        self._pg = url.get_backend_name() == "postgresql"
+        self._shown = url.render_as_string(hide_password=True)
+        try:
+            if self._pg:
+                engine = self._pg_engine(url)
+            else:
+                engine = self._sqlite_engine(url)
+        except (ArgumentError, ImportError) as exc:
+            raise HubDatabaseError(f"hub database {self._shown} cannot be used: {exc}") from None
+        self._engine = engine
+        try:
+            self._tx(self._create_schema)
+        except BaseException:
+            engine.dispose()
+            self._engine = None
+            raise
+        return self
+
+    def close(self) -> None:
+        """Close every pooled connection; the store can be opened again."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> "HubStore":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _normalized_url(self):
+        raw = self.url
+        if not isinstance(raw, str) or not raw.strip():
+            raise BadInput("hub database URL is empty: use sqlite:///PATH or postgresql://USER@HOST/DB")
+        raw = raw.strip()
+        if "://" not in raw:
+            raw = "sqlite:///" + os.path.abspath(os.path.expanduser(raw))
+        for prefix in ("postgresql://", "postgres://"):
+            if raw.startswith(prefix):
+                raw = "postgresql+psycopg://" + raw[len(prefix):]
+        try:
+            url = make_url(raw)
+        except ArgumentError:
+            raise BadInput(f"hub database URL {self.url!r} cannot be parsed: use sqlite:///PATH or "
+                           "postgresql://USER@HOST/DB") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise BadInput(f"hub database URL {self.url!r}: only sqlite:///PATH and postgresql://... are supported")
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            raise BadInput("the hub needs a SQLite file it can share between connections, not an in-memory database")
+        return url
+
+    def _sqlite_engine(self, url) -> Engine:
+        from sqlalchemy import create_engine
+
+        busy_s = 30.0
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_s, "check_same_thread": False},
+            pool_size=self._pool_size,
+            max_overflow=2 * self._pool_size,
+            pool_timeout=60,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI objects
+            # We issue BEGIN ourselves (the sqlite3 module's implicit transactions get in the way).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # noqa: ANN001
+            write = conn.get_execution_options().get("edgelat_write", True)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    def _pg_engine(self, url) -> Engine:
+        from sqlalchemy import create_engine
+
+        return create_engine(
+            url,
+            pool_size=self._pool_size,
+            max_overflow=self._pool_size,
+            pool_timeout=60,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "application_name": f"edgelat-hub {self.hub_id}"[:63]},
+        )
+
+    def _create_schema(self, conn: Connection) -> None:
+        if self._pg:
+            # Two hubs starting at once on an empty database must not both create the tables.
+            conn.execute(text("SELECT pg_advisory_xact_lock(70110011)"))
+        schema.metadata.create_all(conn)
+        row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
+        if row is None:
+            conn.execute(schema.meta.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+        elif int(row.value) > schema.SCHEMA_VERSION:
+            raise HubDatabaseError(
+                f"hub database {self._shown} has schema version {row.value}, newer than this edgelat "
+                f"({schema.SCHEMA_VERSION}): upgrade edgelat")
+
+    def _db_error(self, exc: BaseException) -> HubDatabaseError:
+        orig = getattr(exc, "orig", None) or exc
+        detail = " ".join(str(orig).split()) or type(orig).__name__
+        detail = detail.split(" [SQL:")[0][:300]
+        low = detail.lower()
+        if "not a database" in low or "malformed" in low or "file is encrypted" in low:
+            what = "is damaged"
+        elif isinstance(exc, DBAPIError) and exc.connection_invalidated or any(
+                w in low for w in ("connection refused", "could not connect", "connection failed",
+                                   "unable to open", "timeout expired", "no such host", "name or service",
+                                   "server closed", "terminating connection")):
+            what = "is unreachable"
+        elif "locked" in low or "busy" in low:
+            what = "stayed locked by another process"
+        elif "readonly" in low or "read-only" in low:
+            what = "is read-only"
+        else:
+            what = "failed"
+        return HubDatabaseError(f"hub database {self._shown} {what}: {detail}")
+
+    def _transient(self, exc: BaseException, integrity_ok: bool) -> bool:
+        orig = getattr(exc, "orig", None)
+        code = getattr(orig, "sqlstate", None)
+        if code in ("40P01", "40001", "55P03"):
+            return True
+        return integrity_ok and isinstance(exc, IntegrityError)
+
+    def _tx(self, fn: Callable[[Connection], _T], *, write: bool = True, retry_integrity: bool = False,
+            attempts: int = 8) -> _T:
+        """Run ``fn`` in one transaction, retrying lost races (deadlocks, serialisation failures)."""
+        if self._engine is None:
+            raise HubDatabaseError("the hub store is not open: call HubStore.open() first")
+        for attempt in range(attempts):
+            try:
+                with self._engine.connect() as conn:
+                    if not write:
+                        conn = conn.execution_options(edgelat_write=False)
+                    with conn.begin():
+                        return fn(conn)
+            except _Retry:
+                if attempt == attempts - 1:
+                    raise
+            except EdgelatError:
+                raise
+            except SQLAlchemyError as exc:
+                if attempt < attempts - 1 and self._transient(exc, retry_integrity):
+                    time.sleep(0.001 * (attempt + 1))
+                    continue
+                raise self._db_error(exc) from None
+            except (OSError, ValueError) as exc:  # e.g. psycopg connection setup errors
+                raise self._db_error(exc) from None
+        raise _Retry()
+
+    def _now(self) -> float:
+        return float(self._clock())
+
+    def _stamp(self) -> float:
+        """A submit time that strictly increases within this store (keeps FIFO order exact)."""
+        with self._ts_lock:
+            now = max(self._now(), self._last_ts + 1e-6)
+            self._last_ts = now
+            return now
+
+    def _lock(self, stmt):
+        """``FOR UPDATE`` on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the write lock."""
+        return stmt.with_for_update() if self._pg else stmt
+
+    def _skip_locked(self, stmt, *of):
+        if not self._pg:
+            return stmt
+        return stmt.with_for_update(skip_locked=True, of=list(of) or None)
+
+    def _upsert(self, conn: Connection, table, values: dict, keys: tuple[str, ...], updates: dict) -> None:
+        if self._pg:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table).values(**values)
+        if updates:
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        conn.execute(stmt)
+
+    # ------------------------------------------------------------------ tokens
+    def create_token(self, user: str, role: str, devices: list[str] | None = None,
+                     expires_s: float | None = None) -> str:
+        """Create a token; returns its secret, which is shown only this once (the database keeps a hash)."""
+        _name(user, "the token's user")
+        if role not in ROLES:
+            raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}")
+        names = None
+        if devices is not None:
+            if isinstance(devices, str) or not all(isinstance(d, str) for d in devices):
+                raise BadInput("devices must be a list of device names")
+            names = sorted({_name(d, "a device name") for d in devices})
+        if expires_s is not None and (not isinstance(expires_s, (int, float)) or not expires_s > 0
+                                      or math.isinf(expires_s)):
+            raise BadInput(f"a token's lifetime must be a positive number of seconds, got {expires_s!r}")
+        secret = new_secret()
+        now = self._now()
+        values = dict(
+            id=uuid.uuid4().hex, secret_sha256=hash_secret(secret), user=user, role=role,
+            devices=None if names is None else json.dumps(names), created_at=now,
+            expires_at=None if expires_s is None else now + float(expires_s), revoked_at=None,
+        )
+        self._tx(lambda c: c.execute(schema.tokens.insert().values(**values)))
+        return secret
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal a secret stands for; AuthError when it is unknown, expired or revoked."""
+        if not isinstance(secret, str) or not secret.strip():
+            raise AuthError("no token given: pass a token file (ask a hub admin for one)")
+        digest = hash_secret(secret)
+        t = schema.tokens
+        row = self._tx(lambda c: c.execute(select(t).where(t.c.secret_sha256 == digest)).first(), write=False)
+        if row is None:
+            raise AuthError("unknown token: ask a hub admin for a token (edgelat hub token create)")
+        if row.revoked_at is not None:
+            raise AuthError(f"the token of user {row.user} was revoked at {_iso(row.revoked_at)}: ask a hub admin for a new one")
+        if row.expires_at is not None and row.expires_at <= self._now():
+            raise AuthError(f"the token of user {row.user} expired at {_iso(row.expires_at)}: ask a hub admin for a new one")
+        devices = None if row.devices is None else tuple(json.loads(row.devices))
+        return Principal(user=row.user, role=row.role, devices=devices)
+
+    def revoke_token(self, user: str) -> int:
+        """Revoke every live token of ``user``; returns how many were revoked."""
+        t = schema.tokens
+        now = self._now()
+        return self._tx(lambda c: c.execute(
+            update(t).where(t.c.user == user, t.c.revoked_at.is_(None)).values(revoked_at=now)).rowcount)
+
+    def _agent_allowance(self, conn: Connection, user: str) -> tuple[str, ...] | None:
+        """What the live agent/admin tokens of ``user`` let it serve (None: any device)."""
+        t = schema.tokens
+        now = self._now()
+        rows = conn.execute(select(t.c.role, t.c.devices).where(
+            t.c.user == user, t.c.revoked_at.is_(None), t.c.role.in_(("agent", "admin")),
+            (t.c.expires_at.is_(None)) | (t.c.expires_at > now))).all()
+        if not rows:
+            raise AuthError(f"user {user} has no live agent token: ask a hub admin for one (--role agent)")
+        allowed: set[str] = set()
+        for row in rows:
+            if row.role == "admin" or row.devices is None:
+                return None
+            allowed.update(json.loads(row.devices))
+        return tuple(sorted(allowed))
+
+    # ------------------------------------------------------------------ agents and devices
+    def agent_online(self, agent_id: str, user: str, devices: dict[str, dict], *,
+                     principal: Principal | None = None) -> None:
+        """An agent connected to this hub and serves ``devices`` (name -> facts).
+
+        The agent's token must name every device it claims (AuthError otherwise). Devices this
+        agent served before but no longer lists go offline.
+        """
+        _name(agent_id, "the agent id")
+        _name(user, "the agent's user")
+        if not isinstance(devices, dict):
+            raise BadInput("devices must be a mapping of device name to facts")
+        facts = {_name(name, "a device name"): _dump(f or {}, f"the facts of device {name}")
+                 for name, f in devices.items()}
+        if principal is not None and principal.role not in ("agent", "admin"):
+            raise Forbidden(f"user {principal.user} has a {principal.role} token; serving devices needs an agent token")
+
+        def run(conn: Connection) -> None:
+            allowed = principal.devices if principal is not None else self._agent_allowance(conn, user)
+            for name in sorted(facts):
+                if allowed is not None and name not in allowed:
+                    raise Forbidden(f"the agent token of user {user} does not name device {name}: "
+                                    f"it may serve {', '.join(allowed) or 'no device'}")
+            now = self._now()
+            a = schema.agents
+            self._upsert(conn, a, dict(id=agent_id, user=user, hub_id=self.hub_id, online=1,
+                                       first_seen=now, last_seen=now),
+                         ("id",), dict(user=user, hub_id=self.hub_id, online=1, last_seen=now))
+            d = t_devices
+            conn.execute(update(d).where(d.c.agent_id == agent_id, d.c.name.not_in(sorted(facts)) if facts else True)
+                         .values(online=0))
+            for name in sorted(facts):
+                self._upsert(conn, d, dict(name=name, agent_id=agent_id, hub_id=self.hub_id, facts=facts[name],
+                                           online=1, busy_job=None, fail_streak=0, quarantined=0,
+                                           first_seen=now, last_seen=now),
+                             ("name",), dict(agent_id=agent_id, hub_id=self.hub_id, facts=facts[name],
+                                             online=1, last_seen=now))
+
+        self._tx(run)
+
+    def heartbeat(self, agent_id: str) -> int:
+        """The agent is alive: mark its devices seen and renew every lease held via it.
+
+        Returns how many leases were renewed."""
+        now = self._now()
+
+        def run(conn: Connection) -> int:
+            a = schema.agents
+            conn.execute(update(a).where(a.c.id == agent_id).values(last_seen=now))
+            conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id, t_devices.c.online == 1)
+                         .values(last_seen=now))
+            j = t_jobs
+            return conn.execute(update(j).where(j.c.lease_agent == agent_id, j.c.state == "running")
+                                .values(lease_expires=now + j.c.lease_ttl)).rowcount
+
+        return self._tx(run)
+
+    def agent_offline(self, agent_id: str) -> None:
+        """The agent disconnected: its devices go offline. Its leases run out on their own
+        (``expire``), so an agent that comes back in time keeps its jobs."""
+        def run(conn: Connection) -> None:
+            a = schema.agents
+            conn.execute(update(a).where(a.c.id == agent_id).values(online=0))
+            conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id).values(online=0))
+
+        self._tx(run)
+
+    def devices(self) -> list[dict]:
+        """Every device the hub has seen, with its state (online, busy, offline, quarantined)."""
+        rows = self._tx(lambda c: c.execute(select(t_devices).order_by(t_devices.c.name)).all(), write=False)
+        now = self._now()
+        out = []
+        for r in rows:
+            if r.quarantined:
+                state = "quarantined"
+            elif not r.online or now - r.last_seen > self.offline_after_s:
+                state = "offline"
+            elif r.busy_job is not None:
+                state = "busy"
+            else:
+                state = "online"
+            out.append(dict(name=r.name, state=state, last_seen=_iso(r.last_seen), first_seen=_iso(r.first_seen),
+                            facts=_load(r.facts) or {}, agent_id=r.agent_id, hub_id=r.hub_id, job=r.busy_job,
+                            fail_streak=r.fail_streak, last_error=r.last_error))
+        return out
+
+    def release_quarantine(self, device: str) -> None:
+        """An admin vouches for a quarantined device: it may take jobs again."""
+        n = self._tx(lambda c: c.execute(update(t_devices).where(t_devices.c.name == device)
+                                         .values(quarantined=0, fail_streak=0)).rowcount)
+        if not n:
+            raise UnknownDevice(f"no device named {device!r} has come online at this hub")
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, user: str, kind: str, device: str, config: dict, params: dict, priority: int = 0) -> str:
+        """Queue a job (data only: nothing in it is executed by the hub); returns its id.
+
+        A job for a device that is offline or unknown stays queued until the device comes online."""
+        _name(user, "the submitting user")
+        _name(kind, "the job kind")
+        _name(device, "the device")
+        config_s = _dump(config, "the job's runtime config")
+        params_s = _dump(params, "the job's parameters")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+            raise BadInput(f"priority must be a whole number from -1000 to 1000, got {priority!r}")
+        job_id = uuid.uuid4().hex
+        now = self._stamp()
+        values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
+                      priority=priority, state="queued", done=0, total=0, message="", attempts=0,
+                      created_at=now, updated_at=now, version=0)
+        known = user in self._known_users
+
+        def run(conn: Connection) -> None:
+            if not known:
+                self._upsert(conn, t_users, dict(name=user, share=0.0, share_at=now), ("name",), {})
+            conn.execute(t_jobs.insert().values(**values))
+
+        self._tx(run)
+        self._known_users.add(user)
+        return job_id
+
+    def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
+        """Take the next job for a free device served through this hub, or None when there is none.
+
+        Order: priority (high first), then fair share (the user with the fewest running jobs, then
+        the fewest leased recently), then submit time. The job becomes running and its device busy."""
+        if not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
+            raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
+        names: list[str] | None = None
+        if devices is not None:
+            if isinstance(devices, str):
+                raise BadInput("devices must be a list of device names")
+            names = sorted(set(devices))
+            if not names:
+                return None
+        j = t_jobs
+        probe = select(j.c.id).where(j.c.state == "queued").limit(1)
+        if names is not None and len(names) <= _SMALL_FILTER:
+            probe = probe.where(j.c.device.in_(names))
+        if self._tx(lambda c: c.execute(probe).first(), write=False) is None:
+            return None
+        try:
+            return self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
+        except _Retry:
+            return None
+
+    def _free_device_clause(self, now: float):
+        d = t_devices
+        return and_(d.c.hub_id == self.hub_id, d.c.online == 1, d.c.busy_job.is_(None), d.c.quarantined == 0,
+                    d.c.last_seen >= now - self.offline_after_s)
+
+    def _fair_keys(self, conn: Connection, users: list[str], now: float) -> dict[str, tuple[int, float]]:
+        j = t_jobs
+        running = dict(conn.execute(select(j.c.user, func.count()).where(j.c.state == "running")
+                                    .group_by(j.c.user)).all())
+        shares = {r.name: r.share * 0.5 ** (max(0.0, now - r.share_at) / SHARE_HALF_LIFE_S)
+                  for r in conn.execute(select(t_users).where(t_users.c.name.in_(users))).all()}
+        return {u: (running.get(u, 0), round(shares.get(u, 0.0), 6)) for u in users}
+
+    def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
+        now = self._now()
+        j, d = t_jobs, t_devices
+        free = self._free_device_clause(now)
+        if names is not None and len(names) <= _SMALL_FILTER:
+            return self._lease_few(conn, names, ttl_s, now, free)
+        priority = conn.execute(select(func.max(j.c.priority)).where(j.c.state == "queued")).scalar()
+        while priority is not None:
+            users = [r[0] for r in conn.execute(_USERS_AT_PRIORITY, {"st": "queued", "p": priority}).all()]
+            keys = self._fair_keys(conn, users, now)
+            for key in sorted(set(keys.values())):
+                heads = []
+                for user in sorted(u for u in users if keys[u] == key):
+                    stmt = (select(j.c.id, j.c.device, j.c.user, j.c.created_at)
+                            .join(d, d.c.name == j.c.device)
+                            .where(j.c.state == "queued", j.c.priority == priority, j.c.user == user, free)
+                            .order_by(j.c.created_at).limit(1))
+                    if names is not None:
+                        stmt = stmt.where(d.c.name.in_(names))
+                    row = conn.execute(self._skip_locked(stmt, j)).first()
+                    if row is not None:
+                        heads.append(row)
+                if heads:
+                    best = min(heads, key=lambda r: r.created_at)
+                    return self._claim(conn, best.id, best.device, best.user, now, ttl_s)
+            priority = conn.execute(select(func.max(j.c.priority))
+                                    .where(j.c.state == "queued", j.c.priority < priority)).scalar()
+        return None
+
+    def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, free) -> Lease | None:
+        """The lease for an agent that serves a few devices: look only at those devices' queues."""
+        j, d = t_jobs, t_devices
+        free_names = [r[0] for r in conn.execute(select(d.c.name).where(d.c.name.in_(names), free)).all()]
+        if not free_names:
+            return None
+        heads: dict[str, tuple[int, float]] = {}
+        for user, priority, first in conn.execute(
+                select(j.c.user, j.c.priority, func.min(j.c.created_at))
+                .where(j.c.state == "queued", j.c.device.in_(free_names))
+                .group_by(j.c.user, j.c.priority)).all():
+            if user not in heads or (priority, -first) > (heads[user][0], -heads[user][1]):
+                heads[user] = (priority, first)
+        if not heads:
+            return None
+        keys = self._fair_keys(conn, list(heads), now)
+        order = sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1]))
+        for user in order:
+            stmt = (select(j.c.id, j.c.device)
+                    .where(j.c.state == "queued", j.c.device.in_(free_names), j.c.user == user,
+                           j.c.priority == heads[user][0])
+                    .order_by(j.c.created_at).limit(1))
+            row = conn.execute(self._skip_locked(stmt)).first()
+            if row is not None:
+                return self._claim(conn, row.id, row.device, user, now, ttl_s)
+        return None
+
+    def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float) -> Lease:
+        j, d = t_jobs, t_devices
+        took = conn.execute(update(d).where(d.c.name == device, self._free_device_clause(now))
+                            .values(busy_job=job_id)).rowcount
+        if took != 1:
+            raise _Retry()  # another thread of this hub took the device first
+        agent_id = conn.execute(select(d.c.agent_id).where(d.c.name == device)).scalar()
+        lease_id = uuid.uuid4().hex
+        n = conn.execute(update(j).where(j.c.id == job_id, j.c.state == "queued").values(
+            state="running", lease_id=lease_id, lease_agent=agent_id, lease_ttl=ttl_s, lease_expires=now + ttl_s,
+            started_at=func.coalesce(j.c.started_at, now), leased_at=now, agent_id=agent_id, hub_id=self.hub_id,
+            updated_at=now, version=j.c.version + 1)).rowcount
+        if n != 1:
+            raise _Retry()
+        share = conn.execute(self._lock(select(t_users.c.share, t_users.c.share_at)
+                                        .where(t_users.c.name == user))).first()
+        decayed = 0.0 if share is None else share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
+        if share is None:
+            self._upsert(conn, t_users, dict(name=user, share=1.0, share_at=now), ("name",),
+                         dict(share=1.0, share_at=now))
+        else:
+            conn.execute(update(t_users).where(t_users.c.name == user).values(share=decayed + 1.0, share_at=now))
+        job = self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
+        return Lease(lease_id=lease_id, job=job, agent_id=agent_id, device=device,
+                     expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
+
+    def progress(self, lease_id: str, done: int, total: int, message: str = "") -> bool:
+        """Record progress (and renew the lease). False: the lease is gone (cancelled or expired), stop."""
+        for v, what in ((done, "done"), (total, "total")):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
+        message = str(message or "")[:2000]
+        now = self._now()
+        j = t_jobs
+        return self._tx(lambda c: c.execute(
+            update(j).where(j.c.lease_id == lease_id, j.c.state == "running").values(
+                done=done, total=total, message=message, updated_at=now, version=j.c.version + 1,
+                lease_expires=now + j.c.lease_ttl)).rowcount) == 1
+
+    def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None) -> bool:
+        """End a leased job as done or failed; frees its device. False: the lease was already gone."""
+        if state not in ("done", "failed"):
+            raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
+        result_s = None if result is None else _dump(result, "the job's result")
+        now = self._now()
+        j, d = t_jobs, t_devices
+
+        def run(conn: Connection) -> bool:
+            row = conn.execute(self._lock(select(j.c.id, j.c.device)
+                                          .where(j.c.lease_id == lease_id, j.c.state == "running"))).first()
+            if row is None:
+                return False
+            conn.execute(update(j).where(j.c.id == row.id).values(
+                state=state, error=error if state == "failed" else None, result=result_s, finished_at=now,
+                updated_at=now, version=j.c.version + 1, lease_id=None, lease_agent=None, lease_expires=None))
+            values: dict[str, Any] = dict(busy_job=None)
+            if state == "done":
+                values.update(fail_streak=0, last_error=None)
+            conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == row.id).values(**values))
+            return True
+
+        return self._tx(run)
+
+    def _requeue(self, conn: Connection, row, error: str, now: float) -> None:
+        """A lease was lost through no fault of the job: queue it again and count it against the device."""
+        j, d = t_jobs, t_devices
+        attempts = row.attempts + 1
+        gave_up = attempts >= self.max_attempts
+        conn.execute(update(j).where(j.c.id == row.id).values(
+            state="failed" if gave_up else "queued", attempts=attempts,
+            error=(f"gave up after {attempts} lost leases: {error}" if gave_up else error),
+            finished_at=now if gave_up else None, updated_at=now, version=j.c.version + 1,
+            lease_id=None, lease_agent=None, lease_expires=None))
+        dev = conn.execute(self._lock(select(d.c.fail_streak).where(d.c.name == row.device))).first()
+        if dev is not None:
+            streak = dev.fail_streak + 1
+            conn.execute(update(d).where(d.c.name == row.device).values(
+                fail_streak=streak, last_error=error, quarantined=1 if streak >= QUARANTINE_AFTER else 0))
+            conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == row.id).values(busy_job=None))
+
+    def release(self, lease_id: str, error: str) -> bool:
+        """The device or its agent was lost mid-job: the job goes back to the queue (attempts + 1) and
+        the device's failure streak grows; QUARANTINE_AFTER in a row quarantine it. False: no such lease."""
+        error = " ".join(str(error or "lease released").split())[:2000]
+        now = self._now()
+        j = t_jobs
+
+        def run(conn: Connection) -> bool:
+            row = conn.execute(self._lock(select(j.c.id, j.c.device, j.c.attempts)
+                                          .where(j.c.lease_id == lease_id, j.c.state == "running"))).first()
+            if row is None:
+                return False
+            self._requeue(conn, row, error, now)
+            return True
+
+        return self._tx(run)
+
+    def expire(self) -> list[str]:
+        """Release every lease past its expiry (its agent stopped heartbeating, or its hub died)."""
+        now = self._now()
+        j = t_jobs
+
+        def run(conn: Connection) -> list[str]:
+            rows = conn.execute(self._skip_locked(
+                select(j.c.id, j.c.device, j.c.attempts, j.c.lease_agent)
+                .where(j.c.state == "running", j.c.lease_expires < now).order_by(j.c.lease_expires).limit(200))).all()
+            for row in rows:
+                self._requeue(conn, row, f"lease expired: agent {row.lease_agent} stopped answering", now)
+            return [row.id for row in rows]
+
+        out: list[str] = []
+        while True:
+            batch = self._tx(run)
+            out.extend(batch)
+            if len(batch) < 200:
+                return out
+
+    def _owned(self, conn: Connection, job_id: str, principal: Principal, verb: str):
+        j = t_jobs
+        row = conn.execute(self._lock(select(j).where(j.c.id == job_id))).first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r} at this hub: list them with `edgelat jobs list`")
+        if not principal.may_manage(row.user):
+            raise Forbidden(f"user {principal.user} ({principal.role}) may not {verb} job {job_id} of user {row.user}")
+        return row
+
+    def cancel(self, job_id: str, principal: Principal) -> dict:
+        """Cancel a queued or running job (its owner or an admin); a running job's agent learns it
+        when its next progress report returns False."""
+        now = self._now()
+        j, d = t_jobs, t_devices
+
+        def run(conn: Connection) -> dict:
+            row = self._owned(conn, job_id, principal, "cancel")
+            if row.state not in ("queued", "running"):
+                raise JobStateError(f"job {job_id} is {row.state}; only queued or running jobs can be cancelled")
+            conn.execute(update(j).where(j.c.id == job_id).values(
+                state="cancelled", message=f"cancelled by {principal.user}", finished_at=now, updated_at=now,
+                version=j.c.version + 1, lease_id=None, lease_agent=None, lease_expires=None))
+            if row.state == "running":
+                conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == job_id).values(busy_job=None))
+            return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
+
+        return self._tx(run)
+
+    def retry(self, job_id: str, principal: Principal) -> dict:
+        """Queue a failed or cancelled job again under the same id (its owner or an admin)."""
+        now = self._now()
+        j = t_jobs
+
+        def run(conn: Connection) -> dict:
+            row = self._owned(conn, job_id, principal, "retry")
+            if row.state not in ("failed", "cancelled"):
+                raise JobStateError(f"job {job_id} is {row.state}; only failed or cancelled jobs can be retried")
+            conn.execute(update(j).where(j.c.id == job_id).values(
+                state="queued", error=None, result=None, finished_at=None, message=f"retried by {principal.user}",
+                updated_at=now, version=j.c.version + 1))
+            return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
+
+        return self._tx(run)
+
+    @staticmethod
+    def _job_dict(r) -> dict:
+        return dict(
+            id=r.id, state=r.state, user=r.user, device=r.device, kind=r.kind, config=_load(r.config),
+            params=_load(r.params), done=r.done, total=r.total, message=r.message, error=r.error,
+            result=_load(r.result), priority=r.priority, attempts=r.attempts, created_at=_iso(r.created_at),
+            started_at=_iso(r.started_at), finished_at=_iso(r.finished_at), updated_at=_iso(r.updated_at),
+            agent_id=r.agent_id, hub_id=r.hub_id, change=str(r.version),
+        )
+
+    def get(self, job_id: str) -> dict:
+        """One job as a dict (id, state, user, device, kind, progress, error, result, times...)."""
+        j = t_jobs
+        row = self._tx(lambda c: c.execute(select(j).where(j.c.id == job_id)).first(), write=False)
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r} at this hub: list them with `edgelat jobs list`")
+        return self._job_dict(row)
+
+    def list_jobs(self, user: str | None = None, state: str | None = None, device: str | None = None,
+                  limit: int = 100) -> list[dict]:
+        """Jobs, newest first, optionally only one user's, one state's or one device's."""
+        if state is not None and state not in JOB_STATES:
+            raise BadInput(f"job state {state!r} is not one of {', '.join(JOB_STATES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100000:
+            raise BadInput(f"limit must be a whole number from 1 to 100000, got {limit!r}")
+        j = t_jobs
+        stmt = select(j).order_by(j.c.created_at.desc()).limit(limit)
+        if user is not None:
+            stmt = stmt.where(j.c.user == user)
+        if state is not None:
+            stmt = stmt.where(j.c.state == state)
+        if device is not None:
+            stmt = stmt.where(j.c.device == device)
+        return [self._job_dict(r) for r in self._tx(lambda c: c.execute(stmt).all(), write=False)]
+
+    def wait_change(self, job_id: str, after: str | None, timeout_s: float, *, poll_s: float = 0.1) -> dict:
+        """The job once its ``change`` differs from ``after`` (or it is final, or ``timeout_s`` passed).
+
+        Pass the previous answer's ``change`` as ``after`` to follow a job (``jobs watch``)."""
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        while True:
+            job = self.get(job_id)
+            if after is None or job["change"] != after or job["state"] in FINAL_STATES:
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return job
+            time.sleep(min(poll_s, left))
+
+
+# Distinct users with queued jobs at one priority, by index seeks (a loose index scan), not a scan.
+_USERS_AT_PRIORITY = text(
+    'WITH RECURSIVE u(name) AS ('
+    ' SELECT MIN("user") FROM hub_jobs WHERE state = :st AND priority = :p'
+    ' UNION ALL'
+    ' SELECT (SELECT MIN("user") FROM hub_jobs WHERE state = :st AND priority = :p AND "user" > u.name)'
+    ' FROM u WHERE u.name IS NOT NULL'
+    ') SELECT name FROM u WHERE name IS NOT NULL'
+)
