@@ -83,7 +83,7 @@ class HubClient:
     # -- errors -------------------------------------------------------------------------
 
     def _error(self, exc: grpc.RpcError) -> EdgelatError:
-        from edgelat.hub.errors import HubDatabaseError, JobNotFound
+        from edgelat.hub.errors import HubDatabaseError, JobNotFound, JobStateError
 
         code = exc.code() if hasattr(exc, "code") else None
         details = (exc.details() if hasattr(exc, "details") else "") or ""
@@ -93,6 +93,8 @@ class HubClient:
             return JobNotFound(details)
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return BadInput(details)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return JobStateError(details)
         if code == grpc.StatusCode.INTERNAL:
             return HubDatabaseError(details)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
