@@ -79,7 +79,7 @@ def tokens(hub: Hub, agent_devices: list[str] | None = None) -> dict[str, str]:
     }
 
 
-def wait_final(client: HubClient, job_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
+def wait_final(client: HubClient, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = client.get(job_id)

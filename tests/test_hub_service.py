@@ -64,7 +64,7 @@ def test_a_job_whose_agent_vanished_resumes_on_the_next_agent(tmp_path):
                 first.stop()  # the agent's link dies mid-job
                 requeued = wait_for(lambda: (j := client.get(job["id"]))["state"] == "queued" and j, 60, "requeue")
                 assert requeued["done"] < len(BIG)
-            assert hub.store.devices()[0]["state"] == "offline"
+            wait_for(lambda: hub.store.devices()[0]["state"] == "offline", 30, "the device offline")
             kept = _rows()[0]
             assert 2 <= kept < len(BIG)
             with running_link(hub, tok["agent"], agent_id="second"):

@@ -42,6 +42,8 @@ class AgentConnection:
         self.reason = ""
         self.closed = threading.Event()
         self.context: Any = None  # the gRPC context of the Connect call, cancelled to drop the agent
+        self.principal: Any = None  # the agent's token, as the hub's queue knows it
+        self.refreshed = 0.0  # when its devices were last marked seen in the queue
         self._out: queue.Queue = queue.Queue()
         self._pending: dict[int, queue.Queue] = {}
         self._ids = itertools.count(1)

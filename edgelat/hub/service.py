@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_S = 5.0
 #: an agent silent for this long is dropped and its jobs' leases expire
 DEFAULT_HEARTBEAT_TIMEOUT_S = 20.0
+#: seconds between two writes of an agent's devices' last-seen time (heartbeats come more often)
+DEVICE_REFRESH_S = 15.0
 #: most seconds one WatchJob wait lasts before it sends the job again (keeps the stream alive)
 WATCH_POLL_S = 10.0
 
@@ -82,6 +84,7 @@ class HubServicer(pb_grpc.HubServicer):
         self.hub_id = hub_id
         self.heartbeat_s = heartbeat_s
         self.on_submit = threading.Event()  # the runner looks for work when set
+        self._presence = threading.Lock()  # agents going online/offline, in the store and the fleet together
 
     # -- auth ---------------------------------------------------------------------------
 
@@ -121,10 +124,14 @@ class HubServicer(pb_grpc.HubServicer):
                     raise BadInput(f"device {d.name!r}: facts are not JSON") from None
             conn = AgentConnection(hello.agent_id, principal.user, devices)
             conn.context = context
-            self.store.agent_online(hello.agent_id, principal.user, devices, principal=principal)
+            conn.principal = principal
+            conn.refreshed = time.monotonic()
+            with self._presence:  # never interleaved with an old stream of this agent going offline
+                self.store.agent_online(hello.agent_id, principal.user, devices, principal=principal)
+                replaced = self.fleet.add(conn)
         except EdgelatError as exc:
             context.abort(_status(exc), " ".join(str(exc).split()))
-        for old in self.fleet.add(conn):
+        for old in replaced:
             old.close(f"agent {old.agent_id} reconnected")
         log.info("agent %s (%s) connected serving %s", conn.agent_id, conn.user, ", ".join(devices))
         reader = threading.Thread(target=self._read, args=(conn, request_iterator), daemon=True,
@@ -135,12 +142,13 @@ class HubServicer(pb_grpc.HubServicer):
             yield from conn.outgoing()
         finally:
             conn.close(conn.reason or "stream ended")
-            self.fleet.remove(conn)
-            if not any(c.agent_id == conn.agent_id for c in self.fleet.connections()):
-                try:
-                    self.store.agent_offline(conn.agent_id)
-                except EdgelatError as exc:
-                    log.warning("could not mark agent %s offline: %s", conn.agent_id, exc)
+            with self._presence:
+                self.fleet.remove(conn)
+                if not any(c.agent_id == conn.agent_id for c in self.fleet.connections()):
+                    try:
+                        self.store.agent_offline(conn.agent_id)
+                    except EdgelatError as exc:
+                        log.warning("could not mark agent %s offline: %s", conn.agent_id, exc)
             log.info("agent %s disconnected (%s)", conn.agent_id, conn.reason)
 
     def _read(self, conn: AgentConnection, request_iterator: Iterator[pb.AgentMessage]) -> None:
@@ -153,16 +161,31 @@ class HubServicer(pb_grpc.HubServicer):
                     conn.deliver(msg.reply)
                 elif kind == "heartbeat":
                     conn.touch()
-                    try:
-                        self.store.heartbeat(conn.agent_id)
-                    except EdgelatError as exc:
-                        log.warning("heartbeat of %s not recorded: %s", conn.agent_id, exc)
+                    self._seen(conn)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             reason = f"stream broken ({code.name})" if code is not None else "stream broken"
         except Exception as exc:  # a closed channel can surface as other errors
             reason = f"stream broken ({type(exc).__name__})"
         conn.close(reason)
+
+    def _seen(self, conn: AgentConnection) -> None:
+        """Mark the agent's devices seen, every :data:`DEVICE_REFRESH_S`.
+
+        Not :meth:`HubStore.heartbeat`: that also renews every lease held via the agent, and
+        here the hub (not the agent) runs the job, so a dead hub's lease would live on through
+        the agent's heartbeats to another hub. The runner renews the leases it really runs.
+        """
+        now = time.monotonic()
+        if now - conn.refreshed < DEVICE_REFRESH_S:
+            return
+        conn.refreshed = now
+        try:
+            with self._presence:
+                if self.fleet.connection(next(iter(conn.devices))) is conn:
+                    self.store.agent_online(conn.agent_id, conn.user, conn.devices, principal=conn.principal)
+        except EdgelatError as exc:
+            log.warning("agent %s not marked seen: %s", conn.agent_id, exc)
 
     # -- users --------------------------------------------------------------------------
 

@@ -1,0 +1,84 @@
+"""The tunnel itself: the hub's DeviceClient over an agent's outbound stream behaves as the
+gRPC client does (chunked uploads, per-item errors, AgentUnreachable when the stream dies), and
+a hub restarted on the same database finishes the job its predecessor held."""
+
+from __future__ import annotations
+
+import pytest
+from agent_helpers import free_port
+from hub_helpers import FAST, FAST_DICT, running_hub, running_link, tokens, wait_final, wait_for
+
+from edgelat.agents.cache import sha256_bytes
+from edgelat.agents.server import CHUNK_BYTES
+from edgelat.agents.types import BenchmarkItem, RuntimeConfig
+from edgelat.errors import AgentUnreachable
+from edgelat.hub.client import HubClient
+from edgelat.lut import store
+from edgelat.profiler.builders import build_model
+from edgelat.profiler.presets import get_preset
+
+
+def test_tunnel_uploads_in_chunks_and_reports_per_item_errors(tmp_path):
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]) as agent:
+            client = hub.fleet.client("dev1")
+            assert client.describe()["arch"]
+            junk = bytes(range(256)) * (CHUNK_BYTES // 256 * 2 + 3)  # three chunks, not a model
+            sha = client.put_model(junk)
+            assert sha == sha256_bytes(junk) and client.has_model(sha)
+            servicer = agent.link.servicers["dev1"]
+            assert servicer.models_received == 1
+            assert client.put_model(junk) == sha and servicer.models_received == 1  # sent once
+            good = client.put_model(build_model(get_preset("smoke")[0], "onnx"))
+            results = list(client.benchmark_batch([BenchmarkItem(sha, "onnx", "junk"), BenchmarkItem(good, "onnx", "ok")],
+                                                  RuntimeConfig(), FAST))
+            assert [r.tag for r in results] == ["junk", "ok"]
+            assert results[0].error.startswith("CorruptModel") and results[1].ok
+            # A request for a device the agent does not serve is refused by the agent, one line.
+            other = hub.fleet.client("dev1")
+            other.device = "dev2"
+            with pytest.raises(Exception, match="dev2"):
+                other.describe()
+            # The stream dies mid-batch: the caller gets AgentUnreachable, as from a vanished gRPC agent.
+            batch = client.benchmark_batch([BenchmarkItem(good, "onnx", f"t{i}") for i in range(50)],
+                                           RuntimeConfig(), FAST)
+            next(batch)
+            agent.link.cut()
+            with pytest.raises(AgentUnreachable, match="dev1"):
+                list(batch)
+            assert client.lost
+            # The link dials again by itself.
+            wait_for(lambda: agent.link.sessions >= 2 and hub.fleet.connection("dev1") is not None, 30, "reconnect")
+            assert hub.fleet.client("dev1").has_model(good)
+
+
+def test_a_hub_restarted_on_the_same_database_finishes_the_job(tmp_path):
+    specs = [s.key for s in get_preset("smoke")]
+    port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    # the same address twice: agents dial the hub they know
+    from edgelat.hub.server import Hub
+
+    first = Hub(listen=f"127.0.0.1:{port}", db_url=db_url, heartbeat_s=0.5, lease_ttl_s=2.0, expire_every_s=0.5).start()
+    tok = tokens(first)
+    with running_link(first, tok["agent"]) as agent:
+        with HubClient(first.address, tok["user"]) as client:
+            job, _ = client.submit("profile-ops", "dev1", {}, {"specs": specs, "protocol": FAST_DICT, "rounds": 0})
+            wait_for(lambda: client.get(job["id"])["done"] >= 2, 120, "two rows")
+        first.stop()  # its lease is left behind, as after a crash
+        second = Hub(listen=f"127.0.0.1:{port}", db_url=db_url, heartbeat_s=0.5, lease_ttl_s=2.0,
+                     expire_every_s=0.5).start()
+        try:
+            wait_for(lambda: agent.link.sessions >= 2, 60, "the agent back on the new hub")
+            with HubClient(second.address, tok["user"]) as client:
+                final = wait_final(client, job["id"])
+        finally:
+            second.stop()
+    assert final["state"] == "done", final
+    db = store.open_db()
+    try:
+        assert len(store.kernel_rows(db, "dev1")) == len(specs)
+        assert len([h for h in store.history_rows(db, "dev1") if h["item_key"] in specs]) == len(specs)
+    finally:
+        db.close()
