@@ -100,6 +100,31 @@ def test_profile_ops_detach_then_jobs_commands(tmp_path):
         assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "token" in result.stderr
 
 
+def test_profile_model_through_the_hub(tmp_path):
+    from edgelat.lut import store
+    from edgelat.profiler.builders import build_model
+    from edgelat.profiler.networks import tiny_net
+
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(build_model(tiny_net(48), "onnx"))
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        env = _env(hub, tok["user"], tmp_path)
+        with running_link(hub, tok["agent"]):
+            result = invoke("profile", "model", model, "--device", "dev1", *QUICK[:-2], "--json", env=env)
+            assert result.exit_code == 0, result.output
+            out = json.loads(result.stdout)
+            assert out["device"] == "dev1" and out["latency_ms"]["median"] > 0
+            assert out["model_ref"].startswith("sha256:")
+            result = invoke("profile", "model", model, "--device", "dev1", *QUICK[:-2], env=env)
+            assert result.exit_code == 0 and "tiny.onnx on dev1" in result.stdout
+    db = store.open_db()
+    try:
+        assert len(store.model_rows(db, "dev1")) == 1
+    finally:
+        db.close()
+
+
 def test_without_a_hub_jobs_say_how_to_configure_one_and_profile_stays_local(tmp_path):
     result = invoke("jobs", "list")
     assert result.exit_code == 1 and "EDGELAT_HUB" in result.stderr

@@ -123,6 +123,8 @@ def test_refusals_are_one_line_each(tmp_path):
                 ("profile-ops", {"space": "/etc/passwd.yaml"}, "built-in space"),
                 ("profile-ops", {"specs": ["conv2d|garbage"]}, "kernel 0"),
                 ("profile-ops", {"preset": "smoke", "protocol": {"min_runs": -1}}, "min_runs"),
+                ("profile-model", {"model_b64": "AAAA", "format": "onnx", "sha256": "ab" * 32}, "sha256"),
+                ("profile-model", {"model_b64": "%%%", "format": "onnx"}, "base64"),
             ):
                 with pytest.raises(BadInput, match=match):
                     alice.submit(kind, "dev1", {}, params)

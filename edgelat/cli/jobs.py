@@ -301,3 +301,36 @@ def print_ops_summary(d: dict[str, Any]) -> None:
         err.print(f"  failed {f.get('key')}: {f.get('error')}")
     if d.get("sentinel"):
         err.print(drift_line(d["sentinel"]))
+
+
+def profile_model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None,
+                  runtime_given: bool, as_json: bool, hub: str | None, token_file: str | None,
+                  detach: bool) -> tuple[Any, dict[str, Any]] | None:
+    """``profile model`` through a hub: the model is read here (self-contained) and travels inside
+    the job; returns the model read and the command's ``--json`` object, or None with ``--detach``."""
+    import base64
+    import dataclasses
+
+    from edgelat.agents.cache import sha256_bytes
+    from edgelat.errors import BadInput
+    from edgelat.hub.kinds import MAX_MODEL_BYTES
+    from edgelat.profiler.intake import read_model
+
+    if runner is not None:
+        raise BadInput("--runner is not supported through a hub: the agent serving the phone picks its runner")
+    m = read_model(path)
+    if len(m.data) > MAX_MODEL_BYTES:
+        raise BadInput(f"{m.path}: {len(m.data) >> 20} MiB is over the {MAX_MODEL_BYTES >> 20} MiB a hub job "
+                       "may carry; profile it on the device directly")
+    if not runtime_given and m.format == "tflite":
+        runtime_config = dataclasses.replace(runtime_config, runtime="litert")
+    params = {"model_b64": base64.b64encode(m.data).decode("ascii"), "sha256": sha256_bytes(m.data),
+              "format": m.format, "name": m.name, "path": str(m.path), "protocol": dataclasses.asdict(protocol)}
+    config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
+    job = submit(hub, token_file, "profile-model", device, config, params, detach, as_json, "profiling")
+    if job is None:
+        return None
+    out = dict(job.get("result") or {})
+    if "notes" in out:
+        out["notes"] = list(m.notes)  # what reading the file here found (the hub saw only the bytes)
+    return m, out

@@ -169,6 +169,8 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
 @runtime_options
 @protocol_options
 @_runner_option
+@hub_options
+@detach_option
 @click.option("--per-layer", is_flag=True,
               help="Also measure each layer with the runtime's profiler (onnxruntime), in runs of their own "
                    "after the timed ones; shown slowest first with its share of the total.")
@@ -176,7 +178,8 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
               help="With --per-layer: how many of the slowest layers to print (--json prints all).")
 @json_option
 def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, per_layer: bool,
-          show_layers: int, as_json: bool) -> None:
+          show_layers: int, as_json: bool, hub: str | None = None, hub_token_file: str | None = None,
+          detach: bool = False) -> None:
     """Profile a whole model file (.onnx or .tflite) on a device.
 
     The format comes from the file's content. ONNX weights kept in external data
@@ -200,10 +203,19 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     if per_layer:
         protocol = dataclasses.replace(protocol, per_layer=True)
 
-    db, _ = open_registry()
-    m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
-                                   runtime_given=_runtime_given())
-    out = result_json(device, result, m.ref, str(m.path), m.notes)
+    if remote(hub):
+        from edgelat.cli.jobs import profile_model
+
+        got = profile_model(path, device, runtime_config, protocol, runner, _runtime_given(), as_json, hub,
+                            hub_token_file, detach)
+        if got is None:
+            return
+        m, out = got
+    else:
+        db, _ = open_registry()
+        m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
+                                       runtime_given=_runtime_given())
+        out = result_json(device, result, m.ref, str(m.path), m.notes)
     if as_json:
         emit_json(out)
         return

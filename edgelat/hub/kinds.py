@@ -109,8 +109,59 @@ def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], repo
     return out
 
 
+#: largest model a profile-model job may carry (it travels inside the job, base64, under gRPC's message cap)
+MAX_MODEL_BYTES = 32 << 20
+
+
+def model_bytes(params: dict[str, Any]) -> bytes:
+    """The model a profile-model job carries, checked against its declared sha256."""
+    import base64
+    import binascii
+
+    from edgelat.agents.cache import sha256_bytes
+
+    raw = params.get("model_b64")
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_MODEL_BYTES * 4 // 3 + 4:
+        raise BadInput(f"malformed job: profile-model needs model_b64, a base64 model of at most "
+                       f"{MAX_MODEL_BYTES >> 20} MiB")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("malformed job: model_b64 is not base64") from None
+    if params.get("format") not in ("onnx", "tflite"):
+        raise BadInput("malformed job: format must be onnx or tflite")
+    if params.get("sha256") != sha256_bytes(data):
+        raise BadInput("malformed job: the model does not match its sha256")
+    return data
+
+
+def _check_profile_model(params: dict[str, Any]) -> None:
+    model_bytes(params)
+    for key in ("name", "path"):
+        if not isinstance(params.get(key, ""), str) or len(params.get(key, "")) > 1000:
+            raise BadInput(f"malformed job: {key} must be a short string")
+
+
+def run_profile_model(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
+    """``edgelat profile model`` on the hub: :func:`edgelat.profiler.jobs.profile_model`; the result is
+    the command's ``--json`` object."""
+    from edgelat.profiler.jobs import model_ref_for, profile_model
+    from edgelat.results import ModelProfile
+
+    params = job.get("params") or {}
+    data = model_bytes(params)
+    name = params.get("name") or params["sha256"][:12]
+    if not report(0, 1, f"measuring {name}"):
+        raise Stop("stopped")
+    result = profile_model(db, device, client, data, params["format"], runtime_config(job.get("config") or {}),
+                           protocol(params), model_ref=model_ref_for(data), name=name)
+    report(1, 1, name)
+    return ModelProfile.from_result(device, result, model_ref_for(data), params.get("path") or name).to_dict()
+
+
 KINDS: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[..., dict[str, Any]]]] = {
     "profile-ops": (_check_profile_ops, run_profile_ops),
+    "profile-model": (_check_profile_model, run_profile_model),
 }
 
 
