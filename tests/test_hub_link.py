@@ -82,3 +82,33 @@ def test_a_hub_restarted_on_the_same_database_finishes_the_job(tmp_path):
         assert len([h for h in store.history_rows(db, "dev1") if h["item_key"] in specs]) == len(specs)
     finally:
         db.close()
+
+
+def test_tls_hub_agent_and_user(tmp_path):
+    """The hub serves TLS; the agent's link and the user's client verify it with the CA."""
+    import threading
+
+    from agent_helpers import self_signed_tls
+
+    from edgelat.agents.hub_link import HubLink
+    from edgelat.agents.local import LocalBackend
+
+    cert, key, ca = self_signed_tls(tmp_path / "tls")
+    with running_hub(tmp_path, tls_cert=cert, tls_key=key) as hub:
+        tok = tokens(hub)
+        link = HubLink(hub.address, tok["agent"], {"dev1": LocalBackend()}, agent_id="tls-agent",
+                       tls_ca=ca.read_bytes(), heartbeat_s=0.5)
+        stop = threading.Event()
+        thread = threading.Thread(target=link.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            assert link.connected.wait(30)
+            with HubClient(hub.address, tok["user"], tls_ca=ca.read_bytes()) as client:
+                wait_for(lambda: [d["state"] for d in client.devices()] == ["online"], 30, "the device online")
+            with HubClient(hub.address, tok["user"]) as plaintext:  # no TLS against a TLS hub: one line
+                with pytest.raises(Exception, match="did not answer"):
+                    plaintext.devices()
+        finally:
+            stop.set()
+            thread.join(10)
+            link.close()
