@@ -151,3 +151,35 @@ def test_hub_serve_prints_one_ready_line(tmp_path):
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and rest == ""
+
+
+def test_agent_serve_dials_out_to_the_hub(tmp_path):
+    """``agent serve --hub``: one line once connected, the device online at the hub, SIGTERM ends it;
+    a token the hub does not know ends it with one line."""
+    from hub_helpers import wait_for
+
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub, agent_devices=["board1"])
+        good, bad = tmp_path / "agent.tok", tmp_path / "bad.tok"
+        good.write_text(tok["agent"])
+        bad.write_text("elh_nobody")
+        for f in (good, bad):
+            f.chmod(0o600)
+        env = {**os.environ, "EDGELAT_HOME": str(tmp_path / "agent-home")}
+        cmd = [sys.executable, "-c", "from edgelat.cli import main; main()", "agent", "serve", "--hub", hub.address,
+               "--name", "board1", "--token-file"]
+        proc = subprocess.Popen(cmd + [str(good)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            line = proc.stdout.readline()
+            assert line == f"edgelat agent board1 connected to hub {hub.address} serving board1\n", proc.stderr.read()
+            wait_for(lambda: [(d["name"], d["state"]) for d in hub.store.devices()] == [("board1", "online")], 30,
+                     "board1 online")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and rest == ""
+        wait_for(lambda: hub.store.devices()[0]["state"] == "offline", 30, "board1 offline")
+        proc = subprocess.run(cmd + [str(bad)], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.startswith("error: the hub at ") and "refused" in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0
