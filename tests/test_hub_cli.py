@@ -125,6 +125,28 @@ def test_profile_model_through_the_hub(tmp_path):
         db.close()
 
 
+def test_predictor_build_through_the_hub(tmp_path):
+    from edgelat.lut import store
+
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        env = _env(hub, tok["user"], tmp_path)
+        with running_link(hub, tok["agent"]):
+            result = invoke("predictor", "build", "--device", "dev1", "--budget-minutes", "0.2", "--detach", "--json",
+                            env=env)
+            assert result.exit_code == 0, result.output
+            job_id = json.loads(result.stdout)["job"]
+            result = invoke("jobs", "watch", job_id, "--json", env=env)
+            job = json.loads(result.stdout)
+            assert job["state"] == "done", job
+            assert job["result"]["device"] == "dev1" and job["result"]["kernels_measured"] > 0
+    db = store.open_db()
+    try:
+        assert len(store.kernel_rows(db, "dev1")) == job["result"]["kernels_total"]
+    finally:
+        db.close()
+
+
 def test_without_a_hub_jobs_say_how_to_configure_one_and_profile_stays_local(tmp_path):
     result = invoke("jobs", "list")
     assert result.exit_code == 1 and "EDGELAT_HUB" in result.stderr

@@ -334,3 +334,19 @@ def profile_model(path: str, device: str, runtime_config: Any, protocol: Any, ru
     if "notes" in out:
         out["notes"] = list(m.notes)  # what reading the file here found (the hub saw only the bytes)
     return m, out
+
+
+def predictor_build(device: str, budget_s: float, seed: int, runtime_config: Any, as_json: bool,
+                    hub: str | None, token_file: str | None, detach: bool) -> dict[str, Any] | None:
+    """``predictor build`` through a hub; returns the build's summary (None with ``--detach``)."""
+    from edgelat.errors import DeviceError
+
+    config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
+    job = submit(hub, token_file, "predictor-build", device, config, {"budget_s": budget_s, "seed": seed}, detach,
+                 as_json, "building")
+    if job is None:
+        return None
+    result = job.get("result") or {}
+    if result.get("interrupted"):
+        raise DeviceError(result["interrupted"])
+    return result

@@ -159,9 +159,38 @@ def run_profile_model(db: Any, device: str, client: Any, job: dict[str, Any], re
     return ModelProfile.from_result(device, result, model_ref_for(data), params.get("path") or name).to_dict()
 
 
+def _check_predictor_build(params: dict[str, Any]) -> None:
+    budget = params.get("budget_s")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 86400:
+        raise BadInput("malformed job: budget_s must be a number of seconds from 0 to 86400")
+    seed = params.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BadInput("malformed job: seed must be an integer")
+
+
+def run_predictor_build(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
+    """``edgelat predictor build`` on the hub: :func:`edgelat.predictors.sampling.build_predictor`
+    (it goes on from what an earlier attempt measured and spent)."""
+    from edgelat.predictors.sampling import build_predictor
+
+    params = job.get("params") or {}
+
+    def on_progress(phase: str, spent: float, budget: float, message: str) -> None:
+        if not report(int(min(spent, budget)), max(1, int(budget)), f"{phase}: {message}"):
+            raise Stop("stopped")
+
+    summary = build_predictor(db, device, client, runtime_config(job.get("config") or {}), float(params["budget_s"]),
+                              seed=int(params.get("seed", 0)), progress=on_progress)
+    out = summary.to_dict()
+    if summary.interrupted:
+        out["_interrupted"] = summary.interrupted
+    return out
+
+
 KINDS: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[..., dict[str, Any]]]] = {
     "profile-ops": (_check_profile_ops, run_profile_ops),
     "profile-model": (_check_profile_model, run_profile_model),
+    "predictor-build": (_check_predictor_build, run_predictor_build),
 }
 
 
