@@ -118,6 +118,8 @@ def test_profile_model_through_the_hub(tmp_path):
             assert out["model_ref"].startswith("sha256:")
             result = invoke("profile", "model", model, "--device", "dev1", *QUICK[:-2], env=env)
             assert result.exit_code == 0 and "tiny.onnx on dev1" in result.stdout
+            shown = json.loads(invoke("jobs", "list", "--json", env=env).stdout)[0]
+            assert "model_b64" not in shown["params"] and shown["params"]["model_bytes"] == model.stat().st_size
     db = store.open_db()
     try:
         assert len(store.model_rows(db, "dev1")) == 1

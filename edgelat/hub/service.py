@@ -44,6 +44,18 @@ def _json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
+def _job_json(job: Any) -> str:
+    """A job (or a list of jobs) for a client: a model carried inside a job is shown by its size only."""
+    if isinstance(job, list):
+        return "[" + ", ".join(_job_json(j) for j in job) + "]"
+    params = job.get("params")
+    if isinstance(params, dict) and isinstance(params.get("model_b64"), str):
+        b64 = params["model_b64"]
+        job = {**job, "params": {**{k: v for k, v in params.items() if k != "model_b64"},
+                                 "model_bytes": len(b64) * 3 // 4 - b64[-2:].count("=")}}
+    return _json(job)
+
+
 def _status(exc: Exception) -> grpc.StatusCode:
     name = type(exc).__name__
     if name == "Forbidden":
@@ -201,7 +213,7 @@ class HubServicer(pb_grpc.HubServicer):
                                    priority=request.priority)
         self.on_submit.set()
         note = self._device_note(request.device)
-        return pb.JobReply(job_json=_json(self.store.get(job_id)), note=note)
+        return pb.JobReply(job_json=_job_json(self.store.get(job_id)), note=note)
 
     def _device_note(self, device: str) -> str:
         for d in self.store.devices():
@@ -220,7 +232,7 @@ class HubServicer(pb_grpc.HubServicer):
     @_guard
     def GetJob(self, request: pb.JobRequest, context: grpc.ServicerContext) -> pb.JobReply:
         principal = self._principal(context, "user", "admin")
-        return pb.JobReply(job_json=_json(self._readable(request.job_id, principal)))
+        return pb.JobReply(job_json=_job_json(self._readable(request.job_id, principal)))
 
     @_guard
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.JobList:
@@ -232,7 +244,7 @@ class HubServicer(pb_grpc.HubServicer):
             user = principal.user
         jobs = self.store.list_jobs(user=user, state=request.state or None, device=request.device or None,
                                     limit=request.limit or 100)
-        return pb.JobList(jobs_json=_json(jobs))
+        return pb.JobList(jobs_json=_job_json(jobs))
 
     def WatchJob(self, request: pb.JobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobReply]:
         try:
@@ -240,7 +252,7 @@ class HubServicer(pb_grpc.HubServicer):
             job = self._readable(request.job_id, principal)
         except EdgelatError as exc:
             context.abort(_status(exc), " ".join(str(exc).split()))
-        yield pb.JobReply(job_json=_json(job))
+        yield pb.JobReply(job_json=_job_json(job))
         after = job.get("change")
         while context.is_active() and job.get("state") in ("queued", "running"):
             try:
@@ -249,19 +261,19 @@ class HubServicer(pb_grpc.HubServicer):
                 context.abort(_status(exc), " ".join(str(exc).split()))
             if job.get("change") != after or job.get("state") not in ("queued", "running"):
                 after = job.get("change")
-                yield pb.JobReply(job_json=_json(job))
+                yield pb.JobReply(job_json=_job_json(job))
 
     @_guard
     def CancelJob(self, request: pb.JobRequest, context: grpc.ServicerContext) -> pb.JobReply:
         principal = self._principal(context, "user", "admin")
-        return pb.JobReply(job_json=_json(self.store.cancel(request.job_id, principal)))
+        return pb.JobReply(job_json=_job_json(self.store.cancel(request.job_id, principal)))
 
     @_guard
     def RetryJob(self, request: pb.JobRequest, context: grpc.ServicerContext) -> pb.JobReply:
         principal = self._principal(context, "user", "admin")
         job = self.store.retry(request.job_id, principal)
         self.on_submit.set()
-        return pb.JobReply(job_json=_json(job))
+        return pb.JobReply(job_json=_job_json(job))
 
     @_guard
     def ListDevices(self, request: pb.ListDevicesRequest, context: grpc.ServicerContext) -> pb.DeviceList:
