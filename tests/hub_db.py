@@ -45,14 +45,16 @@ class PgCluster:
 
     def __init__(self, bindir: str) -> None:
         self.bindir = bindir
-        self.dir = tempfile.mkdtemp(prefix="edgelat-pg-")
         self.port = _free_port()
         self.prefix: list[str] = []
+        owner = None
         if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
             import pwd
 
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            owner = pwd.getpwnam("postgres")
+        self.dir = tempfile.mkdtemp(prefix="edgelat-pg-")
+        if owner is not None:
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
             runuser = shutil.which("runuser")
             self.prefix = [runuser, "-u", "postgres", "--"] if runuser else ["su", "postgres", "-s", "/bin/sh", "-c"]
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
@@ -115,14 +117,16 @@ def pg_server() -> Iterator[str | None]:
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql); "
                     "install Debian's postgresql or set EDGELAT_TEST_PG=postgresql://...")
-    cluster = PgCluster(bindir)
+    cluster: PgCluster | None = None
     try:
+        cluster = PgCluster(bindir)
         cluster.start()
         why = _reachable(cluster.url)
         if why:
             raise RuntimeError(why)
     except (RuntimeError, OSError, KeyError, subprocess.SubprocessError) as exc:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         pytest.skip(f"could not start a throwaway PostgreSQL cluster: {exc}")
     try:
         yield cluster.url

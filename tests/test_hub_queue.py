@@ -343,6 +343,34 @@ def test_list_get_and_wait_change(store: HubStore) -> None:
     assert (changed["done"], changed["message"]) == (1, "one")
 
 
+def test_dispatchers_wait_for_work_instead_of_polling(make_store: Callable[..., HubStore],
+                                                      hub_url: str) -> None:
+    hub_a = make_store("hub-a")
+    bring_online(hub_a, "a1", ["dev1", "dev2"])
+    marker = hub_a.work_marker()
+    assert hub_a.lease() is None
+    # Woken by a submit on this hub, or (PostgreSQL, LISTEN/NOTIFY) on another hub; a missed
+    # wake-up would return the old marker after the long timeout and fail the test.
+    submitter = hub_a if hub_url.startswith("sqlite") else make_store("hub-b")
+    hub_a.wait_for_work(marker, 0)  # the first wait (PostgreSQL) starts listening, and returns once it does
+    woke: dict[str, int] = {}
+
+    def wait(key: str, devices: list[str] | None) -> None:
+        woke[key] = hub_a.wait_for_work(marker, 60, devices)
+
+    waiters = [threading.Thread(target=wait, args=("any", None)),
+               threading.Thread(target=wait, args=("dev1", ["dev1"]))]
+    for t in waiters:
+        t.start()
+    submitter.submit("alice", "k", "dev1", {}, {})
+    for t in waiters:
+        t.join(120)
+    assert woke["any"] != marker and woke["dev1"] != marker
+    # Something that happened before the wait began is not missed either.
+    assert hub_a.wait_for_work(marker, 60, ["dev1"]) != marker
+    assert hub_a.lease(["dev1"]) is not None
+
+
 def test_bad_input_is_one_clear_line(store: HubStore) -> None:
     cases = [
         lambda: store.submit("alice", "k", "dev1", "not a dict", {}),  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ carries is ever executed here.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import math
 import os
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import and_, event, func, select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -33,6 +35,7 @@ from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFou
 from edgelat.hub.schema import devices as t_devices
 from edgelat.hub.schema import jobs as t_jobs
 from edgelat.hub.schema import users as t_users
+from edgelat.hub.statements import PRIORITY_CEILING, SHARE_HALF_LIFE_S, TOP_USERS, Statements, build
 from edgelat.hub.tokens import ROLES, Principal, hash_secret, new_secret
 
 __all__ = [
@@ -43,12 +46,17 @@ __all__ = [
 QUARANTINE_AFTER = 3
 """A device that loses this many leases in a row is quarantined until an admin releases it."""
 
+NOTIFY_CHANNEL = "edgelat_hub_work"
+"""PostgreSQL channel on which hubs tell each other that work may be waiting."""
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 DEVICE_STATES = ("online", "busy", "offline", "quarantined")
 FINAL_STATES = ("done", "failed", "cancelled")
 
-SHARE_HALF_LIFE_S = 60.0
-"""Fair share forgets a user's past leases with this half-life ("leased recently")."""
+# One lock per SQLite file for this process's writers: they queue here, in order, instead of in
+# SQLite's busy handler, which sleeps in growing steps and makes waits long and uneven.
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+_SQLITE_WRITERS_GUARD = threading.Lock()
 
 _SMALL_FILTER = 64  # lease(devices=...) with at most this many names takes the per-device path
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
@@ -123,11 +131,25 @@ class HubStore:
         self._clock = clock
         self._pool_size = pool_size
         self._engine: Engine | None = None
+        self._q: Statements | None = None
         self._pg = False
         self._shown = url
         self._known_users: set[str] = set()
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
+        self._work_lock = threading.Lock()
+        self._epoch = 0
+        self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=4096)
+        self._any_waiters: collections.deque[threading.Event] = collections.deque()
+        self._device_waiters: dict[str, set[threading.Event]] = {}
+        # Devices whose agents are connected through this store (a hint for wake-ups only).
+        self._agent_devices: dict[str, set[str]] = {}
+        self._local_devices: set[str] = set()
+        self._listener: threading.Thread | None = None
+        self._listen_stop = threading.Event()
+        self._listening = threading.Event()
+        self._write_lock: threading.Lock | None = None
+        self._found_work = False
 
     # ------------------------------------------------------------------ engine
     def open(self) -> "HubStore":
@@ -145,6 +167,11 @@ class HubStore:
         except (ArgumentError, ImportError) as exc:
             raise HubDatabaseError(f"hub database {self._shown} cannot be used: {exc}") from None
         self._engine = engine
+        if not self._pg:
+            key = os.path.realpath(url.database)
+            with _SQLITE_WRITERS_GUARD:
+                self._write_lock = _SQLITE_WRITERS.setdefault(key, threading.Lock())
+        self._q = build(self._pg, bool(engine.dialect.update_returning), self._pg or self._sqlite_has_math())
         try:
             self._tx(self._create_schema)
         except BaseException:
@@ -155,9 +182,118 @@ class HubStore:
 
     def close(self) -> None:
         """Close every pooled connection; the store can be opened again."""
+        if self._listener is not None:
+            self._listen_stop.set()
+            self._listener.join(5)
+            self._listener = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+    # ------------------------------------------------------------------ waking dispatchers
+    def work_marker(self) -> int:
+        """A marker to pass to :meth:`wait_for_work` (take it before a lease that came back empty)."""
+        return self._epoch
+
+    def wait_for_work(self, marker: int, timeout_s: float, devices: list[str] | None = None) -> int:
+        """Block until work may have appeared since ``marker`` for ``devices`` (None: any device) --
+        a job queued or requeued, a device freed or back online, through this store or (PostgreSQL)
+        any hub -- or until ``timeout_s`` passed. Returns the new marker.
+
+        Lets dispatchers wait instead of polling the database. Waiters for given devices are woken
+        for those devices only; of the waiters for any device, one is woken per event (they are
+        interchangeable), so many idle dispatchers do not all rush at each new job."""
+        if self._pg and self._listener is None and self._engine is not None:
+            self._start_listener()
+            self._listening.wait(5)  # from here on, other hubs' notifications reach this store
+        wanted = None if devices is None else set(devices)
+        event = threading.Event()
+        with self._work_lock:
+            if self._missed(marker, wanted):
+                return self._epoch
+            if wanted is None:
+                self._any_waiters.append(event)
+            else:
+                for name in wanted:
+                    self._device_waiters.setdefault(name, set()).add(event)
+        event.wait(max(0.0, float(timeout_s)))
+        with self._work_lock:
+            if wanted is None:
+                with contextlib.suppress(ValueError):
+                    self._any_waiters.remove(event)
+            else:
+                for name in wanted:
+                    waiting = self._device_waiters.get(name)
+                    if waiting is not None:
+                        waiting.discard(event)
+                        if not waiting:
+                            del self._device_waiters[name]
+            return self._epoch
+
+    def _missed(self, marker: int, wanted: set[str] | None) -> bool:
+        """Whether something for ``wanted`` happened after ``marker`` (called with the lock held)."""
+        if marker >= self._epoch:
+            return False
+        if not self._recent or self._recent[0][0] > marker + 1:
+            return True  # older than what is remembered: assume so
+        for epoch, device in reversed(self._recent):
+            if epoch <= marker:
+                return False
+            if wanted is None or device is None or device in wanted:
+                return True
+        return False
+
+    def _poke(self, devices: list[str] | None = None) -> None:
+        """Work may be waiting for ``devices`` (None: any): wake who waits for it."""
+        with self._work_lock:
+            for device in (None,) if devices is None else devices:
+                self._epoch += 1
+                self._recent.append((self._epoch, device))
+                if device is None:
+                    for waiting in self._device_waiters.values():
+                        for event in waiting:
+                            event.set()
+                    for event in self._any_waiters:
+                        event.set()
+                    continue
+                for event in self._device_waiters.get(device, ()):
+                    event.set()
+                if device not in self._local_devices:
+                    continue  # served through another hub: its dispatchers are told, not ours
+                while self._any_waiters:
+                    event = self._any_waiters.popleft()
+                    if not event.is_set():
+                        event.set()
+                        break
+
+    def _notify_hubs(self, conn: Connection, device: str | None) -> None:
+        """Tell the other hubs on this PostgreSQL (delivered when the transaction commits)."""
+        if self._pg:
+            conn.execute(self._q.notify, {"p_payload": f"{self.hub_id}\t{device or ''}"})
+
+    def _start_listener(self) -> None:
+        cparams = self._engine.dialect.create_connect_args(self._engine.url)[1]
+        self._listen_stop.clear()
+        self._listening.clear()
+
+        def listen() -> None:
+            import psycopg
+
+            while not self._listen_stop.is_set():
+                try:
+                    with psycopg.connect(**cparams, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                        self._listening.set()
+                        while not self._listen_stop.is_set():
+                            for note in conn.notifies(timeout=0.2):
+                                hub, _, device = note.payload.partition("\t")
+                                if hub != self.hub_id:  # our own were announced when they happened
+                                    self._poke([device] if device else None)
+                except psycopg.Error:
+                    self._listen_stop.wait(1.0)  # the waiters fall back on their timeouts meanwhile
+
+        self._listener = threading.Thread(target=listen, name=f"hub-listen-{self.hub_id}", daemon=True)
+        self._listener.start()
 
     def __enter__(self) -> "HubStore":
         return self.open()
@@ -215,6 +351,14 @@ class HubStore:
 
         return engine
 
+    def _sqlite_has_math(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT power(0.5, 1.0)")
+            return True
+        except SQLAlchemyError:
+            return False
+
     def _pg_engine(self, url) -> Engine:
         from sqlalchemy import create_engine
 
@@ -223,7 +367,6 @@ class HubStore:
             pool_size=self._pool_size,
             max_overflow=self._pool_size,
             pool_timeout=60,
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 10, "application_name": f"edgelat-hub {self.hub_id}"[:63]},
         )
 
@@ -265,6 +408,8 @@ class HubStore:
         code = getattr(orig, "sqlstate", None)
         if code in ("40P01", "40001", "55P03"):
             return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True  # a pooled connection the server dropped (restart): the pool reconnects
         return integrity_ok and isinstance(exc, IntegrityError)
 
     def _tx(self, fn: Callable[[Connection], _T], *, write: bool = True, retry_integrity: bool = False,
@@ -272,9 +417,10 @@ class HubStore:
         """Run ``fn`` in one transaction, retrying lost races (deadlocks, serialisation failures)."""
         if self._engine is None:
             raise HubDatabaseError("the hub store is not open: call HubStore.open() first")
+        serialize = self._write_lock if write and self._write_lock is not None else contextlib.nullcontext()
         for attempt in range(attempts):
             try:
-                with self._engine.connect() as conn:
+                with serialize, self._engine.connect() as conn:
                     if not write:
                         conn = conn.execution_options(edgelat_write=False)
                     with conn.begin():
@@ -427,21 +573,20 @@ class HubStore:
                                              online=1, last_seen=now))
 
         self._tx(run)
+        self._set_local(agent_id, set(facts))
+        self._poke(sorted(facts))
 
     def heartbeat(self, agent_id: str) -> int:
         """The agent is alive: mark its devices seen and renew every lease held via it.
 
         Returns how many leases were renewed."""
-        now = self._now()
+        params = {"p_agent": agent_id, "p_now": self._now()}
+        q = self._q
 
         def run(conn: Connection) -> int:
-            a = schema.agents
-            conn.execute(update(a).where(a.c.id == agent_id).values(last_seen=now))
-            conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id, t_devices.c.online == 1)
-                         .values(last_seen=now))
-            j = t_jobs
-            return conn.execute(update(j).where(j.c.lease_agent == agent_id, j.c.state == "running")
-                                .values(lease_expires=now + j.c.lease_ttl)).rowcount
+            conn.execute(q.seen_agent, params)
+            conn.execute(q.seen_devices, params)
+            return conn.execute(q.renew_leases, params).rowcount
 
         return self._tx(run)
 
@@ -454,6 +599,15 @@ class HubStore:
             conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id).values(online=0))
 
         self._tx(run)
+        self._set_local(agent_id, set())
+
+    def _set_local(self, agent_id: str, names: set[str]) -> None:
+        with self._work_lock:
+            if names:
+                self._agent_devices[agent_id] = names
+            else:
+                self._agent_devices.pop(agent_id, None)
+            self._local_devices = set().union(*self._agent_devices.values())
 
     def devices(self) -> list[dict]:
         """Every device the hub has seen, with its state (online, busy, offline, quarantined)."""
@@ -476,10 +630,15 @@ class HubStore:
 
     def release_quarantine(self, device: str) -> None:
         """An admin vouches for a quarantined device: it may take jobs again."""
-        n = self._tx(lambda c: c.execute(update(t_devices).where(t_devices.c.name == device)
-                                         .values(quarantined=0, fail_streak=0)).rowcount)
-        if not n:
+        def run(conn: Connection) -> int:
+            n = conn.execute(update(t_devices).where(t_devices.c.name == device)
+                             .values(quarantined=0, fail_streak=0)).rowcount
+            self._notify_hubs(conn, device)
+            return n
+
+        if not self._tx(run):
             raise UnknownDevice(f"no device named {device!r} has come online at this hub")
+        self._poke([device])
 
     # ------------------------------------------------------------------ jobs
     def submit(self, user: str, kind: str, device: str, config: dict, params: dict, priority: int = 0) -> str:
@@ -503,18 +662,21 @@ class HubStore:
         def run(conn: Connection) -> None:
             if not known:
                 self._upsert(conn, t_users, dict(name=user, share=0.0, share_at=now), ("name",), {})
-            conn.execute(t_jobs.insert().values(**values))
+            conn.execute(self._q.insert_job, values)
+            self._notify_hubs(conn, device)
 
         self._tx(run)
         self._known_users.add(user)
+        self._poke([device])
         return job_id
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
 
-        Order: priority (high first), then fair share (the user with the fewest running jobs, then
-        the fewest leased recently), then submit time. The job becomes running and its device busy."""
-        if not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
+        ``devices``: only these devices (an agent asking for its own). Order: priority (high first),
+        then fair share (the user with the fewest running jobs, then the fewest leased recently),
+        then submit time. The job becomes running and its device busy, in one transaction."""
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
             raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
         names: list[str] | None = None
         if devices is not None:
@@ -523,110 +685,121 @@ class HubStore:
             names = sorted(set(devices))
             if not names:
                 return None
-        j = t_jobs
-        probe = select(j.c.id).where(j.c.state == "queued").limit(1)
-        if names is not None and len(names) <= _SMALL_FILTER:
-            probe = probe.where(j.c.device.in_(names))
-        if self._tx(lambda c: c.execute(probe).first(), write=False) is None:
-            return None
+        if not self._pg and not (names is None and self._found_work):
+            # A cheap read first, so agents polling an empty queue never take SQLite's write lock
+            # (PostgreSQL's lease transaction only locks the row it takes). Skipped while a backlog
+            # is being worked off.
+            if names is not None and len(names) <= _SMALL_FILTER:
+                probe, params = self._q.probe_devices, {"p_names": names}
+            else:
+                probe, params = self._q.probe_any, {}
+            if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
+                return None
         try:
-            return self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
+            lease = self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
         except _Retry:
-            return None
-
-    def _free_device_clause(self, now: float):
-        d = t_devices
-        return and_(d.c.hub_id == self.hub_id, d.c.online == 1, d.c.busy_job.is_(None), d.c.quarantined == 0,
-                    d.c.last_seen >= now - self.offline_after_s)
+            lease = None
+        if names is None:
+            self._found_work = lease is not None
+        return lease
 
     def _fair_keys(self, conn: Connection, users: list[str], now: float) -> dict[str, tuple[int, float]]:
-        j = t_jobs
-        running = dict(conn.execute(select(j.c.user, func.count()).where(j.c.state == "running")
-                                    .group_by(j.c.user)).all())
-        shares = {r.name: r.share * 0.5 ** (max(0.0, now - r.share_at) / SHARE_HALF_LIFE_S)
-                  for r in conn.execute(select(t_users).where(t_users.c.name.in_(users))).all()}
+        """Per user: (running jobs, leases recently with decay) -- lower goes first."""
+        if len(users) == 1:
+            return {users[0]: (0, 0.0)}  # nobody to share with
+        running: dict[str, int] = {}
+        shares: dict[str, float] = {}
+        for name, share, share_at, count in conn.execute(self._q.fair, {"p_users": users}):
+            if count < 0:
+                shares[name] = share * 0.5 ** (max(0.0, now - share_at) / SHARE_HALF_LIFE_S)
+            else:
+                running[name] = count
         return {u: (running.get(u, 0), round(shares.get(u, 0.0), 6)) for u in users}
 
     def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
         now = self._now()
-        j, d = t_jobs, t_devices
-        free = self._free_device_clause(now)
+        q = self._q
+        base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
         if names is not None and len(names) <= _SMALL_FILTER:
-            return self._lease_few(conn, names, ttl_s, now, free)
-        priority = conn.execute(select(func.max(j.c.priority)).where(j.c.state == "queued")).scalar()
-        while priority is not None:
-            users = [r[0] for r in conn.execute(_USERS_AT_PRIORITY, {"st": "queued", "p": priority}).all()]
+            return self._lease_few(conn, names, ttl_s, now, base)
+        below = PRIORITY_CEILING
+        while True:
+            rows = conn.execute(TOP_USERS, {"p_below": below}).all()
+            if not rows:
+                return None
+            priority = rows[0][0]
+            users = [r[1] for r in rows]
             keys = self._fair_keys(conn, users, now)
             for key in sorted(set(keys.values())):
                 heads = []
                 for user in sorted(u for u in users if keys[u] == key):
-                    stmt = (select(j.c.id, j.c.device, j.c.user, j.c.created_at)
-                            .join(d, d.c.name == j.c.device)
-                            .where(j.c.state == "queued", j.c.priority == priority, j.c.user == user, free)
-                            .order_by(j.c.created_at).limit(1))
-                    if names is not None:
-                        stmt = stmt.where(d.c.name.in_(names))
-                    row = conn.execute(self._skip_locked(stmt, j)).first()
+                    params = dict(base, p_priority=priority, p_user=user)
+                    if names is None:
+                        row = conn.execute(q.head, params).first()
+                    else:
+                        row = conn.execute(q.head_in, dict(params, p_names=names)).first()
                     if row is not None:
                         heads.append(row)
                 if heads:
                     best = min(heads, key=lambda r: r.created_at)
-                    return self._claim(conn, best.id, best.device, best.user, now, ttl_s)
-            priority = conn.execute(select(func.max(j.c.priority))
-                                    .where(j.c.state == "queued", j.c.priority < priority)).scalar()
-        return None
+                    return self._claim(conn, best.id, best.device, best.user, now, ttl_s, base)
+            below = priority
 
-    def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, free) -> Lease | None:
+    def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, base: dict) -> Lease | None:
         """The lease for an agent that serves a few devices: look only at those devices' queues."""
-        j, d = t_jobs, t_devices
-        free_names = [r[0] for r in conn.execute(select(d.c.name).where(d.c.name.in_(names), free)).all()]
-        if not free_names:
+        q = self._q
+        free = [r[0] for r in conn.execute(q.free_names, dict(base, p_names=names))]
+        if not free:
             return None
         heads: dict[str, tuple[int, float]] = {}
-        for user, priority, first in conn.execute(
-                select(j.c.user, j.c.priority, func.min(j.c.created_at))
-                .where(j.c.state == "queued", j.c.device.in_(free_names))
-                .group_by(j.c.user, j.c.priority)).all():
+        for user, priority, first in conn.execute(q.heads_few, {"p_names": free}):
             if user not in heads or (priority, -first) > (heads[user][0], -heads[user][1]):
                 heads[user] = (priority, first)
         if not heads:
             return None
         keys = self._fair_keys(conn, list(heads), now)
-        order = sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1]))
-        for user in order:
-            stmt = (select(j.c.id, j.c.device)
-                    .where(j.c.state == "queued", j.c.device.in_(free_names), j.c.user == user,
-                           j.c.priority == heads[user][0])
-                    .order_by(j.c.created_at).limit(1))
-            row = conn.execute(self._skip_locked(stmt)).first()
+        for user in sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1])):
+            row = conn.execute(q.pick_few, {"p_names": free, "p_user": user, "p_priority": heads[user][0]}).first()
             if row is not None:
-                return self._claim(conn, row.id, row.device, user, now, ttl_s)
+                return self._claim(conn, row.id, row.device, user, now, ttl_s, base)
         return None
 
-    def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float) -> Lease:
-        j, d = t_jobs, t_devices
-        took = conn.execute(update(d).where(d.c.name == device, self._free_device_clause(now))
-                            .values(busy_job=job_id)).rowcount
-        if took != 1:
-            raise _Retry()  # another thread of this hub took the device first
-        agent_id = conn.execute(select(d.c.agent_id).where(d.c.name == device)).scalar()
+    def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float,
+               base: dict) -> Lease:
+        q = self._q
+        params = dict(base, p_device=device, p_id=job_id)
+        if q.returning:
+            got = conn.execute(q.claim_device, params).first()
+            if got is None:
+                raise _Retry()  # another thread of this hub took the device first
+            agent_id = got.agent_id
+        else:
+            if conn.execute(q.claim_device, params).rowcount != 1:
+                raise _Retry()
+            agent_id = conn.execute(q.device_agent, params).scalar()
         lease_id = uuid.uuid4().hex
-        n = conn.execute(update(j).where(j.c.id == job_id, j.c.state == "queued").values(
-            state="running", lease_id=lease_id, lease_agent=agent_id, lease_ttl=ttl_s, lease_expires=now + ttl_s,
-            started_at=func.coalesce(j.c.started_at, now), leased_at=now, agent_id=agent_id, hub_id=self.hub_id,
-            updated_at=now, version=j.c.version + 1)).rowcount
-        if n != 1:
-            raise _Retry()
-        share = conn.execute(self._lock(select(t_users.c.share, t_users.c.share_at)
-                                        .where(t_users.c.name == user))).first()
-        decayed = 0.0 if share is None else share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
-        if share is None:
+        params = dict(p_id=job_id, p_lease=lease_id, p_agent=agent_id, p_ttl=ttl_s, p_expires=now + ttl_s,
+                      p_now=now, p_hub=self.hub_id)
+        if q.returning:
+            row = conn.execute(q.claim_job, params).first()
+            if row is None:
+                raise _Retry()
+        else:
+            if conn.execute(q.claim_job, params).rowcount != 1:
+                raise _Retry()
+            row = conn.execute(q.get_job, params).one()
+        if q.bump_share is not None:
+            bumped = conn.execute(q.bump_share, {"p_user": user, "p_now": now}).rowcount
+        else:
+            share = conn.execute(q.share, {"p_user": user}).first()
+            if share is not None:
+                decayed = share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
+                conn.execute(q.set_share, {"p_user": user, "p_share": decayed + 1.0, "p_now": now})
+            bumped = share is not None
+        if not bumped:  # a job from a database written before its user had a row
             self._upsert(conn, t_users, dict(name=user, share=1.0, share_at=now), ("name",),
                          dict(share=1.0, share_at=now))
-        else:
-            conn.execute(update(t_users).where(t_users.c.name == user).values(share=decayed + 1.0, share_at=now))
-        job = self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
-        return Lease(lease_id=lease_id, job=job, agent_id=agent_id, device=device,
+        return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=agent_id, device=device,
                      expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
 
     def progress(self, lease_id: str, done: int, total: int, message: str = "") -> bool:
@@ -634,37 +807,38 @@ class HubStore:
         for v, what in ((done, "done"), (total, "total")):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
-        message = str(message or "")[:2000]
-        now = self._now()
-        j = t_jobs
-        return self._tx(lambda c: c.execute(
-            update(j).where(j.c.lease_id == lease_id, j.c.state == "running").values(
-                done=done, total=total, message=message, updated_at=now, version=j.c.version + 1,
-                lease_expires=now + j.c.lease_ttl)).rowcount) == 1
+        params = {"p_lease": lease_id, "p_done": done, "p_total": total,
+                  "p_message": str(message or "")[:2000], "p_now": self._now()}
+        return self._tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
     def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None) -> bool:
         """End a leased job as done or failed; frees its device. False: the lease was already gone."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
-        result_s = None if result is None else _dump(result, "the job's result")
-        now = self._now()
-        j, d = t_jobs, t_devices
+        params = {"p_lease": lease_id, "p_state": state, "p_error": error if state == "failed" else None,
+                  "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now()}
+        q = self._q
 
-        def run(conn: Connection) -> bool:
-            row = conn.execute(self._lock(select(j.c.id, j.c.device)
-                                          .where(j.c.lease_id == lease_id, j.c.state == "running"))).first()
+        def run(conn: Connection) -> tuple[str, bool] | None:
+            if q.returning:
+                row = conn.execute(q.finish_job, params).first()
+            else:
+                row = conn.execute(q.running_by_lease, params).first()
+                if row is not None:
+                    conn.execute(q.finish_job, params)
             if row is None:
-                return False
-            conn.execute(update(j).where(j.c.id == row.id).values(
-                state=state, error=error if state == "failed" else None, result=result_s, finished_at=now,
-                updated_at=now, version=j.c.version + 1, lease_id=None, lease_agent=None, lease_expires=None))
-            values: dict[str, Any] = dict(busy_job=None)
-            if state == "done":
-                values.update(fail_streak=0, last_error=None)
-            conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == row.id).values(**values))
-            return True
+                return None
+            conn.execute(q.free_device_done if state == "done" else q.free_device,
+                         {"p_device": row.device, "p_id": row.id})
+            waiting = conn.execute(q.probe_devices, {"p_names": [row.device]}).first() is not None
+            return row.device, waiting
 
-        return self._tx(run)
+        got = self._tx(run)
+        if got is None:
+            return False
+        if got[1]:
+            self._poke([got[0]])  # the device is free and has jobs waiting
+        return True
 
     def _requeue(self, conn: Connection, row, error: str, now: float) -> None:
         """A lease was lost through no fault of the job: queue it again and count it against the device."""
@@ -682,6 +856,7 @@ class HubStore:
             conn.execute(update(d).where(d.c.name == row.device).values(
                 fail_streak=streak, last_error=error, quarantined=1 if streak >= QUARANTINE_AFTER else 0))
             conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == row.id).values(busy_job=None))
+        self._notify_hubs(conn, row.device)
 
     def release(self, lease_id: str, error: str) -> bool:
         """The device or its agent was lost mid-job: the job goes back to the queue (attempts + 1) and
@@ -690,35 +865,41 @@ class HubStore:
         now = self._now()
         j = t_jobs
 
-        def run(conn: Connection) -> bool:
+        def run(conn: Connection) -> str | None:
             row = conn.execute(self._lock(select(j.c.id, j.c.device, j.c.attempts)
                                           .where(j.c.lease_id == lease_id, j.c.state == "running"))).first()
             if row is None:
-                return False
+                return None
             self._requeue(conn, row, error, now)
-            return True
+            return row.device
 
-        return self._tx(run)
+        device = self._tx(run)
+        if device is None:
+            return False
+        self._poke([device])
+        return True
 
     def expire(self) -> list[str]:
         """Release every lease past its expiry (its agent stopped heartbeating, or its hub died)."""
         now = self._now()
         j = t_jobs
 
-        def run(conn: Connection) -> list[str]:
+        def run(conn: Connection) -> list[tuple[str, str]]:
             rows = conn.execute(self._skip_locked(
                 select(j.c.id, j.c.device, j.c.attempts, j.c.lease_agent)
                 .where(j.c.state == "running", j.c.lease_expires < now).order_by(j.c.lease_expires).limit(200))).all()
             for row in rows:
                 self._requeue(conn, row, f"lease expired: agent {row.lease_agent} stopped answering", now)
-            return [row.id for row in rows]
+            return [(row.id, row.device) for row in rows]
 
-        out: list[str] = []
+        out: list[tuple[str, str]] = []
         while True:
             batch = self._tx(run)
             out.extend(batch)
             if len(batch) < 200:
-                return out
+                if out:
+                    self._poke(sorted({device for _, device in out}))
+                return [job_id for job_id, _ in out]
 
     def _owned(self, conn: Connection, job_id: str, principal: Principal, verb: str):
         j = t_jobs
@@ -744,9 +925,12 @@ class HubStore:
                 version=j.c.version + 1, lease_id=None, lease_agent=None, lease_expires=None))
             if row.state == "running":
                 conn.execute(update(d).where(d.c.name == row.device, d.c.busy_job == job_id).values(busy_job=None))
+                self._notify_hubs(conn, row.device)
             return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
 
-        return self._tx(run)
+        job = self._tx(run)
+        self._poke([job["device"]])
+        return job
 
     def retry(self, job_id: str, principal: Principal) -> dict:
         """Queue a failed or cancelled job again under the same id (its owner or an admin)."""
@@ -760,9 +944,12 @@ class HubStore:
             conn.execute(update(j).where(j.c.id == job_id).values(
                 state="queued", error=None, result=None, finished_at=None, message=f"retried by {principal.user}",
                 updated_at=now, version=j.c.version + 1))
+            self._notify_hubs(conn, row.device)
             return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
 
-        return self._tx(run)
+        job = self._tx(run)
+        self._poke([job["device"]])
+        return job
 
     @staticmethod
     def _job_dict(r) -> dict:
@@ -813,13 +1000,3 @@ class HubStore:
                 return job
             time.sleep(min(poll_s, left))
 
-
-# Distinct users with queued jobs at one priority, by index seeks (a loose index scan), not a scan.
-_USERS_AT_PRIORITY = text(
-    'WITH RECURSIVE u(name) AS ('
-    ' SELECT MIN("user") FROM hub_jobs WHERE state = :st AND priority = :p'
-    ' UNION ALL'
-    ' SELECT (SELECT MIN("user") FROM hub_jobs WHERE state = :st AND priority = :p AND "user" > u.name)'
-    ' FROM u WHERE u.name IS NOT NULL'
-    ') SELECT name FROM u WHERE name IS NOT NULL'
-)
