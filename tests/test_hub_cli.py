@@ -207,3 +207,14 @@ def test_agent_serve_dials_out_to_the_hub(tmp_path):
         assert proc.returncode == 1 and proc.stdout == ""
         assert proc.stderr.startswith("error: the hub at ") and "refused" in proc.stderr
         assert proc.stderr.strip().count("\n") == 0
+
+
+def test_hub_and_jobs_commands_have_help_with_an_example():
+    for command in (["hub", "serve"], ["hub", "token", "create"], ["hub", "token", "revoke"], ["jobs", "list"],
+                    ["jobs", "show"], ["jobs", "watch"], ["jobs", "cancel"], ["jobs", "retry"]):
+        result = invoke(*command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.stdout and "Example" in result.stdout, command
+    for group in (["hub"], ["hub", "token"], ["jobs"]):
+        assert "Commands:" in invoke(*group, "--help").stdout
+    for command in (["profile", "ops"], ["profile", "model"], ["devices", "list"], ["predictor", "build"]):
+        assert "--hub" in invoke(*command, "--help").stdout, command
