@@ -10,11 +10,13 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hub_helpers import running_hub, running_link, tokens
 
 from edgelat.cli import main
+from edgelat.hub.errors import AuthError
 from edgelat.hub.queue import HubStore
 from edgelat.profiler.presets import get_preset
 
@@ -44,6 +46,10 @@ def test_token_create_writes_an_owner_only_file(tmp_path):
     assert (principal.user, principal.role, principal.devices) == ("alice", "user", ("a", "b"))
     result = invoke("hub", "token", "create", "--user", "x", "--role", "root", "--db", url)
     assert result.exit_code == 2 and "root" in result.output
+    result = invoke("hub", "token", "revoke", "--user", "alice", "--db", url)
+    assert result.exit_code == 0 and "revoked 1" in result.stdout
+    with HubStore(url).open() as store, pytest.raises(AuthError, match="revoked"):
+        store.authenticate(out.read_text().strip())
 
 
 def test_profile_ops_detach_then_jobs_commands(tmp_path):

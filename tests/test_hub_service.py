@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hub_helpers import FAST_DICT, running_hub, running_link, tokens, wait_final, wait_for
 
@@ -108,6 +110,11 @@ def test_refusals_are_one_line_each(tmp_path):
         with HubClient(hub.address, "elh_not-a-token") as stranger:
             with pytest.raises(AuthFailed, match="token"):
                 stranger.list_jobs()
+        expiring = hub.store.create_token("old", "user", expires_s=0.05)
+        time.sleep(0.2)
+        with HubClient(hub.address, expiring) as old:
+            with pytest.raises(AuthFailed, match="expired"):
+                old.list_jobs()
         with HubClient(hub.address, limited) as bob:
             with pytest.raises(AuthFailed, match="dev1"):
                 bob.submit("profile-ops", "dev1", {}, _params(SPECS))
