@@ -6,6 +6,8 @@ Usage: python benchmarks/hub_faults.py [--lease-ttl-s 5] [--heartbeat-timeout-s 
    the restarted hub requeues it, the agent dials back in and the job finishes.
 2. ``kill -9`` the agent mid-job: the hub sees the stream die, releases the lease at once, and
    the job finishes when an agent serves the device again.
+3. The agent freezes mid-job (``SIGSTOP``: the connection stays open but says nothing): the hub
+   drops it after the heartbeat timeout and requeues the job; a fresh agent finishes it.
 
 For each it prints whether every job finished, the rows expected, lost and duplicated (a kernel
 measured twice shows as a second history row), and the time from the fault to the job being
@@ -148,6 +150,22 @@ def main() -> None:
             final = wait(client, job["id"], lambda j: j["state"] in FINAL)
             stored2, history2 = rows(hub_home, "dev1", keys, 2)
             report("kill -9 the agent mid-job, start it again", final, len(keys), stored2, history2, requeue_s)
+
+            # 3. The agent freezes (SIGSTOP: its connection stays open, no heartbeat comes): the hub
+            #    drops it after the heartbeat timeout and requeues the job; a new agent finishes it.
+            job, _ = client.submit("profile-ops", "dev1", {"threads": 3},
+                                   {"specs": keys, "protocol": PROTOCOL, "rounds": 0})
+            wait(client, job["id"], lambda j: j["done"] >= 5)
+            agent.send_signal(signal.SIGSTOP)
+            fault = time.monotonic()
+            wait(client, job["id"], lambda j: j["state"] == "queued" or j["state"] in FINAL)
+            requeue_s = time.monotonic() - fault
+            kill9(agent)
+            agent = start(agent_args, agent_home, "connected to hub")
+            final = wait(client, job["id"], lambda j: j["state"] in FINAL)
+            stored3, history3 = rows(hub_home, "dev1", keys, 3)
+            report(f"the agent freezes mid-job (heartbeat timeout {args.heartbeat_timeout_s:g} s), a new one "
+                   "starts", final, len(keys), stored3, history3, requeue_s)
         finally:
             client.close()
             for proc in (agent, hub):
