@@ -37,7 +37,7 @@ def _shown_url(url: str) -> str:
 @click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="PEM private key of --tls-cert.")
 @click.option("--heartbeat-timeout-s", type=click.FloatRange(1, 300), default=20.0, show_default=True,
               help="Drop an agent silent this long; its job goes back to the queue.")
-@click.option("--lease-ttl-s", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+@click.option("--lease-ttl-s", type=click.FloatRange(1, 3600), default=20.0, show_default=True,
               help="A lease not renewed this long expires (a hub killed mid-job) and its job is requeued.")
 def serve_cmd(listen: str, db_url: str | None, tls_cert: str | None, tls_key: str | None,
               heartbeat_timeout_s: float, lease_ttl_s: float) -> None:

@@ -24,7 +24,7 @@ from edgelat.hub.link import Fleet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_TTL_S = 30.0
+DEFAULT_LEASE_TTL_S = 20.0
 DEFAULT_EXPIRE_EVERY_S = 2.0
 POLL_S = 0.5
 
