@@ -172,6 +172,7 @@ def agent_adb(
       edgelat agent adb --device pixel7 --listen 0.0.0.0:50052 --token-file ~/.edgelat-token \\
           --tls-cert lab-pc.crt --tls-key lab-pc.key
       edgelat agent adb --serial 1A2B3C
+      edgelat agent adb --hub hub.lab:50100 --token-file agent.tok   # every registered phone, dialling out
     Then on a host:
       edgelat devices register pixel7-remote --agent lab-pc:50052 --token-file ~/.edgelat-token \\
           --tls-ca lab-pc.crt
@@ -181,6 +182,8 @@ def agent_adb(
     from edgelat.config import home, read_token_file
     from edgelat.errors import BadInput
 
+    if hub_address and not (device_name or serial or address):  # every phone registered on this host
+        return _serve_all_phones(hub_address, token_file, hub_name, hub_tls_ca, runner, python, upload_idle_s)
     if sum(bool(x) for x in (device_name, serial, address)) != 1:
         raise BadInput("give exactly one of --device NAME, --serial SERIAL or --address HOST:PORT")
     if (tls_cert is None) != (tls_key is None):
@@ -222,3 +225,36 @@ def agent_adb(
 
     serve(backend, listen, on_ready=ready, token=token, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
           upload_idle_s=upload_idle_s, cache_dir=home() / "adb-agent-models")
+
+
+def _serve_all_phones(hub_address: str, token_file: str | None, agent_id: str | None, hub_tls_ca: str | None,
+                      runner: str | None, python: str | None, upload_idle_s: float) -> None:
+    """``agent adb --hub`` without a phone named: every phone registered here, each under its name.
+    A phone that does not answer is left out with a note (serve it later by restarting)."""
+    import socket
+
+    from edgelat.agents.adb.bridge import backend_from_transport
+    from edgelat.config import home
+    from edgelat.errors import BadInput, EdgelatError
+
+    _, registry = open_registry()
+    phones = [d for d in registry.list() if d.transport.get("type") == "adb"]
+    if not phones:
+        raise BadInput("no phone is registered on this computer: register them with 'edgelat devices register-phone' "
+                       "or name one with --device/--serial/--address")
+    backends: dict[str, Any] = {}
+    for device in phones:
+        transport = {k: v for k, v in device.transport.items() if k not in ("agent", "token_file")}
+        transport.update({k: v for k, v in (("runner", runner), ("python", python)) if v})
+        backend = backend_from_transport(transport, device.facts)
+        try:
+            backend.describe()
+        except EdgelatError as exc:
+            click.echo(f"note: {device.name} left out: {' '.join(str(exc).split())}", err=True)
+            backend.close()
+            continue
+        backends[device.name] = backend
+    if not backends:
+        raise BadInput("none of the registered phones answered; check the cables and 'adb devices'")
+    run_hub_link(backends, hub_address, token_file, agent_id or socket.gethostname(), hub_tls_ca,
+                 home() / "adb-agent-models", 2 << 30, upload_idle_s)
