@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from agent_helpers import free_port
-from hub_helpers import FAST, FAST_DICT, running_hub, running_link, tokens, wait_final, wait_for
+from hub_helpers import FAST, running_hub, running_link, tokens, wait_final, wait_for
 
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.server import CHUNK_BYTES
@@ -53,29 +53,49 @@ def test_tunnel_uploads_in_chunks_and_reports_per_item_errors(tmp_path):
             assert hub.fleet.client("dev1").has_model(good)
 
 
-def test_a_hub_restarted_on_the_same_database_finishes_the_job(tmp_path):
-    specs = [s.key for s in get_preset("smoke")]
-    port = free_port()
-    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
-    # the same address twice: agents dial the hub they know
+def test_a_hub_restarted_on_the_same_database_finishes_the_job(tmp_path, monkeypatch):
+    """The hub stops mid-job leaving its lease behind (as after a crash) and starts again at the
+    same address: the agent dials back in, the lease expires, the job finishes, and the user's
+    ``profile ops`` that was following it waits for the hub and prints the end as usual."""
+    import json
+    import threading
+
+    from click.testing import CliRunner
+
+    from edgelat.cli import main
     from edgelat.hub.server import Hub
 
-    first = Hub(listen=f"127.0.0.1:{port}", db_url=db_url, heartbeat_s=0.5, lease_ttl_s=2.0, expire_every_s=0.5).start()
+    specs = [s.key for s in get_preset("smoke")]
+    (tmp_path / "ops.json").write_text(json.dumps(specs))
+    port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    options = dict(listen=f"127.0.0.1:{port}", db_url=db_url, heartbeat_s=0.5, lease_ttl_s=2.0, expire_every_s=0.5)
+    first = Hub(**options).start()
     tok = tokens(first)
+    (tmp_path / "alice.tok").write_text(tok["user"])
+    env = {"EDGELAT_HUB": first.address, "EDGELAT_TOKEN_FILE": str(tmp_path / "alice.tok")}
+    outcome: list = []
+    follower = threading.Thread(target=lambda: outcome.append(CliRunner().invoke(
+        main, ["profile", "ops", "--device", "dev1", "--ops", str(tmp_path / "ops.json"), "--rounds", "0",
+               "--warmup", "1", "--min-runs", "3", "--max-runs", "10", "--max-seconds", "0.2", "--json"], env=env)))
     with running_link(first, tok["agent"]) as agent:
+        follower.start()
         with HubClient(first.address, tok["user"]) as client:
-            job, _ = client.submit("profile-ops", "dev1", {}, {"specs": specs, "protocol": FAST_DICT, "rounds": 0})
+            job = wait_for(lambda: client.list_jobs(), 60, "the job submitted")[0]
             wait_for(lambda: client.get(job["id"])["done"] >= 2, 120, "two rows")
         first.stop()  # its lease is left behind, as after a crash
-        second = Hub(listen=f"127.0.0.1:{port}", db_url=db_url, heartbeat_s=0.5, lease_ttl_s=2.0,
-                     expire_every_s=0.5).start()
+        second = Hub(**options).start()
         try:
             wait_for(lambda: agent.link.sessions >= 2, 60, "the agent back on the new hub")
             with HubClient(second.address, tok["user"]) as client:
                 final = wait_final(client, job["id"])
+            follower.join(120)
         finally:
             second.stop()
     assert final["state"] == "done", final
+    result = outcome[0]
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["measured"] + json.loads(result.stdout)["skipped"] == len(specs)
     db = store.open_db()
     try:
         assert len(store.kernel_rows(db, "dev1")) == len(specs)

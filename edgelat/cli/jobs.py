@@ -61,23 +61,44 @@ def _when(ts: Any) -> str:
     return _dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def follow(c: Any, job: dict[str, Any], label: str, quiet: bool) -> dict[str, Any]:
-    """Follow a job to its end with a progress bar on stderr; returns the final job."""
-    from edgelat.hub.client import FINAL
+#: how long following a job waits for a hub that went away (restarted) before giving up
+FOLLOW_OUTAGE_S = 120.0
 
+
+def follow(c: Any, job: dict[str, Any], label: str, quiet: bool) -> dict[str, Any]:
+    """Follow a job to its end with a progress bar on stderr; returns the final job. A hub that
+    restarts meanwhile is waited for (the job is kept in its database)."""
+    import time
+
+    from edgelat.hub.client import FINAL, HubUnreachable
+
+    job_id = job["id"]
+    down_since: float | None = None
     try:
         with progress_lines(label, max(1, int(job.get("total") or 1)), quiet) as bar:
-            for job in c.watch(job["id"]):
-                if job.get("total"):
-                    bar.total = float(job["total"])
-                if job.get("done") is not None:
-                    bar.update(int(job["done"]), str(job.get("message") or job["state"]))
-                if job["state"] in FINAL:
-                    return job
+            while True:
+                try:
+                    for job in c.watch(job_id):
+                        down_since = None
+                        if job.get("total"):
+                            bar.total = float(job["total"])
+                        if job.get("done") is not None:
+                            bar.update(int(job["done"]), str(job.get("message") or job["state"]))
+                        if job["state"] in FINAL:
+                            return job
+                    return c.get(job_id)
+                except HubUnreachable:
+                    now = time.monotonic()
+                    if down_since is None:
+                        down_since = now
+                        if not quiet:
+                            click.echo(f"the hub went away; waiting for it (the job {job_id} is kept)", err=True)
+                    elif now - down_since > FOLLOW_OUTAGE_S:
+                        raise
+                    time.sleep(1.0)
     except KeyboardInterrupt:
-        click.echo(f"\nthe job {job['id']} goes on on the hub: edgelat jobs watch {job['id']}", err=True)
+        click.echo(f"\nthe job {job_id} goes on on the hub: edgelat jobs watch {job_id}", err=True)
         raise
-    return c.get(job["id"])
 
 
 def submit(hub: str | None, token_file: str | None, kind: str, device: str, config: dict[str, Any],

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_S = 5.0
 #: an agent silent for this long is dropped and its jobs' leases expire
 DEFAULT_HEARTBEAT_TIMEOUT_S = 20.0
+#: server threads: every connected agent's stream and every watcher holds one for as long as it lasts
+DEFAULT_MAX_WORKERS = 512
 #: seconds between two writes of an agent's devices' last-seen time (heartbeats come more often)
 DEVICE_REFRESH_S = 15.0
 #: most seconds one WatchJob wait lasts before it sends the job again (keeps the stream alive)
@@ -307,7 +309,7 @@ def _loads(text: str, what: str) -> dict[str, Any]:
 
 
 def make_server(servicer: HubServicer, listen: str, tls_cert: str | Path | None = None,
-                tls_key: str | Path | None = None, max_workers: int = 64) -> grpc.Server:
+                tls_key: str | Path | None = None, max_workers: int = DEFAULT_MAX_WORKERS) -> grpc.Server:
     """Build (not start) the hub's gRPC server; the bound port is in ``server.edgelat_port``."""
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
