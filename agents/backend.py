@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from edgelat.agents.types import BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import EdgelatError
 
 

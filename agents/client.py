@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from edgelat import __version__
 from edgelat.agents.backend import Backend
 from edgelat.agents.cache import ModelCache
-from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat import errors
 from edgelat.errors import BadInput, EdgelatError
 

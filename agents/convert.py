@@ -1,6 +1,6 @@
 """Dataclass <-> protobuf conversions for the agent service.
 
-The value types in :mod:`edgelat.agents.types` are what the rest of edgelat
+The value types in :mod:`edgelat.values` are what the rest of edgelat
 uses; the protobuf messages exist only on the wire. Keeping every conversion
 here means the server and the client cannot disagree about a field. Free-form
 dicts (device facts, environment, runner extras) travel as JSON strings; floats
@@ -13,13 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgelat.agents.types import (
-    BenchmarkItem,
-    BenchmarkResult,
-    LatencySummary,
-    MeasurementProtocol,
-    RuntimeConfig,
-)
+from edgelat.values import BenchmarkItem, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.proto import agent_pb2 as pb
 
 

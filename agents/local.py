@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from edgelat import __version__
 from edgelat.agents.backend import Backend
+from edgelat.agents.bounds import check_config, check_protocol
 from edgelat.agents.energy.base import EnergyMeter
 from edgelat.agents.energy.detect import detect_meter
 from edgelat.agents.environment import defined_state, snapshot
@@ -40,7 +41,7 @@ from edgelat.agents.facts import host_facts
 from edgelat.agents.measure import RoundsTimer, run_protocol
 from edgelat.agents.runtimes.base import short_reason
 from edgelat.agents.runtimes.registry import available_runtimes, get_runtime
-from edgelat.agents.types import FORMATS, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
+from edgelat.values import FORMATS, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, DeviceError, EdgelatError
 
 _KB = 1024
@@ -125,9 +126,9 @@ def _sha256_file(path: Path) -> str:
 
 
 def _check_protocol(p: MeasurementProtocol) -> None:
-    """The agent's bounds (:meth:`MeasurementProtocol.check`), for callers that skip the server."""
+    """The agent's bounds (:func:`~edgelat.agents.bounds.check_protocol`), for callers that skip the server."""
     try:
-        p.check()
+        check_protocol(p)
     except BadInput as exc:
         raise BadInput(f"bad measurement protocol: {exc}") from None
 
@@ -187,7 +188,7 @@ class LocalBackend(Backend):
                 f"{model_format}; pick a runtime for {model_format} or export the model as {config.model_format}"
             )
         _check_protocol(protocol)
-        config.check()
+        check_config(config)
         runtime = get_runtime(config.runtime)
         path = Path(model_path)
         if not path.is_file():

@@ -21,7 +21,7 @@ from edgelat.agents import convert
 from edgelat.agents.cache import check_sha, sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.server import CHUNK_BYTES, MAX_MESSAGE_BYTES, is_loopback
-from edgelat.agents.types import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.config import read_token_file
 from edgelat.errors import AgentUnreachable, AuthFailed, BadInput, DeviceError
 from edgelat.proto import agent_pb2 as pb

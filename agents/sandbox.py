@@ -41,13 +41,7 @@ from typing import Any, Callable
 
 from edgelat import errors
 from edgelat.agents.backend import Backend
-from edgelat.agents.types import (
-    BenchmarkItem,
-    BenchmarkResult,
-    LatencySummary,
-    MeasurementProtocol,
-    RuntimeConfig,
-)
+from edgelat.values import BenchmarkItem, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import DeviceError, EdgelatError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ file is moved into place. An upload that sends nothing for ``upload_idle_s`` is
 cancelled and its partial file removed; server keepalive pings find clients
 that vanished without closing; at most ``max_uploads`` run at once, so stalled
 uploaders cannot take every worker thread. Every value of a request is checked
-here against the bounds of :mod:`edgelat.agents.types` (a client need not be
+here against the bounds of :mod:`edgelat.agents.bounds` (a client need not be
 edgelat's own), and an agent refuses to listen beyond loopback without a token
 unless told ``insecure``.
 
@@ -47,13 +47,8 @@ from edgelat.agents import convert
 from edgelat.agents.backend import Backend
 from edgelat.agents.cache import CacheFull, IncomingModel, ModelCache, check_sha
 from edgelat.agents.client import run_batch, run_item
-from edgelat.agents.types import (
-    MAX_BATCH_ITEMS,
-    BenchmarkItem,
-    BenchmarkResult,
-    MeasurementProtocol,
-    RuntimeConfig,
-)
+from edgelat.agents.bounds import MAX_BATCH_ITEMS, check_config, check_item, check_protocol
+from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat import errors
 from edgelat.errors import BadInput, DeviceError, EdgelatError
 from edgelat.proto import agent_pb2 as pb
@@ -133,14 +128,14 @@ def check_listen(listen: str, token: str | None, insecure: bool = False) -> None
 
 def check_request(config: RuntimeConfig, protocol: MeasurementProtocol, items: list[BenchmarkItem]) -> None:
     """Every bound a benchmark request must respect; raises BadInput naming the field."""
-    config.check()
-    protocol.check()
+    check_config(config)
+    check_protocol(protocol)
     if len(items) > MAX_BATCH_ITEMS:
         raise BadInput(f"items: a batch holds at most {MAX_BATCH_ITEMS} items, got {len(items)}")
     for i, item in enumerate(items):
         try:
             check_sha(item.model_sha256)
-            item.check()
+            check_item(item)
         except BadInput as exc:
             raise BadInput(f"item {i}: {exc}") from None
 

@@ -36,7 +36,7 @@ from edgelat.agents.client import LocalClient
 from edgelat.agents.local import LocalBackend
 from edgelat.agents.remote import GrpcClient
 from edgelat.agents.server import CHUNK_BYTES
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, open_db
 from edgelat.profiler.builders import build_model

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from edgelat.agents.remote import GrpcClient
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import AgentUnreachable
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.networks import get_network

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from edgelat.agents.measure import run_protocol
 from edgelat.agents.remote import GrpcClient
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import AgentUnreachable
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.networks import get_network

@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["EDGELAT_HOME"] = args.home
 
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.lut.store import open_db
     from edgelat.predictors.calibration import (
         FORMS,

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelat.predictors.arch import ArchPredictor
+from edgelat.predictors.ridge import ArchPredictor
 from edgelat.predictors.archs_io import read_arch_table
 from edgelat.predictors.fewshot import FewShotPredictor
 from edgelat.predictors.metrics import report
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 SPACES = {  # file, space, pool end, N for the full setting
     "nasbench201": ("nasbench201_latency_ms.csv", "nasbench201", 900, 700),

@@ -76,7 +76,7 @@ def wait(client: HubClient, job_id: str, ok: Any, timeout_s: float = 300.0) -> d
 
 def rows(hub_home: Path, device: str, keys: list[str], threads: int) -> tuple[int, int]:
     """(kernel rows stored, their history rows) for these keys at this thread count, in the hub's table."""
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.config import DB_NAME
     from edgelat.lut import store
 

@@ -52,7 +52,7 @@ def test_models(n_ofa: int, seed: int) -> list[tuple[str, object]]:
     if n_ofa:
 
         try:
-            from edgelat.search.spaces import get_space
+            from edgelat.profiler.spaces import get_space
 
             space = get_space("ofa-mbv3")
         except Exception as exc:  # the space module is optional here
@@ -83,12 +83,12 @@ def main() -> None:
 
     home = args.home or tempfile.mkdtemp(prefix="edgelat-kp-")
     os.environ["EDGELAT_HOME"] = home
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import model_rows, open_db
     from edgelat.predictors.metrics import report
     from edgelat.predictors.model_predict import predict_model_file
-    from edgelat.agents.types import BenchmarkItem
+    from edgelat.values import BenchmarkItem
     from edgelat.lut.store import add_model_result
     from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, MODEL_SETTLE_S, median_of_passes, build_predictor, default_models
     from edgelat.profiler.builders import build_model

@@ -68,14 +68,14 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="edgelat-bench-")
         os.environ["EDGELAT_HOME"] = tmp.name
 
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import open_db
     from edgelat.predictors.arch import fit_device_predictor
     from edgelat.predictors.archs_io import import_arch_table
     from edgelat.predictors.latency import latency_model
     from edgelat.profiler.jobs import profile_kernels
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     db = open_db()
     space = get_space("ofa-mbv3")

@@ -23,7 +23,7 @@ from pathlib import Path
 from edgelat.agents.client import LocalClient
 from edgelat.agents.local import LocalBackend
 from edgelat.agents.sandbox import SandboxedBackend
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.lut.store import open_db
 from edgelat.profiler.jobs import DEFAULT_ROUNDS, profile_kernels
 from edgelat.profiler.presets import get_preset

@@ -92,7 +92,7 @@ def main() -> None:
 
     home = args.home or tempfile.mkdtemp(prefix="edgelat-rm-")
     os.environ["EDGELAT_HOME"] = home
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import open_db
     from edgelat.predictors.model_predict import predict_model_file

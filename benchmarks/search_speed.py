@@ -35,7 +35,7 @@ import numpy as np
 
 def build_table(space) -> tuple[object, int, int]:
     """Profile the resolution-128 kernels on local and fit the kernel predictor."""
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.lut.store import open_db
     from edgelat.predictors.kernel import KernelPredictor
@@ -120,7 +120,7 @@ def main() -> int:
     from edgelat.search.evaluate import Constraints, Evaluator
     from edgelat.search.evolution import EvolutionSearch
     from edgelat.search.objective import ProxyScore
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("ofa-mbv3")
     t0 = time.perf_counter()

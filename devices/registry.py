@@ -29,6 +29,8 @@ import sqlite_utils
 
 from edgelat.agents.client import DeviceClient
 from edgelat.errors import BadInput, DeviceError, DeviceMismatch, UnknownDevice
+from edgelat.lut import devices_store
+from edgelat.lut.store import device_row_counts, measurement_count
 
 LOCAL = "local"
 KINDS = ("phone", "board", "gpu-host", "host", "imported", "archived")
@@ -114,8 +116,6 @@ def check_registrable(name: str) -> str:
 
 
 def _rows_text(counts: dict[str, int]) -> str:
-    from edgelat.lut.store import measurement_count
-
     total = measurement_count(counts)
     return f"{total} row{'s' if total != 1 else ''}"
 
@@ -139,9 +139,8 @@ class Registry:
         return Device(name=LOCAL, kind="host", transport={"type": "local"}, status="available")
 
     def _row(self, name: str) -> Device | None:
-        try:
-            r = self.db["devices"].get(name)
-        except sqlite_utils.db.NotFoundError:
+        r = devices_store.device_row(self.db, name)
+        if r is None:
             return None
         facts = json.loads(r["facts_json"] or "{}")
         return Device(
@@ -171,15 +170,13 @@ class Registry:
     def list(self) -> list[Device]:
         """All devices, ``local`` first."""
         out = [self._local()]
-        for r in self.db["devices"].rows_where(order_by="name"):
-            if r["name"] != LOCAL:
-                out.append(self.get(r["name"]))
+        for name in devices_store.device_names(self.db):
+            if name != LOCAL:
+                out.append(self.get(name))
         return out
 
     def row_counts(self, name: str) -> dict[str, int]:
         """Rows the device has in each table."""
-        from edgelat.lut.store import device_row_counts
-
         return device_row_counts(self.db, name)
 
     def check_replace(self, name: str, transport: dict[str, Any], replace: str | None) -> Device | None:
@@ -234,12 +231,7 @@ class Registry:
             "last_seen": now,
             "fingerprint": fingerprint(facts),
         }
-        from edgelat.lut.store import delete_device_rows
-
-        with self.db.conn:
-            if old is not None and replace == "drop-rows":
-                delete_device_rows(self.db, name)
-            self.db["devices"].upsert(row, pk="name")
+        devices_store.save_device(self.db, row, drop_rows=old is not None and replace == "drop-rows")
         return self.get(name)
 
     def ensure_imported(self, name: str) -> Device:
@@ -252,38 +244,28 @@ class Registry:
         """Record that a device was just seen (or lost)."""
         if name == LOCAL and self._row(LOCAL) is None:
             return
-        with self.db.conn:
-            self.db["devices"].update(name, {"status": status, "last_seen": time.time()})
+        devices_store.set_status(self.db, name, status)
 
     def remove(self, name: str, keep_rows: bool = False) -> tuple[int, str | None]:
         """Forget a device and delete its rows, or with ``keep_rows`` archive them under
         a new name (``NAME.archived-YYYYmmdd-HHMMSS``, a device of kind ``archived`` that
         ``lut show``/``lut export`` reach and that cannot run models), so registering
         the name again starts empty. Returns (rows, archive name or None)."""
-        from edgelat.lut.store import delete_device_rows, move_device_rows
-
         if name == LOCAL:
             raise BadInput("the 'local' device is built in and cannot be removed")
         dev = self.get(name)
         archive = self._archive_name(name) if keep_rows else None
-        with self.db.conn:
-            if archive is None:
-                rows = delete_device_rows(self.db, name)
-            else:
-                rows = move_device_rows(self.db, name, archive)
-                self.db["devices"].insert(
-                    {
-                        "name": archive,
-                        "kind": "archived",
-                        "transport_json": json.dumps({"type": "archived", "of": name, "was": dev.transport}, sort_keys=True),
-                        "facts_json": json.dumps(dev.facts, sort_keys=True, default=str),
-                        "status": "archived",
-                        "first_seen": dev.first_seen,
-                        "last_seen": time.time(),
-                        "fingerprint": dev.fingerprint,
-                    }
-                )
-            self.db["devices"].delete(name)
+        archive_row = None if archive is None else {
+            "name": archive,
+            "kind": "archived",
+            "transport_json": json.dumps({"type": "archived", "of": name, "was": dev.transport}, sort_keys=True),
+            "facts_json": json.dumps(dev.facts, sort_keys=True, default=str),
+            "status": "archived",
+            "first_seen": dev.first_seen,
+            "last_seen": time.time(),
+            "fingerprint": dev.fingerprint,
+        }
+        rows = devices_store.remove_device(self.db, name, archive_row)
         return rows, archive
 
     def _archive_name(self, name: str) -> str:

@@ -2,8 +2,9 @@
 
 A phone's command-line runners (TFLite ``benchmark_model``, ``onnxruntime_perf_test``) are
 runtimes of their own: their rows are not comparable with rows from the Python runner's
-LiteRT or onnxruntime, and each takes one model format. This is the one place that maps a
-runner to its runtime.
+LiteRT or onnxruntime, and each takes one model format. The runner list and the runner ->
+runtime map are defined once, beside the runners (:mod:`edgelat.agents.adb.runners`, whose
+bridge needs them too); every layer above imports them from here.
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from edgelat.agents.adb.runners import RUNNERS
-from edgelat.agents.types import RuntimeConfig
+from edgelat.agents.adb.runners import RUNNER_RUNTIME, RUNNERS
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 
 __all__ = ["RUNNERS", "RUNNER_RUNTIME", "resolve_runtime"]
-
-#: the runtime each command-line runner runs (the python runner runs the one asked for)
-RUNNER_RUNTIME = {"benchmark_model": "tflite-benchmark", "ort-perf-test": "ort-perf-test"}
 
 
 def resolve_runtime(device: Any, runner: str | None, config: RuntimeConfig, runtime_given: bool,

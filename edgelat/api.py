@@ -8,12 +8,14 @@ SQLite in WAL mode, so a notebook and a running ``edgelat`` command can share it
     dev = edgelat.device("local")
     r = dev.profile_model("net.onnx")          # ModelProfile; r.latency_ms.median
     table = dev.table()                        # pandas DataFrame of the lookup table
+    dev.history(model="net.onnx")              # every measurement kept, newest first
     p = edgelat.predictor("local")
     p.predict("net.onnx").latency_ms           # a path or an onnx.ModelProto
     p.predict_archs("ofa-mbv3", archs)         # numpy array, the fast batched path
     res = edgelat.search("ofa-mbv3", device="local", max_latency_ms=10)
 
 Errors are :class:`edgelat.errors.EdgelatError` subclasses with a one-line message.
+``docs/api.md`` walks through it with examples that run as tests.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Iterable, Sequence
 from edgelat.errors import BadInput
 from edgelat.results import Latency, ModelProfile, Prediction, SearchResults
 
-__all__ = ["Device", "Predictor", "device", "list_devices", "predictor", "search", "export"]
+__all__ = ["Device", "Predictor", "device", "list_devices", "predictor", "search", "export", "measurement_history"]
 
 
 def _open() -> tuple[Any, Any]:
@@ -38,7 +40,7 @@ def _open() -> tuple[Any, Any]:
 
 
 def _config(runtime: str, threads: int, provider: str) -> Any:
-    from edgelat.agents.types import RUNTIMES, RuntimeConfig
+    from edgelat.values import RUNTIMES, RuntimeConfig
 
     if runtime not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
@@ -48,7 +50,7 @@ def _config(runtime: str, threads: int, provider: str) -> Any:
 
 
 def _protocol(max_seconds: float, target_ci: float) -> Any:
-    from edgelat.agents.types import MeasurementProtocol
+    from edgelat.values import MeasurementProtocol
 
     if not 0.05 <= float(max_seconds) <= 3600:
         raise BadInput(f"max_seconds must be between 0.05 and 3600, got {max_seconds!r}")
@@ -87,7 +89,7 @@ class Device:
         if sum(x is not None for x in (preset, specs, space)) > 1:
             raise BadInput("give one of preset, specs or space")
         if space is not None:
-            from edgelat.search.spaces import get_space
+            from edgelat.profiler.spaces import get_space
 
             kernels = get_space(space).kernel_vocabulary()
         elif specs is not None:
@@ -123,7 +125,15 @@ class Device:
         name = str(m.path) if isinstance(model, (str, Path)) else "<onnx.ModelProto>"
         return ModelProfile.from_result(self.name, result, m.ref, name, m.notes)
 
+    def history(self, model: str | Path | None = None, kernel: str | None = None, limit: int | None = 50) -> Any:
+        """Every measurement stored for the device, newest first, as a DataFrame (profiling the
+        same model or kernel again adds a row here; :meth:`table` shows only the latest)."""
+        import pandas as pd
+
+        return pd.DataFrame(measurement_history(self.name, model=model, kernel=kernel, limit=limit))
+
     def predictor(self, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> "Predictor":
+        """The device's latency predictor for one runtime config."""
         return Predictor(self.name, runtime, threads, provider)
 
 
@@ -180,9 +190,10 @@ class Predictor:
         """Latency (ms, numpy array) of architectures of a search space: strings, or a genotype array."""
         import numpy as np
 
-        from edgelat.predictors.arch import config_key_for, measured_archs
+        from edgelat.lut.archs_store import measured_archs
+        from edgelat.predictors.arch import config_key_for
         from edgelat.predictors.latency import GenotypeLookup, latency_model
-        from edgelat.search.spaces import get_space
+        from edgelat.profiler.spaces import get_space
 
         sp = get_space(space)
         pop = sp.from_strings(list(archs)) if not isinstance(archs, np.ndarray) else sp.check(archs)
@@ -231,6 +242,36 @@ def search(space: str, device: str, max_latency_ms: float | None = None, pareto:
     report = run_search(db, job).report
     return SearchResults(device=device, space=job.space.name, results=report["results"], notes=report["notes"],
                          report=report)
+
+
+def measurement_history(device: str, model: str | Path | None = None, kernel: str | None = None,
+                        limit: int | None = 50) -> list[dict[str, Any]]:
+    """Every measurement a device's table stored (of one model file or kernel key, or all),
+    newest first, as ``--json`` prints them: times ISO 8601, ``latency_ms`` the one
+    :class:`Latency` object, ``environment`` and ``layers`` decoded."""
+    import json
+
+    from edgelat.lut.store import history_rows
+    from edgelat.results import public_row
+
+    if model is not None and kernel is not None:
+        raise BadInput("give a model or a kernel key, not both")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise BadInput(f"limit must be a positive integer or None, got {limit!r}")
+    item = kernel
+    if model is not None:
+        from edgelat.profiler.intake import read_model
+
+        item = read_model(model).ref
+    db, registry = _open()
+    registry.get(device)
+    out = []
+    for r in history_rows(db, device, item, limit):
+        env = json.loads(r.pop("environment_json") or "{}")
+        layers = json.loads(r.pop("layers_json", None) or "null")
+        r.pop("id", None)
+        out.append({**public_row(r), "environment": env, "layers": layers})
+    return out
 
 
 def export(space: str, arch: str, out: str | Path, seed: int = 0) -> dict[str, Any]:

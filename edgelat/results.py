@@ -7,17 +7,11 @@ statistics as ``None``), times are ISO 8601 strings in UTC.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
-def iso_time(epoch: float | None) -> str | None:
-    """An epoch time as ISO 8601 (UTC, seconds); ``None`` stays ``None``."""
-    if epoch is None:
-        return None
-    return _dt.datetime.fromtimestamp(float(epoch), tz=_dt.timezone.utc).isoformat(timespec="seconds")
+from edgelat.values import iso_time
 
 
 def _num(v: Any) -> float | None:
@@ -61,7 +55,7 @@ class Latency:
 
     @classmethod
     def from_summary(cls, s: Any) -> "Latency":
-        """From an agent's :class:`~edgelat.agents.types.LatencySummary`."""
+        """From an agent's :class:`~edgelat.values.LatencySummary`."""
         return cls(_num(s.median), _num(s.mean), _num(s.std), _num(s.p10), _num(s.p90), int(s.n), bool(s.stable),
                    _num(s.rel_ci))
 
@@ -111,7 +105,7 @@ class ModelProfile:
     @classmethod
     def from_result(cls, device: str, result: Any, model_ref: str, model: str,
                     notes: list[str] | None = None) -> "ModelProfile":
-        """From an agent's :class:`~edgelat.agents.types.BenchmarkResult` of a whole model."""
+        """From an agent's :class:`~edgelat.values.BenchmarkResult` of a whole model."""
         return cls(device=device, model=model, model_ref=model_ref, runtime=result.config.runtime,
                    runtime_version=result.config.version, provider=result.config.provider,
                    threads=result.config.threads, latency_ms=Latency.from_summary(result.latency),

@@ -38,7 +38,7 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from edgelat import config as _config
-from edgelat.agents.types import BenchmarkResult, RuntimeConfig
+from edgelat.values import BenchmarkResult, RuntimeConfig
 from edgelat.errors import StoreUnavailable
 from edgelat.lut import faults as _faults
 from edgelat.lut import schema as _schema
@@ -311,6 +311,30 @@ def model_rows(
         where.append("config_key = :config_key")
         params["config_key"] = config.key()
     return list(db["model_measurements"].rows_where(" and ".join(where), params, order_by="model_ref"))
+
+
+def kernel_medians(db: sqlite_utils.Database, device: str, config: RuntimeConfig, keys: Iterable[str]) -> dict[str, float]:
+    """Measured medians (ms) of the given kernel keys on a device + config; keys without a row
+    or without a median are left out."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    marks = ",".join("?" for _ in keys)
+    rows = db.execute(
+        f"select kernel_key, median_ms from kernel_measurements where device = ? and config_key = ? "
+        f"and kernel_key in ({marks}) and median_ms is not null",
+        [device, config.key(), *keys],
+    ).fetchall()
+    return {k: float(v) for k, v in rows}
+
+
+def model_median(db: sqlite_utils.Database, device: str, config: RuntimeConfig, model_ref: str) -> float | None:
+    """The measured median (ms) of a whole model on a device + config, or None when it has none."""
+    row = db.execute(
+        "select median_ms from model_measurements where device = ? and config_key = ? and model_ref = ?",
+        [device, config.key(), model_ref],
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def configs_of(db: sqlite_utils.Database, device: str) -> list[str]:

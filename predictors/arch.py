@@ -1,15 +1,8 @@
 """Architecture-level latency predictor: a space's encoding -> latency on one device.
 
-Why a ridge on log-latency: on the public NAS-Bench-201, FBNet and OFA
-measurements an architecture's latency is close to a sum of per-choice costs,
-so a linear model over the one-hot encoding reaches the measurement noise with
-a few hundred samples (MLPs and boosted trees were tried and did worse at that
-size), it answers a batch with one matrix product (millions per second), and it
-persists as a plain JSON vector. The log target keeps the relative error even
-across fast and slow architectures and makes predictions positive.
-
-The penalty is chosen per fit by exact leave-one-out error over a grid (one SVD),
-and those leave-one-out predictions are kept as an honest accuracy estimate.
+The models are :mod:`edgelat.predictors.ridge` (a ridge on log-latency) and
+:mod:`edgelat.predictors.fewshot` (the same with a prior borrowed from other devices);
+this module gathers a device's training rows, fits, validates and stores them.
 
 Fitted predictors live in the ``arch_predictors`` table, one per
 (space, device, config key); see :func:`save_predictor`.
@@ -25,149 +18,14 @@ import numpy as np
 import sqlite_utils
 
 from edgelat.errors import BadInput
+from edgelat.lut import archs_store
+from edgelat.lut.archs_store import IMPORTED_CONFIG
+from edgelat.predictors.fewshot import FewShotPredictor, source_sets
+from edgelat.predictors.ridge import ArchPredictor, LinearLogModel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgelat.agents.types import RuntimeConfig
-    from edgelat.search.space import SearchSpace
-
-ALPHAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-# Config key of predictors for devices known only from imported measurements: the
-# imported numbers carry no runtime config, so one predictor serves any config.
-IMPORTED_CONFIG = "imported"
-TABLE = "arch_predictors"
-
-
-def single_blas_thread() -> Any:
-    """A context that runs BLAS on one thread.
-
-    The matrices here are small (features x features); on a busy host, OpenBLAS's
-    second thread spins against other processes and makes them many times slower
-    (figures: docs/measurements.md). Falls back to a no-op without threadpoolctl
-    (a scikit-learn dependency).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
-def check_xy(X: Any, y: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise BadInput(f"expected a 2-D feature matrix, got shape {X.shape}")
-    if y is None:
-        return X, None
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if y.shape[0] != X.shape[0]:
-        raise BadInput(f"{X.shape[0]} architectures but {y.shape[0]} latencies")
-    if y.size and (not np.all(np.isfinite(y)) or np.any(y <= 0)):
-        raise BadInput("latencies must be positive finite milliseconds")
-    return X, y
-
-
-class LinearLogModel:
-    """Shared by the arch-level predictors: ``latency = exp(X @ coef_ + intercept_)``."""
-
-    kind = "linear"
-    coef_: np.ndarray
-    intercept_: float
-
-    def _check_fitted(self, X: np.ndarray) -> None:
-        if not hasattr(self, "coef_"):
-            raise BadInput(f"{type(self).__name__} is not fitted yet; call fit() first")
-        if X.shape[1] != self.coef_.shape[0]:
-            raise BadInput(f"expected {self.coef_.shape[0]} features, got {X.shape[1]}")
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted latency in ms for each row of the encoded batch ``X``."""
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise BadInput(f"expected a 2-D feature matrix, got shape {X.shape}")
-        self._check_fitted(X)
-        coef = self.coef_.astype(X.dtype, copy=False) if X.dtype == np.float32 else self.coef_
-        return np.exp(X @ coef + self.intercept_).astype(np.float64, copy=False)
-
-    def predict_pop(self, space: "SearchSpace", pop: np.ndarray) -> np.ndarray:
-        """Predicted latency (ms) of genotypes ``pop`` of ``space``."""
-        return self.predict(space.encode(pop))
-
-    # persistence -------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able state (fitted weights and hyper-parameters)."""
-        return {"kind": self.kind, "coef": self.coef_.tolist(), "intercept": float(self.intercept_), **self._state()}
-
-
-class ArchPredictor(LinearLogModel):
-    """Ridge regression on log-latency over an architecture encoding.
-
-    ``alphas`` is the penalty grid searched by exact leave-one-out error.
-    Fitted state: ``coef_``, ``intercept_``, ``alpha_``, ``n_samples_``,
-    ``loo_pred_`` (leave-one-out predictions in ms, same order as the fit rows).
-    """
-
-    kind = "ridge"
-
-    def __init__(self, space: "SearchSpace | None" = None, alphas: Sequence[float] = ALPHAS) -> None:
-        self.space = space
-        self.alphas = alphas
-
-    def fit(self, X: Any, y_ms: Any) -> "ArchPredictor":
-        X, y = check_xy(X, y_ms)
-        assert y is not None
-        n = X.shape[0]
-        if n < 2:
-            raise BadInput(f"need at least 2 measured architectures to fit, got {n}")
-        with single_blas_thread():
-            return self._fit(X, y)
-
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> "ArchPredictor":
-        n = X.shape[0]
-        t = np.log(y)
-        xm, tm = X.mean(axis=0), t.mean()
-        Xc, tc = X - xm, t - tm
-        # eigen-decomposition of the (F x F) Gram matrix rather than an SVD of X:
-        # several times cheaper for n >> F, and it gives exact leave-one-out leverages
-        s2, V = np.linalg.eigh(Xc.T @ Xc)
-        s2 = np.maximum(s2, 0.0)
-        Z = Xc @ V  # (n, F): the rows in the eigenbasis
-        Zt = V.T @ (Xc.T @ tc)
-        Z2 = Z * Z
-        best: tuple[float, float, np.ndarray] | None = None
-        for alpha in self.alphas:
-            inv = 1.0 / (s2 + alpha)
-            fitted = Z @ (inv * Zt)
-            lev = Z2 @ inv + 1.0 / n
-            resid = (tc - fitted) / np.maximum(1.0 - lev, 1e-9)
-            err = float(np.mean(resid**2))
-            if best is None or err < best[0]:
-                best = (err, float(alpha), t - resid)
-        assert best is not None
-        _, alpha, loo_log = best
-        coef = V @ (Zt / (s2 + alpha))
-        self.coef_ = coef
-        self.intercept_ = float(tm - xm @ coef)
-        self.alpha_ = alpha
-        self.n_samples_ = n
-        self.loo_pred_ = np.exp(loo_log)
-        return self
-
-    def _state(self) -> dict[str, Any]:
-        return {"alpha": self.alpha_, "n_samples": self.n_samples_}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], space: "SearchSpace | None" = None) -> "ArchPredictor":
-        m = cls(space)
-        m.coef_ = np.asarray(d["coef"], dtype=np.float64)
-        m.intercept_ = float(d["intercept"])
-        m.alpha_ = float(d.get("alpha", 0.0))
-        m.n_samples_ = int(d.get("n_samples", 0))
-        return m
+    from edgelat.profiler.spaces.space import SearchSpace
+    from edgelat.values import RuntimeConfig
 
 
 # ---------------------------------------------------------------- training data
@@ -184,39 +42,6 @@ def config_key_for(db: sqlite_utils.Database, device: str, config: "RuntimeConfi
     return config.key()
 
 
-def measured_archs(
-    db: sqlite_utils.Database,
-    space_name: str,
-    device: str,
-    config_key: str | None,
-    imported: bool = True,
-) -> dict[str, float]:
-    """Every whole-architecture latency (ms) of ``device`` in the space, by arch string.
-
-    Imported rows (``arch_measurements``, unless ``imported`` is False) and rows
-    measured here through ``profile`` (``model_measurements`` with model_ref
-    ``<space>:<arch>``, for ``config_key``; none when it is None); the latter
-    win where both exist, since they belong to the runtime config asked for.
-    """
-    out: dict[str, float] = {}
-    if imported:
-        for arch, ms in db.execute(
-            "select arch, latency_ms from arch_measurements where space = ? and device = ?", [space_name, device]
-        ).fetchall():
-            if ms is not None:
-                out[arch] = float(ms)
-    if config_key is not None and config_key != IMPORTED_CONFIG:
-        prefix = f"{space_name}:"
-        for ref, ms in db.execute(
-            "select model_ref, median_ms from model_measurements where device = ? and config_key = ? "
-            "and substr(model_ref, 1, ?) = ?",
-            [device, config_key, len(prefix), prefix],
-        ).fetchall():
-            if ms is not None:
-                out[ref[len(prefix):]] = float(ms)
-    return out
-
-
 def training_set(
     space: "SearchSpace", measured: dict[str, float]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -228,13 +53,6 @@ def training_set(
 
 
 # ---------------------------------------------------------------- persistence
-def _ensure_table(db: sqlite_utils.Database) -> None:
-    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
-    from edgelat.lut.store import ensure_schema
-
-    ensure_schema(db)
-
-
 def save_predictor(
     db: sqlite_utils.Database,
     space_name: str,
@@ -249,8 +67,7 @@ def save_predictor(
     sources: Sequence[str] = (),
 ) -> None:
     """Store (replace) the fitted predictor of (space, device, config) with its metadata."""
-    _ensure_table(db)
-    row = {
+    archs_store.save_predictor_row(db, {
         "space": space_name,
         "device": device,
         "config_key": config_key,
@@ -263,29 +80,18 @@ def save_predictor(
         "validation": validation,
         "sources_json": json.dumps(list(sources)),
         "fitted_at": time.time(),
-    }
-    with db.conn:
-        db[TABLE].upsert(row, pk=("space", "device", "config_key"))
+    })
 
 
 def load_predictor(
     db: sqlite_utils.Database, space_name: str, device: str, config_key: str
 ) -> tuple[LinearLogModel, dict[str, Any]] | None:
     """The stored predictor and its metadata row, or None when none was fitted."""
-    if not db[TABLE].exists():
+    row = archs_store.predictor_row(db, space_name, device, config_key)
+    if row is None:
         return None
-    rows = list(
-        db[TABLE].rows_where(
-            "space = ? and device = ? and config_key = ?", [space_name, device, config_key], limit=1
-        )
-    )
-    if not rows:
-        return None
-    row = rows[0]
     state = json.loads(row["model_json"])
     if state["kind"] == "fewshot":
-        from edgelat.predictors.fewshot import FewShotPredictor
-
         model: LinearLogModel = FewShotPredictor.from_dict(state)
     else:
         model = ArchPredictor.from_dict(state)
@@ -302,8 +108,6 @@ HOLDOUT_MIN = 50  # from this many samples on, validate on a held-out 20%; below
 def _fit_one(space: "SearchSpace", X: np.ndarray, y: np.ndarray, sources: dict[str, Any] | None) -> LinearLogModel:
     if sources is None:
         return ArchPredictor(space).fit(X, y)
-    from edgelat.predictors.fewshot import FewShotPredictor
-
     return FewShotPredictor(space).fit(X, y, sources)
 
 
@@ -359,7 +163,7 @@ def fit_device_predictor(
     from edgelat.predictors.metrics import report
 
     ck = config_key_for(db, device, config)
-    measured = measured_archs(db, space.name, device, ck)
+    measured = archs_store.measured_archs(db, space.name, device, ck)
     n = len(measured)
     if n < 2:
         raise BadInput(
@@ -371,8 +175,6 @@ def fit_device_predictor(
     sources = None
     source_names: list[str] = []
     if few_shot is not False:
-        from edgelat.predictors.fewshot import source_sets
-
         raw = source_sets(db, space, exclude_device=device)
         sources = {name: (space.encode(space.from_strings(a)).astype(np.float64), v) for name, (a, v) in raw.items()}
         # fit the source predictors once (they do not depend on the target's split)

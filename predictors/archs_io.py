@@ -30,9 +30,10 @@ import numpy as np
 import sqlite_utils
 
 from edgelat.errors import BadInput, EdgelatError
+from edgelat.lut import archs_store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgelat.search.space import SearchSpace
+    from edgelat.profiler.spaces.space import SearchSpace
 
 ARCH_COLUMN = "arch"
 IGNORED_COLUMNS = ("idx",)
@@ -178,12 +179,7 @@ def import_arch_table(
                 if v == v:  # not nan
                     yield (space.name, arch, dev, v, src)
 
-    with db.conn:
-        db.conn.executemany(
-            "insert into arch_measurements (space, arch, device, latency_ms, source) values (?, ?, ?, ?, ?) "
-            "on conflict(space, arch, device) do update set latency_ms = excluded.latency_ms, source = excluded.source",
-            rows(),
-        )
+    archs_store.import_rows(db, rows())
     return table.counts()
 
 
@@ -191,17 +187,8 @@ def export_arch_table(
     db: sqlite_utils.Database, space_name: str, path: str | Path, devices: Sequence[str] | None = None
 ) -> dict[str, int]:
     """Write a device's (or every device's) imported rows of a space as a wide CSV; rows per device."""
-    devs = list(devices) if devices else [
-        r[0] for r in db.execute(
-            "select distinct device from arch_measurements where space = ? order by device", [space_name]
-        ).fetchall()
-    ]
-    values: dict[str, dict[str, float]] = {d: {} for d in devs}
-    for d in devs:
-        for arch, ms in db.execute(
-            "select arch, latency_ms from arch_measurements where space = ? and device = ?", [space_name, d]
-        ).fetchall():
-            values[d][arch] = ms
+    devs = list(devices) if devices else archs_store.imported_devices(db, space_name)
+    values = {d: archs_store.imported_archs(db, space_name, d) for d in devs}
     archs = sorted({a for v in values.values() for a in v})
     with Path(path).open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

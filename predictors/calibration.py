@@ -49,11 +49,10 @@ from typing import Any, Sequence
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
+from edgelat.lut import predictors_store
 from edgelat.profiler.ops import KernelSpec
 
-MODELS_TABLE = "predictor_models"
-CAL_TABLE = "kernel_calibrations"
 ROLES = ("calibration", "holdout")
 FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count", "ratio+count+spill", "groups", "groups+count")
 #: kernel groups of the group forms: inverted-residual blocks with and without
@@ -84,13 +83,6 @@ def model_weights(items: Sequence[Any]) -> float:
     return float(sum(k.params() for k in items if isinstance(k, KernelSpec)))
 
 
-def ensure_tables(db: sqlite_utils.Database) -> None:
-    """The tables are created by the store's numbered migrations (:mod:`edgelat.lut.schema`)."""
-    from edgelat.lut.store import ensure_schema
-
-    ensure_schema(db)
-
-
 def record_model(
     db: sqlite_utils.Database,
     device: str,
@@ -104,8 +96,7 @@ def record_model(
     """Remember which kernels a measured whole model splits into, and its role."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    ensure_tables(db)
-    row = {
+    predictors_store.record_model(db, {
         "device": device,
         "config_key": config.key(),
         "model_ref": model_ref,
@@ -115,27 +106,15 @@ def record_model(
         "kernels_json": json.dumps([k.key for k in kernels]),
         "n_kernels": len(kernels),
         "recorded_at": time.time(),
-    }
-    with db.conn:
-        db[MODELS_TABLE].upsert(row, pk=("device", "config_key", "model_ref"))
+    })
 
 
 def measured_models(
     db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None
 ) -> list[dict[str, Any]]:
     """Recorded models that have a whole-model measurement: name, role, kernels, measured_ms."""
-    ensure_tables(db)
-    sql = (
-        f"select p.model_ref, p.name, p.role, p.kernels_json, m.median_ms from {MODELS_TABLE} p "
-        "join model_measurements m on m.device = p.device and m.config_key = p.config_key and m.model_ref = p.model_ref "
-        "where p.device = ? and p.config_key = ? and m.median_ms is not null"
-    )
-    params: list[Any] = [device, config.key()]
-    if role is not None:
-        sql += " and p.role = ?"
-        params.append(role)
     out = []
-    for ref, name, r, kernels, ms in db.execute(sql + " order by p.name", params).fetchall():
+    for ref, name, r, kernels, ms in predictors_store.measured_models(db, device, config, role):
         out.append(
             {
                 "model_ref": ref,
@@ -305,28 +284,24 @@ class Calibration:
         return self.form_ == "identity"
 
     def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
-        ensure_tables(db)
-        row = {
+        predictors_store.save_calibration(db, {
             "device": device,
             "config_key": config.key(),
             "form": self.form_,
             "coef_json": json.dumps([float(c) for c in self.coef_]),
             "meta_json": json.dumps({"n_models": self.n_models_, "loo_mape": self.loo_mape_}),
             "fitted_at": time.time(),
-        }
-        with db.conn:
-            db[CAL_TABLE].upsert(row, pk=("device", "config_key"))
+        })
 
     @classmethod
     def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> "Calibration | None":
-        ensure_tables(db)
-        rows = list(db[CAL_TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
-        if not rows:
+        row = predictors_store.calibration_row(db, device, config)
+        if row is None:
             return None
         cal = cls()
-        cal.form_ = rows[0]["form"]
-        cal.coef_ = np.asarray(json.loads(rows[0]["coef_json"]), dtype=np.float64)
-        meta = json.loads(rows[0]["meta_json"])
+        cal.form_ = row["form"]
+        cal.coef_ = np.asarray(json.loads(row["coef_json"]), dtype=np.float64)
+        meta = json.loads(row["meta_json"])
         cal.n_models_ = meta["n_models"]
         cal.loo_mape_ = meta["loo_mape"]
         return cal

@@ -4,7 +4,7 @@ HELP's observation is that devices differ, but not arbitrarily: the per-choice
 costs of one device look like a mix of other devices' costs. We use that
 directly, with an empirical-Bayes linear model rather than meta-learning:
 
-1. fit an :class:`~edgelat.predictors.arch.ArchPredictor` (ridge on
+1. fit an :class:`~edgelat.predictors.ridge.ArchPredictor` (ridge on
    log-latency) on each *source* device that has many measurements;
 2. the source devices' coefficient vectors give a Gaussian prior over the new
    device's coefficients (their mean, their covariance plus a small ridge so
@@ -30,17 +30,11 @@ import numpy as np
 import sqlite_utils
 
 from edgelat.errors import BadInput
-from edgelat.predictors.arch import (
-    ALPHAS,
-    ArchPredictor,
-    LinearLogModel,
-    check_xy,
-    measured_archs,
-    single_blas_thread,
-)
+from edgelat.lut import archs_store
+from edgelat.predictors.ridge import ALPHAS, ArchPredictor, LinearLogModel, check_xy, single_blas_thread
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgelat.search.space import SearchSpace
+    from edgelat.profiler.spaces.space import SearchSpace
 
 NOISE_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, -0.5, 15))  # variance of log-latency
 SCALE_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-1, 1, 9))  # multiplies the prior covariance
@@ -52,7 +46,7 @@ class FewShotPredictor(LinearLogModel):
 
     ``fit(X, y_ms, sources)`` takes the target device's encoded samples and a
     mapping ``name -> (X_source, y_source_ms)`` (or a fitted
-    :class:`~edgelat.predictors.arch.LinearLogModel`) with at least two
+    :class:`~edgelat.predictors.ridge.LinearLogModel`) with at least two
     sources. Fitted state: ``coef_``, ``intercept_``, ``noise_`` (variance of
     log-latency), ``prior_scale_``, ``source_names_``, ``n_samples_``.
     """
@@ -178,35 +172,15 @@ def source_sets(
     to fit the device's own predictor, so they would add noise to the prior).
     """
     out: dict[str, tuple[list[str], np.ndarray]] = {}
-    devices = [
-        r[0]
-        for r in db.execute(
-            "select distinct device from arch_measurements where space = ? and device != ? order by device",
-            [space.name, exclude_device],
-        ).fetchall()
-    ]
-    for dev in devices:
-        rows = measured_archs(db, space.name, dev, None)
+    for dev in archs_store.imported_devices(db, space.name, exclude=exclude_device):
+        rows = archs_store.measured_archs(db, space.name, dev, None)
         if len(rows) >= min_samples:
             archs = sorted(rows)
             out[dev] = (archs, np.array([rows[a] for a in archs]))
-    prefix = f"{space.name}:"
-    groups = db.execute(
-        "select device, config_key, count(*) from model_measurements where device != ? "
-        "and substr(model_ref, 1, ?) = ? group by device, config_key order by device, config_key",
-        [exclude_device, len(prefix), prefix],
-    ).fetchall()
-    for dev, cfg, count in groups:
+    for dev, cfg, count in archs_store.profiled_groups(db, space.name, exclude=exclude_device):
         if count < min_samples:
             continue
-        rows = {
-            ref[len(prefix):]: float(ms)
-            for ref, ms in db.execute(
-                "select model_ref, median_ms from model_measurements where device = ? and config_key = ? "
-                "and substr(model_ref, 1, ?) = ? and median_ms is not null",
-                [dev, cfg, len(prefix), prefix],
-            ).fetchall()
-        }
+        rows = archs_store.measured_archs(db, space.name, dev, cfg, imported=False)
         archs = sorted(rows)
         out[f"{dev}[{cfg}]"] = (archs, np.array([rows[a] for a in archs]))
     return out

@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 import sqlite_utils
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec
 
 FUSION_OPS: tuple[str, ...] = ("conv2d", "dwconv2d", "fc")
@@ -195,7 +195,7 @@ def detect_fusion(
     import random
     from collections import Counter
 
-    from edgelat.agents.types import BenchmarkItem
+    from edgelat.values import BenchmarkItem
     from edgelat.errors import DeviceError
     from edgelat.profiler.builders import build_model
 

@@ -41,12 +41,12 @@ from typing import Any, Sequence
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
+from edgelat.lut import predictors_store
 from edgelat.predictors.trees import TreeEnsemble
 from edgelat.profiler.ops import FEATURE_NAMES, OP_TYPES, KernelSpec
 
-TABLE = "kernel_predictors"
 #: how a predictor row is stored (the ``format`` column); rows without it are old pickles
 FORMAT = "edgelat-kernel-predictor/npz-1"
 CANDIDATES = ("linear", "forest", "boosted")
@@ -443,7 +443,6 @@ class KernelPredictor:
         numeric arrays for the regressors (see :data:`FORMAT`; nothing is pickled)."""
         import sklearn
 
-        ensure_table(db)
         meta = {
             "ops": self.ops_,
             "choice": self.choice_,
@@ -460,7 +459,7 @@ class KernelPredictor:
         meta["state"] = {"models": models, "cv_pred": self.cv_pred_, "fitted_at": self.fitted_at_}
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        row = {
+        predictors_store.save_kernel_predictor(db, {
             "device": device,
             "config_key": config.key(),
             "n_rows": len(self.table_),
@@ -469,9 +468,7 @@ class KernelPredictor:
             "meta_json": json.dumps(meta, sort_keys=True),
             "blob": buf.getvalue(),
             "format": FORMAT,
-        }
-        with db.conn:
-            db[TABLE].upsert(row, pk=("device", "config_key"))
+        })
 
     @classmethod
     def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> "KernelPredictor | None":
@@ -484,11 +481,9 @@ class KernelPredictor:
         """
         from edgelat.errors import StoreCorrupt, StoreSchema
 
-        ensure_table(db)
-        rows = list(db[TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
-        if not rows:
+        row = predictors_store.kernel_predictor_row(db, device, config)
+        if row is None:
             return None
-        row = rows[0]
         rebuild = f"rebuild it with 'edgelat predictor build --device {device}'"
         if row.get("format") != FORMAT:
             raise StoreSchema(
@@ -522,13 +517,6 @@ class KernelPredictor:
             for op, m in state["models"].items():
                 model.models_[op] = _KINDS[m["kind"]].from_data(m, arrays, m["prefix"])
         return model
-
-
-def ensure_table(db: sqlite_utils.Database) -> None:
-    """The table is created by the store's migrations (:mod:`edgelat.lut.schema`)."""
-    from edgelat.lut.store import ensure_schema
-
-    ensure_schema(db)
 
 
 def table_specs(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> tuple[list[KernelSpec], np.ndarray]:

@@ -31,17 +31,13 @@ import numpy as np
 import sqlite_utils
 
 from edgelat.errors import BadInput
-from edgelat.predictors.arch import (
-    LinearLogModel,
-    config_key_for,
-    load_predictor,
-    measured_archs,
-    single_blas_thread,
-)
+from edgelat.lut.archs_store import measured_archs
+from edgelat.predictors.arch import config_key_for, load_predictor
+from edgelat.predictors.ridge import LinearLogModel, single_blas_thread
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgelat.agents.types import RuntimeConfig
-    from edgelat.search.space import SearchSpace
+    from edgelat.profiler.spaces.space import SearchSpace
+    from edgelat.values import RuntimeConfig
 
 CHUNK = 8192  # rows per block: keeps the gathers in cache (faster than one big block)
 DENSE_LIMIT = 4_000_000  # spaces with at most this many architectures get a dense measured-value array

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, EdgelatError
 from edgelat.predictors.graph import Split, UnknownKernel, split_model
 from edgelat.predictors.uncertainty import coverage, interval, kernel_sd_ms, unsure_kernels

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.predictors.metrics import report as metrics_report
 

@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.predictors.fusion import OVERHEAD_SPEC, FusionRules, apply_rules
 from edgelat.predictors.graph import canonical_expand
 from edgelat.profiler import networks
@@ -491,7 +491,7 @@ class Builder:
         """Measure ``specs`` (those not in the table, or all with ``again``) in groups
         (the middle of ``passes`` passes each, see :func:`median_of_passes`) until done or
         ``limit_s`` spent. Each row is stored as soon as its group is done."""
-        from edgelat.agents.types import BenchmarkItem
+        from edgelat.values import BenchmarkItem
         from edgelat.lut.store import add_kernel_result, measured_kernel_keys
         from edgelat.profiler.builders import build_model
 
@@ -536,7 +536,7 @@ class Builder:
         return rules
 
     def _whole_models(self, rules: FusionRules) -> None:
-        from edgelat.agents.types import BenchmarkItem
+        from edgelat.values import BenchmarkItem
         from edgelat.lut.store import add_model_result, model_rows
         from edgelat.predictors.calibration import record_model
         from edgelat.predictors.graph import split_model

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import sqlite_utils
 
 from edgelat.agents.client import DeviceClient
-from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import AgentUnreachable, BadInput, CorruptModel, DeviceError, revive
 from edgelat.lut import store
 from edgelat.profiler.builders import build_model

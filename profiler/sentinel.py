@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from edgelat.agents.types import BenchmarkResult, MeasurementProtocol
+from edgelat.values import BenchmarkResult, MeasurementProtocol
 from edgelat.profiler.ops import KernelSpec
 
 SENTINEL_SPECS: tuple[KernelSpec, ...] = (

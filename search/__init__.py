@@ -1,9 +1,8 @@
 """Hardware-aware architecture search against a named device.
 
-- :mod:`~edgelat.search.space`: the :class:`SearchSpace` contract (genotypes,
-  strings, encodings, kernel decompositions, FLOPs/params, export);
-- :mod:`~edgelat.search.spaces`: ofa-mbv3, proxyless, fbnet, nasbench201 and
-  YAML-defined spaces (``get_space``);
+The spaces it searches, and the :class:`SearchSpace` contract they follow, are a
+vocabulary the predictors share: they live below both, in :mod:`edgelat.profiler.spaces`.
+
 - :mod:`~edgelat.search.objective`: the accuracy side (proxy, CSV, function);
 - :mod:`~edgelat.search.evaluate`: batch metrics and constraints;
 - :mod:`~edgelat.search.evolution` / :mod:`~edgelat.search.pareto`: the strategies;

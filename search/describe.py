@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from edgelat.search.space import SearchSpace
-from edgelat.search.spaces import SPACE_NAMES, get_space
+from edgelat.profiler.spaces.space import SearchSpace
+from edgelat.profiler.spaces import SPACE_NAMES, get_space
 
 #: spaces with at most this many architectures are enumerated to find the extremes exactly
 ENUMERATE_LIMIT = 100_000

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgelat.search.objective import Objective
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgelat.search.report import check_writable
-from edgelat.search.space import format_for_path
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces.space import format_for_path
+from edgelat.profiler.spaces import get_space
 
 
 def export_arch(space_name: str, arch: str, out: str | Path, seed: int = 0) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.predictors.latency import MeasuredFirst
 from edgelat.search.evaluate import Constraints, Evaluator
@@ -31,7 +31,7 @@ from edgelat.search.evolution import EvolutionSearch
 from edgelat.search.objective import Objective
 from edgelat.search.pareto import ParetoSearch
 from edgelat.search.result import Candidate, SearchResult
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 
 @dataclass
@@ -75,7 +75,7 @@ def make_job(
     """A checked :class:`SearchJob` from plain values (what the CLI and the API take): every
     input is checked here, before anything runs or is stored."""
     from edgelat.search.objective import make_objective
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space(space_name)
     constraints = Constraints(

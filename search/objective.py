@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgelat.errors import BadInput
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 
 class Objective(ABC):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgelat.search.evaluate import Metrics
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 
 @dataclass

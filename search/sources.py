@@ -14,27 +14,19 @@ from typing import Any, Callable
 import numpy as np
 import sqlite_utils
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 
 def latency_source(db: sqlite_utils.Database, device: str, config: RuntimeConfig, space: SearchSpace) -> Any:
     """The device's latency model for the space; a BadInput saying what to run when it has none."""
     from edgelat.devices.registry import Registry
+    from edgelat.lut.archs_store import latency_row_counts
     from edgelat.predictors.latency import latency_model
 
     Registry(db).get(device)  # UnknownDevice with the known names
-    has_kernels = db.execute(
-        "select count(*) from kernel_measurements where device = ?", [device]
-    ).fetchone()[0]
-    has_archs = db.execute(
-        "select count(*) from arch_measurements where device = ? and space = ?", [device, space.name]
-    ).fetchone()[0]
-    has_models = db.execute(
-        "select count(*) from model_measurements where device = ? and model_ref like ?", [device, f"{space.name}:%"]
-    ).fetchone()[0]
-    if not (has_kernels or has_archs or has_models):
+    if not any(latency_row_counts(db, device, space.name)):
         raise BadInput(
             f"device {device!r} has no latency table or predictor for {space.name}: profile it with "
             f"'edgelat profile ops --device {device} --preset mobilenet' (then 'edgelat predictor build "

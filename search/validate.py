@@ -14,10 +14,10 @@ from typing import Callable
 
 import sqlite_utils
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 from edgelat.search.result import Candidate
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 
 def reachability(db: sqlite_utils.Database, device: str) -> str:

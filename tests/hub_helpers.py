@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from edgelat.agents.hub_link import HubLink
 from edgelat.agents.local import LocalBackend
-from edgelat.agents.types import MeasurementProtocol
+from edgelat.values import MeasurementProtocol
 from edgelat.hub.client import FINAL, HubClient
 from edgelat.hub.server import Hub
 

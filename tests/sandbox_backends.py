@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelat.agents.backend import Backend
-from edgelat.agents.types import BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
 
 
 class MisbehavingBackend(Backend):

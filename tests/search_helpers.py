@@ -36,7 +36,7 @@ def read_help(name: str, column: str) -> tuple[list[str], np.ndarray]:
 def nb201_latency(column: str = "pixel3"):
     """A batch latency function over every NAS-Bench-201 architecture, from the real
     measurements of one device (all 15,625 are measured)."""
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("nasbench201")
     archs, ms = read_help(NB201_EVERY_ARCH, column)
@@ -66,7 +66,7 @@ def import_nb201(db, device: str = "pixel3") -> None:
 
 def profile_space(db, space, device: str = "local") -> None:
     """Really measure every kernel of a (small) space's vocabulary on ``local``."""
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.profiler.jobs import profile_kernels
 

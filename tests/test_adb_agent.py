@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from adbd_double import PIXEL7_PROPS, AdbdDouble, build_fake_phone, wait_until
 from edgelat.agents.adb.keys import public_key_text
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.ops import KernelSpec

@@ -27,7 +27,7 @@ from edgelat.agents.adb.bridge import (
 )
 from edgelat.agents.adb.keys import public_key_text
 from edgelat.agents.energy.battery import CHARGING_NOTE
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.ops import KernelSpec

@@ -31,7 +31,7 @@ from edgelat.agents.adb.facts import (
     read_facts,
 )
 from edgelat.agents.adb.keys import public_key_text
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 
 SEEDS = Path(__file__).parent / "data" / "fuzz-seeds"

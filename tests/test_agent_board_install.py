@@ -10,7 +10,7 @@ import sys
 from agent_helpers import FAST_ARGS, onnx_conv_model, wait_serving
 
 from edgelat.agents.remote import GrpcClient
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 
 HOST_ONLY = ["pandas", "sqlite_utils", "sklearn", "scipy", "matplotlib", "onnx", "rich", "pymoo", "adb_shell",
              "yaml", "pyarrow"]

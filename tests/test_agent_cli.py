@@ -90,7 +90,7 @@ PROBE = textwrap.dedent(
 
     def probe():
         from edgelat.agents.remote import GrpcClient
-        from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+        from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
         from edgelat.errors import AgentUnreachable
 
         report = {}

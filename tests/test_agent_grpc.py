@@ -17,7 +17,7 @@ from agent_helpers import FAST_ARGS, free_port, onnx_conv_model, running_agent, 
 from edgelat import __version__
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.remote import GrpcClient
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import AgentUnreachable, AuthFailed, BadInput
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc

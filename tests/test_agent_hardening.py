@@ -27,12 +27,8 @@ from edgelat.agents.cache import PARTIAL_PREFIX, ModelCache, sha256_bytes
 from edgelat.agents.remote import GrpcClient
 from edgelat.agents.sandbox import SandboxedBackend
 from edgelat.agents.server import CHUNK_BYTES
-from edgelat.agents.types import (
-    MAX_THREADS,
-    BenchmarkItem,
-    MeasurementProtocol,
-    RuntimeConfig,
-)
+from edgelat.agents.bounds import MAX_THREADS
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 from edgelat.config import read_token_file
 from edgelat.errors import BadInput, DeviceError

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.remote import GrpcClient
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 
 FAST = MeasurementProtocol(warmup=1, min_runs=3, max_runs=10, max_seconds=0.2)
 

@@ -17,7 +17,7 @@ from edgelat import __version__
 from edgelat.agents.client import LocalClient
 from edgelat.agents.energy.base import EnergyMeter
 from edgelat.agents.local import LocalBackend
-from edgelat.agents.types import BenchmarkItem, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
 from edgelat.profiler.ops import KernelSpec
 from edgelat.profiler.tflite_builder import build_tflite

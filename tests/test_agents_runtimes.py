@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from edgelat.agents.runtimes import available_runtimes, get_runtime, runtime_providers
 from edgelat.agents.runtimes import litert_rt, onnxruntime_rt
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
 from edgelat.profiler.ops import KernelSpec
 from edgelat.profiler.tflite_builder import build_tflite

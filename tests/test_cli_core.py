@@ -160,7 +160,7 @@ def test_groups_say_what_they_do(group):
 
 def test_profile_ops_for_a_search_space_measures_its_vocabulary(tmp_path, monkeypatch):
     """--space profiles exactly the kernels the space can contain (a small YAML space here)."""
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(

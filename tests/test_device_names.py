@@ -18,7 +18,7 @@ from agent_helpers import free_port, running_agent
 from click.testing import CliRunner
 
 from edgelat import config
-from edgelat.agents.types import BenchmarkResult, LatencySummary, RuntimeConfig
+from edgelat.values import BenchmarkResult, LatencySummary, RuntimeConfig
 from edgelat.cli import main
 from edgelat.devices.registry import Registry, fingerprint, identity, identity_change
 from edgelat.errors import BadInput, DeviceMismatch

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgelat.errors import BadInput
-from edgelat.search.spaces import SPACE_NAMES, get_space
-from edgelat.search.spaces.yaml_space import example_path
+from edgelat.profiler.spaces import SPACE_NAMES, get_space
+from edgelat.profiler.spaces.yaml_space import example_path
 
 ALL = list(SPACE_NAMES) + ["yaml-example"]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from edgelat.errors import BadInput
 from edgelat.lut.store import open_db
 from edgelat.predictors.archs_io import import_arch_table, read_arch_list
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SPACES = ("nasbench201", "fbnet", "ofa-mbv3")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from edgelat.agents.adb.runners import BenchmarkModelRunner, OrtPerfTestRunner, PythonRunner
 from edgelat.agents.parsers import parse_benchmark_model, parse_ort_perf_test, parse_runner_output
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, EdgelatError
 
 SEEDS = Path(__file__).parent / "data" / "fuzz-seeds"

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.predictors.graph import Split, UnknownKernel, split_model
 from edgelat.profiler.ops import KernelSpec
 

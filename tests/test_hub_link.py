@@ -10,7 +10,7 @@ from hub_helpers import FAST, running_hub, running_link, tokens, wait_final, wai
 
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.server import CHUNK_BYTES
-from edgelat.agents.types import BenchmarkItem, RuntimeConfig
+from edgelat.values import BenchmarkItem, RuntimeConfig
 from edgelat.errors import AgentUnreachable
 from edgelat.hub.client import HubClient
 from edgelat.lut import store

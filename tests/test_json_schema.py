@@ -21,7 +21,10 @@ import pytest
 from click.testing import CliRunner
 from help_data import NB201, help_csv
 
+from edgelat.values import RuntimeConfig
 from edgelat.cli import main
+from edgelat.lut.store import open_db
+from edgelat.predictors.kernel import KernelPredictor
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.networks import tiny_net
 from edgelat.results import TIME_KEYS, Latency
@@ -85,6 +88,11 @@ def test_every_command_speaks_the_same_json(tmp_path):
     docs["predictor list"] = run("predictor", "list", "--json")
     docs["search"] = run("search", "--space", "nasbench201", "--device", "pixel3", "--max-latency", "100",
                          "--generations", "3", "--population", "20", "--json")
+    docs["search --compare-flops"] = run("search", "--space", "nasbench201", "--device", "pixel3", "--max-latency",
+                                         "8", "--generations", "3", "--population", "20", "--compare-flops", "--json")
+    # a kernel predictor fitted on the rows measured above (a real 'predictor build' takes minutes)
+    KernelPredictor.from_table(open_db(), "local", RuntimeConfig()).save(open_db(), "local", RuntimeConfig())
+    docs["predictor report"] = run("predictor", "report", "--device", "local", "--json")
     for name, doc in docs.items():
         assert check(doc) > 1, name
     # the one latency object, where whole models are measured
@@ -93,6 +101,13 @@ def test_every_command_speaks_the_same_json(tmp_path):
     assert docs["lut show --models"][0]["latency_ms"]["median"] == docs["profile model"]["latency_ms"]["median"]
     assert all(r["meets_budget_predicted"] is True for r in docs["search"]["results"])
     assert all(isinstance(r["stable"], bool) for r in docs["lut show"])
+    cmp_ = docs["search --compare-flops"]["compare_flops"]
+    for key in ("latency_constrained", "flops_constrained"):
+        assert cmp_[key]["meets_budget_predicted"] in (True, False)
+        assert cmp_[key]["meets_budget_measured"] is None  # pixel3 is known only from imported rows
+    rep = docs["predictor report"]
+    assert rep["device"] == "local" and rep["kernels"]["overall"]["n"] > 0 and "points" not in rep["kernels"]
+    assert set(rep["models"]) >= {"holdout", "calibration_leave_one_out"}
 
 
 @pytest.mark.parametrize("args", [

@@ -58,10 +58,10 @@ def test_search_prices_measured_architectures_by_their_measurement(tmp_path):
     # what the search priced them with: the measurement where there is one, the predictor elsewhere
     import numpy as np
 
-    from edgelat.agents.types import RuntimeConfig
+    from edgelat.values import RuntimeConfig
     from edgelat.lut.store import open_db
     from edgelat.predictors.latency import latency_model
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("nasbench201")
     model = latency_model(open_db(), "pixel3", RuntimeConfig(), space)

@@ -8,7 +8,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from edgelat.agents.types import BenchmarkResult, LatencySummary, RuntimeConfig
+from edgelat.values import BenchmarkResult, LatencySummary, RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.lut import store
 from edgelat.lut.table import export_table, table_rows

@@ -14,7 +14,7 @@ from real_models import materialize
 import edgelat
 from edgelat.agents.adb.runners import BenchmarkModelRunner
 from edgelat.agents.runtimes.onnxruntime_rt import OnnxRuntime, node_times
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 
 QUICK = ["--max-seconds", "0.3", "--min-runs", "10", "--warmup", "1"]

@@ -13,7 +13,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, open_db

@@ -7,7 +7,7 @@ import re
 
 from click.testing import CliRunner
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.cli import main
 from edgelat.lut.store import kernel_rows, open_db
 from edgelat.predictors.fusion import DEFAULT_PAIRS, load_rules, verdict_rows

@@ -7,16 +7,17 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import open_db
-from edgelat.predictors.arch import ArchPredictor, save_predictor
+from edgelat.predictors.arch import save_predictor
+from edgelat.predictors.ridge import ArchPredictor
 from edgelat.predictors.calibration import Calibration
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.profiler.jobs import profile_kernels
 from edgelat.profiler.networks import tiny_net
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 CONFIG = RuntimeConfig(threads=1)
 FAST = MeasurementProtocol(warmup=1, min_runs=3, max_runs=20, max_seconds=0.2, target_rel_ci=0.1)

@@ -15,10 +15,11 @@ from help_data import NB201, OFA, help_csv
 from edgelat.errors import BadInput
 from edgelat.lut.store import open_db
 from edgelat.predictors import metrics
-from edgelat.predictors.arch import ArchPredictor, load_predictor, save_predictor
+from edgelat.predictors.arch import load_predictor, save_predictor
+from edgelat.predictors.ridge import ArchPredictor
 from edgelat.predictors.archs_io import read_arch_table
 from edgelat.predictors.fewshot import FewShotPredictor
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 QUERY = np.arange(900, 1900)
 

@@ -22,7 +22,7 @@ from edgelat.predictors.archs_io import (
     read_arch_table,
     write_predictions,
 )
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 NB201 = help_csv(NB201_NAME)
 ROWS = 1900  # rows kept in the trimmed file (idx 0..1899; tests/data/help/README.md)

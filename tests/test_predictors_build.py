@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, model_rows, open_db
 from edgelat.predictors.calibration import Calibration, measured_models, model_weights, run_overhead_ms
@@ -155,7 +155,7 @@ class _ScriptedClient:
         self.medians, self.calls = medians_by_tag, 0
 
     def benchmark_batch(self, items, config, protocol):
-        from edgelat.agents.types import BenchmarkResult, LatencySummary
+        from edgelat.values import BenchmarkResult, LatencySummary
 
         i, self.calls = self.calls, self.calls + 1
         for item in items:
@@ -167,7 +167,7 @@ class _ScriptedClient:
 
 
 def test_median_of_passes_keeps_the_middle_pass_and_stops_when_told():
-    from edgelat.agents.types import BenchmarkItem
+    from edgelat.values import BenchmarkItem
     from edgelat.predictors.sampling import median_of_passes
 
     items = [BenchmarkItem("a", "onnx", t) for t in ("steady", "one-fast", "one-slow", "flaky", "broken")]
@@ -193,7 +193,7 @@ def test_median_of_passes_keeps_the_middle_pass_and_stops_when_told():
 def test_settling_passes_run_first_and_are_not_kept(monkeypatch):
     """Whole models run unmeasured for ``settle_s`` before the kept passes: the first
     minute of sustained load is faster than the rest (see MODEL_SETTLE_S)."""
-    from edgelat.agents.types import BenchmarkItem
+    from edgelat.values import BenchmarkItem
     from edgelat.predictors import sampling
 
     clock = {"t": 0.0}

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel
 from edgelat.predictors.fusion import FusionRules, apply_rules, detect_fusion, load_rules, verdict_rows
 from edgelat.predictors.graph import bn_twin, split_model
@@ -223,7 +223,7 @@ def test_fusion_figures_are_one_round_that_backs_the_verdict(tmp_path):
     item). The verdict is the majority's; the stored figures are one fused-voting round,
     the median one by share saved -- column medians here would say the fused pair costs
     more than its parts, under a "fused" verdict."""
-    from edgelat.agents.types import BenchmarkResult, LatencySummary
+    from edgelat.values import BenchmarkResult, LatencySummary
     from edgelat.lut.store import open_db
     from edgelat.predictors.fusion import OVERHEAD_SPEC, probe_specs
 

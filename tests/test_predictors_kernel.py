@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.errors import BadInput
 from edgelat.lut.store import kernel_rows, open_db

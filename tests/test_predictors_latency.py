@@ -14,16 +14,17 @@ import pytest
 from help_data import NB201 as NB201_NAME
 from help_data import help_csv
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.errors import BadInput, UnknownDevice
 from edgelat.lut.store import open_db
 from edgelat.predictors import latency as latency_mod
-from edgelat.predictors.arch import ArchPredictor, save_predictor
+from edgelat.predictors.arch import save_predictor
+from edgelat.predictors.ridge import ArchPredictor
 from edgelat.predictors.archs_io import import_arch_table, read_arch_table
 from edgelat.predictors.latency import CHUNK, latency_model
 from edgelat.profiler.jobs import profile_kernels
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 NB201 = help_csv(NB201_NAME)
 CONFIG = RuntimeConfig(runtime="onnxruntime", threads=1)

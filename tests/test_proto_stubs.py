@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgelat.agents import convert
-from edgelat.agents.types import BenchmarkItem, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.proto import agent_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from edgelat.agents.client import LocalClient
 from edgelat.agents.environment import defined_state
 from edgelat.agents.local import LocalBackend
 from edgelat.agents.measure import RoundsTimer, median_rel_ci
-from edgelat.agents.types import BenchmarkItem, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, BenchmarkResult, LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.cli import main
 from edgelat.lut.store import kernel_rows, open_db
 from edgelat.lut.table import table_rows

@@ -16,7 +16,7 @@ import pytest
 
 from edgelat.predictors.calibration import Calibration, group_sums, model_weights
 from edgelat.predictors.latency import CHUNK, TableLatency
-from edgelat.search.spaces import get_space
+from edgelat.profiler.spaces import get_space
 
 
 def _fitted(form: str, space, prices: np.ndarray, rng: np.random.Generator) -> Calibration:

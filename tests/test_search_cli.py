@@ -55,7 +55,7 @@ def tiny_db(tmp_path_factory):
     old = os.environ.get("EDGELAT_HOME")
     os.environ["EDGELAT_HOME"] = str(root / "home")
     try:
-        from edgelat.search.spaces import get_space
+        from edgelat.profiler.spaces import get_space
 
         db = open_db()
         profile_space(db, get_space(str(space_file)))
@@ -270,11 +270,11 @@ def test_compare_flops_measures_both(tiny_db):
 def test_ofa_search_end_to_end_on_local(tmp_path):
     """OFA-MBv3: kernels measured at resolution 128 (plus stem/head at a few more), the
     rest priced by the kernel predictor fitted on them; search, validate, store."""
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+    from edgelat.values import MeasurementProtocol, RuntimeConfig
     from edgelat.devices.registry import Registry
     from edgelat.predictors.kernel import KernelPredictor
     from edgelat.profiler.jobs import profile_kernels
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("ofa-mbv3")
     vocab = space.kernel_vocabulary()

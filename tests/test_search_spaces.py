@@ -13,8 +13,8 @@ from search_helpers import TINY_SPACE_YAML, read_help
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.spaces import SPACE_NAMES, get_space
-from edgelat.search.spaces.yaml_space import example_path, load_yaml_space
+from edgelat.profiler.spaces import SPACE_NAMES, get_space
+from edgelat.profiler.spaces.yaml_space import example_path, load_yaml_space
 
 ALL = list(SPACE_NAMES) + ["yaml-example"]
 

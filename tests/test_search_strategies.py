@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from search_helpers import TINY_SPACE_YAML, nb201_latency, profile_space
 
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput
 from edgelat.search.evaluate import Constraints, Evaluator
 from edgelat.search.evolution import EvolutionSearch
@@ -160,7 +160,7 @@ def test_csv_accuracy_covering_the_space_is_not_a_proxy(nb201, tmp_path):
     ("arch,accuracy\n", "no rows"),
 ])
 def test_csv_accuracy_errors(tmp_path, content, message):
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     path = tmp_path / "acc.csv"
     path.write_text(content)
@@ -208,7 +208,7 @@ def test_search_on_a_really_profiled_table(tmp_path):
     predictors' table latency model, and search with it."""
     from edgelat.lut.store import open_db
     from edgelat.predictors.latency import latency_model
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_SPACE_YAML)

@@ -9,9 +9,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from edgelat.cli import main
-from edgelat.search.spaces import SPACE_NAMES, get_space
+from edgelat.profiler.spaces import SPACE_NAMES, get_space
 
-EXAMPLE_YAML = Path(__file__).resolve().parents[1] / "search" / "data" / "example_space.yaml"
+EXAMPLE_YAML = Path(__file__).resolve().parents[1] / "profiler" / "spaces" / "data" / "example_space.yaml"
 
 
 def run(*args: str, code: int = 0):

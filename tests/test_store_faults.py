@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgelat import config
-from edgelat.agents.types import BenchmarkResult, LatencySummary, RuntimeConfig
+from edgelat.values import BenchmarkResult, LatencySummary, RuntimeConfig
 from edgelat.cli import main
 from edgelat.errors import StoreCorrupt, StoreFull, StoreSchema
 from edgelat.lut import schema, store
@@ -404,7 +404,7 @@ def test_a_bad_timeout_value_is_one_line():
 
 # ------------------------------------------------------------------ disk full
 def _arch_csv(path: Path, n: int) -> Path:
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     space = get_space("nasbench201")
     archs = sorted(set(space.to_strings(space.sample(np.random.default_rng(0), n))))

@@ -46,6 +46,7 @@ from edgelat.agents.adb.runners import (
     BenchmarkModelRunner,
     DeviceRunner,
     OrtPerfTestRunner,
+    RUNTIME_RUNNER,
     PythonRunner,
     check_device_path,
     check_runner,
@@ -54,7 +55,7 @@ from edgelat.agents.backend import Backend
 from edgelat.agents.cache import check_sha
 from edgelat.agents.client import DeviceClient, LocalClient, run_item
 from edgelat.agents.energy.battery import CHARGING_NOTE, DEFAULT_BASE, integrate_energy_j, power_w, read_battery_sample
-from edgelat.agents.types import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 
 SECTION = phone_facts.SECTION
@@ -305,7 +306,7 @@ class AdbBackend(Backend):
 
     # ---- runners ----
     def runner_for(self, config: RuntimeConfig, model_format: str) -> DeviceRunner:
-        name = {"tflite-benchmark": "benchmark_model", "ort-perf-test": "ort-perf-test"}.get(config.runtime, self.runner)
+        name = RUNTIME_RUNNER.get(config.runtime, self.runner)
         if name == "benchmark_model":
             runner: DeviceRunner = BenchmarkModelRunner(
                 self.benchmark_model or self._found("benchmark_model"), op_profiling=self.op_profiling

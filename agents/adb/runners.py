@@ -21,12 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgelat.agents.parsers.runner_output import check_result
-from edgelat.agents.types import LatencySummary, MeasurementProtocol, RuntimeConfig
+from edgelat.values import LatencySummary, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, DeviceError, EdgelatError, RuntimeUnavailable
 
 DEVICE_DIR = "/data/local/tmp/edgelat"
 RUNNERS = ("benchmark_model", "ort-perf-test", "python")
-_ALIASES = {"tflite-benchmark": "benchmark_model", "onnxruntime_perf_test": "ort-perf-test"}
+#: the runtime each command-line runner runs, the one runner <-> runtime map (the python runner
+#: runs the runtime it is asked for); ``edgelat.devices.runtime`` resolves configs with it
+RUNNER_RUNTIME = {"benchmark_model": "tflite-benchmark", "ort-perf-test": "ort-perf-test"}
+#: the runner that runs each such runtime
+RUNTIME_RUNNER = {runtime: runner for runner, runtime in RUNNER_RUNTIME.items()}
+_ALIASES = {**RUNTIME_RUNNER, "onnxruntime_perf_test": "ort-perf-test"}
 _DEVICE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]{1,250}$")
 
 

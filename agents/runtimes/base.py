@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edgelat.agents.types import MAX_INPUT_BYTES, RuntimeConfig
+from edgelat.agents.bounds import MAX_INPUT_BYTES
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, RuntimeUnavailable
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgelat.agents.runtimes.base import Runtime, Session, check_input_bytes, random_input, short_reason
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
 
 # runtime name -> the Python package that provides its interpreter

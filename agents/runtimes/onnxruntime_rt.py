@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgelat.agents.runtimes.base import Runtime, Session, check_input_bytes, random_input, short_reason
-from edgelat.agents.types import RuntimeConfig
+from edgelat.values import RuntimeConfig
 from edgelat.errors import BadInput, CorruptModel, RuntimeUnavailable
 
 # short provider name -> onnxruntime execution provider

@@ -130,7 +130,7 @@ def runtime_options(f: Callable) -> Callable:
     )
     @functools.wraps(f)
     def wrapper(*args: Any, runtime: str, threads: int, provider: str, **kwargs: Any) -> Any:
-        from edgelat.agents.types import RuntimeConfig
+        from edgelat.values import RuntimeConfig
 
         kwargs["runtime_config"] = RuntimeConfig(runtime=runtime, threads=threads, provider=provider)
         return f(*args, **kwargs)
@@ -171,7 +171,7 @@ def protocol_options(f: Callable) -> Callable:
     @functools.wraps(f)
     def wrapper(*args: Any, target_ci: float, max_seconds: float, warmup: int, min_runs: int, max_runs: int,
                 **kwargs: Any) -> Any:
-        from edgelat.agents.types import MeasurementProtocol
+        from edgelat.values import MeasurementProtocol
         from edgelat.errors import BadInput
 
         if max_runs < min_runs:

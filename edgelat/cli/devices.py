@@ -9,7 +9,6 @@ import datetime as _dt
 import functools
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -88,25 +87,15 @@ def register(name: str, address: str, token_file: str | None, tls_ca: str | None
       edgelat devices register rpi5 --agent 127.0.0.1:50051
       edgelat devices register rpi5 --agent 10.0.0.9:50051 --replace --keep-rows   # same board, new address
     """
-    from edgelat.devices.registry import Device, connect
+    from edgelat.devices.enroll import register_agent
 
-    db, registry = open_registry()
-    transport: dict[str, Any] = {"type": "agent", "address": address}
-    if token_file:
-        transport["token_file"] = str(Path(token_file).resolve())
-    if tls_ca:
-        transport["tls_ca"] = str(Path(tls_ca).resolve())
-    registry.check_replace(name, transport, replace)  # before the agent is contacted
-    # Read the facts before writing anything: an unreachable agent or a bad token leaves the registry unchanged.
-    with connect(Device(name=name, kind="board", transport=transport)) as client:
-        facts = client.describe()
-    if kind is None:
-        kind = "gpu-host" if facts.get("kind") == "gpu-host" else "board"
-    device = registry.register(name, kind, transport, facts, replace=replace)
+    _, registry = open_registry()
+    device = register_agent(registry, name, address, token_file, tls_ca, kind, replace)
+    facts = device.facts
     if as_json:
         emit_json(public_row(device.to_dict()))
     else:
-        click.echo(f"registered {name} ({kind}) at {address}: {facts.get('cpu_model') or facts.get('arch', '?')}")
+        click.echo(f"registered {name} ({device.kind}) at {address}: {facts.get('cpu_model') or facts.get('arch', '?')}")
 
 
 @devices.command("list")
@@ -124,11 +113,11 @@ def list_(as_json: bool, hub: str | None = None, hub_token_file: str | None = No
         from edgelat.cli.jobs import devices_list
 
         return devices_list(hub, hub_token_file, as_json)
+    from edgelat.devices.info import device_rows
+
     _, registry = open_registry()
-    rows = [d.to_dict() for d in registry.list()]
+    rows = device_rows(registry.list())
     if as_json:
-        for r in rows:
-            r.pop("facts", None)
         emit_json([public_row(r) for r in rows])
         return
     from rich.table import Table
@@ -151,13 +140,11 @@ def show(name: str, as_json: bool) -> None:
     Example:
       edgelat devices show rpi5 --json
     """
+    from edgelat.devices.info import device_info
+
     _, registry = open_registry()
     device = registry.get(name)
-    data = device.to_dict()
-    if device.transport.get("type") == "local" and not device.facts:
-        from edgelat.agents.facts import host_facts
-
-        data["facts"] = host_facts()
+    data = device_info(device)
     if as_json:
         emit_json(public_row(data))
         return

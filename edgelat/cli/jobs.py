@@ -284,7 +284,7 @@ def profile_ops(device: str, preset: str | None, ops_file: str | None, space: st
 
         params = {"specs": [s.to_dict() for s in load_specs(ops_file)]}
     elif space is not None:
-        from edgelat.search.spaces import BUILTIN, get_space
+        from edgelat.profiler.spaces import BUILTIN, get_space
 
         params = {"space": space} if space in BUILTIN else \
             {"specs": [s.to_dict() for s in get_space(space).kernel_vocabulary()]}

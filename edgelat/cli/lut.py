@@ -166,28 +166,12 @@ def history(device: str, model_path: str | None, kernel_key: str | None, limit: 
       edgelat lut history --device rpi5 --model net.onnx
       edgelat lut history --device local --kernel 'conv2d:...' --json
     """
-    import json
-
+    from edgelat.api import measurement_history
     from edgelat.errors import BadInput
-    from edgelat.lut.store import history_rows
-    from edgelat.results import public_row
 
     if model_path and kernel_key:
         raise BadInput("give --model or --kernel, not both")
-    item = kernel_key
-    if model_path:
-        from edgelat.profiler.intake import read_model
-
-        item = read_model(model_path).ref
-    db, registry = open_registry()
-    registry.get(device)
-    rows = history_rows(db, device, item, limit)
-    out = []
-    for r in rows:
-        env = json.loads(r.pop("environment_json") or "{}")
-        layers = json.loads(r.pop("layers_json", None) or "null")
-        r.pop("id", None)
-        out.append({**public_row(r), "environment": env, "layers": layers})
+    out = measurement_history(device, model=model_path, kernel=kernel_key, limit=limit)
     if as_json:
         emit_json(out)
         return

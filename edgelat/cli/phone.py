@@ -7,17 +7,15 @@ Heavy imports (adb-shell, grpc) happen inside the commands so ``edgelat
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from edgelat.cli.agent import hub_link_options, insecure_option, run_hub_link, tls_options, upload_idle_option
 from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
-from edgelat.results import public_row
 from edgelat.cli.devices import replace_options
-
-RUNNER_CHOICES = ["benchmark_model", "ort-perf-test", "python"]
+from edgelat.devices.runtime import RUNNERS
+from edgelat.results import public_row
 
 
 def _ghz(khz: Any) -> str:
@@ -30,8 +28,10 @@ def summary_line(name: str, facts: dict[str, Any]) -> str:
         f"{len(c['cpus'])}x {c['role']} {_ghz(c.get('min_khz'))}-{_ghz(c.get('max_khz'))} GHz"
         for c in facts.get("clusters") or []
     )
+    from edgelat.agents.adb.facts import RUNNER_BINARIES
+
     runners = facts.get("runners") or {}
-    present = [r for r in ("benchmark_model", "onnxruntime_perf_test") if runners.get(r)]
+    present = [r for r in RUNNER_BINARIES if runners.get(r)]
     py = runners.get("python")
     if py:
         mods = [f"{m} {v}" for m, v in (py.get("modules") or {}).items() if v and m != "numpy"]
@@ -44,22 +44,11 @@ def summary_line(name: str, facts: dict[str, Any]) -> str:
     )
 
 
-def _runner_present(runner: str, facts: dict[str, Any]) -> bool:
-    runners = facts.get("runners") or {}
-    if runner == "benchmark_model":
-        return bool(runners.get("benchmark_model"))
-    if runner == "ort-perf-test":
-        return bool(runners.get("onnxruntime_perf_test"))
-    py = runners.get("python") or {}
-    mods = py.get("modules") or {}
-    return bool(mods.get("onnxruntime") or mods.get("ai_edge_litert") or mods.get("tflite_runtime"))
-
-
 @devices.command("register-phone")
 @click.argument("name")
 @click.option("--serial", metavar="SERIAL", help="USB serial of the phone (as 'adb devices' lists it).")
 @click.option("--address", metavar="HOST:PORT", help="adb-over-TCP address of the phone (adb tcpip 5555).")
-@click.option("--runner", type=click.Choice(RUNNER_CHOICES), default="benchmark_model", show_default=True,
+@click.option("--runner", type=click.Choice(RUNNERS), default="benchmark_model", show_default=True,
               help="Benchmark program used on the phone for onnxruntime/litert configs.")
 @click.option("--python", "python", default="python3", show_default=True, metavar="PATH",
               help="The phone's Python interpreter, for --runner python.")
@@ -92,56 +81,23 @@ def register_phone(
       edgelat devices register-phone pixel7 --address 192.168.1.31:5555 --replace --keep-rows   # same phone, new address
       edgelat devices show pixel7
     """
-    from edgelat.agents.adb.bridge import AdbBackend
-    from edgelat.agents.adb.connection import AdbConnection, Timeouts
-    from edgelat.agents.adb.facts import check_python_path
-    from edgelat.devices.registry import check_registrable
-    from edgelat.errors import BadInput
+    from edgelat.devices.phones import register_phone as register
 
-    # Validate everything before touching the phone or the database.
-    check_registrable(name)
-    if bool(serial) == bool(address):
-        raise BadInput("give exactly one of --serial (USB) or --address HOST:PORT (adb over TCP)")
-    check_python_path(python)
-    if benchmark_model is not None and not Path(benchmark_model).expanduser().is_file():
-        raise BadInput(f"no benchmark_model binary at {benchmark_model}: give the host path of the built tool")
-    db, registry = open_registry()
-
-    conn = AdbConnection(serial=serial, address=address, timeouts=Timeouts(auth_s=auth_timeout))
-    backend = AdbBackend(conn, runner=runner, python=python)
-    try:
-        transport: dict[str, Any] = {"type": "adb", "runner": runner}
-        transport.update({"serial": serial} if serial else {"address": address})
-        if python != "python3":
-            transport["python"] = python
-        if model_cache_mb is not None:
-            transport["model_cache_mb"] = model_cache_mb
-        if benchmark_model is not None:
-            transport["benchmark_model"] = backend.push_binary(Path(benchmark_model).expanduser(), "benchmark_model")
-        facts = backend.describe()
-    finally:
-        backend.close()
-    for line in (facts.pop("bridge", None) or {}).get("notes", []):
-        click.echo(f"note: {line}", err=True)
-    device = registry.register(name, "phone", transport, facts, replace=replace)
-    if not _runner_present(runner, facts):
-        hint = {
-            "benchmark_model": "push it with --benchmark-model PATH",
-            "ort-perf-test": "copy onnxruntime_perf_test to /data/local/tmp/edgelat/",
-            "python": "install onnxruntime or ai-edge-litert for the phone's Python, or set --python",
-        }[runner]
-        click.echo(f"warning: runner {runner} was not found on the phone: {hint}", err=True)
+    done = register(name, serial, address, runner, python, benchmark_model, auth_timeout, model_cache_mb, replace,
+                    on_note=lambda line: click.echo(f"note: {line}", err=True))
+    if done.missing_runner:
+        click.echo(f"warning: runner {runner} was not found on the phone: {done.missing_runner}", err=True)
     if as_json:
-        emit_json(public_row(device.to_dict()))
+        emit_json(public_row(done.device.to_dict()))
     else:
-        click.echo(summary_line(name, facts))
+        click.echo(summary_line(name, done.device.facts))
 
 
 @agent.command("adb")
 @click.option("--device", "device_name", metavar="NAME", help="A phone registered with 'devices register-phone'.")
 @click.option("--serial", metavar="SERIAL", help="USB serial of the phone.")
 @click.option("--address", metavar="HOST:PORT", help="adb-over-TCP address of the phone.")
-@click.option("--runner", type=click.Choice(RUNNER_CHOICES), default=None,
+@click.option("--runner", type=click.Choice(RUNNERS), default=None,
               help="Benchmark program on the phone [default: the registered one, else benchmark_model].")
 @click.option("--python", "python", default=None, metavar="PATH", help="The phone's Python, for --runner python.")
 @click.option(
@@ -180,6 +136,7 @@ def agent_adb(
     from edgelat.agents.adb.bridge import backend_from_transport
     from edgelat.agents.server import check_listen, serve
     from edgelat.config import home, read_token_file
+    from edgelat.devices.phones import serve_transport
     from edgelat.errors import BadInput
 
     if hub_address and not (device_name or serial or address):  # every phone registered on this host
@@ -191,22 +148,9 @@ def agent_adb(
     token = read_token_file(token_file) if token_file is not None and not hub_address else None
     if not hub_address:
         check_listen(listen, token, insecure)  # before touching the phone
-    facts: dict[str, Any] = {}
-    if device_name:
-        _, registry = open_registry()
-        device = registry.get(device_name)
-        if device.transport.get("type") != "adb":
-            raise BadInput(f"device {device_name!r} is not a phone reached over ADB (kind {device.kind}); "
-                           "use 'edgelat agent serve' on it instead")
-        transport = {k: v for k, v in device.transport.items() if k not in ("agent", "token_file")}
-        facts = device.facts
-    else:
-        transport = {"type": "adb", **({"serial": serial} if serial else {"address": address})}
-    if runner:
-        transport["runner"] = runner
-    if python:
-        transport["python"] = python
-    backend = backend_from_transport(transport, facts)
+    device = open_registry()[1].get(device_name) if device_name else None
+    transport = serve_transport(device, serial, address, runner, python)
+    backend = backend_from_transport(transport, device.facts if device is not None else {})
     label = device_name or serial or address
     backend.describe()  # connect now: an unauthorised or unreachable phone fails before we listen
     if hub_address:  # dial out to the hub instead of listening
@@ -235,6 +179,7 @@ def _serve_all_phones(hub_address: str, token_file: str | None, agent_id: str | 
 
     from edgelat.agents.adb.bridge import backend_from_transport
     from edgelat.config import home
+    from edgelat.devices.phones import serve_transport
     from edgelat.errors import BadInput, EdgelatError
 
     _, registry = open_registry()
@@ -244,9 +189,7 @@ def _serve_all_phones(hub_address: str, token_file: str | None, agent_id: str | 
                        "or name one with --device/--serial/--address")
     backends: dict[str, Any] = {}
     for device in phones:
-        transport = {k: v for k, v in device.transport.items() if k not in ("agent", "token_file")}
-        transport.update({k: v for k, v in (("runner", runner), ("python", python)) if v})
-        backend = backend_from_transport(transport, device.facts)
+        backend = backend_from_transport(serve_transport(device, runner=runner, python=python), device.facts)
         try:
             backend.describe()
         except EdgelatError as exc:

@@ -20,7 +20,7 @@ from edgelat.errors import BadInput
 
 
 def _space(name: str) -> Any:
-    from edgelat.search.spaces import get_space
+    from edgelat.profiler.spaces import get_space
 
     return get_space(name)
 
@@ -76,7 +76,8 @@ def _predict_archs(db: Any, device: str, config: Any, space: Any, pop: Any) -> t
     """Latency and source per genotype: exact measurements first, the device's model for the rest."""
     import numpy as np
 
-    from edgelat.predictors.arch import config_key_for, measured_archs
+    from edgelat.lut.archs_store import measured_archs
+    from edgelat.predictors.arch import config_key_for
     from edgelat.predictors.latency import GenotypeLookup, latency_model
 
     ck = config_key_for(db, device, config)

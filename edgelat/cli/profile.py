@@ -135,7 +135,7 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
     if sum(x is not None for x in (preset, ops_file, space)) > 1:
         raise BadInput("give one of --preset, --ops or --space")
     if space is not None:
-        from edgelat.search.spaces import get_space
+        from edgelat.profiler.spaces import get_space
 
         specs = get_space(space).kernel_vocabulary()
     elif ops_file is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgelat.cli.base import emit_json, json_option, main, open_registry, stderr_console, stdout_console
+from edgelat.cli.base import emit_json, json_option, main, progress_lines, stderr_console, stdout_console
 
 
 @main.command("quickstart")
@@ -28,38 +28,25 @@ def quickstart(runtime: str, max_seconds: float, as_json: bool) -> None:
     from rich import box
     from rich.table import Column, Table
 
-    from edgelat import config
-    from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
-    from edgelat.cli.profile import run_kernel_job
-    from edgelat.lut.store import kernel_rows
-    from edgelat.profiler.builders import build_model
-    from edgelat.profiler.jobs import model_ref_for, profile_model
-    from edgelat.profiler.networks import tiny_net
-    from edgelat.profiler.presets import get_preset
+    from edgelat.profiler.quickstart import QuickstartJob
 
     err = stderr_console()
-    cfg = RuntimeConfig(runtime=runtime, threads=1)
-    protocol = MeasurementProtocol(max_seconds=max_seconds)
-    specs = get_preset("smoke")
-    if not as_json:
-        err.print(f"[bold]1/2[/bold] profiling {len(specs)} kernels of the smoke preset on 'local' ({runtime}, 1 thread)")
-    summary = run_kernel_job("local", specs, cfg, protocol, force=False, quiet=as_json)
-
-    if not as_json:
-        err.print("[bold]2/2[/bold] profiling a whole model built from the catalog (tiny_net)")
-    db, registry = open_registry()
-    data = build_model(tiny_net(), cfg.model_format)
-    with registry.connect("local") as client:
-        result = profile_model(db, "local", client, data, cfg.model_format, cfg, protocol,
-                               model_ref=model_ref_for(data), name="tiny_net")
-
-    keys = {s.key for s in specs}
-    rows = [r for r in kernel_rows(db, "local", cfg) if r["kernel_key"] in keys]
+    with QuickstartJob(runtime, max_seconds) as job:
+        if not as_json:
+            err.print(f"[bold]1/2[/bold] profiling {len(job.specs)} kernels of the smoke preset on 'local' "
+                      f"({runtime}, 1 thread)")
+        with progress_lines("profiling", len(job.specs), as_json) as bar:
+            summary = job.profile_kernels(progress=lambda done, total, key, result: bar.update(done, key))
+        if not as_json:
+            err.print("[bold]2/2[/bold] profiling a whole model built from the catalog (tiny_net)")
+        result = job.profile_model()
+        rows = job.kernel_rows()
+    database = job.database
     lat = result.latency
     if as_json:
         emit_json({
             "device": "local",
-            "database": str(config.db_path()),
+            "database": str(database),
             "kernels": summary.to_dict(),
             "model": {"name": "tiny_net", "median_ms": lat.median, "p10_ms": lat.p10, "p90_ms": lat.p90,
                       "n": lat.n, "stable": lat.stable, "energy_mj": result.energy_mj,
@@ -80,5 +67,5 @@ def quickstart(runtime: str, max_seconds: float, as_json: bool) -> None:
     out.print(f"energy: {energy}")
     out.print(f"{summary.measured} kernels measured now, {summary.skipped} already in the table, "
               f"{len(summary.failed)} failed, {summary.unstable} unstable.")
-    out.print(f"data: {config.db_path()} (SQLite). Next: 'edgelat lut show --device local', "
+    out.print(f"data: {database} (SQLite). Next: 'edgelat lut show --device local', "
               f"'edgelat lut export --device local --out local.csv'.")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
+from edgelat.agents.bounds import check_config, check_protocol
+from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, EdgelatError
 
 #: report(done, total, message) -> False when the job must stop (cancelled, lease lost)
@@ -36,7 +37,7 @@ def runtime_config(config: dict[str, Any]) -> RuntimeConfig:
     if unknown:
         raise BadInput(f"malformed job: unknown runtime config field(s) {', '.join(sorted(unknown))}")
     try:
-        return RuntimeConfig(**config).check()
+        return check_config(RuntimeConfig(**config))
     except TypeError as exc:
         raise BadInput(f"malformed job: runtime config: {exc}") from None
 
@@ -46,7 +47,7 @@ def protocol(params: dict[str, Any]) -> MeasurementProtocol:
     if not isinstance(raw, dict) or set(raw) - _PROTOCOL_KEYS:
         raise BadInput(f"malformed job: protocol must be an object with fields from {', '.join(sorted(_PROTOCOL_KEYS))}")
     try:
-        return MeasurementProtocol(**raw).check()
+        return check_protocol(MeasurementProtocol(**raw))
     except TypeError as exc:
         raise BadInput(f"malformed job: protocol: {exc}") from None
 
@@ -62,7 +63,7 @@ def kernel_specs(params: dict[str, Any]) -> list:
     if "preset" in given:
         return get_preset(str(params["preset"]))
     if "space" in given:
-        from edgelat.search.spaces import BUILTIN, get_space
+        from edgelat.profiler.spaces import BUILTIN, get_space
 
         name = str(params["space"])
         if name not in BUILTIN:  # a YAML path would be a file on the hub: the client sends its kernels instead

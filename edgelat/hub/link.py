@@ -21,7 +21,7 @@ from edgelat.agents import convert
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.server import CHUNK_BYTES
-from edgelat.agents.types import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
+from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import AgentUnreachable, DeviceError, revive
 from edgelat.proto import agent_pb2 as apb
 from edgelat.proto import hub_pb2 as pb

@@ -15,7 +15,7 @@ Strings use the OFA dict format as JSON: ``{"ks": [21], "e": [21], "d": [6], "r"
 
 from __future__ import annotations
 
-from edgelat.search.spaces.mobile import HeadLayer, MobileStageSpace, Stage
+from edgelat.profiler.spaces.mobile import HeadLayer, MobileStageSpace, Stage
 
 KS = (3, 5, 7)
 EXPANDS = (3, 6)

@@ -41,7 +41,7 @@ import numpy as np
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.space import KernelVocabulary, SearchSpace, check_format
+from edgelat.profiler.spaces.space import KernelVocabulary, SearchSpace, check_format
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from) in genotype order
@@ -158,7 +158,7 @@ class NASBench201(SearchSpace):
         """ONNX graph of the full network; TFLite is not supported for this DAG space."""
         if check_format(fmt) != "onnx":
             raise BadInput("tflite export is not supported for the nasbench201 space (cells are a DAG); use .onnx")
-        from edgelat.search.onnx_graph import OnnxGraph
+        from edgelat.profiler.spaces.onnx_graph import OnnxGraph
 
         ops = [int(v) for v in self.check(g)[0]]
         gr = OnnxGraph(seed, name="nasbench201")

@@ -5,7 +5,7 @@ list of stages of inverted-residual (``mbconv``) blocks and a head. Each stage
 chooses a depth, optionally a width, and each block position a kernel size and
 an expand ratio; the whole network chooses an input resolution.
 
-Genotype layout (gene indices, see :mod:`edgelat.search.space`)::
+Genotype layout (gene indices, see :mod:`edgelat.profiler.spaces.space`)::
 
     ks[B]  e[B]  d[S]  (w[S] when any stage has several widths)  r
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.space import KernelVocabulary, SearchSpace
+from edgelat.profiler.spaces.space import KernelVocabulary, SearchSpace
 
 
 def _num(x: Any) -> int | float:

@@ -1,9 +1,9 @@
 """User-defined stage spaces from a YAML file.
 
-A YAML space is a :class:`~edgelat.search.spaces.mobile.MobileStageSpace`:
+A YAML space is a :class:`~edgelat.profiler.spaces.mobile.MobileStageSpace`:
 a stem conv, an optional fixed first block, stages of inverted-residual
 (``mbconv``) blocks, and a head. Format (an example ships as
-``edgelat/search/data/example_space.yaml``)::
+``profiler/spaces/data/example_space.yaml``)::
 
     name: tiny-mbv3              # required; letters, digits, '-', '_', '.'
     resolutions: [128, 160, 192]  # required: input sizes to choose from
@@ -36,7 +36,7 @@ from typing import Any
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import ACTIVATIONS
-from edgelat.search.spaces.mobile import HeadLayer, MobileStageSpace, Stage
+from edgelat.profiler.spaces.mobile import HeadLayer, MobileStageSpace, Stage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _STAGE_KEYS = {"widths", "depths", "kernels", "expands", "stride", "se", "act"}
@@ -45,7 +45,7 @@ _TOP_KEYS = {"name", "resolutions", "in_channels", "stem", "first_block", "stage
 
 def example_path() -> Path:
     """The example YAML space shipped with the package."""
-    return Path(__file__).resolve().parents[1] / "data" / "example_space.yaml"
+    return Path(__file__).resolve().parent / "data" / "example_space.yaml"
 
 
 def _ints(where: str, value: Any, positive: bool = True, odd: bool = False) -> tuple[int, ...]:

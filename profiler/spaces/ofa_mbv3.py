@@ -27,7 +27,7 @@ plus element-wise ops, the catalog's convention; checked in tests):
 
 from __future__ import annotations
 
-from edgelat.search.spaces.mobile import HeadLayer, MobileStageSpace, Stage
+from edgelat.profiler.spaces.mobile import HeadLayer, MobileStageSpace, Stage
 
 RESOLUTIONS = tuple(range(128, 225, 4))
 KS = (3, 5, 7)

@@ -1,8 +1,11 @@
 """The search spaces by name, plus user-defined spaces from YAML files.
 
+The spaces and their contract (:mod:`~edgelat.profiler.spaces.space`) are a vocabulary that
+the predictors and the search share, so they live below both (DESIGN.md, "Layers").
+
 ``get_space("ofa-mbv3")`` returns a (cached) built-in space; a path ending in
 ``.yaml``/``.yml`` loads a user-defined stage space (format in
-:mod:`edgelat.search.spaces.yaml_space`).
+:mod:`edgelat.profiler.spaces.yaml_space`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from edgelat.errors import BadInput
-from edgelat.search.space import SearchSpace
+from edgelat.profiler.spaces.space import SearchSpace
 
 # name -> (module, class); imported on first use so the CLI starts fast
 BUILTIN = {
-    "ofa-mbv3": ("edgelat.search.spaces.ofa_mbv3", "OFAMobileNetV3"),
-    "proxyless": ("edgelat.search.spaces.proxyless", "ProxylessNAS"),
-    "fbnet": ("edgelat.search.spaces.fbnet", "FBNetSpace"),
-    "nasbench201": ("edgelat.search.spaces.nasbench201", "NASBench201"),
+    "ofa-mbv3": ("edgelat.profiler.spaces.ofa_mbv3", "OFAMobileNetV3"),
+    "proxyless": ("edgelat.profiler.spaces.proxyless", "ProxylessNAS"),
+    "fbnet": ("edgelat.profiler.spaces.fbnet", "FBNetSpace"),
+    "nasbench201": ("edgelat.profiler.spaces.nasbench201", "NASBench201"),
 }
 SPACE_NAMES = tuple(BUILTIN)
 
@@ -36,7 +39,7 @@ def get_space(name_or_yaml_path: str) -> SearchSpace:
     if name in BUILTIN:
         return _builtin(name)
     if name.lower().endswith((".yaml", ".yml")):
-        from edgelat.search.spaces.yaml_space import load_yaml_space
+        from edgelat.profiler.spaces.yaml_space import load_yaml_space
 
         return load_yaml_space(Path(name))
     raise BadInput(

@@ -37,7 +37,7 @@ import numpy as np
 
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import KernelSpec
-from edgelat.search.space import KernelVocabulary, SearchSpace, check_format
+from edgelat.profiler.spaces.space import KernelVocabulary, SearchSpace, check_format
 
 BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 LAYERS: tuple[tuple[int, int], ...] = (
@@ -145,7 +145,7 @@ class FBNetSpace(SearchSpace):
         """ONNX with real grouped convs and channel shuffles; TFLite is not supported."""
         if check_format(fmt) != "onnx":
             raise BadInput("tflite export is not supported for the fbnet space (grouped convs, residuals); use .onnx")
-        from edgelat.search.onnx_graph import OnnxGraph
+        from edgelat.profiler.spaces.onnx_graph import OnnxGraph
 
         gr = OnnxGraph(seed, name="fbnet")
         x = gr.conv(gr.input(3, RESOLUTION, RESOLUTION), 3, STEM, 3, stride=2, act="relu")

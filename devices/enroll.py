@@ -1,0 +1,44 @@
+"""Registering a board or GPU host reached through its agent, and deciding its kind.
+
+The facts are read from the agent before anything is written, so an unreachable agent or a
+bad token leaves the registry as it was; the kind (``gpu-host`` or ``board``) follows from
+those facts unless the caller gives one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgelat.devices.registry import Device, Registry, connect
+
+__all__ = ["agent_kind", "agent_transport", "register_agent"]
+
+
+def agent_kind(facts: dict[str, Any]) -> str:
+    """The kind of a device reached through an agent: ``gpu-host`` when the agent reports a GPU
+    provider, else ``board``."""
+    return "gpu-host" if facts.get("kind") == "gpu-host" else "board"
+
+
+def agent_transport(address: str, token_file: str | None = None, tls_ca: str | None = None) -> dict[str, Any]:
+    """The stored transport of an agent: its address, and absolute paths of the token and CA files."""
+    transport: dict[str, Any] = {"type": "agent", "address": address}
+    if token_file:
+        transport["token_file"] = str(Path(token_file).resolve())
+    if tls_ca:
+        transport["tls_ca"] = str(Path(tls_ca).resolve())
+    return transport
+
+
+def register_agent(registry: Registry, name: str, address: str, token_file: str | None = None,
+                   tls_ca: str | None = None, kind: str | None = None, replace: str | None = None) -> Device:
+    """Register (or refresh) ``name`` as the device whose agent answers at ``address``.
+
+    A taken name is refused before the agent is contacted unless ``replace`` says what becomes
+    of its rows (``keep-rows`` or ``drop-rows``, see :meth:`Registry.register`)."""
+    transport = agent_transport(address, token_file, tls_ca)
+    registry.check_replace(name, transport, replace)
+    with connect(Device(name=name, kind="board", transport=transport)) as client:
+        facts = client.describe()
+    return registry.register(name, kind or agent_kind(facts), transport, facts, replace=replace)
