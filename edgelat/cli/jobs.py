@@ -265,12 +265,12 @@ def devices_list(hub: str | None, token_file: str | None, as_json: bool) -> None
 
 def profile_ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool,
                 rounds: int | None, runtime_config: Any, protocol: Any, runner: str | None, as_json: bool,
-                hub: str | None, token_file: str | None, detach: bool) -> None:
+                hub: str | None, token_file: str | None, detach: bool) -> dict[str, Any] | None:
     """``profile ops`` through a hub: the kernels travel as data (a preset or built-in space by name,
     an --ops file or a YAML space as its list of kernels), never as a path on the hub."""
     import dataclasses
 
-    from edgelat.errors import BadInput, DeviceError
+    from edgelat.errors import BadInput
 
     if runner is not None:
         raise BadInput("--runner is not supported through a hub: the agent serving the phone picks its runner")
@@ -295,33 +295,7 @@ def profile_ops(device: str, preset: str | None, ops_file: str | None, space: st
         params["rounds"] = rounds
     config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
     job = submit(hub, token_file, "profile-ops", device, config, params, detach, as_json, "profiling")
-    if job is None:
-        return
-    result = job.get("result") or {}
-    if as_json:
-        emit_json(result)
-    else:
-        print_ops_summary(result)
-    if result.get("interrupted"):
-        raise DeviceError(result["interrupted"])
-
-
-def print_ops_summary(d: dict[str, Any]) -> None:
-    """What ``profile ops`` prints at the end, from a job's result."""
-    from edgelat.cli.base import stderr_console
-    from edgelat.cli.profile import drift_line
-
-    err = stderr_console()
-    failed = d.get("failed") or []
-    err.print(
-        f"{d.get('device')}: {d.get('measured', 0)} measured, {d.get('skipped', 0)} already in the table, "
-        f"{len(failed)} failed, {d.get('unstable', 0)} flagged unstable "
-        f"({d.get('wall_seconds', 0.0):.1f} s wall, {d.get('measured_seconds', 0.0):.1f} s inside measured runs)"
-    )
-    for f in failed[:10]:
-        err.print(f"  failed {f.get('key')}: {f.get('error')}")
-    if d.get("sentinel"):
-        err.print(drift_line(d["sentinel"]))
+    return None if job is None else dict(job.get("result") or {})
 
 
 def profile_model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None,

@@ -52,16 +52,17 @@ def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any,
     return summary
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(d: dict[str, Any]) -> None:
+    """The end of ``profile ops``, from the job summary's dict (local, or a hub job's result)."""
     err = stderr_console()
     err.print(
-        f"{summary.device}: {summary.measured} measured, {summary.skipped} already in the table, "
-        f"{len(summary.failed)} failed, {summary.unstable} flagged unstable "
-        f"({summary.wall_seconds:.1f} s wall, {summary.measured_seconds:.1f} s inside measured runs)"
+        f"{d['device']}: {d['measured']} measured, {d['skipped']} already in the table, "
+        f"{len(d['failed'])} failed, {d['unstable']} flagged unstable "
+        f"({d['wall_seconds']:.1f} s wall, {d['measured_seconds']:.1f} s inside measured runs)"
     )
-    for key, error in summary.failed[:10]:
-        err.print(f"  failed {key}: {error}")
-    err.print(drift_line(summary.sentinel_dict()))
+    for f in d["failed"][:10]:
+        err.print(f"  failed {f['key']}: {f['error']}")
+    err.print(drift_line(d["sentinel"]))
 
 
 def drift_line(sentinel: dict[str, Any]) -> str:
@@ -124,11 +125,18 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
       edgelat profile ops --device local --preset mobilenet --force --rounds 6
       EDGELAT_HUB=hub.lab:50100 edgelat profile ops --device pixel7 --preset mobilenet --detach
     """
-    if remote(hub):
+    if remote(hub):  # a job on the hub, followed here unless --detach
         from edgelat.cli.jobs import profile_ops
 
-        return profile_ops(device, preset, ops_file, space, force, rounds, runtime_config, protocol, runner,
+        data = profile_ops(device, preset, ops_file, space, force, rounds, runtime_config, protocol, runner,
                            as_json, hub, hub_token_file, detach)
+        if data is not None and as_json:
+            emit_json(data)
+        elif data is not None:
+            _print_summary(data)
+        if data is not None and data.get("interrupted"):
+            raise DeviceError(data["interrupted"])
+        return
     from edgelat.profiler.ops import load_specs
     from edgelat.profiler.presets import get_preset
 
@@ -149,7 +157,7 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
     if as_json:
         emit_json(summary.to_dict())
     else:
-        _print_summary(summary)
+        _print_summary(summary.to_dict())
     if summary.interrupted:
         raise DeviceError(summary.interrupted)
     if summary.failed and not summary.measured and not summary.skipped:
