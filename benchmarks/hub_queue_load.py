@@ -3,8 +3,9 @@
 500 simulated agents (one device each, answering at once, heartbeating every 10 s) are online;
 20 users submit 20,000 jobs at a steady offered rate; dispatcher threads lease and finish jobs as
 soon as they can. Printed,
-per engine: jobs/s (finished jobs over the run's wall time), the median (p50) and p99 time from
-submit to lease, and that no job was leased twice.
+per engine: jobs/s (finished jobs over the run's wall time, so at most the offered rate), the
+median (p50) and p99 time from submit to lease, that no job was leased twice, and then the
+capacity: how fast the dispatchers work off a backlog queued up front.
 
 SQLite: one hub on one file. PostgreSQL (``--pg URL``, ``EDGELAT_TEST_PG``, or a throwaway
 cluster started with the installed initdb/pg_ctl): two HubStore instances ("two hubs"), each
@@ -96,22 +97,16 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
         except EdgelatError as exc:
             errors.append(f"heartbeat: {exc}")
 
-    def dispatcher(hub: int, w: int) -> None:
+    def dispatcher(hub: int, mine: list[str] | None) -> None:
+        """Lease and finish at once. ``mine``: one agent pulling for its own devices; None: the
+        hub's dispatcher, asking for any free device of its agents."""
         store = stores[hub]
-        mine = devices_of[hub][w::workers_per_hub]
-        cursor = 0
         try:
             while not done.is_set():
                 marker = store.work_marker()
-                if per_agent:  # each agent asks for its own device, in turn
-                    name = mine[cursor % len(mine)]
-                    cursor += 1
-                    lease = store.lease([name], ttl_s=30)
-                else:  # the hub's dispatcher asks for any free device of its agents
-                    lease = store.lease(ttl_s=30)
+                lease = store.lease(mine, ttl_s=30)
                 if lease is None:
-                    if not per_agent or cursor % len(mine) == 0:
-                        store.wait_for_work(marker, 0.25)  # woken by a submit, on any hub
+                    store.wait_for_work(marker, 1.0, mine)  # woken by a submit, on any hub
                     continue
                 now = time.perf_counter()
                 job_id = lease.job["id"]
@@ -129,8 +124,12 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
             done.set()
 
     threads = [threading.Thread(target=submitter, args=(u,), daemon=True) for u in range(users)]
-    threads += [threading.Thread(target=dispatcher, args=(h, w), daemon=True)
-                for h in range(len(stores)) for w in range(workers_per_hub)]
+    if per_agent:
+        threads += [threading.Thread(target=dispatcher, args=(h, [name]), daemon=True)
+                    for h in range(len(stores)) for name in devices_of[h]]
+    else:
+        threads += [threading.Thread(target=dispatcher, args=(h, None), daemon=True)
+                    for h in range(len(stores)) for _ in range(workers_per_hub)]
     threads += [threading.Thread(target=heartbeats, args=(h,), daemon=True) for h in range(len(stores))]
     for t in threads:
         t.start()
@@ -147,6 +146,38 @@ def run_load(stores: list[HubStore], *, jobs: int, users: int, agents: int, rate
         p50_ms=_percentile(lat, 50), p99_ms=_percentile(lat, 99), max_ms=lat[-1] if lat else float("nan"),
         leased_twice=len(leased_twice), errors=errors[:3], timed_out=finished[0] < jobs,
     )
+
+
+def drain_rate(stores: list[HubStore], *, jobs: int, users: int, workers_per_hub: int) -> float:
+    """Capacity: queue ``jobs`` first (not timed), then time the dispatchers leasing and finishing
+    them all (the devices are those that run_load brought online). Returns jobs/s."""
+    devices = sorted(d["name"] for d in stores[0].devices())
+    for k in range(jobs):
+        stores[k % len(stores)].submit(f"user{k % users:02d}", "profile-ops", devices[k % len(devices)], {}, {})
+    left = [jobs]
+    guard = threading.Lock()
+
+    def dispatcher(store: HubStore) -> None:
+        while True:
+            with guard:
+                if left[0] <= 0:
+                    return
+            lease = store.lease(ttl_s=30)
+            if lease is None:
+                time.sleep(0.001)
+                continue
+            store.finish(lease.lease_id, "done")
+            with guard:
+                left[0] -= 1
+
+    threads = [threading.Thread(target=dispatcher, args=(s,), daemon=True)
+               for s in stores for _ in range(workers_per_hub)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    return (jobs - left[0]) / (time.perf_counter() - t0)
 
 
 def _pg_url(arg: str | None) -> tuple[str | None, object | None, str]:
@@ -178,7 +209,9 @@ def main() -> int:
     ap.add_argument("--agents", type=int, default=500)
     ap.add_argument("--rate", type=float, default=250.0, help="offered submissions per second, all users together")
     ap.add_argument("--workers", type=int, default=4, help="dispatcher threads per hub")
-    ap.add_argument("--per-agent", action="store_true", help="each agent leases for its own device in turn")
+    ap.add_argument("--per-agent", action="store_true",
+                    help="one thread per agent, each leasing for its own device (instead of --workers dispatchers)")
+    ap.add_argument("--drain", type=int, default=5000, help="jobs queued up front to measure capacity (0: skip)")
     ap.add_argument("--engines", default="sqlite,postgresql")
     ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")
     args = ap.parse_args()
@@ -206,6 +239,8 @@ def main() -> int:
             try:
                 r = run_load(stores, jobs=args.jobs, users=args.users, agents=args.agents, rate=args.rate,
                              workers_per_hub=args.workers, per_agent=args.per_agent)
+                drain = drain_rate(stores, jobs=args.drain, users=args.users, workers_per_hub=args.workers) \
+                    if args.drain > 0 else float("nan")
             finally:
                 for s in stores:
                     s.close()
@@ -214,6 +249,8 @@ def main() -> int:
                   f"{r['wall_s']:.1f} s = {r['jobs_per_s']:.0f} jobs/s; submit->lease p50 {r['p50_ms']:.1f} ms, "
                   f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; leased twice: {r['leased_twice']}; "
                   f"process max RSS {rss_mb:.0f} MiB{'; DID NOT FINISH' if r['timed_out'] else ''}", flush=True)
+            print(f"{engine}: capacity with {args.drain} jobs already queued: {drain:.0f} jobs/s leased and "
+                  f"finished", flush=True)
             for e in r["errors"]:
                 print(f"  error: {e}")
             if r["leased_twice"] or r["errors"] or r["timed_out"]:

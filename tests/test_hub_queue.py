@@ -47,7 +47,10 @@ BOB = Principal("bob", "user")
 
 def test_tokens_are_stored_hashed_and_authenticate(store: HubStore, hub_url: str) -> None:
     secret = store.create_token("alice", "user", ["pixel7"], expires_s=3600)
-    assert store.authenticate(secret) == Principal("alice", "user", ("pixel7",))
+    alice = store.authenticate(secret)
+    assert alice == Principal("alice", "user", ("pixel7",))
+    assert alice.may_use("pixel7") and not alice.may_use("rpi5")  # the device list binds a user too
+    assert alice.may_manage("alice") and not alice.may_manage("bob") and ADMIN.may_manage("bob")
     assert store.authenticate(secret + "\n").user == "alice"  # token files end with a newline
     engine = create_engine(hub_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:
@@ -170,12 +173,13 @@ def test_one_job_per_device_also_enforced_by_the_database(store: HubStore, hub_u
     assert store.lease().job["id"] == second
 
 
-@pytest.mark.parametrize("by_device", [False, True], ids=["any-device", "agent-devices"])
-def test_priority_then_fair_share_then_submit_time(make_store: Callable[..., HubStore], by_device: bool) -> None:
+@pytest.mark.parametrize("asked", ["any", "few", "many"], ids=["any-device", "agent-devices", "many-devices"])
+def test_priority_then_fair_share_then_submit_time(make_store: Callable[..., HubStore], asked: str) -> None:
     store = make_store(clock=Clock())
     devs = ["d1", "d2", "d3", "d4", "d5"]
     bring_online(store, "a1", devs)
-    ask = devs if by_device else None
+    # None: any device; a few names: the per-device path; many names: the queue-order path, filtered.
+    ask = {"any": None, "few": devs, "many": devs + [f"other{i}" for i in range(100)]}[asked]
     alice = [store.submit("alice", "k", d, {}, {}) for d in devs for _ in range(2)]
     bob = [store.submit("bob", "k", d, {}, {}) for d in devs[:4]]
     urgent = store.submit("carol", "k", "d5", {}, {}, priority=5)
@@ -280,6 +284,9 @@ def test_a_job_that_keeps_losing_leases_fails(make_store: Callable[..., HubStore
     store.release(store.lease().lease_id, "lost again")
     job = store.get(job_id)
     assert job["state"] == "failed" and "gave up after 2" in job["error"]
+    assert [d["state"] for d in store.devices()] == ["online", "online"]  # two losses: no quarantine yet
+    again = store.retry(job_id, ALICE)
+    assert (again["state"], again["attempts"], again["error"]) == ("queued", 0, None)  # a fresh budget
 
 
 # ---------------------------------------------------------------- cancel, retry, roles

@@ -11,7 +11,6 @@ carries is ever executed here.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import math
@@ -25,18 +24,32 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import event, select, text, update
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from edgelat.errors import BadInput, EdgelatError, UnknownDevice
 from edgelat.hub import schema
+from edgelat.hub.db import (
+    db_error,
+    is_transient,
+    normalize_url,
+    pg_engine,
+    sqlite_engine,
+    sqlite_write_lock,
+)
 from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFound, JobStateError
 from edgelat.hub.schema import devices as t_devices
 from edgelat.hub.schema import jobs as t_jobs
-from edgelat.hub.schema import users as t_users
-from edgelat.hub.statements import PRIORITY_CEILING, SHARE_HALF_LIFE_S, TOP_USERS, Statements, build
+from edgelat.hub.statements import (
+    PG_CLAIM,
+    PRIORITY_CEILING,
+    TOP_USERS_FAIR,
+    Statements,
+    build,
+)
 from edgelat.hub.tokens import ROLES, Principal, hash_secret, new_secret
+from edgelat.hub.wakeups import WorkSignal
 
 __all__ = [
     "HubStore", "Lease", "Principal", "AuthError", "Forbidden", "JobNotFound", "JobStateError",
@@ -53,10 +66,8 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 DEVICE_STATES = ("online", "busy", "offline", "quarantined")
 FINAL_STATES = ("done", "failed", "cancelled")
 
-# One lock per SQLite file for this process's writers: they queue here, in order, instead of in
-# SQLite's busy handler, which sleeps in growing steps and makes waits long and uneven.
-_SQLITE_WRITERS: dict[str, threading.Lock] = {}
-_SQLITE_WRITERS_GUARD = threading.Lock()
+SHARE_HALF_LIFE_S = 60.0
+"""Fair share forgets a user's past leases with this half-life ("leased recently")."""
 
 _SMALL_FILTER = 64  # lease(devices=...) with at most this many names takes the per-device path
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
@@ -134,17 +145,13 @@ class HubStore:
         self._q: Statements | None = None
         self._pg = False
         self._shown = url
-        self._known_users: set[str] = set()
+        # Fair share's "leased recently": per user, a lease count decaying with SHARE_HALF_LIFE_S,
+        # kept by this hub in memory (no row that every lease would have to lock).
+        self._shares: dict[str, tuple[float, float]] = {}
+        self._shares_lock = threading.Lock()
         self._ts_lock = threading.Lock()
         self._last_ts = 0.0
-        self._work_lock = threading.Lock()
-        self._epoch = 0
-        self._recent: collections.deque[tuple[int, str | None]] = collections.deque(maxlen=4096)
-        self._any_waiters: collections.deque[threading.Event] = collections.deque()
-        self._device_waiters: dict[str, set[threading.Event]] = {}
-        # Devices whose agents are connected through this store (a hint for wake-ups only).
-        self._agent_devices: dict[str, set[str]] = {}
-        self._local_devices: set[str] = set()
+        self._signal = WorkSignal()
         self._listener: threading.Thread | None = None
         self._listen_stop = threading.Event()
         self._listening = threading.Event()
@@ -156,23 +163,21 @@ class HubStore:
         """Connect, create the schema if missing (idempotent) and check its version."""
         if self._engine is not None:
             return self
-        url = self._normalized_url()
+        url = normalize_url(self.url)
         self._pg = url.get_backend_name() == "postgresql"
         self._shown = url.render_as_string(hide_password=True)
         try:
             if self._pg:
-                engine = self._pg_engine(url)
+                engine = pg_engine(url, self._pool_size, self.hub_id)
             else:
-                engine = self._sqlite_engine(url)
+                engine = sqlite_engine(url, self._pool_size)
         except (ArgumentError, ImportError) as exc:
             raise HubDatabaseError(f"hub database {self._shown} cannot be used: {exc}") from None
         self._engine = engine
         if not self._pg:
-            key = os.path.realpath(url.database)
-            with _SQLITE_WRITERS_GUARD:
-                self._write_lock = _SQLITE_WRITERS.setdefault(key, threading.Lock())
-        self._q = build(self._pg, bool(engine.dialect.update_returning), self._pg or self._sqlite_has_math())
+            self._write_lock = sqlite_write_lock(url)
         try:
+            self._q = build(self._pg, bool(engine.dialect.update_returning))
             self._tx(self._create_schema)
         except BaseException:
             engine.dispose()
@@ -193,78 +198,21 @@ class HubStore:
     # ------------------------------------------------------------------ waking dispatchers
     def work_marker(self) -> int:
         """A marker to pass to :meth:`wait_for_work` (take it before a lease that came back empty)."""
-        return self._epoch
+        return self._signal.marker()
 
     def wait_for_work(self, marker: int, timeout_s: float, devices: list[str] | None = None) -> int:
         """Block until work may have appeared since ``marker`` for ``devices`` (None: any device) --
         a job queued or requeued, a device freed or back online, through this store or (PostgreSQL)
         any hub -- or until ``timeout_s`` passed. Returns the new marker.
 
-        Lets dispatchers wait instead of polling the database. Waiters for given devices are woken
-        for those devices only; of the waiters for any device, one is woken per event (they are
-        interchangeable), so many idle dispatchers do not all rush at each new job."""
+        Lets dispatchers wait instead of polling the database (see :mod:`edgelat.hub.wakeups`)."""
         if self._pg and self._listener is None and self._engine is not None:
             self._start_listener()
             self._listening.wait(5)  # from here on, other hubs' notifications reach this store
-        wanted = None if devices is None else set(devices)
-        event = threading.Event()
-        with self._work_lock:
-            if self._missed(marker, wanted):
-                return self._epoch
-            if wanted is None:
-                self._any_waiters.append(event)
-            else:
-                for name in wanted:
-                    self._device_waiters.setdefault(name, set()).add(event)
-        event.wait(max(0.0, float(timeout_s)))
-        with self._work_lock:
-            if wanted is None:
-                with contextlib.suppress(ValueError):
-                    self._any_waiters.remove(event)
-            else:
-                for name in wanted:
-                    waiting = self._device_waiters.get(name)
-                    if waiting is not None:
-                        waiting.discard(event)
-                        if not waiting:
-                            del self._device_waiters[name]
-            return self._epoch
-
-    def _missed(self, marker: int, wanted: set[str] | None) -> bool:
-        """Whether something for ``wanted`` happened after ``marker`` (called with the lock held)."""
-        if marker >= self._epoch:
-            return False
-        if not self._recent or self._recent[0][0] > marker + 1:
-            return True  # older than what is remembered: assume so
-        for epoch, device in reversed(self._recent):
-            if epoch <= marker:
-                return False
-            if wanted is None or device is None or device in wanted:
-                return True
-        return False
+        return self._signal.wait(marker, timeout_s, devices)
 
     def _poke(self, devices: list[str] | None = None) -> None:
-        """Work may be waiting for ``devices`` (None: any): wake who waits for it."""
-        with self._work_lock:
-            for device in (None,) if devices is None else devices:
-                self._epoch += 1
-                self._recent.append((self._epoch, device))
-                if device is None:
-                    for waiting in self._device_waiters.values():
-                        for event in waiting:
-                            event.set()
-                    for event in self._any_waiters:
-                        event.set()
-                    continue
-                for event in self._device_waiters.get(device, ()):
-                    event.set()
-                if device not in self._local_devices:
-                    continue  # served through another hub: its dispatchers are told, not ours
-                while self._any_waiters:
-                    event = self._any_waiters.popleft()
-                    if not event.is_set():
-                        event.set()
-                        break
+        self._signal.announce(devices)
 
     def _notify_hubs(self, conn: Connection, device: str | None) -> None:
         """Tell the other hubs on this PostgreSQL (delivered when the transaction commits)."""
@@ -301,75 +249,6 @@ class HubStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _normalized_url(self):
-        raw = self.url
-        if not isinstance(raw, str) or not raw.strip():
-            raise BadInput("hub database URL is empty: use sqlite:///PATH or postgresql://USER@HOST/DB")
-        raw = raw.strip()
-        if "://" not in raw:
-            raw = "sqlite:///" + os.path.abspath(os.path.expanduser(raw))
-        for prefix in ("postgresql://", "postgres://"):
-            if raw.startswith(prefix):
-                raw = "postgresql+psycopg://" + raw[len(prefix):]
-        try:
-            url = make_url(raw)
-        except ArgumentError:
-            raise BadInput(f"hub database URL {self.url!r} cannot be parsed: use sqlite:///PATH or "
-                           "postgresql://USER@HOST/DB") from None
-        if url.get_backend_name() not in ("sqlite", "postgresql"):
-            raise BadInput(f"hub database URL {self.url!r}: only sqlite:///PATH and postgresql://... are supported")
-        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-            raise BadInput("the hub needs a SQLite file it can share between connections, not an in-memory database")
-        return url
-
-    def _sqlite_engine(self, url) -> Engine:
-        from sqlalchemy import create_engine
-
-        busy_s = 30.0
-        engine = create_engine(
-            url,
-            connect_args={"timeout": busy_s, "check_same_thread": False},
-            pool_size=self._pool_size,
-            max_overflow=2 * self._pool_size,
-            pool_timeout=60,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI objects
-            # We issue BEGIN ourselves (the sqlite3 module's implicit transactions get in the way).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn):  # noqa: ANN001
-            write = conn.get_execution_options().get("edgelat_write", True)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
-
-    def _sqlite_has_math(self) -> bool:
-        try:
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("SELECT power(0.5, 1.0)")
-            return True
-        except SQLAlchemyError:
-            return False
-
-    def _pg_engine(self, url) -> Engine:
-        from sqlalchemy import create_engine
-
-        return create_engine(
-            url,
-            pool_size=self._pool_size,
-            max_overflow=self._pool_size,
-            pool_timeout=60,
-            connect_args={"connect_timeout": 10, "application_name": f"edgelat-hub {self.hub_id}"[:63]},
-        )
-
     def _create_schema(self, conn: Connection) -> None:
         if self._pg:
             # Two hubs starting at once on an empty database must not both create the tables.
@@ -383,35 +262,6 @@ class HubStore:
                 f"hub database {self._shown} has schema version {row.value}, newer than this edgelat "
                 f"({schema.SCHEMA_VERSION}): upgrade edgelat")
 
-    def _db_error(self, exc: BaseException) -> HubDatabaseError:
-        orig = getattr(exc, "orig", None) or exc
-        detail = " ".join(str(orig).split()) or type(orig).__name__
-        detail = detail.split(" [SQL:")[0][:300]
-        low = detail.lower()
-        if "not a database" in low or "malformed" in low or "file is encrypted" in low:
-            what = "is damaged"
-        elif isinstance(exc, DBAPIError) and exc.connection_invalidated or any(
-                w in low for w in ("connection refused", "could not connect", "connection failed",
-                                   "unable to open", "timeout expired", "no such host", "name or service",
-                                   "server closed", "terminating connection")):
-            what = "is unreachable"
-        elif "locked" in low or "busy" in low:
-            what = "stayed locked by another process"
-        elif "readonly" in low or "read-only" in low:
-            what = "is read-only"
-        else:
-            what = "failed"
-        return HubDatabaseError(f"hub database {self._shown} {what}: {detail}")
-
-    def _transient(self, exc: BaseException, integrity_ok: bool) -> bool:
-        orig = getattr(exc, "orig", None)
-        code = getattr(orig, "sqlstate", None)
-        if code in ("40P01", "40001", "55P03"):
-            return True
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            return True  # a pooled connection the server dropped (restart): the pool reconnects
-        return integrity_ok and isinstance(exc, IntegrityError)
-
     def _tx(self, fn: Callable[[Connection], _T], *, write: bool = True, retry_integrity: bool = False,
             attempts: int = 8) -> _T:
         """Run ``fn`` in one transaction, retrying lost races (deadlocks, serialisation failures)."""
@@ -421,6 +271,8 @@ class HubStore:
         for attempt in range(attempts):
             try:
                 with serialize, self._engine.connect() as conn:
+                    if not write and self._pg:  # one statement's snapshot is enough: no BEGIN/COMMIT
+                        return fn(conn.execution_options(isolation_level="AUTOCOMMIT"))
                     if not write:
                         conn = conn.execution_options(edgelat_write=False)
                     with conn.begin():
@@ -431,12 +283,12 @@ class HubStore:
             except EdgelatError:
                 raise
             except SQLAlchemyError as exc:
-                if attempt < attempts - 1 and self._transient(exc, retry_integrity):
+                if attempt < attempts - 1 and is_transient(exc, retry_integrity):
                     time.sleep(0.001 * (attempt + 1))
                     continue
-                raise self._db_error(exc) from None
+                raise db_error(exc, self._shown) from None
             except (OSError, ValueError) as exc:  # e.g. psycopg connection setup errors
-                raise self._db_error(exc) from None
+                raise db_error(exc, self._shown) from None
         raise _Retry()
 
     def _now(self) -> float:
@@ -573,7 +425,7 @@ class HubStore:
                                              online=1, last_seen=now))
 
         self._tx(run)
-        self._set_local(agent_id, set(facts))
+        self._signal.set_agent_devices(agent_id, set(facts))
         self._poke(sorted(facts))
 
     def heartbeat(self, agent_id: str) -> int:
@@ -599,15 +451,7 @@ class HubStore:
             conn.execute(update(t_devices).where(t_devices.c.agent_id == agent_id).values(online=0))
 
         self._tx(run)
-        self._set_local(agent_id, set())
-
-    def _set_local(self, agent_id: str, names: set[str]) -> None:
-        with self._work_lock:
-            if names:
-                self._agent_devices[agent_id] = names
-            else:
-                self._agent_devices.pop(agent_id, None)
-            self._local_devices = set().union(*self._agent_devices.values())
+        self._signal.set_agent_devices(agent_id, set())
 
     def devices(self) -> list[dict]:
         """Every device the hub has seen, with its state (online, busy, offline, quarantined)."""
@@ -657,16 +501,11 @@ class HubStore:
         values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
                       priority=priority, state="queued", done=0, total=0, message="", attempts=0,
                       created_at=now, updated_at=now, version=0)
-        known = user in self._known_users
-
         def run(conn: Connection) -> None:
-            if not known:
-                self._upsert(conn, t_users, dict(name=user, share=0.0, share_at=now), ("name",), {})
             conn.execute(self._q.insert_job, values)
             self._notify_hubs(conn, device)
 
         self._tx(run)
-        self._known_users.add(user)
         self._poke([device])
         return job_id
 
@@ -685,10 +524,10 @@ class HubStore:
             names = sorted(set(devices))
             if not names:
                 return None
-        if not self._pg and not (names is None and self._found_work):
-            # A cheap read first, so agents polling an empty queue never take SQLite's write lock
-            # (PostgreSQL's lease transaction only locks the row it takes). Skipped while a backlog
-            # is being worked off.
+        if not (names is None and (self._found_work or self._pg)):
+            # A cheap read first, so agents polling for their devices cost one read, never SQLite's
+            # write lock. Skipped while a backlog is worked off, and for PostgreSQL dispatchers
+            # asking for any device (the lease transaction itself is cheap there).
             if names is not None and len(names) <= _SMALL_FILTER:
                 probe, params = self._q.probe_devices, {"p_names": names}
             else:
@@ -703,18 +542,21 @@ class HubStore:
             self._found_work = lease is not None
         return lease
 
+    def _recent(self, user: str, now: float) -> float:
+        """How many jobs ``user`` leased recently through this hub (decayed count)."""
+        share, at = self._shares.get(user, (0.0, now))
+        return round(share * 0.5 ** (max(0.0, now - at) / SHARE_HALF_LIFE_S), 6)
+
+    def _count_lease(self, user: str, now: float) -> None:
+        with self._shares_lock:
+            self._shares[user] = (self._recent(user, now) + 1.0, now)
+
     def _fair_keys(self, conn: Connection, users: list[str], now: float) -> dict[str, tuple[int, float]]:
-        """Per user: (running jobs, leases recently with decay) -- lower goes first."""
+        """Per user: (running jobs, leased recently) -- lower goes first."""
         if len(users) == 1:
             return {users[0]: (0, 0.0)}  # nobody to share with
-        running: dict[str, int] = {}
-        shares: dict[str, float] = {}
-        for name, share, share_at, count in conn.execute(self._q.fair, {"p_users": users}):
-            if count < 0:
-                shares[name] = share * 0.5 ** (max(0.0, now - share_at) / SHARE_HALF_LIFE_S)
-            else:
-                running[name] = count
-        return {u: (running.get(u, 0), round(shares.get(u, 0.0), 6)) for u in users}
+        running = dict(conn.execute(self._q.running_of, {"p_users": users}).all())
+        return {u: (running.get(u, 0), self._recent(u, now)) for u in users}
 
     def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
         now = self._now()
@@ -724,12 +566,12 @@ class HubStore:
             return self._lease_few(conn, names, ttl_s, now, base)
         below = PRIORITY_CEILING
         while True:
-            rows = conn.execute(TOP_USERS, {"p_below": below}).all()
+            rows = conn.execute(TOP_USERS_FAIR, {"p_below": below}).all()
             if not rows:
                 return None
-            priority = rows[0][0]
-            users = [r[1] for r in rows]
-            keys = self._fair_keys(conn, users, now)
+            priority = rows[0].priority
+            users = [r.name for r in rows]
+            keys = {r.name: (r.running, self._recent(r.name, now)) for r in rows}
             for key in sorted(set(keys.values())):
                 heads = []
                 for user in sorted(u for u in users if keys[u] == key):
@@ -767,6 +609,16 @@ class HubStore:
     def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float,
                base: dict) -> Lease:
         q = self._q
+        if self._pg:
+            lease_id = uuid.uuid4().hex
+            row = conn.execute(PG_CLAIM, dict(
+                base, p_device=device, p_id=job_id, p_lease=lease_id, p_ttl=ttl_s, p_expires=now + ttl_s,
+                p_now=now)).first()
+            if row is None:
+                raise _Retry()  # another thread of this hub took the device first
+            self._count_lease(user, now)
+            return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent, device=device,
+                         expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
         params = dict(base, p_device=device, p_id=job_id)
         if q.returning:
             got = conn.execute(q.claim_device, params).first()
@@ -788,17 +640,7 @@ class HubStore:
             if conn.execute(q.claim_job, params).rowcount != 1:
                 raise _Retry()
             row = conn.execute(q.get_job, params).one()
-        if q.bump_share is not None:
-            bumped = conn.execute(q.bump_share, {"p_user": user, "p_now": now}).rowcount
-        else:
-            share = conn.execute(q.share, {"p_user": user}).first()
-            if share is not None:
-                decayed = share.share * 0.5 ** (max(0.0, now - share.share_at) / SHARE_HALF_LIFE_S)
-                conn.execute(q.set_share, {"p_user": user, "p_share": decayed + 1.0, "p_now": now})
-            bumped = share is not None
-        if not bumped:  # a job from a database written before its user had a row
-            self._upsert(conn, t_users, dict(name=user, share=1.0, share_at=now), ("name",),
-                         dict(share=1.0, share_at=now))
+        self._count_lease(user, now)
         return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=agent_id, device=device,
                      expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
 
@@ -933,7 +775,8 @@ class HubStore:
         return job
 
     def retry(self, job_id: str, principal: Principal) -> dict:
-        """Queue a failed or cancelled job again under the same id (its owner or an admin)."""
+        """Queue a failed or cancelled job again under the same id (its owner or an admin), with a
+        fresh budget of lost leases (``attempts`` counts those since the job was last queued)."""
         now = self._now()
         j = t_jobs
 
@@ -943,7 +786,7 @@ class HubStore:
                 raise JobStateError(f"job {job_id} is {row.state}; only failed or cancelled jobs can be retried")
             conn.execute(update(j).where(j.c.id == job_id).values(
                 state="queued", error=None, result=None, finished_at=None, message=f"retried by {principal.user}",
-                updated_at=now, version=j.c.version + 1))
+                attempts=0, updated_at=now, version=j.c.version + 1))
             self._notify_hubs(conn, row.device)
             return self._job_dict(conn.execute(select(j).where(j.c.id == job_id)).one())
 

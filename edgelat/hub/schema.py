@@ -72,15 +72,6 @@ devices = Table(
     Index("ix_hub_devices_agent", "agent_id"),
 )
 
-users = Table(
-    "hub_users",
-    metadata,
-    Column("name", String(200), primary_key=True),
-    # Exponentially decayed count of leases: "how many jobs this user got recently".
-    Column("share", Float, nullable=False, default=0.0),
-    Column("share_at", Float, nullable=False, default=0.0),
-)
-
 jobs = Table(
     "hub_jobs",
     metadata,
@@ -118,6 +109,15 @@ jobs = Table(
     Index("ix_hub_jobs_agent", "lease_agent"),
     Index("ix_hub_jobs_user", "user", "created_at"),
     Index("ix_hub_jobs_created", "created_at"),
+)
+
+# Running jobs per user, for fair share: a small index (running jobs only).
+Index(
+    "ix_hub_jobs_running_user",
+    jobs.c.user,
+    jobs.c.state,
+    sqlite_where=jobs.c.state == "running",
+    postgresql_where=jobs.c.state == "running",
 )
 
 # A device runs one job at a time: enforced by the database, not only by the lease code.

@@ -9,31 +9,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, literal, select, text, union_all, update
+from sqlalchemy import and_, bindparam, func, select, text, update
 from sqlalchemy.sql import Executable
 
 from edgelat.hub.schema import agents
 from edgelat.hub.schema import devices as d
 from edgelat.hub.schema import jobs as j
-from edgelat.hub.schema import users as u
 
-SHARE_HALF_LIFE_S = 60.0
-"""Fair share forgets a user's past leases with this half-life ("leased recently")."""
-
-# The highest priority below :p_below that has queued jobs, and the distinct users with queued jobs
-# at it -- all by index seeks (a loose index scan), never by scanning the queue. One round trip.
+# The highest priority below :p_below that has queued jobs (an index seek).
 _TOP = ('(SELECT priority FROM hub_jobs WHERE state = \'queued\' AND priority < :p_below'
         ' ORDER BY priority DESC LIMIT 1)')
-TOP_USERS = text(
+PRIORITY_CEILING = 1001  # priorities are -1000..1000
+
+# That priority, the distinct users with queued jobs at it -- by index seeks (a loose index scan),
+# never by scanning the queue -- and each one's running jobs (from the small partial index of
+# running jobs), the first key of fair share. One round trip for the ordering.
+TOP_USERS_FAIR = text(
     'WITH RECURSIVE u(name) AS ('
     f' SELECT MIN("user") FROM hub_jobs WHERE state = \'queued\' AND priority = {_TOP}'
     ' UNION ALL'
     ' SELECT (SELECT MIN("user") FROM hub_jobs'
     f'  WHERE state = \'queued\' AND priority = {_TOP} AND "user" > u.name)'
     ' FROM u WHERE u.name IS NOT NULL'
-    f') SELECT {_TOP} AS priority, name FROM u WHERE name IS NOT NULL'
+    f') SELECT {_TOP} AS priority, u.name AS name,'
+    ' (SELECT COUNT(*) FROM hub_jobs r WHERE r.state = \'running\' AND r."user" = u.name) AS running'
+    ' FROM u WHERE u.name IS NOT NULL'
 )
-PRIORITY_CEILING = 1001  # priorities are -1000..1000
+
+# PostgreSQL: take the device and start the job in one statement (one round trip instead of two). Returns the job's row, or nothing when the device or the job
+# was taken meanwhile (the caller rolls back and tries again).
+PG_CLAIM = text(
+    'WITH dev AS ('
+    ' UPDATE hub_devices SET busy_job = :p_id'
+    ' WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
+    ' AND last_seen >= :p_cutoff RETURNING agent_id'
+    '), job AS ('
+    ' UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
+    ' lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
+    ' leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
+    ' version = hub_jobs.version + 1'
+    ' FROM dev WHERE hub_jobs.id = :p_id AND hub_jobs.state = \'queued\''
+    ' RETURNING hub_jobs.*'
+    ') SELECT * FROM job'
+)
 
 
 def free_device():
@@ -48,7 +66,7 @@ class Statements:
 
     probe_any: Executable
     probe_devices: Executable
-    fair: Executable
+    running_of: Executable
     head: Executable
     head_in: Executable
     free_names: Executable
@@ -58,9 +76,6 @@ class Statements:
     device_agent: Executable
     claim_job: Executable
     get_job: Executable
-    share: Executable
-    set_share: Executable
-    bump_share: Executable | None
     progress: Executable
     running_by_lease: Executable
     finish_job: Executable
@@ -74,9 +89,8 @@ class Statements:
     returning: bool
 
 
-def build(pg: bool, returning: bool, math: bool) -> Statements:
-    """The statements for PostgreSQL (``pg``) or SQLite; ``returning``: the engine has UPDATE ... RETURNING;
-    ``math``: it has power() (PostgreSQL always; SQLite when built with its math functions)."""
+def build(pg: bool, returning: bool) -> Statements:
+    """The statements for PostgreSQL (``pg``) or SQLite; ``returning``: the engine has UPDATE ... RETURNING."""
 
     def skip_locked(stmt, *of):
         return stmt.with_for_update(skip_locked=True, of=list(of) or None) if pg else stmt
@@ -105,12 +119,8 @@ def build(pg: bool, returning: bool, math: bool) -> Statements:
     return Statements(
         probe_any=select(j.c.id).where(j.c.state == "queued").limit(1),
         probe_devices=select(j.c.id).where(j.c.state == "queued", j.c.device.in_(names)).limit(1),
-        # Fair share inputs in one round trip: each user's decayed lease count, and running jobs per user.
-        fair=union_all(
-            select(u.c.name, u.c.share, u.c.share_at, literal(-1).label("running"))
-            .where(u.c.name.in_(bindparam("p_users", expanding=True))),
-            select(j.c.user, literal(0.0), literal(0.0), func.count())
-            .where(j.c.state == "running").group_by(j.c.user)),
+        running_of=select(j.c.user, func.count()).where(
+            j.c.state == "running", j.c.user.in_(bindparam("p_users", expanding=True))).group_by(j.c.user),
         head=skip_locked(head, j),
         head_in=skip_locked(head.where(d.c.name.in_(names)), j),
         free_names=select(d.c.name).where(d.c.name.in_(names), free_device()),
@@ -124,14 +134,6 @@ def build(pg: bool, returning: bool, math: bool) -> Statements:
         device_agent=select(d.c.agent_id).where(d.c.name == bindparam("p_device")),
         claim_job=claim_job.returning(*j.c) if returning else claim_job,
         get_job=select(j).where(j.c.id == bindparam("p_id")),
-        share=lock(select(u.c.share, u.c.share_at).where(u.c.name == bindparam("p_user"))),
-        set_share=update(u).where(u.c.name == bindparam("p_user")).values(
-            share=bindparam("p_share"), share_at=bindparam("p_now")),
-        # Decay and count in one statement where the engine has power().
-        bump_share=update(u).where(u.c.name == bindparam("p_user")).values(
-            share=u.c.share * func.power(0.5, (func.greatest if pg else func.max)(
-                0.0, bindparam("p_now") - u.c.share_at) / SHARE_HALF_LIFE_S) + 1.0,
-            share_at=bindparam("p_now")) if math else None,
         progress=update(j).where(j.c.lease_id == bindparam("p_lease"), j.c.state == "running").values(
             done=bindparam("p_done"), total=bindparam("p_total"), message=bindparam("p_message"),
             updated_at=bindparam("p_now"), version=j.c.version + 1,
