@@ -216,7 +216,8 @@ def test_agent_serve_dials_out_to_the_hub(tmp_path):
 
 
 def test_hub_and_jobs_commands_have_help_with_an_example():
-    for command in (["hub", "serve"], ["hub", "token", "create"], ["hub", "token", "revoke"], ["jobs", "list"],
+    for command in (["hub", "serve"], ["hub", "token", "create"], ["hub", "token", "revoke"],
+                    ["hub", "unquarantine"], ["jobs", "list"],
                     ["jobs", "show"], ["jobs", "watch"], ["jobs", "cancel"], ["jobs", "retry"]):
         result = invoke(*command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.stdout and "Example" in result.stdout, command

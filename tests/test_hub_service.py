@@ -146,3 +146,33 @@ def test_refusals_are_one_line_each(tmp_path):
             link.thread.join(30)
             assert isinstance(link.error, AuthFailed) and "pixel7" in str(link.error)
         assert "pixel7" not in [d["name"] for d in hub.store.devices()]
+
+
+def test_a_device_that_loses_three_leases_in_a_row_is_quarantined(tmp_path):
+    from edgelat.hub.queue import QUARANTINE_AFTER
+
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]) as agent, HubClient(hub.address, tok["user"]) as client:
+            job, _ = client.submit("profile-ops", "dev1", {}, _params(BIG))
+            for cut in range(QUARANTINE_AFTER):
+                done = client.get(job["id"])["done"]
+                wait_for(lambda: (j := client.get(job["id"]))["state"] == "running" and j["done"] > done, 120,
+                         f"a new row before cut {cut + 1}")
+                agent.link.cut()  # the stream breaks mid-job; the link dials again by itself
+                wait_for(lambda: client.get(job["id"])["state"] != "running", 60, "the lease released")
+            device = wait_for(lambda: [d for d in client.devices() if d["state"] == "quarantined"], 60,
+                              "quarantine")[0]
+            assert device["name"] == "dev1" and device["fail_streak"] >= QUARANTINE_AFTER
+            assert client.get(job["id"])["state"] == "queued"  # kept, waiting for an admin
+            from click.testing import CliRunner
+
+            from edgelat.cli import main
+
+            url = f"sqlite:///{tmp_path / 'hub.db'}"
+            result = CliRunner().invoke(main, ["hub", "unquarantine", "dev1", "--db", url])
+            assert result.exit_code == 0 and "dev1" in result.stdout
+            result = CliRunner().invoke(main, ["hub", "unquarantine", "nope", "--db", url])
+            assert result.exit_code == 1 and result.stderr.startswith("error: ") and "nope" in result.stderr
+            final = wait_final(client, job["id"])
+        assert final["state"] == "done" and _rows() == (len(BIG), len(BIG))

@@ -157,3 +157,25 @@ def token_revoke(user: str, db_url: str | None) -> None:
     finally:
         store.close()
     click.echo(f"revoked {n} token(s) of {user}")
+
+
+@hub.command("unquarantine")
+@click.argument("device")
+@click.option("--db", "db_url", default=None, metavar="URL", help="The hub's database [default: $EDGELAT_HOME/hub.db].")
+def unquarantine(device: str, db_url: str | None) -> None:
+    """Let a quarantined device take jobs again (it lost several leases in a row: check its cable,
+    its agent's log, 'edgelat devices list' shows the last error).
+
+    \b
+    Example:
+      edgelat hub unquarantine pixel7
+    """
+    from edgelat.hub.queue import HubStore
+    from edgelat.hub.server import default_db_url
+
+    store = HubStore(db_url or default_db_url()).open()
+    try:
+        store.release_quarantine(device)
+    finally:
+        store.close()
+    click.echo(f"{device} may take jobs again")
