@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Regenerate (or check) the committed Python stubs of ``edgelat/proto/agent.proto``.
+"""Regenerate (or check) the committed Python stubs of ``edgelat/proto/*.proto``.
 
 The stubs are committed so an agent host needs no protoc; this script is the
 one way to rebuild them. It runs ``grpc_tools.protoc`` from the repository root
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOS = ["edgelat/proto/agent.proto"]
+PROTOS = ["edgelat/proto/agent.proto", "edgelat/proto/hub.proto"]
 SUFFIXES = ["_pb2.py", "_pb2_grpc.py", "_pb2.pyi"]
 
 

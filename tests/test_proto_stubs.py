@@ -37,8 +37,9 @@ def test_check_detects_a_stale_stub(tmp_path, monkeypatch, capsys):
     gen = load_gen_proto()
     copy = tmp_path / "repo"
     (copy / "edgelat" / "proto").mkdir(parents=True)
-    for name in ("agent.proto", "agent_pb2.py", "agent_pb2_grpc.py", "agent_pb2.pyi"):
-        shutil.copy(ROOT / "edgelat" / "proto" / name, copy / "edgelat" / "proto" / name)
+    for stem in ("agent", "hub"):
+        for name in (f"{stem}.proto", f"{stem}_pb2.py", f"{stem}_pb2_grpc.py", f"{stem}_pb2.pyi"):
+            shutil.copy(ROOT / "edgelat" / "proto" / name, copy / "edgelat" / "proto" / name)
     monkeypatch.setattr(gen, "ROOT", copy)
     assert gen.check() == 0
     proto = copy / "edgelat" / "proto" / "agent.proto"

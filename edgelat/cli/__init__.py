@@ -14,5 +14,7 @@ from edgelat.cli import predictor_list as _predictor_list  # noqa: F401,E402
 from edgelat.cli import search as _search  # noqa: F401,E402
 from edgelat.cli import spaces as _spaces  # noqa: F401,E402
 from edgelat.cli import quickstart as _quickstart  # noqa: F401,E402
+from edgelat.cli import hub as _hub  # noqa: F401,E402
+from edgelat.cli import jobs as _jobs  # noqa: F401,E402
 
 __all__ = ["main"]

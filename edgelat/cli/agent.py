@@ -32,6 +32,47 @@ def tls_options(f: Callable) -> Callable:
                         help="PEM certificate (with --tls-key) to serve TLS.")(f)
 
 
+def hub_link_options(f: Callable) -> Callable:
+    """``--hub``/``--name``/``--hub-tls-ca``: dial out to a hub instead of listening."""
+    f = click.option("--hub-tls-ca", type=click.Path(dir_okay=False), default=None,
+                     help="With --hub: CA certificate of a hub that serves TLS.")(f)
+    f = click.option("--name", "hub_name", default=None,
+                     help="With --hub: the device name this agent serves [default: the host name].")(f)
+    return click.option("--hub", "hub_address", default=None, metavar="HOST:PORT",
+                        help="Dial out to this hub and serve it (no inbound port; needs --token-file with an "
+                             "agent token).")(f)
+
+
+def run_hub_link(devices: dict, hub_address: str, token_file: str | None, agent_id: str, hub_tls_ca: str | None,
+                 cache_dir: object, cache_max_bytes: int, upload_idle_s: float) -> None:
+    """Serve ``devices`` to a hub over an outbound stream; one ready line on stdout once connected."""
+    from edgelat.agents.hub_link import serve_hub
+    from edgelat.config import read_token_file
+    from edgelat.errors import BadInput
+
+    if token_file is None:
+        raise BadInput("--hub needs --token-file with an agent token (edgelat hub token create --role agent)")
+    token = read_token_file(token_file)
+    tls_ca = None
+    if hub_tls_ca:
+        from pathlib import Path
+
+        try:
+            tls_ca = Path(hub_tls_ca).expanduser().read_bytes()
+        except OSError as exc:
+            raise BadInput(f"cannot read --hub-tls-ca {hub_tls_ca}: {exc.strerror}") from None
+    said = []
+
+    def ready(link: object) -> None:
+        if not said:  # once, not at every reconnection
+            said.append(True)
+            click.echo(f"edgelat agent {agent_id} connected to hub {hub_address} serving {', '.join(devices)}")
+            sys.stdout.flush()
+
+    serve_hub(devices, hub_address, token, on_ready=ready, agent_id=agent_id, tls_ca=tls_ca, cache_dir=cache_dir,
+              cache_max_bytes=cache_max_bytes, upload_idle_s=upload_idle_s)
+
+
 def upload_idle_option(f: Callable) -> Callable:
     return click.option(
         "--upload-idle-s", type=click.FloatRange(min=0.1, max=3600), default=30.0, show_default=True,
@@ -69,10 +110,11 @@ def upload_idle_option(f: Callable) -> Callable:
     "--time-grace-s", type=click.FloatRange(min=0.1, max=86400), default=300.0, show_default=True,
     help="Seconds a model may take beyond twice its --max-seconds (loading, first run) before it is stopped.",
 )
+@hub_link_options
 def serve_cmd(
     listen: str, token_file: str | None, tls_cert: str | None, tls_key: str | None, insecure: bool,
     cache_dir: str | None, cache_max_mb: float, upload_idle_s: float, memory_limit_mb: float | None,
-    time_grace_s: float,
+    time_grace_s: float, hub_address: str | None = None, hub_name: str | None = None, hub_tls_ca: str | None = None,
 ) -> None:
     """Serve this machine's runtimes to edgelat hosts over gRPC.
 
@@ -90,6 +132,8 @@ def serve_cmd(
     Then on the host:
       edgelat devices register jetson --agent board.local:50051 --token-file ~/.edgelat-token \\
           --tls-ca board.crt
+    Or dial out to a hub (no inbound port):
+      edgelat agent serve --hub hub.lab:50100 --token-file agent.tok --name rpi5
     """
     import logging
 
@@ -109,6 +153,15 @@ def serve_cmd(
 
     # Operators see each stored model and each benchmark on stderr; stdout has only the ready line.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    if hub_address:
+        import socket
+
+        name = hub_name or socket.gethostname()
+        backend = SandboxedBackend(LocalBackend, memory_bytes=memory_bytes, grace_s=time_grace_s)
+        run_hub_link({name: backend}, hub_address, token_file, name, hub_tls_ca,
+                     cache_dir or home() / "agent-models", int(cache_max_mb * (1 << 20)), upload_idle_s)
+        return
 
     def ready(server: object) -> None:
         host = listen.rpartition(":")[0]

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import click
 
 from edgelat.cli.base import devices, emit_json, json_option, open_registry, stdout_console
+from edgelat.cli.jobs import hub_options, remote
 from edgelat.results import public_row
 
 
@@ -98,14 +99,20 @@ def register(name: str, address: str, token_file: str | None, tls_ca: str | None
 
 
 @devices.command("list")
+@hub_options
 @json_option
-def list_(as_json: bool) -> None:
-    """List the registered devices (``local`` is always there).
+def list_(as_json: bool, hub: str | None = None, hub_token_file: str | None = None) -> None:
+    """List the registered devices (``local`` is always there); with a hub, the hub's devices
+    (online, busy, offline or quarantined).
 
     \b
     Example:
       edgelat devices list --json | jq '.[].name'
     """
+    if remote(hub):
+        from edgelat.cli.jobs import devices_list
+
+        return devices_list(hub, hub_token_file, as_json)
     from edgelat.devices.info import device_rows
 
     _, registry = open_registry()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from edgelat.cli.agent import insecure_option, tls_options, upload_idle_option
+from edgelat.cli.agent import hub_link_options, insecure_option, run_hub_link, tls_options, upload_idle_option
 from edgelat.cli.base import agent, devices, emit_json, json_option, open_registry
 from edgelat.cli.devices import replace_options
 from edgelat.devices.runtime import RUNNERS
@@ -111,10 +111,12 @@ def register_phone(
 @tls_options
 @insecure_option
 @upload_idle_option
+@hub_link_options
 def agent_adb(
     device_name: str | None, serial: str | None, address: str | None, runner: str | None,
     python: str | None, listen: str, token_file: str | None, tls_cert: str | None, tls_key: str | None,
-    insecure: bool, upload_idle_s: float,
+    insecure: bool, upload_idle_s: float, hub_address: str | None = None, hub_name: str | None = None,
+    hub_tls_ca: str | None = None,
 ) -> None:
     """Serve a phone over gRPC: the same Agent service as 'agent serve', run through ADB.
 
@@ -126,6 +128,7 @@ def agent_adb(
       edgelat agent adb --device pixel7 --listen 0.0.0.0:50052 --token-file ~/.edgelat-token \\
           --tls-cert lab-pc.crt --tls-key lab-pc.key
       edgelat agent adb --serial 1A2B3C
+      edgelat agent adb --hub hub.lab:50100 --token-file agent.tok   # every registered phone, dialling out
     Then on a host:
       edgelat devices register pixel7-remote --agent lab-pc:50052 --token-file ~/.edgelat-token \\
           --tls-ca lab-pc.crt
@@ -136,17 +139,25 @@ def agent_adb(
     from edgelat.devices.phones import serve_transport
     from edgelat.errors import BadInput
 
+    if hub_address and not (device_name or serial or address):  # every phone registered on this host
+        return _serve_all_phones(hub_address, token_file, hub_name, hub_tls_ca, runner, python, upload_idle_s)
     if sum(bool(x) for x in (device_name, serial, address)) != 1:
         raise BadInput("give exactly one of --device NAME, --serial SERIAL or --address HOST:PORT")
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
-    token = read_token_file(token_file) if token_file is not None else None
-    check_listen(listen, token, insecure)  # before touching the phone
+    token = read_token_file(token_file) if token_file is not None and not hub_address else None
+    if not hub_address:
+        check_listen(listen, token, insecure)  # before touching the phone
     device = open_registry()[1].get(device_name) if device_name else None
     transport = serve_transport(device, serial, address, runner, python)
     backend = backend_from_transport(transport, device.facts if device is not None else {})
     label = device_name or serial or address
     backend.describe()  # connect now: an unauthorised or unreachable phone fails before we listen
+    if hub_address:  # dial out to the hub instead of listening
+        name = hub_name or device_name or serial or str(address).replace(":", "-")
+        run_hub_link({name: backend}, hub_address, token_file, name, hub_tls_ca, home() / "adb-agent-models",
+                     2 << 30, upload_idle_s)
+        return
 
     def ready(server: Any) -> None:
         host = listen.rpartition(":")[0]
@@ -158,3 +169,35 @@ def agent_adb(
 
     serve(backend, listen, on_ready=ready, token=token, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
           upload_idle_s=upload_idle_s, cache_dir=home() / "adb-agent-models")
+
+
+def _serve_all_phones(hub_address: str, token_file: str | None, agent_id: str | None, hub_tls_ca: str | None,
+                      runner: str | None, python: str | None, upload_idle_s: float) -> None:
+    """``agent adb --hub`` without a phone named: every phone registered here, each under its name.
+    A phone that does not answer is left out with a note (serve it later by restarting)."""
+    import socket
+
+    from edgelat.agents.adb.bridge import backend_from_transport
+    from edgelat.config import home
+    from edgelat.devices.phones import serve_transport
+    from edgelat.errors import BadInput, EdgelatError
+
+    _, registry = open_registry()
+    phones = [d for d in registry.list() if d.transport.get("type") == "adb"]
+    if not phones:
+        raise BadInput("no phone is registered on this computer: register them with 'edgelat devices register-phone' "
+                       "or name one with --device/--serial/--address")
+    backends: dict[str, Any] = {}
+    for device in phones:
+        backend = backend_from_transport(serve_transport(device, runner=runner, python=python), device.facts)
+        try:
+            backend.describe()
+        except EdgelatError as exc:
+            click.echo(f"note: {device.name} left out: {' '.join(str(exc).split())}", err=True)
+            backend.close()
+            continue
+        backends[device.name] = backend
+    if not backends:
+        raise BadInput("none of the registered phones answered; check the cables and 'adb devices'")
+    run_hub_link(backends, hub_address, token_file, agent_id or socket.gethostname(), hub_tls_ca,
+                 home() / "adb-agent-models", 2 << 30, upload_idle_s)

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from edgelat.cli.base import emit_json, json_option, open_registry, predictor, runtime_options, stdout_console
+from edgelat.cli.jobs import detach_option, hub_options, remote
 
 
 def _pct(v: Any) -> str:
@@ -31,8 +32,11 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kernel sampler.")
 @runtime_options
+@hub_options
+@detach_option
 @json_option
-def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as_json: bool) -> None:
+def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as_json: bool,
+          hub: str | None = None, hub_token_file: str | None = None, detach: bool = False) -> None:
     """Profile kernels on a device by adaptive sampling and fit its latency predictor.
 
     Measures which operator pairs the runtime fuses, kernels drawn from real CNNs
@@ -45,6 +49,16 @@ def build(device: str, budget_minutes: float, seed: int, runtime_config: Any, as
       edgelat predictor build --device local --budget-minutes 5
       edgelat predictor build --device rpi5 --runtime litert --threads 4
     """
+    if remote(hub):  # through a hub: a job that runs the same build there
+        from edgelat.cli.jobs import predictor_build
+
+        data = predictor_build(device, budget_minutes * 60.0, seed, runtime_config, as_json, hub, hub_token_file,
+                               detach)
+        if data is not None and as_json:
+            emit_json(data)
+        elif data is not None:
+            _print_build(data)
+        return
     from edgelat.cli.base import progress_lines
     from edgelat.predictors.sampling import build_on_device, build_state
 

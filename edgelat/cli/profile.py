@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from edgelat.cli.jobs import detach_option, hub_options, remote
 from edgelat.cli.base import (
     emit_json,
     json_option,
@@ -51,16 +52,17 @@ def run_kernel_job(device: str, specs: list, runtime_config: Any, protocol: Any,
     return summary
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(d: dict[str, Any]) -> None:
+    """The end of ``profile ops``, from the job summary's dict (local, or a hub job's result)."""
     err = stderr_console()
     err.print(
-        f"{summary.device}: {summary.measured} measured, {summary.skipped} already in the table, "
-        f"{len(summary.failed)} failed, {summary.unstable} flagged unstable "
-        f"({summary.wall_seconds:.1f} s wall, {summary.measured_seconds:.1f} s inside measured runs)"
+        f"{d['device']}: {d['measured']} measured, {d['skipped']} already in the table, "
+        f"{len(d['failed'])} failed, {d['unstable']} flagged unstable "
+        f"({d['wall_seconds']:.1f} s wall, {d['measured_seconds']:.1f} s inside measured runs)"
     )
-    for key, error in summary.failed[:10]:
-        err.print(f"  failed {key}: {error}")
-    err.print(drift_line(summary.sentinel_dict()))
+    for f in d["failed"][:10]:
+        err.print(f"  failed {f['key']}: {f['error']}")
+    err.print(drift_line(d["sentinel"]))
 
 
 def drift_line(sentinel: dict[str, Any]) -> str:
@@ -100,9 +102,12 @@ def drift_line(sentinel: dict[str, Any]) -> str:
 @runtime_options
 @protocol_options
 @_runner_option
+@hub_options
+@detach_option
 @json_option
 def ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool, rounds: int | None,
-        runtime_config: Any, protocol: Any, runner: str | None, as_json: bool) -> None:
+        runtime_config: Any, protocol: Any, runner: str | None, as_json: bool, hub: str | None = None,
+        hub_token_file: str | None = None, detach: bool = False) -> None:
     """Profile operators (kernels) on a device into its lookup table.
 
     Kernels already measured for this device and runtime config are skipped, so an
@@ -118,7 +123,20 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
       edgelat profile ops --device pixel7 --preset mobilenet --runner benchmark_model
       edgelat profile ops --device rpi5 --space ofa-mbv3 --max-seconds 1
       edgelat profile ops --device local --preset mobilenet --force --rounds 6
+      EDGELAT_HUB=hub.lab:50100 edgelat profile ops --device pixel7 --preset mobilenet --detach
     """
+    if remote(hub):  # a job on the hub, followed here unless --detach
+        from edgelat.cli.jobs import profile_ops
+
+        data = profile_ops(device, preset, ops_file, space, force, rounds, runtime_config, protocol, runner,
+                           as_json, hub, hub_token_file, detach)
+        if data is not None and as_json:
+            emit_json(data)
+        elif data is not None:
+            _print_summary(data)
+        if data is not None and data.get("interrupted"):
+            raise DeviceError(data["interrupted"])
+        return
     from edgelat.profiler.ops import load_specs
     from edgelat.profiler.presets import get_preset
 
@@ -139,7 +157,7 @@ def ops(device: str, preset: str | None, ops_file: str | None, space: str | None
     if as_json:
         emit_json(summary.to_dict())
     else:
-        _print_summary(summary)
+        _print_summary(summary.to_dict())
     if summary.interrupted:
         raise DeviceError(summary.interrupted)
     if summary.failed and not summary.measured and not summary.skipped:
@@ -159,6 +177,8 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
 @runtime_options
 @protocol_options
 @_runner_option
+@hub_options
+@detach_option
 @click.option("--per-layer", is_flag=True,
               help="Also measure each layer with the runtime's profiler (onnxruntime), in runs of their own "
                    "after the timed ones; shown slowest first with its share of the total.")
@@ -166,7 +186,8 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
               help="With --per-layer: how many of the slowest layers to print (--json prints all).")
 @json_option
 def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, per_layer: bool,
-          show_layers: int, as_json: bool) -> None:
+          show_layers: int, as_json: bool, hub: str | None = None, hub_token_file: str | None = None,
+          detach: bool = False) -> None:
     """Profile a whole model file (.onnx or .tflite) on a device.
 
     The format comes from the file's content. ONNX weights kept in external data
@@ -190,10 +211,19 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     if per_layer:
         protocol = dataclasses.replace(protocol, per_layer=True)
 
-    db, _ = open_registry()
-    m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
-                                   runtime_given=_runtime_given())
-    out = result_json(device, result, m.ref, str(m.path), m.notes)
+    if remote(hub):
+        from edgelat.cli.jobs import profile_model
+
+        got = profile_model(path, device, runtime_config, protocol, runner, _runtime_given(), as_json, hub,
+                            hub_token_file, detach)
+        if got is None:
+            return
+        m, out = got
+    else:
+        db, _ = open_registry()
+        m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
+                                       runtime_given=_runtime_given())
+        out = result_json(device, result, m.ref, str(m.path), m.notes)
     if as_json:
         emit_json(out)
         return

@@ -1,0 +1,210 @@
+"""The kinds of job the hub runs, how each is checked at submit time and run on a lease.
+
+A job is ``(kind, device, config, params)``: ``config`` is the runtime config
+(:class:`RuntimeConfig` fields), ``params`` the kind's own parameters. Each
+kind runs the very library function its CLI command runs, against the hub's
+own tables and a :class:`~edgelat.hub.link.TunnelClient`; those functions skip
+what the table already holds, so a job that loses its agent resumes on the
+next lease where it stopped. Nothing in a job names a file on the hub or is
+run as a shell command: kernel lists travel as data, spaces and presets by
+their built-in names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from edgelat.agents.bounds import check_config, check_protocol
+from edgelat.values import MeasurementProtocol, RuntimeConfig
+from edgelat.errors import BadInput, EdgelatError
+
+#: report(done, total, message) -> False when the job must stop (cancelled, lease lost)
+Report = Callable[[int, int, str], bool]
+
+#: most kernels one profile-ops job may list
+MAX_SPECS = 100_000
+_CONFIG_KEYS = {f.name for f in dataclasses.fields(RuntimeConfig)}
+_PROTOCOL_KEYS = {f.name for f in dataclasses.fields(MeasurementProtocol)}
+
+
+class Stop(Exception):
+    """The job must stop now: it was cancelled, or this hub lost its lease."""
+
+
+def runtime_config(config: dict[str, Any]) -> RuntimeConfig:
+    unknown = set(config) - _CONFIG_KEYS
+    if unknown:
+        raise BadInput(f"malformed job: unknown runtime config field(s) {', '.join(sorted(unknown))}")
+    try:
+        return check_config(RuntimeConfig(**config))
+    except TypeError as exc:
+        raise BadInput(f"malformed job: runtime config: {exc}") from None
+
+
+def protocol(params: dict[str, Any]) -> MeasurementProtocol:
+    raw = params.get("protocol") or {}
+    if not isinstance(raw, dict) or set(raw) - _PROTOCOL_KEYS:
+        raise BadInput(f"malformed job: protocol must be an object with fields from {', '.join(sorted(_PROTOCOL_KEYS))}")
+    try:
+        return check_protocol(MeasurementProtocol(**raw))
+    except TypeError as exc:
+        raise BadInput(f"malformed job: protocol: {exc}") from None
+
+
+def kernel_specs(params: dict[str, Any]) -> list:
+    """The kernels of a profile-ops job: a preset, a built-in space, or a list of specs (keys or dicts)."""
+    from edgelat.profiler.ops import spec_from_any
+    from edgelat.profiler.presets import get_preset
+
+    given = [k for k in ("preset", "space", "specs") if params.get(k) is not None]
+    if len(given) != 1:
+        raise BadInput("malformed job: profile-ops needs exactly one of preset, space, specs")
+    if "preset" in given:
+        return get_preset(str(params["preset"]))
+    if "space" in given:
+        from edgelat.profiler.spaces import BUILTIN, get_space
+
+        name = str(params["space"])
+        if name not in BUILTIN:  # a YAML path would be a file on the hub: the client sends its kernels instead
+            raise BadInput(f"malformed job: unknown built-in space {name!r} (valid: {', '.join(BUILTIN)})")
+        return get_space(name).kernel_vocabulary()
+    specs = params["specs"]
+    if not isinstance(specs, list) or not specs or len(specs) > MAX_SPECS:
+        raise BadInput(f"malformed job: specs must be a list of 1 to {MAX_SPECS} kernels")
+    out = []
+    for i, entry in enumerate(specs):
+        try:
+            out.append(spec_from_any(entry))
+        except (EdgelatError, TypeError, ValueError, KeyError) as exc:
+            raise BadInput(f"malformed job: kernel {i}: {exc}") from None
+    return out
+
+
+def _check_profile_ops(params: dict[str, Any]) -> None:
+    kernel_specs(params)
+    rounds = params.get("rounds")
+    if rounds is not None and (not isinstance(rounds, int) or not 0 <= rounds <= 100):
+        raise BadInput("malformed job: rounds must be an integer from 0 to 100")
+    if params.get("force"):
+        raise BadInput("--force is not supported through a hub yet: a resumed job would measure its rows again")
+
+
+def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
+    """``edgelat profile ops`` on the hub: :func:`edgelat.profiler.jobs.profile_kernels`."""
+    from edgelat.profiler.jobs import profile_kernels
+
+    params = job.get("params") or {}
+    specs = kernel_specs(params)
+
+    def on_result(done: int, total: int, key: str, result: Any) -> None:
+        if not report(done, total, key):
+            raise Stop("stopped")
+
+    extra = {} if params.get("rounds") is None else {"rounds": int(params["rounds"])}
+    summary = profile_kernels(db, device, client, specs, runtime_config(job.get("config") or {}), protocol(params),
+                              progress=on_result, **extra)
+    out = summary.to_dict()
+    if summary.interrupted:
+        out["_interrupted"] = summary.interrupted
+    return out
+
+
+#: largest model a profile-model job may carry (it travels inside the job, base64, under gRPC's message cap)
+MAX_MODEL_BYTES = 32 << 20
+
+
+def model_bytes(params: dict[str, Any]) -> bytes:
+    """The model a profile-model job carries, checked against its declared sha256."""
+    import base64
+    import binascii
+
+    from edgelat.agents.cache import sha256_bytes
+
+    raw = params.get("model_b64")
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_MODEL_BYTES * 4 // 3 + 4:
+        raise BadInput(f"malformed job: profile-model needs model_b64, a base64 model of at most "
+                       f"{MAX_MODEL_BYTES >> 20} MiB")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("malformed job: model_b64 is not base64") from None
+    if params.get("format") not in ("onnx", "tflite"):
+        raise BadInput("malformed job: format must be onnx or tflite")
+    if params.get("sha256") != sha256_bytes(data):
+        raise BadInput("malformed job: the model does not match its sha256")
+    return data
+
+
+def _check_profile_model(params: dict[str, Any]) -> None:
+    model_bytes(params)
+    for key in ("name", "path"):
+        if not isinstance(params.get(key, ""), str) or len(params.get(key, "")) > 1000:
+            raise BadInput(f"malformed job: {key} must be a short string")
+
+
+def run_profile_model(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
+    """``edgelat profile model`` on the hub: :func:`edgelat.profiler.jobs.profile_model`; the result is
+    the command's ``--json`` object."""
+    from edgelat.profiler.jobs import model_ref_for, profile_model
+    from edgelat.results import ModelProfile
+
+    params = job.get("params") or {}
+    data = model_bytes(params)
+    name = params.get("name") or params["sha256"][:12]
+    if not report(0, 1, f"measuring {name}"):
+        raise Stop("stopped")
+    result = profile_model(db, device, client, data, params["format"], runtime_config(job.get("config") or {}),
+                           protocol(params), model_ref=model_ref_for(data), name=name)
+    report(1, 1, name)
+    return ModelProfile.from_result(device, result, model_ref_for(data), params.get("path") or name).to_dict()
+
+
+def _check_predictor_build(params: dict[str, Any]) -> None:
+    budget = params.get("budget_s")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 86400:
+        raise BadInput("malformed job: budget_s must be a number of seconds from 0 to 86400")
+    seed = params.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BadInput("malformed job: seed must be an integer")
+
+
+def run_predictor_build(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
+    """``edgelat predictor build`` on the hub: :func:`edgelat.predictors.sampling.build_predictor`
+    (it goes on from what an earlier attempt measured and spent)."""
+    from edgelat.predictors.sampling import build_predictor
+
+    params = job.get("params") or {}
+
+    def on_progress(phase: str, spent: float, budget: float, message: str) -> None:
+        if not report(int(min(spent, budget)), max(1, int(budget)), f"{phase}: {message}"):
+            raise Stop("stopped")
+
+    summary = build_predictor(db, device, client, runtime_config(job.get("config") or {}), float(params["budget_s"]),
+                              seed=int(params.get("seed", 0)), progress=on_progress)
+    out = summary.to_dict()
+    if summary.interrupted:
+        out["_interrupted"] = summary.interrupted
+    return out
+
+
+KINDS: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[..., dict[str, Any]]]] = {
+    "profile-ops": (_check_profile_ops, run_profile_ops),
+    "profile-model": (_check_profile_model, run_profile_model),
+    "predictor-build": (_check_predictor_build, run_predictor_build),
+}
+
+
+def check_job(kind: str, device: str, config: dict[str, Any], params: dict[str, Any]) -> None:
+    """Refuse a malformed job before it is stored (one line naming what is wrong)."""
+    from edgelat.devices.registry import check_name
+
+    if kind not in KINDS:
+        raise BadInput(f"malformed job: unknown kind {kind!r} (one of {', '.join(KINDS)})")
+    try:
+        check_name(device)
+    except EdgelatError as exc:
+        raise BadInput(f"malformed job: {exc}") from None
+    runtime_config(config)
+    protocol(params)
+    KINDS[kind][0](params)

@@ -1,0 +1,177 @@
+"""The hub's workers: lease jobs for the devices connected here and run them.
+
+One dispatcher thread leases a job for each idle device that an agent serves
+through this hub, and runs it on a thread of its own with a
+:class:`~edgelat.hub.link.TunnelClient`, storing rows in the hub's tables (the
+usual store under the hub's ``$EDGELAT_HOME``). Progress goes to the queue as
+each row lands (which also renews the lease); a keeper renews it while no row
+arrives. A job whose agent vanished is released (back to the queue, resumed on
+the next lease where it stopped); a cancelled job, or one whose lease this hub
+lost, stops at its next progress report. The dispatcher also requeues the
+jobs of dead leases (``expire``) and drops agents that stopped heartbeating.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from edgelat.errors import AgentUnreachable, EdgelatError
+from edgelat.hub.kinds import KINDS, Stop
+from edgelat.hub.link import Fleet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_TTL_S = 20.0
+DEFAULT_EXPIRE_EVERY_S = 2.0
+POLL_S = 0.5
+
+
+class Runner:
+    """Lease and run jobs for this hub's connected devices until :meth:`stop`."""
+
+    def __init__(self, store: Any, fleet: Fleet, lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+                 heartbeat_timeout_s: float = 20.0, expire_every_s: float = DEFAULT_EXPIRE_EVERY_S,
+                 db_path: str | None = None) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.lease_ttl_s = lease_ttl_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.expire_every_s = expire_every_s
+        self.db_path = db_path
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._busy: set[str] = set()
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._dispatcher: threading.Thread | None = None
+        self.jobs_run = 0
+
+    def start(self) -> None:
+        self._dispatcher = threading.Thread(target=self._loop, daemon=True, name="edgelat-hub-dispatch")
+        self._dispatcher.start()
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """Stop leasing; running jobs stop at their next progress report (their leases expire)."""
+        self._stop.set()
+        self.wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(wait_s)
+        deadline = time.monotonic() + wait_s
+        for thread in list(self._threads.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        last_expire = 0.0
+        while not self._stop.is_set():
+            try:
+                now = time.monotonic()
+                if now - last_expire >= self.expire_every_s:
+                    last_expire = now
+                    for agent in self.fleet.drop_silent(self.heartbeat_timeout_s):
+                        log.warning("agent %s stopped heartbeating: dropped", agent)
+                    requeued = self.store.expire()
+                    if requeued:
+                        log.warning("requeued %d job(s) whose lease expired: %s", len(requeued), ", ".join(requeued))
+                with self._lock:
+                    idle = [d for d in self.fleet.devices() if d not in self._busy]
+                if idle:
+                    lease = self.store.lease(devices=idle, ttl_s=self.lease_ttl_s)
+                    if lease is not None:
+                        self._start(lease)
+                        continue
+            except EdgelatError as exc:
+                log.warning("hub queue: %s", exc)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("hub dispatcher failed; going on")
+                self._stop.wait(1.0)
+            self.wake.wait(POLL_S)
+            self.wake.clear()
+
+    def _start(self, lease: Any) -> None:
+        device = lease.job["device"]
+        with self._lock:
+            self._busy.add(device)
+        thread = threading.Thread(target=self._run, args=(lease,), daemon=True, name=f"edgelat-hub-job-{device}")
+        self._threads[lease.lease_id] = thread
+        thread.start()
+
+    def _run(self, lease: Any) -> None:
+        job = lease.job
+        device = job["device"]
+        lid = lease.lease_id
+        state = {"done": int(job.get("done") or 0), "total": int(job.get("total") or 0), "message": "started"}
+        lost = threading.Event()
+        ended = threading.Event()
+
+        def report(done: int, total: int, message: str = "") -> bool:
+            state.update(done=done, total=total, message=message)
+            if not self.store.progress(lid, done, total, message):
+                lost.set()
+            return not lost.is_set() and not self._stop.is_set()
+
+        def keep() -> None:  # renew the lease while no row arrives (sentinel checks, model uploads)
+            while not ended.wait(max(0.5, self.lease_ttl_s / 3)):
+                try:
+                    if not self.store.progress(lid, state["done"], state["total"], state["message"]):
+                        lost.set()
+                except EdgelatError as exc:
+                    log.warning("lease %s not renewed: %s", lid, exc)
+
+        keeper = threading.Thread(target=keep, daemon=True, name=f"edgelat-hub-keep-{device}")
+        keeper.start()
+        client = None
+        db = None
+        try:
+            log.info("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
+            client = self.fleet.client(device)
+            from edgelat.lut.store import open_db
+
+            db = open_db(self.db_path)
+            result = KINDS[job["kind"]][1](db, device, client, job, report)
+            interrupted = result.pop("_interrupted", "")
+            if interrupted and client.lost:
+                self.store.release(lid, interrupted)
+                log.warning("job %s released: %s", job["id"], interrupted)
+            elif interrupted:
+                self.store.finish(lid, "failed", error=interrupted, result=result)
+            else:
+                self.store.finish(lid, "done", result=result)
+                log.info("job %s done", job["id"])
+        except Stop:
+            log.info("job %s stopped (%s)", job["id"], "cancelled or lease lost" if lost.is_set() else "hub stopping")
+        except AgentUnreachable as exc:
+            self._release(lid, str(exc))
+        except EdgelatError as exc:
+            if client is not None and client.lost:
+                self._release(lid, str(exc))
+            else:
+                self._finish_failed(lid, " ".join(str(exc).split()))
+        except Exception as exc:  # a bug must not take the hub down; the job says what happened
+            log.exception("job %s failed", job["id"])
+            self._finish_failed(lid, f"hub error: {type(exc).__name__}: {exc}")
+        finally:
+            ended.set()
+            if db is not None:
+                db.close()
+            with self._lock:
+                self._busy.discard(device)
+            self._threads.pop(lid, None)
+            self.jobs_run += 1
+            self.wake.set()
+
+    def _release(self, lid: str, error: str) -> None:
+        try:
+            self.store.release(lid, error)
+            log.warning("lease %s released: %s", lid, error)
+        except EdgelatError as exc:
+            log.warning("lease %s not released (%s); it will expire", lid, exc)
+
+    def _finish_failed(self, lid: str, error: str) -> None:
+        try:
+            self.store.finish(lid, "failed", error=error)
+        except EdgelatError as exc:
+            log.warning("lease %s not finished (%s); it will expire", lid, exc)
