@@ -66,16 +66,16 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_ready_line_without_token(agent):
+def test_ready_line_without_token(agent):  # noqa: F811  (the fixture)
     assert agent.ready_line == f"edgelat agent listening on 127.0.0.1:{agent.port} (no token)"
     assert agent.transport == {"type": "agent", "address": agent.address}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_shut_down_cleanly(tmp_path, sig):
-    agent = start_agent(tmp_path)
-    assert agent.stop(sig) == 0
-    assert "Traceback" not in "".join(agent.output)
+    started = start_agent(tmp_path)
+    assert started.stop(sig) == 0
+    assert "Traceback" not in "".join(started.output)
 
 
 PROBE = textwrap.dedent(
