@@ -13,7 +13,7 @@ measured as its own model and so carries the fixed cost ``o`` of one model run,
 which a whole model pays once; ``o`` is measured on the device, see
 :func:`run_overhead_ms`), ``ratio`` (a*s), ``affine`` (a*s + b), ``ratio+count``
 (a*s + c*n: a fitted per-kernel correction), ``ratio+count+spill``
-(a*s + c*n + e*max(0, W - W0)), ``groups`` (sum of a_g*s_g) and
+(a*s + c*n + e*max(0, W(W0) - W0)), ``groups`` (sum of a_g*s_g) and
 ``groups+count`` (sum of a_g*s_g + c*n).
 
 Why the gap is not one ratio: measured alone, a kernel's weights stay in cache
@@ -22,6 +22,9 @@ do not, every run fetches the weights beyond what the cache keeps from memory,
 which none of the kernels paid alone. ``spill`` is that term: ``W0`` (the weights
 the device keeps cached across runs, chosen among the calibration models' own
 sizes, the fitted knot of a hinge) and ``e`` (ms per weight fetched) are fitted.
+``W(W0)`` counts each kernel's weights up to ``W0`` only: a kernel larger than
+the cache (a VGG's or AlexNet's classifier) streamed its weights from memory when
+measured alone too, so its own measurement already holds that cost.
 What these came to on one machine, and the commands that reproduce them:
 ``docs/calibration.md``. The fit describes the device as it was when the models
 were measured: the build measures them after running them unmeasured for a while,
@@ -38,6 +41,12 @@ the report can show calibrated accuracy on models the calibration did not see.
 Which whole models calibrate is recorded in ``predictor_models`` (the model's
 kernels as split from its file, and a role: ``calibration`` models are fitted
 on, ``holdout`` models are only reported on).
+
+One calibration per device state (:mod:`edgelat.profiler.states`): the build measures
+its whole models warm and then sustained, and fits a map to each; ``predict`` answers
+in the state asked for (warm by default, what ``profile model`` measures). The row of
+``kernel_calibrations`` holds the warm map in its columns (what readers that know no
+states use) and every state's map in ``meta_json["states"]``.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import sqlite_utils
 
 from edgelat.agents.types import RuntimeConfig
 from edgelat.profiler.ops import KernelSpec
+from edgelat.profiler.states import DEFAULT_STATE, check_state, state_ref
 
 MODELS_TABLE = "predictor_models"
 CAL_TABLE = "kernel_calibrations"
@@ -81,7 +91,26 @@ def group_sums(items: Sequence[Any], ms: Sequence[float]) -> np.ndarray:
 def model_weights(items: Sequence[Any]) -> float:
     """A model's weights (parameters) in its catalog kernels; nodes outside the catalog
     count none (their weights are not known to the split)."""
-    return float(sum(k.params() for k in items if isinstance(k, KernelSpec)))
+    return float(sum(kernel_weights(items)))
+
+
+def kernel_weights(items: Sequence[Any]) -> list[float]:
+    """Per catalog kernel, its weights (what the spill form needs to tell the weights a kernel
+    kept cached when measured alone from those it streamed from memory even then)."""
+    return [float(k.params()) for k in items if isinstance(k, KernelSpec)]
+
+
+def cached_weights(weights: Sequence[Any], w0: float) -> np.ndarray:
+    """Per model, the weights that stayed cached while its kernels were measured alone: each
+    kernel's weights up to the knot ``w0`` (a kernel larger than the cache streamed them then
+    too, so a whole model pays nothing extra for it). An entry given as one number (a model's
+    total, without its kernels) counts whole."""
+    return np.array([float(w) if np.ndim(w) == 0 else float(np.minimum(np.asarray(w, dtype=np.float64), w0).sum())
+                     for w in weights])
+
+
+def _totals(weights: Sequence[Any]) -> np.ndarray:
+    return np.array([float(w) if np.ndim(w) == 0 else float(np.sum(w)) for w in weights])
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
@@ -121,16 +150,20 @@ def record_model(
 
 
 def measured_models(
-    db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None
+    db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None,
+    state: str = DEFAULT_STATE,
 ) -> list[dict[str, Any]]:
-    """Recorded models that have a whole-model measurement: name, role, kernels, measured_ms."""
+    """Recorded models that have a whole-model measurement in ``state``: name, role, kernels,
+    measured_ms."""
     ensure_tables(db)
+    suffix = state_ref("", state)  # "" for the default state, "@<state>" otherwise
     sql = (
         f"select p.model_ref, p.name, p.role, p.kernels_json, m.median_ms from {MODELS_TABLE} p "
-        "join model_measurements m on m.device = p.device and m.config_key = p.config_key and m.model_ref = p.model_ref "
+        "join model_measurements m on m.device = p.device and m.config_key = p.config_key "
+        "and m.model_ref = p.model_ref || ? "
         "where p.device = ? and p.config_key = ? and m.median_ms is not null"
     )
-    params: list[Any] = [device, config.key()]
+    params: list[Any] = [suffix, device, config.key()]
     if role is not None:
         sql += " and p.role = ?"
         params.append(role)
@@ -159,10 +192,10 @@ def run_overhead_ms(predictor) -> float | None:
     return None if hit is None else float(hit)
 
 
-def _design(form: str, parts: np.ndarray, n: np.ndarray, w: np.ndarray | None = None, w0: float = 0.0) -> np.ndarray | None:
+def _design(form: str, parts: np.ndarray, n: np.ndarray, w: Sequence[Any] | None = None, w0: float = 0.0) -> np.ndarray | None:
     s = parts.sum(axis=1)
     if form == "ratio+count+spill":
-        return np.column_stack([s, n, np.maximum(w - w0, 0.0)])
+        return np.column_stack([s, n, np.maximum(cached_weights(w, w0) - w0, 0.0)])
     if form == "ratio":
         return s[:, None]
     if form == "affine":
@@ -182,11 +215,12 @@ def _lstsq_rel(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _solve_spill(parts: np.ndarray, n: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _solve_spill(parts: np.ndarray, n: np.ndarray, w: Sequence[Any], y: np.ndarray) -> np.ndarray:
     """(a, c, e, W0) of ``ratio+count+spill``: the knot W0 is the size, among the models'
-    own (and 0), whose fit leaves the least squared relative error."""
+    own (and 0), whose fit leaves the least squared relative error. The weights beyond it
+    are the model's cached ones (:func:`cached_weights`) beyond it."""
     best: tuple[float, np.ndarray] | None = None
-    for w0 in np.unique(np.concatenate([[0.0], w])):
+    for w0 in np.unique(np.concatenate([[0.0], _totals(w)])):
         A = _design("ratio+count+spill", parts, n, w, w0)
         coef = _lstsq_rel(A, y)
         err = float(np.sum((A @ coef / y - 1) ** 2))
@@ -196,7 +230,7 @@ def _solve_spill(parts: np.ndarray, n: np.ndarray, w: np.ndarray, y: np.ndarray)
 
 
 def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_ms: float | None,
-           w: np.ndarray | None = None) -> np.ndarray:
+           w: Sequence[Any] | None = None) -> np.ndarray:
     if form == "overhead":
         return np.array([overhead_ms])
     if form == "ratio+count+spill":
@@ -222,7 +256,7 @@ def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_
     return coef
 
 
-def _apply(form: str, coef: np.ndarray, parts: np.ndarray, n: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+def _apply(form: str, coef: np.ndarray, parts: np.ndarray, n: np.ndarray, w: Sequence[Any] | None = None) -> np.ndarray:
     if form == "overhead":
         return parts.sum(axis=1) - np.maximum(n - 1, 0) * coef[0]
     if form == "ratio+count+spill":
@@ -248,8 +282,11 @@ class Calibration:
 
     Fitted: ``form_``, ``coef_`` (in the order of the form's formula above; for
     ``ratio+count+spill`` a, c, e, then the knot W0), ``loo_mape_`` (per candidate
-    form), ``loo_pred_`` and ``n_models_``.
+    form), ``loo_pred_`` and ``n_models_``; ``state_``: the device state its whole
+    models were measured in (None for a calibration stored before states were kept).
     """
+
+    state_: str | None = DEFAULT_STATE
 
     # fewest calibration models each form needs before leave-one-out can judge it
     MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8}
@@ -259,14 +296,15 @@ class Calibration:
         self.overhead_ms = overhead_ms
 
     def fit(self, sums: Sequence[Any], counts: Sequence[int], measured: Sequence[float],
-            weights: Sequence[float] | None = None) -> "Calibration":
+            weights: Sequence[Any] | None = None) -> "Calibration":
         """``sums``: per model, the kernel sum, or its per-group parts (see :func:`group_sums`);
         the group forms are candidates only when parts are given, the spill form only
-        with ``weights`` (per model, see :func:`model_weights`)."""
+        with ``weights`` (per model, its kernels' weights, see :func:`kernel_weights`, or
+        their total, see :func:`model_weights`, which counts every weight as cached alone)."""
         s = _as_parts(sums)
         with_groups = np.asarray(sums).ndim == 2
         n = np.asarray(counts, dtype=np.float64)
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        w = None if weights is None else list(weights)
         y = np.asarray(measured, dtype=np.float64)
         self.n_models_ = len(y)
         self.loo_mape_: dict[str, float] = {}
@@ -279,7 +317,8 @@ class Calibration:
             pred = np.empty(len(y))
             for i in range(len(y)):
                 keep = np.arange(len(y)) != i
-                coef = _solve(form, s[keep], n[keep], y[keep], self.overhead_ms, None if w is None else w[keep])
+                wk = None if w is None else [v for j, v in enumerate(w) if j != i]
+                coef = _solve(form, s[keep], n[keep], y[keep], self.overhead_ms, wk)
                 pred[i] = _apply(form, coef, s[i : i + 1], n[i : i + 1], None if w is None else w[i : i + 1])[0]
             loo[form] = pred
             self.loo_mape_[form] = float(np.mean(np.abs(pred - y) / y))
@@ -288,7 +327,7 @@ class Calibration:
         self.loo_pred_ = loo.get(self.form_, s.sum(axis=1))
         return self
 
-    def predict(self, sums: Sequence[Any], counts: Sequence[int], weights: Sequence[float] | None = None) -> np.ndarray:
+    def predict(self, sums: Sequence[Any], counts: Sequence[int], weights: Sequence[Any] | None = None) -> np.ndarray:
         """Calibrated latencies; arguments as in :meth:`fit` (the group forms need
         per-group parts, the spill form ``weights``)."""
         if self.form_.startswith("groups") and np.asarray(sums).ndim != 2:
@@ -297,50 +336,86 @@ class Calibration:
             raise ValueError(f"calibration form {self.form_!r} needs the models' weights")
         s = _as_parts(sums)
         n = np.asarray(counts, dtype=np.float64)
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        w = None if weights is None else list(weights)
         return np.maximum(_apply(self.form_, self.coef_, s, n, w), 1e-6)
 
     @property
     def is_identity(self) -> bool:
         return self.form_ == "identity"
 
+    def _state_dict(self) -> dict[str, Any]:
+        return {"form": self.form_, "coef": [float(c) for c in self.coef_], "n_models": self.n_models_,
+                "loo_mape": self.loo_mape_}
+
     def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
+        """Store this calibration as the one of its state (``state_``), keeping the other states'."""
         ensure_tables(db)
+        state = check_state(self.state_ or DEFAULT_STATE)
+        old = list(db[CAL_TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
+        states: dict[str, Any] = {}
+        if old:
+            states = dict(json.loads(old[0]["meta_json"]).get("states") or {})
+        states[state] = self._state_dict()
+        main = states.get(DEFAULT_STATE, self._state_dict())
         row = {
             "device": device,
             "config_key": config.key(),
-            "form": self.form_,
-            "coef_json": json.dumps([float(c) for c in self.coef_]),
-            "meta_json": json.dumps({"n_models": self.n_models_, "loo_mape": self.loo_mape_}),
+            "form": main["form"],
+            "coef_json": json.dumps(main["coef"]),
+            "meta_json": json.dumps({"n_models": main["n_models"], "loo_mape": main["loo_mape"],
+                                     "state": DEFAULT_STATE if DEFAULT_STATE in states else state, "states": states}),
             "fitted_at": time.time(),
         }
         with db.conn:
             db[CAL_TABLE].upsert(row, pk=("device", "config_key"))
 
     @classmethod
-    def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> "Calibration | None":
+    def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig,
+             state: str = DEFAULT_STATE) -> "Calibration | None":
+        """The calibration of ``state``; None when the device has none for that state. A row
+        stored before states were kept is returned for any state, with ``state_`` None."""
         ensure_tables(db)
+        check_state(state)
         rows = list(db[CAL_TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
         if not rows:
             return None
-        cal = cls()
-        cal.form_ = rows[0]["form"]
-        cal.coef_ = np.asarray(json.loads(rows[0]["coef_json"]), dtype=np.float64)
         meta = json.loads(rows[0]["meta_json"])
-        cal.n_models_ = meta["n_models"]
-        cal.loo_mape_ = meta["loo_mape"]
+        cal = cls()
+        if "states" not in meta:  # stored before states: one map, of an unrecorded state
+            d = {"form": rows[0]["form"], "coef": json.loads(rows[0]["coef_json"]), "n_models": meta["n_models"],
+                 "loo_mape": meta["loo_mape"]}
+            cal.state_ = None
+        elif state in meta["states"]:
+            d, cal.state_ = meta["states"][state], state
+        else:
+            return None
+        cal.form_ = d["form"]
+        cal.coef_ = np.asarray(d["coef"], dtype=np.float64)
+        cal.n_models_ = d["n_models"]
+        cal.loo_mape_ = d["loo_mape"]
         return cal
 
+    @staticmethod
+    def states(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> list[str]:
+        """The states the device has a calibration for (empty: none, or one stored before states)."""
+        ensure_tables(db)
+        rows = list(db[CAL_TABLE].rows_where("device = ? and config_key = ?", [device, config.key()]))
+        return [] if not rows else sorted((json.loads(rows[0]["meta_json"]).get("states") or {}).keys())
 
-def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfig, predictor) -> Calibration | None:
-    """Fit and store the calibration from the device's ``calibration`` models (None if it has none)."""
-    models = measured_models(db, device, config, role="calibration")
+
+def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfig, predictor,
+                    state: str = DEFAULT_STATE) -> Calibration | None:
+    """Fit and store the calibration of ``state`` from the device's ``calibration`` models measured
+    in that state (None if it has none)."""
+    models = measured_models(db, device, config, role="calibration", state=state)
     models = [m for m in models if not predictor.missing(m["kernels"])]
     if not models:
         return None
     sums = [group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in models]
-    cal = Calibration(overhead_ms=run_overhead_ms(predictor)).fit(
-        sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [model_weights(m["kernels"]) for m in models]
+    cal = Calibration(overhead_ms=run_overhead_ms(predictor))
+    cal.state_ = state
+    cal.fit(
+        sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models]
     )
     cal.save(db, device, config)
     return cal

@@ -95,6 +95,7 @@ def predict_model_file(
     measure_missing: bool = True,
     protocol: MeasurementProtocol | None = None,
     measure_if_unsure: bool = False,
+    state: str = "warm",
 ) -> dict[str, Any]:
     """Predicted latency of a model file on ``device`` + ``config``.
 
@@ -108,12 +109,18 @@ def predict_model_file(
     the kernel total from table hits, regressors and kernels measured now).
     ``measure_if_unsure`` first measures on the device the regressor-priced
     kernels that make the interval wide, stores them, and answers from them.
+    ``state`` (``warm``, what ``profile model`` measures, or ``sustained``, what
+    ``profile model --sustained`` measures; see :mod:`edgelat.profiler.states`) picks
+    the calibration and the measured row compared; the answer's ``state`` says it.
     """
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, group_sums, model_weights
+    from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights
     from edgelat.predictors.fusion import load_rules
     from edgelat.predictors.kernel import KernelPredictor, table_specs
     from edgelat.predictors.sampling import KERNEL_PROTOCOL
+    from edgelat.profiler.states import check_state, state_ref
+
+    check_state(state)
 
     registry = Registry(db)
     registry.get(device)  # UnknownDevice before anything else
@@ -193,10 +200,16 @@ def predict_model_file(
             predictor.table_ = {s.key: float(v) for s, v in zip(specs, y)}
             rows = _price(split, predictor, _graph_rows(db, device, config, [u.key for u in unknown]), measured_now)
     total = sum(r["predicted_ms"] for r in rows)
-    cal = Calibration.load(db, device, config)
+    cal = Calibration.load(db, device, config, state)
+    if cal is None and Calibration.states(db, device, config):
+        split.notes.append(f"no {state} calibration on {device} (it has {', '.join(Calibration.states(db, device, config))}): "
+                           "the kernel sum is not calibrated; rebuild with 'edgelat predictor build'")
+    elif cal is not None and cal.state_ is None:
+        split.notes.append("the calibration was fitted before states were recorded (on settled whole models); "
+                           "rebuild with 'edgelat predictor build' for one per state")
     calibrated = cal is not None and not cal.is_identity
     parts = group_sums(split.items, [r["predicted_ms"] for r in rows])
-    latency = float(cal.predict([parts], [len(rows)], [model_weights(split.items)])[0]) if calibrated else total
+    latency = float(cal.predict([parts], [len(rows)], [kernel_weights(split.items)])[0]) if calibrated else total
 
     low, high, interval_note = interval(latency, rows, kernel_sd_ms(rows, predictor), cal)
 
@@ -204,7 +217,7 @@ def predict_model_file(
 
     measured = db.execute(
         "select median_ms from model_measurements where device = ? and config_key = ? and model_ref = ?",
-        [device, config.key(), model_ref_for(data)],
+        [device, config.key(), state_ref(model_ref_for(data), state)],
     ).fetchone()
     out: dict[str, Any] = {
         "device": device,
@@ -215,6 +228,7 @@ def predict_model_file(
         "model": str(p),
         "format": fmt,
         "latency_ms": latency,
+        "state": state,
         "latency_ms_low": low,
         "latency_ms_high": high,
         "interval": interval_note,

@@ -245,17 +245,31 @@ def profile_model(
     protocol: MeasurementProtocol,
     model_ref: str | None = None,
     name: str = "",
+    state: str = "warm",
+    settle_s: float | None = None,
 ) -> BenchmarkResult:
     """Measure one whole model and store it under ``model_ref`` (default: its content hash).
 
     ``data`` must be self-contained (what :func:`edgelat.profiler.intake.read_model` returns for a
     file). A model the device refuses (over its upload cap) or rejects raises the device's error
-    class (e.g. :class:`~edgelat.errors.CorruptModel`); nothing is stored."""
+    class (e.g. :class:`~edgelat.errors.CorruptModel`); nothing is stored. ``state`` ``sustained``
+    first runs the model unmeasured for ``settle_s`` (default :data:`~edgelat.profiler.states.SETTLE_S`,
+    as the predictor build settles) and stores the row apart from the warm one
+    (:func:`~edgelat.profiler.states.state_ref`); the row's environment records the state."""
+    from edgelat.profiler.states import SETTLE_S, check_state, settle, state_name, state_ref
+
+    check_state(state)
     sha = client.put_model(data)
-    result = client.benchmark(BenchmarkItem(model_sha256=sha, model_format=fmt, tag=name), config, protocol)
+    item = BenchmarkItem(model_sha256=sha, model_format=fmt, tag=name)
+    settled = 0.0
+    if state == "sustained":
+        settled = settle(client, [item], config, protocol, SETTLE_S if settle_s is None else settle_s)
+    result = client.benchmark(item, config, protocol)
     if not result.ok or result.latency is None:
         raise revive(result.error or "DeviceError: the device reported no latency")
-    store.add_model_result(db, device, model_ref or model_ref_for(data), name, result)
+    result.environment = {**(result.environment or {}), "state": state, "settled_s": round(settled, 1)}
+    ref = model_ref or model_ref_for(data)
+    store.add_model_result(db, device, state_ref(ref, state), state_name(name, state), result)
     return result
 
 
@@ -267,6 +281,8 @@ def profile_model_file(
     protocol: MeasurementProtocol,
     runner: str | None = None,
     runtime_given: bool = True,
+    state: str = "warm",
+    settle_s: float | None = None,
 ) -> tuple[ModelFile, BenchmarkResult]:
     """Read a model file (:func:`~edgelat.profiler.intake.read_model`), measure it whole on a
     named device and store the row: what ``edgelat profile model`` and the Python API call.
@@ -285,7 +301,8 @@ def profile_model_file(
         raise BadInput(f"{m.name}: {exc}") from exc
     with registry.connect(device, runner=runner) as client:
         try:
-            result = profile_model(db, device, client, m.data, m.format, config, protocol, model_ref=m.ref, name=m.name)
+            result = profile_model(db, device, client, m.data, m.format, config, protocol, model_ref=m.ref, name=m.name,
+                                   state=state, settle_s=settle_s)
         except (BadInput, CorruptModel) as exc:  # refused (upload cap) or rejected by the device
             raise type(exc)(f"{m.path}: {exc}") from exc
     registry.touch(device, "available")
