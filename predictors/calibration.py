@@ -283,10 +283,16 @@ class Calibration:
     Fitted: ``form_``, ``coef_`` (in the order of the form's formula above; for
     ``ratio+count+spill`` a, c, e, then the knot W0), ``loo_mape_`` (per candidate
     form), ``loo_pred_`` and ``n_models_``; ``state_``: the device state its whole
-    models were measured in (None for a calibration stored before states were kept).
+    models were measured in (None for a calibration stored before states were kept);
+    ``range_``: the span of the calibration models (``sum_ms``, ``kernels``, ``weights``:
+    [min, max] each) and ``ops_``, the kernel types they hold (set by
+    :func:`fit_calibration`): outside them the map is extrapolated, and
+    :mod:`edgelat.predictors.uncertainty` widens the interval.
     """
 
     state_: str | None = DEFAULT_STATE
+    range_: dict[str, list[float]] | None = None
+    ops_: list[str] | None = None
 
     # fewest calibration models each form needs before leave-one-out can judge it
     MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8}
@@ -325,6 +331,11 @@ class Calibration:
         self.form_ = min(self.loo_mape_, key=self.loo_mape_.get) if self.loo_mape_ else "identity"
         self.coef_ = _solve(self.form_, s, n, y, self.overhead_ms, w) if len(y) else np.array([])
         self.loo_pred_ = loo.get(self.form_, s.sum(axis=1))
+        if len(y):
+            spans = {"sum_ms": s.sum(axis=1), "kernels": n}
+            if w is not None:
+                spans["weights"] = _totals(w)
+            self.range_ = {k: [float(v.min()), float(v.max())] for k, v in spans.items()}
         return self
 
     def predict(self, sums: Sequence[Any], counts: Sequence[int], weights: Sequence[Any] | None = None) -> np.ndarray:
@@ -345,7 +356,7 @@ class Calibration:
 
     def _state_dict(self) -> dict[str, Any]:
         return {"form": self.form_, "coef": [float(c) for c in self.coef_], "n_models": self.n_models_,
-                "loo_mape": self.loo_mape_}
+                "loo_mape": self.loo_mape_, "range": self.range_, "ops": self.ops_}
 
     def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
         """Store this calibration as the one of its state (``state_``), keeping the other states'."""
@@ -393,6 +404,7 @@ class Calibration:
         cal.coef_ = np.asarray(d["coef"], dtype=np.float64)
         cal.n_models_ = d["n_models"]
         cal.loo_mape_ = d["loo_mape"]
+        cal.range_, cal.ops_ = d.get("range"), d.get("ops")
         return cal
 
     @staticmethod
@@ -414,6 +426,7 @@ def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfi
     sums = [group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in models]
     cal = Calibration(overhead_ms=run_overhead_ms(predictor))
     cal.state_ = state
+    cal.ops_ = sorted({k.op for m in models for k in m["kernels"]})
     cal.fit(
         sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models]
     )

@@ -268,9 +268,9 @@ def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int]
 
 
 NETWORKS: dict[str, Callable[..., list[KernelSpec]]] = {
-    "vgg": vgg_like,
-    "alexnet": alexnet_like,
-    "resnet": resnet_like,
+    "vgg-like": vgg_like,
+    "alexnet-like": alexnet_like,
+    "resnet-like": resnet_like,
     "mobilenetv2": mobilenetv2,
     "mobilenetv3-large": mobilenetv3_large,
     "tiny": tiny_net,
