@@ -9,7 +9,7 @@ import pytest
 from edgelat.agents.types import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, model_rows, open_db
-from edgelat.predictors.calibration import Calibration, measured_models, model_weights, run_overhead_ms
+from edgelat.predictors.calibration import Calibration, kernel_weights, measured_models, run_overhead_ms
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
@@ -106,7 +106,7 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     assert overhead > 0  # the build profiles the near-empty model first
     sum_ms = float(predictor.predict_specs(networks.tiny_net(80)).sum())
     assert hold["kernels_sum_ms"] == pytest.approx(sum_ms)
-    weights = model_weights(networks.tiny_net(80))
+    weights = kernel_weights(networks.tiny_net(80))
     expected_pred = sum_ms if cal.is_identity else float(cal.predict([sum_ms], [n], [weights])[0])
     assert hold["predicted_ms"] == pytest.approx(expected_pred)
     expected = metrics_report([hold["measured_ms"]], [hold["predicted_ms"]])
