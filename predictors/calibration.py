@@ -13,8 +13,8 @@ measured as its own model and so carries the fixed cost ``o`` of one model run,
 which a whole model pays once; ``o`` is measured on the device, see
 :func:`run_overhead_ms`), ``ratio`` (a*s), ``affine`` (a*s + b), ``ratio+count``
 (a*s + c*n: a fitted per-kernel correction), ``ratio+count+spill``
-(a*s + c*n + e*max(0, W(W0) - W0)), ``groups`` (sum of a_g*s_g) and
-``groups+count`` (sum of a_g*s_g + c*n).
+(a*s + c*n + e*max(0, W(W0) - W0)), ``groups`` (sum of a_g*s_g),
+``groups+count`` (sum of a_g*s_g + c*n) and ``groups+count+spill`` (both).
 
 Why the gap is not one ratio: measured alone, a kernel's weights stay in cache
 from one run to the next, and so do a whole model's when they all fit. When they
@@ -65,7 +65,8 @@ from edgelat.profiler.states import DEFAULT_STATE, check_state, state_ref
 MODELS_TABLE = "predictor_models"
 CAL_TABLE = "kernel_calibrations"
 ROLES = ("calibration", "holdout")
-FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count", "ratio+count+spill", "groups", "groups+count")
+FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count", "ratio+count+spill", "groups", "groups+count",
+         "groups+count+spill")
 #: kernel groups of the group forms: inverted-residual blocks with and without
 #: squeeze-excite, and every other kernel (including ops outside the catalog)
 GROUPS = ("block-se", "block", "other")
@@ -196,6 +197,8 @@ def _design(form: str, parts: np.ndarray, n: np.ndarray, w: Sequence[Any] | None
     s = parts.sum(axis=1)
     if form == "ratio+count+spill":
         return np.column_stack([s, n, np.maximum(cached_weights(w, w0) - w0, 0.0)])
+    if form == "groups+count+spill":
+        return np.column_stack([parts, n, np.maximum(cached_weights(w, w0) - w0, 0.0)])
     if form == "ratio":
         return s[:, None]
     if form == "affine":
@@ -215,14 +218,14 @@ def _lstsq_rel(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _solve_spill(parts: np.ndarray, n: np.ndarray, w: Sequence[Any], y: np.ndarray) -> np.ndarray:
-    """(a, c, e, W0) of ``ratio+count+spill``: the knot W0 is the size, among the models'
-    own (and 0), whose fit leaves the least squared relative error. The weights beyond it
-    are the model's cached ones (:func:`cached_weights`) beyond it."""
+def _solve_spill(form: str, parts: np.ndarray, n: np.ndarray, w: Sequence[Any], y: np.ndarray) -> np.ndarray:
+    """The coefficients of a spill form, then its knot W0: the size, among the models' own
+    (and 0), whose fit leaves the least squared relative error. The weights beyond it are
+    the model's cached ones (:func:`cached_weights`) beyond it."""
     best: tuple[float, np.ndarray] | None = None
     for w0 in np.unique(np.concatenate([[0.0], _totals(w)])):
-        A = _design("ratio+count+spill", parts, n, w, w0)
-        coef = _lstsq_rel(A, y)
+        A = _design(form, parts, n, w, w0)
+        coef = _fit_linear(form, A, parts, n, y)
         err = float(np.sum((A @ coef / y - 1) ** 2))
         if best is None or err < best[0] - 1e-12:
             best = (err, np.append(coef, w0))
@@ -233,11 +236,17 @@ def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_
            w: Sequence[Any] | None = None) -> np.ndarray:
     if form == "overhead":
         return np.array([overhead_ms])
-    if form == "ratio+count+spill":
-        return _solve_spill(parts, n, w, y)
+    if form.endswith("spill"):
+        return _solve_spill(form, parts, n, w, y)
     A = _design(form, parts, n)
     if A is None:
         return np.array([])
+    return _fit_linear(form, A, parts, n, y)
+
+
+def _fit_linear(form: str, A: np.ndarray, parts: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients of ``A`` (the form's design matrix) on relative error; the group forms
+    with their factors pulled toward the plain ratio."""
     if not form.startswith("groups"):
         return _lstsq_rel(A, y)
     # Each group's factor is pulled toward the plain ratio with the weight of GROUP_PRIOR
@@ -259,8 +268,8 @@ def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_
 def _apply(form: str, coef: np.ndarray, parts: np.ndarray, n: np.ndarray, w: Sequence[Any] | None = None) -> np.ndarray:
     if form == "overhead":
         return parts.sum(axis=1) - np.maximum(n - 1, 0) * coef[0]
-    if form == "ratio+count+spill":
-        return _design(form, parts, n, w, coef[3]) @ coef[:3]
+    if form.endswith("spill"):
+        return _design(form, parts, n, w, coef[-1]) @ coef[:-1]
     A = _design(form, parts, n)
     return parts.sum(axis=1) if A is None else A @ coef
 
@@ -281,7 +290,7 @@ class Calibration:
     """Linear map from the kernel sum to the whole-model latency (scikit-learn style).
 
     Fitted: ``form_``, ``coef_`` (in the order of the form's formula above; for
-    ``ratio+count+spill`` a, c, e, then the knot W0), ``loo_mape_`` (per candidate
+    the spill forms the others, e, then the knot W0), ``loo_mape_`` (per candidate
     form), ``loo_pred_`` and ``n_models_``; ``state_``: the device state its whole
     models were measured in (None for a calibration stored before states were kept);
     ``range_``: the span of the calibration models (``sum_ms``, ``kernels``, ``weights``:
@@ -295,7 +304,8 @@ class Calibration:
     ops_: list[str] | None = None
 
     # fewest calibration models each form needs before leave-one-out can judge it
-    MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8}
+    MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8,
+                  "groups+count+spill": 10}
 
     def __init__(self, forms: Sequence[str] = FORMS, overhead_ms: float | None = None) -> None:
         self.forms = forms
