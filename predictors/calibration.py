@@ -360,6 +360,13 @@ class Calibration:
         w = None if weights is None else list(weights)
         return np.maximum(_apply(self.form_, self.coef_, s, n, w), 1e-6)
 
+    def counted_weights(self, kernel_weights: np.ndarray) -> np.ndarray:
+        """Per kernel, the weights the fitted spill term counts (each up to the knot W0): their
+        sum over a model's kernels, given as that model's one total, predicts as its kernel list
+        does (what a batched caller sums once per architecture). Unchanged for other forms."""
+        w = np.asarray(kernel_weights, dtype=np.float64)
+        return np.minimum(w, self.coef_[-1]) if self.form_.endswith("spill") else w
+
     @property
     def is_identity(self) -> bool:
         return self.form_ == "identity"

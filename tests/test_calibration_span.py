@@ -68,3 +68,18 @@ def test_interval_widens_outside_the_calibration_models():
     assert math.log(hi2 / 4.4) == pytest.approx(2.5 * math.log(hi / 4.4)) and "widened x2.50" in note2
     cal.range_, cal.ops_ = None, None  # a calibration stored before spans were kept: as before
     assert extrapolation(far, cal) == (1.0, [])
+
+
+def test_summed_counted_weights_predict_as_the_kernel_list():
+    """Search sums per-kernel weights once per architecture: with the knot applied per kernel the
+    total gives what predict gives from the kernel list."""
+    rng = np.random.default_rng(1)
+    kw = [list(rng.uniform(0.02e6, 0.6e6, size=12)) + ([30e6] if i % 3 == 0 else []) for i in range(16)]
+    sums = rng.uniform(1, 10, size=16)
+    w0 = 2e6
+    y = [1.1 * s + 2e-7 * max(0.0, float(np.minimum(w, w0).sum()) - w0) for s, w in zip(sums, kw)]
+    cal = Calibration(forms=("ratio+count+spill",)).fit(sums, [len(w) for w in kw], y, kw)
+    totals = [float(cal.counted_weights(np.array(w)).sum()) for w in kw]
+    assert np.allclose(cal.predict(sums, [len(w) for w in kw], totals), cal.predict(sums, [len(w) for w in kw], kw))
+    ratio = Calibration(forms=("ratio",)).fit(sums, [1] * 16, y)
+    assert np.array_equal(ratio.counted_weights(np.array([5e6, 1.0])), [5e6, 1.0])
