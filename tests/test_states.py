@@ -118,3 +118,19 @@ def test_state_options_refuse_what_does_not_go_together(tmp_path):
     assert bad.exit_code != 0 and "--settle-s goes with --sustained" in bad.stderr and "Traceback" not in bad.output
     bad = run("predict", "--space", "nasbench201", "--arch", "x", "--device", "local", "--sustained", ok=False)
     assert bad.exit_code != 0 and "--sustained goes with a model file" in bad.stderr
+
+
+def test_the_api_says_the_state_too(tmp_path):
+    import edgelat
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(build_model(NET, "onnx"))
+    dev = edgelat.device("local")
+    warm = dev.profile_model(path, max_seconds=0.3)
+    sustained = dev.profile_model(path, max_seconds=0.3, sustained=True, settle_s=0.2)
+    assert (warm.state, sustained.state) == ("warm", "sustained")
+    assert sustained.to_dict()["state"] == "sustained" and sustained.environment["settled_s"] >= 0.2
+    p = edgelat.predictor("local")
+    a, b = p.predict(path), p.predict(path, sustained=True)
+    assert (a.state, b.state) == ("warm", "sustained") and a.to_dict()["state"] == "warm"
+    assert a.details["measured_ms"] == warm.latency_ms.median and b.details["measured_ms"] == sustained.latency_ms.median
