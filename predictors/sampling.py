@@ -117,11 +117,11 @@ def _plain_network(rng: np.random.Generator, family: str, r: int) -> tuple[str, 
     w = float(rng.choice((0.5, 0.75, 1.0, 1.0, 1.5)))
     if family == "vgg":
         w = min(w, 1.0)
-        # fc heads up to 4e7 weights (a real VGG's first holds 1e8: the linear regressor prices by the
-        # weight and extrapolates; much larger kernels would take a group's time in building alone)
+        # fc heads up to a real VGG's (its first holds 1e8 weights): neither regressor prices an
+        # fc far beyond the sampled sizes well (figures: docs/calibration.md)
         alex = rng.random() < 0.25
         flat = networks.alexnet_like(max(r, 128), w, None) if alex else networks.vgg_like(r, w, "vgg11", None)
-        hidden = int(rng.choice([hd for hd in (0, 1024, 2048, 4096) if hd * flat[-2].h ** 2 * flat[-2].cin <= 4e7]))
+        hidden = int(rng.choice([hd for hd in (0, 1024, 2048, 4096) if hd * flat[-2].h ** 2 * flat[-2].cin <= 1.1e8]))
         if alex:
             return f"alexnet-{r}-{w:g}", networks.alexnet_like(max(r, 128), w, hidden or None)
         return f"vgg-{r}-{w:g}", networks.vgg_like(r, w, str(rng.choice(list(networks.VGG_CONFIGS))), hidden or None)
