@@ -37,7 +37,7 @@ def main() -> None:
         Calibration,
         group_sums,
         measured_models,
-        model_weights,
+        kernel_weights,
         run_overhead_ms,
     )
     from edgelat.predictors.kernel import KernelPredictor
@@ -53,7 +53,7 @@ def main() -> None:
     sums = [group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in models]
     counts = [len(m["kernels"]) for m in models]
     y = np.array([m["measured_ms"] for m in models])
-    weights = [model_weights(m["kernels"]) for m in models]
+    weights = [kernel_weights(m["kernels"]) for m in models]
     overhead = run_overhead_ms(predictor)
     print(f"{args.device} ({config.key()}): {len(models)} calibration models; run overhead "
           f"{'unknown' if overhead is None else f'{overhead:.4f} ms'}")

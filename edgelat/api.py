@@ -107,12 +107,14 @@ class Device:
 
     def profile_model(self, model: str | Path | Any, runtime: str | None = None, threads: int = 1,
                       provider: str = "cpu", max_seconds: float = 10.0, target_ci: float = 0.02,
-                      per_layer: bool = False) -> ModelProfile:
+                      per_layer: bool = False, sustained: bool = False,
+                      settle_s: float | None = None) -> ModelProfile:
         """Measure a whole model (a path to .onnx/.tflite, or an ``onnx.ModelProto``) and store it.
 
         ``runtime`` defaults to what the file needs (onnxruntime for ONNX, LiteRT for TFLite);
         ``per_layer`` also measures each layer with the runtime's profiler (``r.layers``,
-        ``r.layers_frame()``)."""
+        ``r.layers_frame()``). ``sustained`` measures after ``settle_s`` seconds of unmeasured
+        load (default the build's, 120) instead of warm; ``r.state`` says which."""
         import dataclasses
 
         from edgelat.profiler.jobs import profile_model_file
@@ -121,7 +123,8 @@ class Device:
         config = _config(runtime or "onnxruntime", threads, provider)
         protocol = dataclasses.replace(_protocol(max_seconds, target_ci), per_layer=bool(per_layer))
         with _model_path(model) as path:
-            m, result = profile_model_file(db, self.name, path, config, protocol, runtime_given=runtime is not None)
+            m, result = profile_model_file(db, self.name, path, config, protocol, runtime_given=runtime is not None,
+                                           state="sustained" if sustained else "warm", settle_s=settle_s)
         name = str(m.path) if isinstance(model, (str, Path)) else "<onnx.ModelProto>"
         return ModelProfile.from_result(self.name, result, m.ref, name, m.notes)
 
@@ -171,14 +174,17 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor({self.device!r}, {self.config.key()!r})"
 
-    def predict(self, model: str | Path | Any, measure_missing: bool = True) -> Prediction:
+    def predict(self, model: str | Path | Any, measure_missing: bool = True, sustained: bool = False) -> Prediction:
         """Predicted latency of a model file or ``onnx.ModelProto``; kernels nothing can price are
-        measured on the device when ``measure_missing`` and it is reachable."""
+        measured on the device when ``measure_missing`` and it is reachable. Warm by default (what
+        ``Device.profile_model`` measures); ``sustained`` predicts ``profile_model(sustained=True)``.
+        ``r.state`` says which."""
         from edgelat.on_demand import predict_model_file
 
         db, _ = _open()
         with _model_path(model) as path:
-            out = predict_model_file(db, self.device, self.config, path, measure_missing=measure_missing)
+            out = predict_model_file(db, self.device, self.config, path, measure_missing=measure_missing,
+                                     state="sustained" if sustained else "warm")
         if not isinstance(model, (str, Path)):
             out["model"] = "<onnx.ModelProto>"
         return Prediction(device=self.device, model=out["model"], latency_ms=float(out["latency_ms"]),

@@ -30,11 +30,13 @@ def predict_model_file(
     measure_missing: bool = True,
     protocol: MeasurementProtocol | None = None,
     measure_if_unsure: bool = False,
+    state: str = "warm",
 ) -> dict[str, Any]:
     """Predicted latency of a model file on ``device`` + ``config`` (the fields of
     :func:`edgelat.predictors.model_predict.predict_model_file`; ``measured_now`` lists
     the keys measured by this call). ``client`` reaches the device (default: connect by
-    name when something needs measuring); ``measure_missing`` False refuses to measure."""
+    name when something needs measuring); ``measure_missing`` False refuses to measure.
+    ``state`` (warm or sustained) picks the calibration: see :func:`model_predict.answer`."""
     from edgelat.devices.registry import Registry
     from edgelat.predictors import model_predict
     from edgelat.predictors.sampling import KERNEL_PROTOCOL
@@ -74,7 +76,7 @@ def predict_model_file(
             failed = {k for k, _ in job.failed}
             measured_now += [k for k in unsure if k not in failed]
             model_predict.reload_table(db, query)
-    return model_predict.answer(db, query, measured_now)
+    return model_predict.answer(db, query, measured_now, state=state)
 
 
 def _measure_unanswered(db: sqlite_utils.Database, device: str, client: Any, config: RuntimeConfig, query: Any,

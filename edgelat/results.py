@@ -101,6 +101,8 @@ class ModelProfile:
     #: measured per-layer times (``profile model --per-layer``): layer, op, median_ms, runs, share
     layers: list[dict[str, Any]] | None = None
     layers_note: str | None = None
+    #: the device state measured (:mod:`edgelat.profiler.states`): ``warm`` or ``sustained``
+    state: str = "warm"
 
     @classmethod
     def from_result(cls, device: str, result: Any, model_ref: str, model: str,
@@ -114,7 +116,8 @@ class ModelProfile:
                    peak_memory_bytes=result.peak_memory_bytes, environment=dict(result.environment or {}),
                    agent_version=result.agent_version, notes=list(notes or []),
                    layers=with_shares((result.extra or {}).get("layers")),
-                   layers_note=(result.extra or {}).get("layers_note") or None)
+                   layers_note=(result.extra or {}).get("layers_note") or None,
+                   state=str((result.environment or {}).get("state") or "warm"))
 
     def layers_frame(self) -> Any:
         """The per-layer times as a DataFrame, slowest first (empty when none were measured)."""
@@ -153,6 +156,11 @@ class Prediction:
         import pandas as pd
 
         return pd.DataFrame(self.kernels)
+
+    @property
+    def state(self) -> str:
+        """The device state predicted (``warm`` or ``sustained``, :mod:`edgelat.profiler.states`)."""
+        return str(self.details.get("state", "warm"))
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.details, "device": self.device, "model": self.model, "latency_ms": self.latency_ms,

@@ -90,17 +90,19 @@ def record_model(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
 
 
 def measured_models(
-    db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None
+    db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None, suffix: str = ""
 ) -> list[tuple[str, str, str, str, float]]:
     """(model ref, name, role, kernel keys as JSON, measured median ms) of every recorded model
-    (of ``role``, when given) that has a whole-model measurement, in name order."""
+    (of ``role``, when given) that has a whole-model measurement stored under its ref + ``suffix``
+    (a device state's suffix, :func:`edgelat.profiler.states.state_ref`), in name order."""
     ensure_schema(db)
     sql = (
         f"select p.model_ref, p.name, p.role, p.kernels_json, m.median_ms from {MODELS} p "
-        "join model_measurements m on m.device = p.device and m.config_key = p.config_key and m.model_ref = p.model_ref "
+        "join model_measurements m on m.device = p.device and m.config_key = p.config_key "
+        "and m.model_ref = p.model_ref || ? "
         "where p.device = ? and p.config_key = ? and m.median_ms is not null"
     )
-    params: list[Any] = [device, config.key()]
+    params: list[Any] = [suffix, device, config.key()]
     if role is not None:
         sql += " and p.role = ?"
         params.append(role)

@@ -13,8 +13,8 @@ measured as its own model and so carries the fixed cost ``o`` of one model run,
 which a whole model pays once; ``o`` is measured on the device, see
 :func:`run_overhead_ms`), ``ratio`` (a*s), ``affine`` (a*s + b), ``ratio+count``
 (a*s + c*n: a fitted per-kernel correction), ``ratio+count+spill``
-(a*s + c*n + e*max(0, W - W0)), ``groups`` (sum of a_g*s_g) and
-``groups+count`` (sum of a_g*s_g + c*n).
+(a*s + c*n + e*max(0, W(W0) - W0)), ``groups`` (sum of a_g*s_g),
+``groups+count`` (sum of a_g*s_g + c*n) and ``groups+count+spill`` (both).
 
 Why the gap is not one ratio: measured alone, a kernel's weights stay in cache
 from one run to the next, and so do a whole model's when they all fit. When they
@@ -22,6 +22,9 @@ do not, every run fetches the weights beyond what the cache keeps from memory,
 which none of the kernels paid alone. ``spill`` is that term: ``W0`` (the weights
 the device keeps cached across runs, chosen among the calibration models' own
 sizes, the fitted knot of a hinge) and ``e`` (ms per weight fetched) are fitted.
+``W(W0)`` counts each kernel's weights up to ``W0`` only: a kernel larger than
+the cache (a VGG's or AlexNet's classifier) streamed its weights from memory when
+measured alone too, so its own measurement already holds that cost.
 What these came to on one machine, and the commands that reproduce them:
 ``docs/calibration.md``. The fit describes the device as it was when the models
 were measured: the build measures them after running them unmeasured for a while,
@@ -38,6 +41,12 @@ the report can show calibrated accuracy on models the calibration did not see.
 Which whole models calibrate is recorded in ``predictor_models`` (the model's
 kernels as split from its file, and a role: ``calibration`` models are fitted
 on, ``holdout`` models are only reported on).
+
+One calibration per device state (:mod:`edgelat.profiler.states`): the build measures
+its whole models warm and then sustained, and fits a map to each; ``predict`` answers
+in the state asked for (warm by default, what ``profile model`` measures). The row of
+``kernel_calibrations`` holds the warm map in its columns (what readers that know no
+states use) and every state's map in ``meta_json["states"]``.
 """
 
 from __future__ import annotations
@@ -52,9 +61,11 @@ import sqlite_utils
 from edgelat.values import RuntimeConfig
 from edgelat.lut import predictors_store
 from edgelat.profiler.ops import KernelSpec
+from edgelat.profiler.states import DEFAULT_STATE, check_state, state_ref
 
 ROLES = ("calibration", "holdout")
-FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count", "ratio+count+spill", "groups", "groups+count")
+FORMS = ("identity", "overhead", "ratio", "affine", "ratio+count", "ratio+count+spill", "groups", "groups+count",
+         "groups+count+spill")
 #: kernel groups of the group forms: inverted-residual blocks with and without
 #: squeeze-excite, and every other kernel (including ops outside the catalog)
 GROUPS = ("block-se", "block", "other")
@@ -80,7 +91,26 @@ def group_sums(items: Sequence[Any], ms: Sequence[float]) -> np.ndarray:
 def model_weights(items: Sequence[Any]) -> float:
     """A model's weights (parameters) in its catalog kernels; nodes outside the catalog
     count none (their weights are not known to the split)."""
-    return float(sum(k.params() for k in items if isinstance(k, KernelSpec)))
+    return float(sum(kernel_weights(items)))
+
+
+def kernel_weights(items: Sequence[Any]) -> list[float]:
+    """Per catalog kernel, its weights (what the spill form needs to tell the weights a kernel
+    kept cached when measured alone from those it streamed from memory even then)."""
+    return [float(k.params()) for k in items if isinstance(k, KernelSpec)]
+
+
+def cached_weights(weights: Sequence[Any], w0: float) -> np.ndarray:
+    """Per model, the weights that stayed cached while its kernels were measured alone: each
+    kernel's weights up to the knot ``w0`` (a kernel larger than the cache streamed them then
+    too, so a whole model pays nothing extra for it). An entry given as one number (a model's
+    total, without its kernels) counts whole."""
+    return np.array([float(w) if np.ndim(w) == 0 else float(np.minimum(np.asarray(w, dtype=np.float64), w0).sum())
+                     for w in weights])
+
+
+def _totals(weights: Sequence[Any]) -> np.ndarray:
+    return np.array([float(w) if np.ndim(w) == 0 else float(np.sum(w)) for w in weights])
 
 
 def record_model(
@@ -110,11 +140,14 @@ def record_model(
 
 
 def measured_models(
-    db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None
+    db: sqlite_utils.Database, device: str, config: RuntimeConfig, role: str | None = None,
+    state: str = DEFAULT_STATE,
 ) -> list[dict[str, Any]]:
-    """Recorded models that have a whole-model measurement: name, role, kernels, measured_ms."""
+    """Recorded models that have a whole-model measurement in ``state``: name, role, kernels,
+    measured_ms."""
+    suffix = state_ref("", state)  # "" for the default state, "@<state>" otherwise
     out = []
-    for ref, name, r, kernels, ms in predictors_store.measured_models(db, device, config, role):
+    for ref, name, r, kernels, ms in predictors_store.measured_models(db, device, config, role, suffix):
         out.append(
             {
                 "model_ref": ref,
@@ -138,10 +171,12 @@ def run_overhead_ms(predictor) -> float | None:
     return None if hit is None else float(hit)
 
 
-def _design(form: str, parts: np.ndarray, n: np.ndarray, w: np.ndarray | None = None, w0: float = 0.0) -> np.ndarray | None:
+def _design(form: str, parts: np.ndarray, n: np.ndarray, w: Sequence[Any] | None = None, w0: float = 0.0) -> np.ndarray | None:
     s = parts.sum(axis=1)
     if form == "ratio+count+spill":
-        return np.column_stack([s, n, np.maximum(w - w0, 0.0)])
+        return np.column_stack([s, n, np.maximum(cached_weights(w, w0) - w0, 0.0)])
+    if form == "groups+count+spill":
+        return np.column_stack([parts, n, np.maximum(cached_weights(w, w0) - w0, 0.0)])
     if form == "ratio":
         return s[:, None]
     if form == "affine":
@@ -161,13 +196,14 @@ def _lstsq_rel(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def _solve_spill(parts: np.ndarray, n: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(a, c, e, W0) of ``ratio+count+spill``: the knot W0 is the size, among the models'
-    own (and 0), whose fit leaves the least squared relative error."""
+def _solve_spill(form: str, parts: np.ndarray, n: np.ndarray, w: Sequence[Any], y: np.ndarray) -> np.ndarray:
+    """The coefficients of a spill form, then its knot W0: the size, among the models' own
+    (and 0), whose fit leaves the least squared relative error. The weights beyond it are
+    the model's cached ones (:func:`cached_weights`) beyond it."""
     best: tuple[float, np.ndarray] | None = None
-    for w0 in np.unique(np.concatenate([[0.0], w])):
-        A = _design("ratio+count+spill", parts, n, w, w0)
-        coef = _lstsq_rel(A, y)
+    for w0 in np.unique(np.concatenate([[0.0], _totals(w)])):
+        A = _design(form, parts, n, w, w0)
+        coef = _fit_linear(form, A, parts, n, y)
         err = float(np.sum((A @ coef / y - 1) ** 2))
         if best is None or err < best[0] - 1e-12:
             best = (err, np.append(coef, w0))
@@ -175,14 +211,20 @@ def _solve_spill(parts: np.ndarray, n: np.ndarray, w: np.ndarray, y: np.ndarray)
 
 
 def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_ms: float | None,
-           w: np.ndarray | None = None) -> np.ndarray:
+           w: Sequence[Any] | None = None) -> np.ndarray:
     if form == "overhead":
         return np.array([overhead_ms])
-    if form == "ratio+count+spill":
-        return _solve_spill(parts, n, w, y)
+    if form.endswith("spill"):
+        return _solve_spill(form, parts, n, w, y)
     A = _design(form, parts, n)
     if A is None:
         return np.array([])
+    return _fit_linear(form, A, parts, n, y)
+
+
+def _fit_linear(form: str, A: np.ndarray, parts: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients of ``A`` (the form's design matrix) on relative error; the group forms
+    with their factors pulled toward the plain ratio."""
     if not form.startswith("groups"):
         return _lstsq_rel(A, y)
     # Each group's factor is pulled toward the plain ratio with the weight of GROUP_PRIOR
@@ -201,11 +243,11 @@ def _solve(form: str, parts: np.ndarray, n: np.ndarray, y: np.ndarray, overhead_
     return coef
 
 
-def _apply(form: str, coef: np.ndarray, parts: np.ndarray, n: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+def _apply(form: str, coef: np.ndarray, parts: np.ndarray, n: np.ndarray, w: Sequence[Any] | None = None) -> np.ndarray:
     if form == "overhead":
         return parts.sum(axis=1) - np.maximum(n - 1, 0) * coef[0]
-    if form == "ratio+count+spill":
-        return _design(form, parts, n, w, coef[3]) @ coef[:3]
+    if form.endswith("spill"):
+        return _design(form, parts, n, w, coef[-1]) @ coef[:-1]
     A = _design(form, parts, n)
     return parts.sum(axis=1) if A is None else A @ coef
 
@@ -226,26 +268,37 @@ class Calibration:
     """Linear map from the kernel sum to the whole-model latency (scikit-learn style).
 
     Fitted: ``form_``, ``coef_`` (in the order of the form's formula above; for
-    ``ratio+count+spill`` a, c, e, then the knot W0), ``loo_mape_`` (per candidate
-    form), ``loo_pred_`` and ``n_models_``.
+    the spill forms the others, e, then the knot W0), ``loo_mape_`` (per candidate
+    form), ``loo_pred_`` and ``n_models_``; ``state_``: the device state its whole
+    models were measured in (None for a calibration stored before states were kept);
+    ``range_``: the span of the calibration models (``sum_ms``, ``kernels``, ``weights``:
+    [min, max] each) and ``ops_``, the kernel types they hold (set by
+    :func:`fit_calibration`): outside them the map is extrapolated, and
+    :mod:`edgelat.predictors.uncertainty` widens the interval.
     """
 
+    state_: str | None = DEFAULT_STATE
+    range_: dict[str, list[float]] | None = None
+    ops_: list[str] | None = None
+
     # fewest calibration models each form needs before leave-one-out can judge it
-    MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8}
+    MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8,
+                  "groups+count+spill": 10}
 
     def __init__(self, forms: Sequence[str] = FORMS, overhead_ms: float | None = None) -> None:
         self.forms = forms
         self.overhead_ms = overhead_ms
 
     def fit(self, sums: Sequence[Any], counts: Sequence[int], measured: Sequence[float],
-            weights: Sequence[float] | None = None) -> "Calibration":
+            weights: Sequence[Any] | None = None) -> "Calibration":
         """``sums``: per model, the kernel sum, or its per-group parts (see :func:`group_sums`);
         the group forms are candidates only when parts are given, the spill form only
-        with ``weights`` (per model, see :func:`model_weights`)."""
+        with ``weights`` (per model, its kernels' weights, see :func:`kernel_weights`, or
+        their total, see :func:`model_weights`, which counts every weight as cached alone)."""
         s = _as_parts(sums)
         with_groups = np.asarray(sums).ndim == 2
         n = np.asarray(counts, dtype=np.float64)
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        w = None if weights is None else list(weights)
         y = np.asarray(measured, dtype=np.float64)
         self.n_models_ = len(y)
         self.loo_mape_: dict[str, float] = {}
@@ -258,16 +311,22 @@ class Calibration:
             pred = np.empty(len(y))
             for i in range(len(y)):
                 keep = np.arange(len(y)) != i
-                coef = _solve(form, s[keep], n[keep], y[keep], self.overhead_ms, None if w is None else w[keep])
+                wk = None if w is None else [v for j, v in enumerate(w) if j != i]
+                coef = _solve(form, s[keep], n[keep], y[keep], self.overhead_ms, wk)
                 pred[i] = _apply(form, coef, s[i : i + 1], n[i : i + 1], None if w is None else w[i : i + 1])[0]
             loo[form] = pred
             self.loo_mape_[form] = float(np.mean(np.abs(pred - y) / y))
         self.form_ = min(self.loo_mape_, key=self.loo_mape_.get) if self.loo_mape_ else "identity"
         self.coef_ = _solve(self.form_, s, n, y, self.overhead_ms, w) if len(y) else np.array([])
         self.loo_pred_ = loo.get(self.form_, s.sum(axis=1))
+        if len(y):
+            spans = {"sum_ms": s.sum(axis=1), "kernels": n}
+            if w is not None:
+                spans["weights"] = _totals(w)
+            self.range_ = {k: [float(v.min()), float(v.max())] for k, v in spans.items()}
         return self
 
-    def predict(self, sums: Sequence[Any], counts: Sequence[int], weights: Sequence[float] | None = None) -> np.ndarray:
+    def predict(self, sums: Sequence[Any], counts: Sequence[int], weights: Sequence[Any] | None = None) -> np.ndarray:
         """Calibrated latencies; arguments as in :meth:`fit` (the group forms need
         per-group parts, the spill form ``weights``)."""
         if self.form_.startswith("groups") and np.asarray(sums).ndim != 2:
@@ -276,46 +335,91 @@ class Calibration:
             raise ValueError(f"calibration form {self.form_!r} needs the models' weights")
         s = _as_parts(sums)
         n = np.asarray(counts, dtype=np.float64)
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        w = None if weights is None else list(weights)
         return np.maximum(_apply(self.form_, self.coef_, s, n, w), 1e-6)
+
+    def counted_weights(self, kernel_weights: np.ndarray) -> np.ndarray:
+        """Per kernel, the weights the fitted spill term counts (each up to the knot W0): their
+        sum over a model's kernels, given as that model's one total, predicts as its kernel list
+        does (what a batched caller sums once per architecture). Unchanged for other forms."""
+        w = np.asarray(kernel_weights, dtype=np.float64)
+        return np.minimum(w, self.coef_[-1]) if self.form_.endswith("spill") else w
 
     @property
     def is_identity(self) -> bool:
         return self.form_ == "identity"
 
+    def _state_dict(self) -> dict[str, Any]:
+        return {"form": self.form_, "coef": [float(c) for c in self.coef_], "n_models": self.n_models_,
+                "loo_mape": self.loo_mape_, "range": self.range_, "ops": self.ops_}
+
     def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
-        predictors_store.save_calibration(db, {
+        """Store this calibration as the one of its state (``state_``), keeping the other states'."""
+        state = check_state(self.state_ or DEFAULT_STATE)
+        old = predictors_store.calibration_row(db, device, config)
+        states: dict[str, Any] = {}
+        if old is not None:
+            states = dict(json.loads(old["meta_json"]).get("states") or {})
+        states[state] = self._state_dict()
+        main = states.get(DEFAULT_STATE, self._state_dict())
+        row = {
             "device": device,
             "config_key": config.key(),
-            "form": self.form_,
-            "coef_json": json.dumps([float(c) for c in self.coef_]),
-            "meta_json": json.dumps({"n_models": self.n_models_, "loo_mape": self.loo_mape_}),
+            "form": main["form"],
+            "coef_json": json.dumps(main["coef"]),
+            "meta_json": json.dumps({"n_models": main["n_models"], "loo_mape": main["loo_mape"],
+                                     "state": DEFAULT_STATE if DEFAULT_STATE in states else state, "states": states}),
             "fitted_at": time.time(),
-        })
+        }
+        predictors_store.save_calibration(db, row)
 
     @classmethod
-    def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> "Calibration | None":
+    def load(cls, db: sqlite_utils.Database, device: str, config: RuntimeConfig,
+             state: str = DEFAULT_STATE) -> "Calibration | None":
+        """The calibration of ``state``; None when the device has none for that state. A row
+        stored before states were kept is returned for any state, with ``state_`` None."""
+        check_state(state)
         row = predictors_store.calibration_row(db, device, config)
         if row is None:
             return None
-        cal = cls()
-        cal.form_ = row["form"]
-        cal.coef_ = np.asarray(json.loads(row["coef_json"]), dtype=np.float64)
         meta = json.loads(row["meta_json"])
-        cal.n_models_ = meta["n_models"]
-        cal.loo_mape_ = meta["loo_mape"]
+        cal = cls()
+        if "states" not in meta:  # stored before states: one map, of an unrecorded state
+            d = {"form": row["form"], "coef": json.loads(row["coef_json"]), "n_models": meta["n_models"],
+                 "loo_mape": meta["loo_mape"]}
+            cal.state_ = None
+        elif state in meta["states"]:
+            d, cal.state_ = meta["states"][state], state
+        else:
+            return None
+        cal.form_ = d["form"]
+        cal.coef_ = np.asarray(d["coef"], dtype=np.float64)
+        cal.n_models_ = d["n_models"]
+        cal.loo_mape_ = d["loo_mape"]
+        cal.range_, cal.ops_ = d.get("range"), d.get("ops")
         return cal
 
+    @staticmethod
+    def states(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> list[str]:
+        """The states the device has a calibration for (empty: none, or one stored before states)."""
+        row = predictors_store.calibration_row(db, device, config)
+        return [] if row is None else sorted((json.loads(row["meta_json"]).get("states") or {}).keys())
 
-def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfig, predictor) -> Calibration | None:
-    """Fit and store the calibration from the device's ``calibration`` models (None if it has none)."""
-    models = measured_models(db, device, config, role="calibration")
+
+def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfig, predictor,
+                    state: str = DEFAULT_STATE) -> Calibration | None:
+    """Fit and store the calibration of ``state`` from the device's ``calibration`` models measured
+    in that state (None if it has none)."""
+    models = measured_models(db, device, config, role="calibration", state=state)
     models = [m for m in models if not predictor.missing(m["kernels"])]
     if not models:
         return None
     sums = [group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in models]
-    cal = Calibration(overhead_ms=run_overhead_ms(predictor)).fit(
-        sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [model_weights(m["kernels"]) for m in models]
+    cal = Calibration(overhead_ms=run_overhead_ms(predictor))
+    cal.state_ = state
+    cal.ops_ = sorted({k.op for m in models for k in m["kernels"]})
+    cal.fit(
+        sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models]
     )
     cal.save(db, device, config)
     return cal

@@ -103,7 +103,9 @@ class TableLatency(LatencyModel):
             groups = np.zeros((len(vocab) + 1, len(GROUPS)))
             groups[np.arange(len(vocab)), [kernel_group(k) for k in vocab]] = table_ms
             self.group_table_ = groups
-            self.params_ = np.array([k.params() for k in vocab] + [0], dtype=np.float64)
+            # each kernel's weights as the spill term counts them (up to the knot), so that a sum
+            # over an architecture's kernels is what predict computes from the kernel list
+            self.params_ = self.calibration.counted_weights(np.array([k.params() for k in vocab] + [0], dtype=np.float64))
 
     def _calibrated(self, ids: np.ndarray) -> np.ndarray:
         parts = np.take(self.group_table_, ids, axis=0).sum(axis=1)

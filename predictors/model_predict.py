@@ -144,23 +144,35 @@ def unsure_keys(db: sqlite_utils.Database, query: ModelQuery) -> list[str]:
 
 
 def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[str] = (),
-           why_unmeasured: str = "measuring on demand was turned off") -> dict[str, Any]:
+           why_unmeasured: str = "measuring on demand was turned off", state: str = "warm") -> dict[str, Any]:
     """The prediction (see :func:`predict_model_file`); ``measured_now`` are the keys the caller
-    measured for it. Kernels nothing answers raise BadInput with ``why_unmeasured``."""
-    from edgelat.predictors.calibration import Calibration, group_sums, model_weights
+    measured for it. Kernels nothing answers raise BadInput with ``why_unmeasured``. ``state``
+    (``warm``, what ``profile model`` measures, or ``sustained``, what ``profile model
+    --sustained`` measures; :mod:`edgelat.profiler.states`) picks the calibration and the
+    measured row compared; the answer's ``state`` says it."""
+    from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights
+    from edgelat.profiler.states import check_state, state_ref
 
+    check_state(state)
     if query.missing or query.unmeasured:
         raise query.unanswered(why_unmeasured)
     device, config, split, predictor = query.device, query.config, query.split, query.predictor
     rows = kernel_rows(db, query, measured_now)
     total = sum(r["predicted_ms"] for r in rows)
-    cal = Calibration.load(db, device, config)
+    notes = list(split.notes)
+    cal = Calibration.load(db, device, config, state)
+    if cal is None and Calibration.states(db, device, config):
+        notes.append(f"no {state} calibration on {device} (it has {', '.join(Calibration.states(db, device, config))}): "
+                     "the kernel sum is not calibrated; rebuild with 'edgelat predictor build'")
+    elif cal is not None and cal.state_ is None:
+        notes.append("the calibration was fitted before states were recorded (on settled whole models); "
+                     "rebuild with 'edgelat predictor build' for one per state")
     calibrated = cal is not None and not cal.is_identity
     parts = group_sums(split.items, [r["predicted_ms"] for r in rows])
-    latency = float(cal.predict([parts], [len(rows)], [model_weights(split.items)])[0]) if calibrated else total
+    latency = float(cal.predict([parts], [len(rows)], [kernel_weights(split.items)])[0]) if calibrated else total
 
     low, high, interval_note = interval(latency, rows, kernel_sd_ms(rows, predictor), cal)
-    measured = model_median(db, device, config, model_ref_for(query.model.data))
+    measured = model_median(db, device, config, state_ref(model_ref_for(query.model.data), state))
     out: dict[str, Any] = {
         "device": device,
         "runtime": config.runtime,
@@ -170,6 +182,7 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
         "model": str(query.model.path),
         "format": query.model.format,
         "latency_ms": latency,
+        "state": state,
         "latency_ms_low": low,
         "latency_ms_high": high,
         "interval": interval_note,
@@ -182,14 +195,15 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
         "exact_hits": int(sum(r["exact_table_hit"] for r in rows)),
         "measured_now": list(measured_now),
         "layout_ops": split.layout,
-        "notes": split.notes,
+        "notes": notes,
     }
     if measured is not None:
         out["measured_ms"] = measured
     return json.loads(json.dumps(out))
 
 
-def predict_model_file(db: sqlite_utils.Database, device: str, config: RuntimeConfig, path: str | Path) -> dict[str, Any]:
+def predict_model_file(db: sqlite_utils.Database, device: str, config: RuntimeConfig, path: str | Path,
+                       state: str = "warm") -> dict[str, Any]:
     """Predicted latency of a model file on ``device`` + ``config``, from the tables alone.
 
     Returns ``device``, ``runtime``, ``config_key``, ``format``, ``latency_ms``
@@ -201,6 +215,6 @@ def predict_model_file(db: sqlite_utils.Database, device: str, config: RuntimeCo
     interval, ``None`` without a basis, see :mod:`edgelat.predictors.uncertainty`)
     and ``coverage`` (share of the kernel total from table hits, regressors and
     kernels measured now). Kernels nothing answers raise BadInput; measuring
-    them first is :func:`edgelat.on_demand.predict_model_file`.
+    them first is :func:`edgelat.on_demand.predict_model_file`. ``state``: see :func:`answer`.
     """
-    return answer(db, prepare(db, device, config, path))
+    return answer(db, prepare(db, device, config, path), state=state)

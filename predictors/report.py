@@ -38,7 +38,7 @@ def _clean(m: dict[str, Any]) -> dict[str, Any]:
 def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
     """The held-out figures of a device + config predictor (see the module docstring)."""
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, group_sums, measured_models, model_weights, run_overhead_ms
+    from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights, measured_models, run_overhead_ms
     from edgelat.predictors.kernel import KernelPredictor, table_specs
 
     Registry(db).get(device)
@@ -80,7 +80,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
         """The stored form fitted again on ``models``."""
         return Calibration(forms=(cal.form_,), overhead_ms=overhead).fit(
             [parts[m["model_ref"]] for m in models], [len(m["kernels"]) for m in models],
-            [m["measured_ms"] for m in models], [model_weights(m["kernels"]) for m in models],
+            [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models],
         )
 
     def unseen_parts(m: dict[str, Any]) -> Any:
@@ -96,7 +96,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     def calibrate(value: Any, m: dict[str, Any], exclude: bool) -> float:
         if cal is None or cal.is_identity:
             return float(value.sum())
-        n, w = len(m["kernels"]), model_weights(m["kernels"])
+        n, w = len(m["kernels"]), kernel_weights(m["kernels"])
         if not exclude:
             return float(cal.predict([value], [n], [w])[0])
         others = [o for o in cal_models if o["model_ref"] != m["model_ref"]]

@@ -60,6 +60,7 @@ from edgelat.profiler import networks, runner
 from edgelat.profiler.runner import median_of_passes  # noqa: F401  (the passes rule; callers import it from here too)
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
 from edgelat.profiler.sentinel import DriftSentinel
+from edgelat.profiler.states import DEFAULT_STATE, SETTLE_S, STATES, state_name, state_ref
 
 # per pass (each kernel and model is measured in PASSES passes, the middle one kept)
 KERNEL_PROTOCOL = MeasurementProtocol(warmup=3, min_runs=10, max_runs=500, target_rel_ci=0.02, max_seconds=1.0)
@@ -71,13 +72,14 @@ GROUP = 96  # kernels measured together (in passes, ~10 s apart): how often the 
 PASSES = 3  # passes over each group of kernels; the middle pass is kept (see median_of_passes)
 MODEL_PASSES = 7  # passes over the whole models: few, and the figures everything is judged by
 # Whole models run continuously, unmeasured, for this long (at most half the models' share
-# of the budget) before their passes. Why: the first minute or two of sustained whole-model
-# load after anything lighter (kernel profiling, an idle minute) can run faster than the
-# load goes on at (measured on one machine: docs/calibration.md). Kernels are measured in a
-# lighter duty cycle; the calibration maps their sums to the sustained figure, which is what
-# later measurements of many models (and a model run continuously in an app) see. A phone's
-# thermal throttling is the same shape, stronger.
-MODEL_SETTLE_S = 120.0
+# of the budget) before their sustained passes. Why: the first minute or two of sustained
+# whole-model load after anything lighter (kernel profiling, an idle minute) can run faster
+# than the load goes on at (measured on one machine: docs/calibration.md). The build measures
+# its whole models in both states (edgelat.profiler.states): warm, in a few passes right
+# after the kernels (what one 'profile model' sees), then sustained after settling (what a
+# model run continuously sees; 'profile model --sustained' settles the same time first), and
+# fits a calibration to each. A phone's thermal throttling is the same shape, stronger.
+MODEL_SETTLE_S = SETTLE_S
 # Seconds between drift-sentinel checks while kernels are measured (one more when they end):
 # longer than a profiling job's, because a build's passes already absorb short slowdowns and
 # each check is profiling time taken from the budget.
@@ -106,7 +108,9 @@ def _ofa_subnet(rng: np.random.Generator, resolution: int) -> list[KernelSpec]:
 def random_network(rng: np.random.Generator) -> tuple[str, list[KernelSpec]]:
     """One real CNN of a random family, resolution and width (the distribution kernels come from)."""
     r = int(rng.choice(RESOLUTIONS))
-    family = rng.choice(["mobilenetv2", "mobilenetv3-large", "ofa-mbv3", "ofa-mbv3", "tiny"])
+    family = rng.choice(["mobilenetv2", "mobilenetv3-large", "ofa-mbv3", "ofa-mbv3", "tiny", "vgg", "resnet"])
+    if family in ("vgg", "resnet"):  # dense 3x3/1x1 convs and large fc heads at the sizes real CNNs have
+        return _plain_network(rng, family, r)
     if family == "mobilenetv2":
         w = float(rng.choice(WIDTHS))
         return f"mobilenetv2-{r}-{w:g}", networks.mobilenetv2(r, w)
@@ -116,6 +120,23 @@ def random_network(rng: np.random.Generator) -> tuple[str, list[KernelSpec]]:
         r = int(rng.choice(range(32, 129, 8)))
         return f"tiny-{r}", networks.tiny_net(r)
     return f"ofa-mbv3-{r}-{int(rng.integers(1 << 30))}", _ofa_subnet(rng, r)
+
+
+def _plain_network(rng: np.random.Generator, family: str, r: int) -> tuple[str, list[KernelSpec]]:
+    w = float(rng.choice((0.5, 0.75, 1.0, 1.0, 1.5)))
+    if family == "vgg":
+        w = min(w, 1.0)
+        # fc heads up to a real VGG's (its first holds 1e8 weights): neither regressor prices an
+        # fc far beyond the sampled sizes well (figures: docs/calibration.md)
+        alex = rng.random() < 0.25
+        flat = networks.alexnet_like(max(r, 128), w, None) if alex else networks.vgg_like(r, w, "vgg11", None)
+        hidden = int(rng.choice([hd for hd in (0, 1024, 2048, 4096) if hd * flat[-2].h ** 2 * flat[-2].cin <= 1.1e8]))
+        if alex:
+            return f"alexnet-{r}-{w:g}", networks.alexnet_like(max(r, 128), w, hidden or None)
+        return f"vgg-{r}-{w:g}", networks.vgg_like(r, w, str(rng.choice(list(networks.VGG_CONFIGS))), hidden or None)
+    depths = ((2, 2, 2, 2), (3, 4, 6, 3))[int(rng.integers(2))]
+    bottleneck = bool(rng.random() < 0.4)
+    return f"resnet-{r}-{w:g}", networks.resnet_like(r, w, depths, bottleneck)
 
 
 def _scale(rng: np.random.Generator, value: int, spread: float, lo: int = 8, hi: int = 2048) -> int:
@@ -264,10 +285,11 @@ class KernelSampler:
 
 # --------------------------------------------------------------------------- whole models
 def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
-    """(name, role, kernels) of the whole models a build measures: 30 calibration models
-    spanning each family's resolutions, widths and weight sizes (0.06 M to 7.7 M weights:
-    the spill form of :mod:`edgelat.predictors.calibration` needs models on both sides of
-    the device's cache), and three held out. Benchmarks that claim
+    """(name, role, kernels) of the whole models a build measures: 38 calibration models
+    spanning each family's resolutions, widths and weight sizes (0.06 M to 35 M weights:
+    the spill form of :mod:`edgelat.predictors.calibration` needs models on both
+    sides of the device's cache) -- MobileNet-like ones, and plain and residual CNNs
+    (VGG, AlexNet, a ResNet's main path) -- and five held out. Benchmarks that claim
     "never seen" results must not use these."""
     rng = np.random.default_rng(12345)
     calibration = [
@@ -295,6 +317,22 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
     calibration += [(f"mobilenetv3-large-{r}", networks.mobilenetv3_large(r)) for r in (96, 112, 192, 232)]
     rng = np.random.default_rng(4242)
     calibration += [(f"ofa-mbv3-rand2-{r}", _ofa_subnet(rng, r)) for r in (96, 112, 184, 240, 256)]
+    # plain and residual CNNs: dense convs at real VGG/ResNet sizes, and weights from 3 M to
+    # 35 M (large fc heads), so that the calibration is not extrapolated from MobileNets alone
+    calibration += [
+        ("vgg11-160-0.5-fc2048", networks.vgg_like(160, 0.5, "vgg11", 2048)),
+        ("vgg11-128-1-fc2048", networks.vgg_like(128, 1.0, "vgg11", 2048)),
+        ("vgg13-96-0.75", networks.vgg_like(96, 0.75, "vgg13", None)),
+        ("alexnet-192-0.75-fc3072", networks.alexnet_like(192, 0.75, 3072)),
+        ("resnet-basic-224-0.5", networks.resnet_like(224, 0.5, (2, 2, 2, 2))),
+        ("resnet-basic-160-1-d3463", networks.resnet_like(160, 1.0, (3, 4, 6, 3))),
+        ("resnet-bottleneck-192-0.75", networks.resnet_like(192, 0.75, (3, 4, 6, 3), bottleneck=True)),
+        ("resnet-basic-128-1.5", networks.resnet_like(128, 1.5, (2, 2, 2, 2))),
+    ]
+    holdout += [
+        ("resnet-basic-192-1", networks.resnet_like(192, 1.0, (2, 2, 2, 2))),
+        ("vgg13-112-0.75-fc1024", networks.vgg_like(112, 0.75, "vgg13", 1024)),
+    ]
     return [(n, "calibration", k) for n, k in calibration] + [(n, "holdout", k) for n, k in holdout]
 
 
@@ -516,7 +554,7 @@ class Builder:
 
         self._phase = "models"
         fmt = self.config.model_format
-        items = []
+        warm, sustained = [], []
         for name, role, specs in self.models:
             data = build_model(specs, fmt, seed=0)
             ref = model_ref_for(data)
@@ -526,18 +564,31 @@ class Builder:
             # the model's kernels join the table too: a model's sum is then exact where measured
             self._profile(split.kernels, self.budget_s)
             record_model(self.db, self.device, self.config, ref, name, role, fmt, split.kernels)
-            items.append(runner.model_item(ref, data, fmt, name))
+            warm.append(runner.model_item(ref, data, fmt, name))
+            sustained.append(runner.model_item(state_ref(ref, "sustained"), data, fmt, state_name(name, "sustained")))
         self._close_sentinel()
-        todo = runner.todo_items(self.db, self.device, self.config, items)
-        if not todo:
-            return
-        # one pass at least even when the last adaptive group overran into the models'
-        # share of the budget: without whole models there is no calibration
-        self._say(f"measuring {len(todo)} whole models (first running them unmeasured for up to {self.model_settle_s:.0f} s "
-                  "while the budget lasts)")
+        todo = runner.todo_items(self.db, self.device, self.config, warm)
+        todo_sustained = runner.todo_items(self.db, self.device, self.config, sustained)
+        # Both states (edgelat.profiler.states): warm first, in a few passes right after the
+        # lighter kernel load (as one 'profile model' sees a model), then, after settling,
+        # sustained. One pass of each at least even when the last adaptive group overran into
+        # the models' share of the budget: without whole models there is no calibration.
+        if todo:
+            self._say(f"measuring {len(todo)} whole models warm")
+            limit = self.spent() + max(0.0, self.left() - self.model_settle_s) / 2
+            self._measure_models(todo, "warm", self.passes, 0.0, limit)
+        if todo_sustained:
+            self._say(f"measuring {len(todo_sustained)} whole models sustained (first running them unmeasured for up to "
+                      f"{self.model_settle_s:.0f} s while the budget lasts)")
+            self._measure_models(todo_sustained, "sustained", self.model_passes, self.model_settle_s, self.budget_s)
+
+    def _measure_models(self, todo: list[Any], state: str, passes: int, settle_s: float, limit_s: float) -> None:
+        """Whole models in ``passes`` passes (after ``settle_s`` of unmeasured load), stored as
+        measured in ``state``; passes after the first stop once ``limit_s`` of the budget is spent."""
         t0 = time.perf_counter()
-        options = runner.RunOptions(group=len(todo), passes=self.model_passes, settle_s=self.model_settle_s,
-                                    enough=lambda: self.spent() + time.perf_counter() - t0 >= self.budget_s)
+        options = runner.RunOptions(group=len(todo), passes=passes, settle_s=settle_s,
+                                    enough=lambda: self.spent() + time.perf_counter() - t0 >= limit_s,
+                                    environment={"state": state, "settled_s": settle_s})
         run = runner.run(self.db, self.device, self.client, self.config, self.model_protocol, todo, options)
         self._charge(time.perf_counter() - t0)
         if run.lost is not None:
@@ -622,9 +673,14 @@ class Builder:
             op: {"rows": predictor.n_rows_[op], "model": predictor.choice_[op], "cv_mape": round(predictor.cv_[op][predictor.choice_[op]], 4)}
             for op in predictor.ops_
         }
-        cal = fit_calibration(self.db, self.device, self.config, predictor)
-        if cal is not None:
-            self.summary.calibration = {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_, "loo_mape": cal.loo_mape_}
+        states = {}
+        for state in STATES:
+            cal = fit_calibration(self.db, self.device, self.config, predictor, state)
+            if cal is not None:
+                states[state] = {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_,
+                                 "loo_mape": cal.loo_mape_}
+        if states:  # the default state's at the top (what readers that know no states show), every state's below
+            self.summary.calibration = {**states.get(DEFAULT_STATE, next(iter(states.values()))), "states": states}
         self.state["summary_json"] = json.dumps(self.summary.to_dict(), default=str)
         _save_state(self.db, self.state)
         self._phase = "done"

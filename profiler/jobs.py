@@ -169,15 +169,25 @@ def profile_model(
     protocol: MeasurementProtocol,
     model_ref: str | None = None,
     name: str = "",
+    state: str = "warm",
+    settle_s: float | None = None,
 ) -> BenchmarkResult:
     """Measure one whole model and store it under ``model_ref`` (default: its content hash).
 
     ``data`` must be self-contained (what :func:`edgelat.profiler.intake.read_model` returns for a
     file). A model the device refuses (over its upload cap) or rejects raises the device's error
-    class (e.g. :class:`~edgelat.errors.CorruptModel`); nothing is stored."""
-    ref = model_ref or model_ref_for(data)
-    run = runner.run(db, device, client, config, protocol, [runner.model_item(ref, data, fmt, name)],
-                     runner.RunOptions(group=1, again=True, fail_fast=True))
+    class (e.g. :class:`~edgelat.errors.CorruptModel`); nothing is stored. ``state`` ``sustained``
+    first runs the model unmeasured for ``settle_s`` (default :data:`~edgelat.profiler.states.SETTLE_S`,
+    as the predictor build settles) and stores the row apart from the warm one
+    (:func:`~edgelat.profiler.states.state_ref`); the row's environment records the state."""
+    from edgelat.profiler.states import SETTLE_S, check_state, state_name, state_ref
+
+    check_state(state)
+    settle = (SETTLE_S if settle_s is None else settle_s) if state == "sustained" else 0.0
+    ref = state_ref(model_ref or model_ref_for(data), state)
+    run = runner.run(db, device, client, config, protocol, [runner.model_item(ref, data, fmt, state_name(name, state))],
+                     runner.RunOptions(group=1, again=True, fail_fast=True, settle_s=settle,
+                                       environment={"state": state, "settled_s": settle}))
     if run.lost is not None:
         raise run.lost
     return run.results[ref]
@@ -191,6 +201,8 @@ def profile_model_file(
     protocol: MeasurementProtocol,
     runner: str | None = None,
     runtime_given: bool = True,
+    state: str = "warm",
+    settle_s: float | None = None,
 ) -> tuple[ModelFile, BenchmarkResult]:
     """Read a model file (:func:`~edgelat.profiler.intake.read_model`), measure it whole on a
     named device and store the row: what ``edgelat profile model`` and the Python API call.
@@ -209,7 +221,8 @@ def profile_model_file(
         raise BadInput(f"{m.name}: {exc}") from exc
     with registry.connect(device, runner=runner) as client:
         try:
-            result = profile_model(db, device, client, m.data, m.format, config, protocol, model_ref=m.ref, name=m.name)
+            result = profile_model(db, device, client, m.data, m.format, config, protocol, model_ref=m.ref, name=m.name,
+                                   state=state, settle_s=settle_s)
         except (BadInput, CorruptModel) as exc:  # refused (upload cap) or rejected by the device
             raise type(exc)(f"{m.path}: {exc}") from exc
     registry.touch(device, "available")

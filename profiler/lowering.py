@@ -58,12 +58,18 @@ def as_spec_list(specs: KernelSpec | Sequence[KernelSpec]) -> list[KernelSpec]:
         for i, s in enumerate(specs):
             if s.op in BINARY_OPS:
                 raise BadInput(f"kernel {i} ({s.key}) takes two inputs and cannot be part of a chain")
-            if i and s.input_shapes()[0] != specs[i - 1].output_shape():
+            if i and s.input_shapes()[0] != specs[i - 1].output_shape() and not _flattens(specs[i - 1], s):
                 raise BadInput(
                     f"kernel {i} ({s.key}) expects input {s.input_shapes()[0]} but kernel {i - 1} "
                     f"({specs[i - 1].key}) gives {specs[i - 1].output_shape()}"
                 )
     return specs
+
+
+def _flattens(prev: KernelSpec, spec: KernelSpec) -> bool:
+    """A fully connected layer reading a whole feature map, flattened (VGG's and AlexNet's heads)."""
+    _, h, w, c = prev.output_shape()
+    return spec.op == "fc" and spec.h == spec.w == 1 and spec.cin == h * w * c
 
 
 class _Lowerer:
@@ -133,9 +139,8 @@ class _Lowerer:
 
     def dense(self, x: str, cout: int, act: str) -> str:
         shape = self.shapes[x]
-        cin = shape[-1]
-        if len(shape) == 4 and shape[1:3] != (1, 1):
-            raise BadInput(f"fc needs a 1x1 input, got {shape}")
+        # a feature map is flattened (both formats' dense ops read it as one row of h*w*c)
+        cin = int(np.prod(shape[1:]))
         w = (self.rng.standard_normal((cin, cout)) / np.sqrt(cin)).astype(np.float32)
         b = (self.rng.standard_normal(cout) * 0.1).astype(np.float32)
         fused = act if act in FUSABLE_ACTS else "none"

@@ -2,7 +2,8 @@
 
 Each network is the chain of kernels a real implementation runs: stem conv,
 MobileNet inverted-residual blocks (``mbconv``), head conv, global pool and
-fully connected layers. Feeding the list to :func:`edgelat.profiler.builders.build_model`
+fully connected layers; or the dense convs, pools and fully connected heads of
+plain and residual CNNs (VGG, AlexNet, a ResNet's main path). Feeding the list to :func:`edgelat.profiler.builders.build_model`
 gives a runnable model with the same structure, so a model-level measurement can
 be compared with the sum of its kernels.
 """
@@ -168,7 +169,108 @@ def tiny_net(resolution: int = 224, classes: int = 10) -> list[KernelSpec]:
     ]
 
 
+# VGG (Simonyan & Zisserman 2015), configurations A and B: a 3x3 conv's channels, or "M" (2x2 max pool)
+VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+}
+
+
+def _check_width(width: float) -> None:
+    if not width > 0:
+        raise BadInput(f"width multiplier must be positive, got {width!r}")
+
+
+def _fc_head(h: int, c: int, fc_hidden: int | None, classes: int) -> list[KernelSpec]:
+    """The classifier of a plain CNN: the feature map flattened into two ``fc_hidden`` layers
+    (VGG's and AlexNet's large weights), or, without ``fc_hidden``, global pool and one fc."""
+    if not fc_hidden:
+        return [KernelSpec("global-avgpool", h, h, c), KernelSpec("fc", 1, 1, c, classes)]
+    return [KernelSpec("fc", 1, 1, h * h * c, fc_hidden, act="relu"),
+            KernelSpec("fc", 1, 1, fc_hidden, fc_hidden, act="relu"),
+            KernelSpec("fc", 1, 1, fc_hidden, classes)]
+
+
+def vgg_like(resolution: int = 224, width: float = 1.0, config: str = "vgg11", fc_hidden: int | None = 4096,
+             classes: int = 1000) -> list[KernelSpec]:
+    """A VGG: dense 3x3 convs (relu, batch norm folded away as exporters write them) between 2x2
+    max pools, then the flattened map into two ``fc_hidden`` layers (None: global pool and one fc)."""
+    _check_resolution(resolution)
+    _check_width(width)
+    if config not in VGG_CONFIGS:
+        raise BadInput(f"unknown VGG configuration {config!r}; valid: {', '.join(VGG_CONFIGS)}")
+    h, cin, specs = resolution, 3, []
+    for v in VGG_CONFIGS[config]:
+        if v == "M":
+            specs.append(KernelSpec("maxpool", h, h, cin, kernel=2, stride=2))
+            h = same_out(h, 2)
+        else:
+            cout = make_divisible(int(v) * width)
+            specs.append(KernelSpec("conv2d", h, h, cin, cout, kernel=3, act="relu"))
+            cin = cout
+    return specs + _fc_head(h, cin, fc_hidden, classes)
+
+
+def alexnet_like(resolution: int = 224, width: float = 1.0, fc_hidden: int | None = 4096,
+                 classes: int = 1000) -> list[KernelSpec]:
+    """An AlexNet (the one-GPU variant torchvision has): an 11x11 stride-4 stem, 5x5 and 3x3 convs
+    between 3x3 stride-2 max pools, then a large flattened fc head."""
+    _check_resolution(resolution)
+    _check_width(width)
+    c = [make_divisible(v * width) for v in (64, 192, 384, 256, 256)]
+    specs = [KernelSpec("conv2d", resolution, resolution, 3, c[0], kernel=11, stride=4, act="relu")]
+    h = same_out(resolution, 4)
+    specs.append(KernelSpec("maxpool", h, h, c[0], kernel=3, stride=2))
+    h = same_out(h, 2)
+    specs.append(KernelSpec("conv2d", h, h, c[0], c[1], kernel=5, act="relu"))
+    specs.append(KernelSpec("maxpool", h, h, c[1], kernel=3, stride=2))
+    h = same_out(h, 2)
+    for cin, cout in zip(c[1:4], c[2:5]):
+        specs.append(KernelSpec("conv2d", h, h, cin, cout, kernel=3, act="relu"))
+    specs.append(KernelSpec("maxpool", h, h, c[4], kernel=3, stride=2))
+    h = same_out(h, 2)
+    return specs + _fc_head(h, c[4], fc_hidden, classes)
+
+
+def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int] = (2, 2, 2, 2),
+                bottleneck: bool = False, classes: int = 1000) -> list[KernelSpec]:
+    """A ResNet's main path (He et al. 2016) as a chain: 7x7 stride-2 stem, 3x3 max pool, four
+    stages of basic blocks (two 3x3 convs) or bottlenecks (1x1, 3x3, 1x1 to 4x), the block's
+    closing relu as its own kernel (where a ResNet adds the shortcut), global pool, one fc.
+    The shortcut itself is left out (a chain has one path): the dense convs, at a real
+    ResNet's sizes, are what it is for."""
+    _check_resolution(resolution)
+    _check_width(width)
+    if len(depths) != 4 or any(d < 1 for d in depths):
+        raise BadInput(f"a ResNet needs 4 stage depths >= 1, got {list(depths)}")
+    stem = make_divisible(64 * width)
+    specs = [KernelSpec("conv2d", resolution, resolution, 3, stem, kernel=7, stride=2, act="relu")]
+    h = same_out(resolution, 2)
+    specs.append(KernelSpec("maxpool", h, h, stem, kernel=3, stride=2))
+    h, cin = same_out(h, 2), stem
+    for stage, depth in enumerate(depths):
+        mid = make_divisible(64 * 2**stage * width)
+        cout = 4 * mid if bottleneck else mid
+        for i in range(depth):
+            s = 2 if stage and i == 0 else 1
+            if bottleneck:
+                specs.append(KernelSpec("conv2d", h, h, cin, mid, kernel=1, act="relu"))
+                specs.append(KernelSpec("conv2d", h, h, mid, mid, kernel=3, stride=s, act="relu"))
+                h = same_out(h, s)
+                specs.append(KernelSpec("conv2d", h, h, mid, cout, kernel=1))
+            else:
+                specs.append(KernelSpec("conv2d", h, h, cin, mid, kernel=3, stride=s, act="relu"))
+                h = same_out(h, s)
+                specs.append(KernelSpec("conv2d", h, h, mid, cout, kernel=3))
+            specs.append(KernelSpec("relu", h, h, cout))
+            cin = cout
+    return specs + [KernelSpec("global-avgpool", h, h, cin), KernelSpec("fc", 1, 1, cin, classes)]
+
+
 NETWORKS: dict[str, Callable[..., list[KernelSpec]]] = {
+    "vgg-like": vgg_like,
+    "alexnet-like": alexnet_like,
+    "resnet-like": resnet_like,
     "mobilenetv2": mobilenetv2,
     "mobilenetv3-large": mobilenetv3_large,
     "tiny": tiny_net,

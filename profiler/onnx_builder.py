@@ -82,9 +82,12 @@ class _Emitter:
                 self.act(a["fused"], y, out)
         elif n.kind == "dense":
             x = n.inputs[0]
+            w, b = n.consts["weight"], n.consts["bias"]
             if len(shapes[x]) == 4:
                 x = self.node("Flatten", [x], f"{out}_flat", axis=1)
-            w, b = n.consts["weight"], n.consts["bias"]
+                # the weights' rows follow the NHWC flattening (TFLite's); ONNX flattens NCHW
+                _, hh, ww, cc = shapes[n.inputs[0]]
+                w = w.reshape(hh, ww, cc, -1).transpose(2, 0, 1, 3).reshape(hh * ww * cc, -1)
             y = out if a["fused"] == "none" else f"{out}_pre"
             self.node("Gemm", [x, self.const(f"{out}_w", w.T), self.const(f"{out}_b", b)], y, transB=1)
             if a["fused"] != "none":

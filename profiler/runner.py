@@ -108,6 +108,7 @@ class RunOptions:
     after_group: Callable[[GroupDone], None] | None = None
     sentinel: DriftSentinel | None = None
     close_sentinel: bool = True  # check the sentinel after the last group
+    environment: dict[str, Any] = field(default_factory=dict)  # added to each kept row's environment (e.g. its state)
 
 
 @dataclass
@@ -262,6 +263,8 @@ def _keep(db: sqlite_utils.Database, device: str, by_key: dict[str, Item], resul
     if item is None:
         raise DeviceError(f"device returned a result for an unknown item {result.tag!r}")
     summary.results[item.key] = result
+    if options.environment:
+        result.environment = {**(result.environment or {}), **options.environment}
     if result.ok and result.latency is not None:
         if options.store:
             _store(db, device, item, result, options.sentinel)

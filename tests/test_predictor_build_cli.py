@@ -53,7 +53,9 @@ def test_build_then_report_on_local(tmp_path):
     assert again.exit_code == 0, again.output
     assert "the budget was already spent" in again.stdout
     printed = " ".join(again.stdout.split())  # rich wraps lines at the terminal width
-    assert re.search(r"calibration: \S+ .* from \d+ whole models \(leave-one-out MAPE \d+\.\d%\)", printed), printed
+    for state in ("warm", "sustained"):  # one calibration per state
+        assert re.search(rf"calibration \({state}\): \S+ .* from \d+ whole models \(leave-one-out MAPE \d+\.\d%\)",
+                         printed), printed
     assert len(kernel_rows(db, "local", config)) == summary["kernels_total"]
 
 

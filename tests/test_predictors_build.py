@@ -9,7 +9,7 @@ import pytest
 from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, model_rows, open_db
-from edgelat.predictors.calibration import Calibration, measured_models, model_weights, run_overhead_ms
+from edgelat.predictors.calibration import Calibration, kernel_weights, measured_models, run_overhead_ms
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
@@ -64,8 +64,9 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     db = open_db(tmp_path / "edgelat.db")
     said = []
     summary = _build(db, 20.0, progress=lambda phase, spent, budget, message: said.append((phase, spent, message)))
-    # whole models (and only they) run unmeasured first: half the models' share of this small budget
-    assert {s for p, s in settles if p == MODELS} == {MODELS_SHARE * 20.0 / 2}
+    # whole models are measured warm (no settling), then sustained after running unmeasured for
+    # half the models' share of this small budget; kernels never settle
+    assert [s for p, s in settles if p == MODELS] == [0.0, MODELS_SHARE * 20.0 / 2]
     assert {s for p, s in settles if p == KERNELS} == {0.0}
     # the budget is checked between groups, so a phase's last group may overrun its limit but no
     # group starts after it (a structural check: how long a group takes depends on the machine)
@@ -76,15 +77,18 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     # the adaptive rounds go on until only MODELS_SHARE of the budget is left
     assert summary.spent_s >= (1 - MODELS_SHARE) * 20.0, summary.to_dict()
     assert summary.rounds >= 1 and summary.kernels_measured > 50
-    assert summary.models_measured == len(SMALL_MODELS)
-    assert len(model_rows(db, "local", CONFIG)) == len(SMALL_MODELS)
+    assert summary.models_measured == 2 * len(SMALL_MODELS)  # warm and sustained
+    assert len(model_rows(db, "local", CONFIG)) == 2 * len(SMALL_MODELS)
     # the build's kernel groups run under the drift sentinel: every row has the level it was measured at
     assert all(r["sentinel_level"] is not None for r in kernel_rows(db, "local", CONFIG))
     predictor = KernelPredictor.load(db, "local", CONFIG)
     assert predictor is not None and "mbconv" in predictor.ops_
     assert summary.regressors["mbconv"]["rows"] == predictor.n_rows_["mbconv"]
     cal = Calibration.load(db, "local", CONFIG)
-    assert cal is not None and cal.n_models_ == 3
+    assert cal is not None and cal.n_models_ == 3 and cal.state_ == "warm"
+    sustained = Calibration.load(db, "local", CONFIG, "sustained")
+    assert sustained is not None and sustained.n_models_ == 3 and sustained.state_ == "sustained"
+    assert set(summary.calibration["states"]) == {"warm", "sustained"}
 
     rep = predictor_report(db, "local", CONFIG)
     pts = rep["kernels"]["points"]
@@ -104,7 +108,7 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     assert overhead > 0  # the build profiles the near-empty model first
     sum_ms = float(predictor.predict_specs(networks.tiny_net(80)).sum())
     assert hold["kernels_sum_ms"] == pytest.approx(sum_ms)
-    weights = model_weights(networks.tiny_net(80))
+    weights = kernel_weights(networks.tiny_net(80))
     expected_pred = sum_ms if cal.is_identity else float(cal.predict([sum_ms], [n], [weights])[0])
     assert hold["predicted_ms"] == pytest.approx(expected_pred)
     expected = metrics_report([hold["measured_ms"]], [hold["predicted_ms"]])

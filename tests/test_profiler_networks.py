@@ -133,3 +133,40 @@ def test_spec_lists_are_fresh_copies():
     a = get_preset("smoke")
     a.append(KernelSpec("relu", 1, 1, 1))
     assert len(get_preset("smoke")) == len(a) - 1
+
+
+def test_plain_and_residual_cnns_have_their_published_sizes_and_build():
+    from edgelat.predictors.fusion import FusionRules
+    from edgelat.predictors.graph import split_model
+    from edgelat.profiler.builders import build_model
+    from edgelat.profiler.networks import alexnet_like, resnet_like, vgg_like
+
+    def weights(net):
+        return sum(s.params() for s in net)
+
+    vgg = vgg_like()  # VGG-11 at 224: 7.6 G multiply-adds, 132.9 M weights (torchvision's vgg11)
+    assert 7.4e9 < macs(vgg) < 7.8e9 and 132e6 < weights(vgg) < 134e6
+    assert vgg[-3].key == "fc:h1,w1,cin25088,cout4096,relu"  # the 7x7x512 map, flattened
+    r34 = resnet_like(224, 1.0, (3, 4, 6, 3))  # ResNet-34's main path: 3.6 G multiply-adds
+    assert 3.4e9 < macs(r34) < 3.8e9 and 21e6 < weights(r34) < 22e6
+    r50 = resnet_like(224, 1.0, (3, 4, 6, 3), bottleneck=True)  # ResNet-50 without its 4 projection convs
+    assert 3.6e9 < macs(r50) < 4.1e9
+    for net in (vgg_like(96, 0.5, "vgg13", 512), alexnet_like(128, 0.5, 256), resnet_like(64, 0.25, (1, 1, 1, 1), True)):
+        assert as_spec_list(net) == net
+        # the model splits back into the same kernels: a flattened fc keeps its key
+        split = split_model(build_model(net, "onnx"), "onnx", FusionRules())
+        assert not split.unknown and {k.key for k in split.kernels if k.op == "fc"} == {s.key for s in net if s.op == "fc"}
+    with pytest.raises(BadInput, match="VGG configuration"):
+        vgg_like(config="vgg99")
+    with pytest.raises(BadInput, match="4 stage depths"):
+        resnet_like(depths=(2, 2))
+
+
+def test_an_fc_over_a_flattened_map_runs_the_same_in_both_runtimes():
+    from edgelat.profiler.networks import vgg_like
+
+    net = vgg_like(64, 0.25, "vgg11", 64, classes=10)
+    assert net[-3].cin == 2 * 2 * 128
+    o_out, t_out, _ = run_both(net, seed=5)
+    assert o_out.shape == t_out.shape == (1, 10)
+    np.testing.assert_allclose(o_out, t_out, rtol=RTOL, atol=ATOL)

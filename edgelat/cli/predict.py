@@ -85,11 +85,14 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
 @click.option("--measure-if-unsure", is_flag=True,
               help="With a model file: first measure on the device the kernels whose regressor prices make the "
                    "90%% interval wide, store them, then answer.")
+@click.option("--sustained", is_flag=True,
+              help="With a model file: predict the sustained state, what 'profile model --sustained' measures "
+                   "(after the device has settled under load). Default: warm, what 'profile model' measures.")
 @runtime_options
 @json_option
 def predict(model_path: str | None, device: str, space_name: str | None, arch: str | None,
-            archs_csv: str | None, out_path: str | None, measure_if_unsure: bool, runtime_config: Any,
-            as_json: bool) -> None:
+            archs_csv: str | None, out_path: str | None, measure_if_unsure: bool, sustained: bool,
+            runtime_config: Any, as_json: bool) -> None:
     """Predict the latency of a model file or of search-space architectures on a device.
 
     For an imported device (known only from imported measurements) the runtime
@@ -99,6 +102,7 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     Examples:
       edgelat predict model.onnx --device rpi5 --json
       edgelat predict net.onnx --device rpi5 --measure-if-unsure
+      edgelat predict net.onnx --device rpi5 --sustained   # vs 'profile model --sustained'
       edgelat predict --space ofa-mbv3 --arch '{"ks": [...], "e": [...], "d": [...], "r": 224}' --device rpi5
       edgelat predict --space nasbench201 --archs query.csv --device pixel3 --out predictions.csv
     """
@@ -107,10 +111,12 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     if model_path:
         if arch or archs_csv or out_path:
             raise BadInput("--arch, --archs and --out go with --space, not with a model file")
-        _predict_model(model_path, device, runtime_config, as_json, measure_if_unsure)
+        _predict_model(model_path, device, runtime_config, as_json, measure_if_unsure, sustained)
         return
     if measure_if_unsure:
         raise BadInput("--measure-if-unsure goes with a model file")
+    if sustained:
+        raise BadInput("--sustained goes with a model file")
     if not space_name:
         raise BadInput("nothing to predict: give a model file, or --space with --arch or --archs")
     if bool(arch) == bool(archs_csv):
@@ -152,11 +158,14 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
         write_predictions(sys.stdout, header, rows, ms)
 
 
-def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_if_unsure: bool) -> None:
+def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_if_unsure: bool,
+                   sustained: bool = False) -> None:
     from edgelat.on_demand import predict_model_file
 
-    db, _ = open_registry()
-    data = predict_model_file(db, device, config, path, measure_if_unsure=measure_if_unsure)
+    db, registry = open_registry()
+    registry.get(device)
+    data = predict_model_file(db, device, config, path, measure_if_unsure=measure_if_unsure,
+                              state="sustained" if sustained else "warm")
     if as_json:
         emit_json(data)
         return
@@ -165,7 +174,7 @@ def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_i
     from edgelat.cli.base import stdout_console
 
     kernels = data.get("kernels") or []
-    title = f"{path} on {device}: {_fmt_ms(float(data['latency_ms']))}"
+    title = f"{path} on {device}, {data['state']}: {_fmt_ms(float(data['latency_ms']))}"
     if data.get("latency_ms_low") is not None:
         title += f" (90% interval {data['latency_ms_low']:.4g}-{data['latency_ms_high']:.4g} ms)"
     if data.get("calibrated"):

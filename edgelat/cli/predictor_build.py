@@ -107,10 +107,11 @@ def _print_build(d: dict[str, Any]) -> None:
     else:
         out.print("no kernel type has enough rows for a regressor yet")
     c = d["calibration"]
-    if c:
-        loo = (c.get("loo_mape") or {}).get(c["form"])
+    for state, cs in ((c.get("states") or {"": c}).items() if c else ()):
+        loo = (cs.get("loo_mape") or {}).get(cs["form"])
         held = f" (leave-one-out MAPE {_pct(loo)})" if loo is not None else ""
-        out.print(f"calibration: {c['form']} {['%.4g' % x for x in c['coef']]} from {c['models']} whole models{held}")
+        label = f"calibration ({state})" if state else "calibration"
+        out.print(f"{label}: {cs['form']} {['%.4g' % x for x in cs['coef']]} from {cs['models']} whole models{held}")
     for f in d["failed"]:
         out.print(f"  failed {f['key']}: {f['error']}")
 

@@ -184,10 +184,16 @@ def result_json(device: str, result: Any, model_ref: str, path: str, notes: list
                    "after the timed ones; shown slowest first with its share of the total.")
 @click.option("--layers", "show_layers", type=click.IntRange(1, None), default=20, show_default=True,
               help="With --per-layer: how many of the slowest layers to print (--json prints all).")
+@click.option("--sustained", is_flag=True,
+              help="Measure the sustained state: run the model unmeasured for --settle-s seconds first, as "
+                   "'predictor build' settles before its sustained calibration ('predict --sustained' predicts "
+                   "this). Default: warm (after warm-up runs), what 'predict' predicts.")
+@click.option("--settle-s", type=click.FloatRange(min=0), default=None,
+              help="With --sustained: seconds of unmeasured load first [default: 120, the build's].")
 @json_option
 def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None, per_layer: bool,
-          show_layers: int, as_json: bool, hub: str | None = None, hub_token_file: str | None = None,
-          detach: bool = False) -> None:
+          show_layers: int, sustained: bool, settle_s: float | None, as_json: bool, hub: str | None = None,
+          hub_token_file: str | None = None, detach: bool = False) -> None:
     """Profile a whole model file (.onnx or .tflite) on a device.
 
     The format comes from the file's content. ONNX weights kept in external data
@@ -203,6 +209,7 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
       edgelat profile model net.tflite --device rpi5 --threads 4
       edgelat profile model net.tflite --device pixel7 --runner benchmark_model --json
       edgelat profile model net.onnx --device local --per-layer
+      edgelat profile model net.onnx --device local --sustained   # after settling under load
     """
     import dataclasses
 
@@ -211,7 +218,11 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     if per_layer:
         protocol = dataclasses.replace(protocol, per_layer=True)
 
+    if settle_s is not None and not sustained:
+        raise BadInput("--settle-s goes with --sustained (the warm state does not settle)")
     if remote(hub):
+        if sustained:
+            raise BadInput("--sustained is not available through a hub yet; profile on the device's own host")
         from edgelat.cli.jobs import profile_model
 
         got = profile_model(path, device, runtime_config, protocol, runner, _runtime_given(), as_json, hub,
@@ -222,7 +233,8 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     else:
         db, _ = open_registry()
         m, result = profile_model_file(db, device, path, runtime_config, protocol, runner=runner,
-                                       runtime_given=_runtime_given())
+                                       runtime_given=_runtime_given(), state="sustained" if sustained else "warm",
+                                       settle_s=settle_s)
         out = result_json(device, result, m.ref, str(m.path), m.notes)
     if as_json:
         emit_json(out)
@@ -231,8 +243,8 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
            for k, v in out["latency_ms"].items()}
     energy = f"{out['energy_mj']:.3f} mJ" if out["energy_mj"] is not None else f"n/a ({out['energy_note']})"
     stdout_console().print(
-        f"{m.name} on {device} ({out['runtime']} {out['runtime_version']}, {out['threads']} thread(s)): "
-        f"median {lat['median']} ms (p10 {lat['p10']}, p90 {lat['p90']}, n={lat['n']}"
+        f"{m.name} on {device} ({out['runtime']} {out['runtime_version']}, {out['threads']} thread(s)), "
+        f"{out['state']}: median {lat['median']} ms (p10 {lat['p10']}, p90 {lat['p90']}, n={lat['n']}"
         f"{'' if out['stable'] else ', UNSTABLE'}), energy {energy}"
     )
     for note in m.notes:
