@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from edgelat import __version__
 from edgelat.agents.backend import Backend
+from edgelat.agents.cache import cached_sha
 from edgelat.agents.energy.base import EnergyMeter
 from edgelat.agents.energy.detect import detect_meter
 from edgelat.agents.environment import defined_state, snapshot
@@ -62,15 +63,21 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+_LIBC: Any = None
+
+
 def _release_free_memory() -> None:
     """Hand memory freed by earlier sessions back to the OS (glibc ``malloc_trim``).
 
     Without this the allocator reuses pages that are already resident and a
     second model's growth reads as a few kilobytes. (Sessions are freed by
-    reference counting when closed, so no ``gc.collect()``: it costs ~15 ms.)
+    reference counting when closed, so no ``gc.collect()``: it is slow.)
     """
+    global _LIBC
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None)
+        _LIBC.malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (musl, macOS): growth may be under-counted
         pass
 
@@ -117,6 +124,10 @@ def _first_run(runtime: Any, session: Any, path: Path) -> float:
 
 
 def _sha256_file(path: Path) -> str:
+    """The model's content hash: a cached model's is its name (verified when it arrived)."""
+    known = cached_sha(path)
+    if known is not None:
+        return known
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -23,16 +23,28 @@ def _nchw(shape: tuple[int, ...]) -> list[int]:
 
 
 class _Emitter:
-    def __init__(self, graph: Graph) -> None:
-        from onnx import helper, numpy_helper
+    """Writes the ModelProto in place: weights go straight into the graph's initializers
+    (``make_graph`` and ``make_model`` would copy every weight twice more, which was a
+    good part of building a kernel's model)."""
 
-        self.helper, self.numpy_helper = helper, numpy_helper
+    def __init__(self, graph: Graph) -> None:
+        import onnx
+        from onnx import helper
+
+        self.helper = helper
         self.graph = graph
+        self.model = onnx.ModelProto()
+        self.model.ir_version = IR_VERSION
         self.nodes: list = []
-        self.inits: list = []
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        # what onnx.numpy_helper.from_array writes for a numeric array (little-endian raw data)
+        value = np.ascontiguousarray(value)
+        tensor = self.model.graph.initializer.add()
+        tensor.dims.extend(value.shape)
+        tensor.name = name
+        tensor.raw_data = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+        tensor.data_type = self.helper.np_dtype_to_tensor_dtype(value.dtype)
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
@@ -116,9 +128,13 @@ class _Emitter:
         for n in g.nodes:
             self.emit(n)
         vi = lambda name: h.make_tensor_value_info(name, TensorProto.FLOAT, _nchw(g.shapes[name]))  # noqa: E731
-        graph = h.make_graph(self.nodes, "edgelat", [vi(i) for i in g.inputs], [vi(g.output)], initializer=self.inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)], producer_name="edgelat")
-        model.ir_version = IR_VERSION
+        model = self.model
+        model.graph.node.extend(self.nodes)
+        model.graph.name = "edgelat"
+        model.graph.input.extend([vi(i) for i in g.inputs])
+        model.graph.output.extend([vi(g.output)])
+        model.opset_import.extend([h.make_opsetid("", OPSET)])
+        model.producer_name = "edgelat"
         return model.SerializeToString()
 
 
