@@ -83,6 +83,8 @@ def _ort():
 # and empty whenever it is in this list.
 _SPARE_FOLDERS: list[str] = []
 _SPARE_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child makes its own: the parent's may be in use
+    os.register_at_fork(after_in_child=_SPARE_FOLDERS.clear)
 
 
 @atexit.register
@@ -92,16 +94,28 @@ def _remove_spare_folders() -> None:
             shutil.rmtree(_SPARE_FOLDERS.pop(), ignore_errors=True)
 
 
+def _spare_folder() -> str | None:
+    """A kept folder that is still empty (one where anything appeared is removed), or None."""
+    while True:
+        with _SPARE_LOCK:
+            if not _SPARE_FOLDERS:
+                return None
+            folder = _SPARE_FOLDERS.pop()
+        try:
+            if not os.listdir(folder):
+                return folder
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _alone(path: Path) -> Iterator[Path]:
     """The model file linked alone into an empty private folder: onnxruntime resolves external
     data next to the model, so a model's weights can only come from its own bytes (never from
     another cached model or any other file beside it). One folder per load at a time; folders
     are reused once empty again."""
-    with _SPARE_LOCK:
-        folder = _SPARE_FOLDERS.pop() if _SPARE_FOLDERS else None
-    if folder is None:
-        folder = tempfile.mkdtemp(prefix="edgelat-model-")
+    folder = _spare_folder() or tempfile.mkdtemp(prefix="edgelat-model-")
     alone = Path(folder) / "model.onnx"
     try:
         try:
