@@ -83,8 +83,17 @@ def _ort():
 # and empty whenever it is in this list.
 _SPARE_FOLDERS: list[str] = []
 _SPARE_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"):  # a forked child makes its own: the parent's may be in use
-    os.register_at_fork(after_in_child=_SPARE_FOLDERS.clear)
+
+
+def _forget_spare_folders() -> None:
+    """In a forked child: make its own folders (the parent's may be in use), with a fresh lock."""
+    global _SPARE_LOCK
+    _SPARE_LOCK = threading.Lock()
+    _SPARE_FOLDERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_spare_folders)
 
 
 @atexit.register
