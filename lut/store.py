@@ -282,7 +282,7 @@ def add_model_result(
     layers = (result.extra or {}).get("layers")
     row["layers_json"] = json.dumps(layers) if layers else None
     with db.conn:
-        db["model_measurements"].upsert(row, pk=("device", "config_key", "model_ref"))
+        _upsert(db, "model_measurements", row, ("device", "config_key", "model_ref"))
         _append_history(db, "model", model_ref, model_name, row)
 
 
