@@ -359,7 +359,7 @@ class LocalBackend(Backend):
                     try:
                         item.timer.burst(item.session.run)
                         if item.timer.done:
-                            self._energy_stretch(item, meter, item.timer.summary()["median"])
+                            self._energy_stretch(item, meter)
                     except Exception as exc:
                         meter.close()
                         item.session.close()
@@ -409,7 +409,7 @@ class LocalBackend(Backend):
                      before=before, peak=peak, peak_note=memory.note)
 
     @staticmethod
-    def _energy_stretch(item: "_Live", meter: EnergyMeter, median_ms: float) -> None:
+    def _energy_stretch(item: "_Live", meter: EnergyMeter) -> None:
         """Meter energy over one contiguous stretch of runs once the item's latency is known.
 
         A round's burst is a few runs, far below an energy counter's resolution
@@ -421,6 +421,7 @@ class LocalBackend(Backend):
         if meter.name == "none":
             item.energy_note = meter.note
             return
+        median_ms = item.timer.summary()["median"]
         runs = max(item.timer.burst_size(), math.ceil(2.0 * meter.min_interval_s * 1000.0 / max(median_ms, 1e-6)))
         runs = min(runs, 100_000)
         meter.start()
