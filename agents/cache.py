@@ -20,6 +20,7 @@ import re
 import tempfile
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -53,11 +54,14 @@ class IncomingModel:
     place, :meth:`discard` removes it (safe to call after a commit).
     """
 
-    def __init__(self, cache: "ModelCache") -> None:
+    def __init__(self, cache: "ModelCache", hashed: str | None = None) -> None:
         fd, name = tempfile.mkstemp(dir=cache.directory, prefix=PARTIAL_PREFIX)
         self.path = Path(name)
         self._fh = os.fdopen(fd, "wb", buffering=0)  # on disk at once: other uploads see its size
-        self._hash = hashlib.sha256()
+        # ``hashed``: the sha256 of the bytes about to be written, computed by the caller from
+        # those very bytes (``ModelCache.put``), so they are not hashed twice
+        self._hash = None if hashed is not None else hashlib.sha256()
+        self._hashed = hashed
         self.size = 0
         self.committed = False
 
@@ -65,14 +69,15 @@ class IncomingModel:
         view = memoryview(data)
         while view:
             view = view[self._fh.write(view) or 0:]
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.size += len(data)
 
     def finish(self) -> str:
         """Close the file; returns the sha256 of everything written."""
         if not self._fh.closed:
             self._fh.close()
-        return self._hash.hexdigest()
+        return self._hash.hexdigest() if self._hash is not None else str(self._hashed)
 
     def discard(self) -> None:
         if not self._fh.closed:
@@ -82,7 +87,12 @@ class IncomingModel:
 
 
 class ModelCache:
-    """A size-capped directory of model files keyed by sha256."""
+    """A size-capped directory of model files keyed by sha256.
+
+    It keeps the size of every cached model it has seen, so a store reads only the
+    folder's names (and the sizes of partial uploads): files are stat'ed one by one,
+    oldest first, only when something must be evicted.
+    """
 
     def __init__(self, directory: str | Path, max_bytes: int = 2 << 30, stale_s: float = 120.0) -> None:
         self.directory = Path(directory)
@@ -91,7 +101,9 @@ class ModelCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._pins: Counter[str] = Counter()
+        self._sizes: dict[str, int] = {}  # cached model (sha) -> bytes, as of the last scan or store
         self.swept = self.sweep_partials()
+        _CACHES[str(self.directory)] = self
 
     # -- lookups ------------------------------------------------------------------
 
@@ -120,13 +132,20 @@ class ModelCache:
     # -- storing ------------------------------------------------------------------
 
     def put(self, data: bytes, expected_sha: str | None = None) -> str:
-        """Store ``data``; verifies ``expected_sha`` when given. Returns the sha."""
+        """Store ``data``; verifies ``expected_sha`` when given. Returns the sha.
+
+        A model already cached is only marked recently used (nothing is written)."""
         if len(data) > self.max_bytes:
             raise CacheFull(f"model of {len(data)} bytes exceeds the agent cache cap of {self.max_bytes} bytes")
-        incoming = self.incoming()
+        sha = sha256_bytes(data)
+        if expected_sha is not None:
+            _check_match(sha, expected_sha, len(data))
+        if self.path(sha) is not None:
+            return sha
+        incoming = IncomingModel(self, hashed=sha)
         try:
             incoming.write(data)
-            return self.commit(incoming, expected_sha)
+            return self.commit(incoming)
         finally:
             incoming.discard()
 
@@ -139,11 +158,8 @@ class ModelCache:
         to stay under the cap. Returns the sha; raises BadInput on a hash mismatch and
         :class:`CacheFull` when it cannot fit."""
         sha = incoming.finish()
-        if expected_sha is not None and check_sha(expected_sha) != sha:
-            raise BadInput(
-                f"model content hash mismatch: got {sha}, expected {expected_sha} "
-                f"({incoming.size} bytes received; the upload was truncated or altered)"
-            )
+        if expected_sha is not None:
+            _check_match(sha, expected_sha, incoming.size)
         with self._lock:
             target = self.directory / sha
             if target.exists():
@@ -153,6 +169,7 @@ class ModelCache:
             self._evict(incoming)
             os.replace(incoming.path, target)
             incoming.committed = True
+            self._sizes[sha] = incoming.size
         return sha
 
     # -- accounting ---------------------------------------------------------------
@@ -180,17 +197,49 @@ class ModelCache:
     def _partials(self) -> list[Path]:
         return [p for p in self.directory.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
 
+    def _scan(self, skip: Path) -> tuple[int, int]:
+        """One pass over the folder's names (called under the lock): bytes of cached models
+        and of partial uploads other than ``skip``, stale partials swept on the way. Sizes of
+        models seen before come from the running table; only new names are stat'ed, and
+        models removed by someone else drop out of it."""
+        limit = time.time() - self.stale_s
+        sizes: dict[str, int] = {}
+        partial_bytes = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if name.startswith(PARTIAL_PREFIX):
+                        if name == skip.name:
+                            continue
+                        st = entry.stat()
+                        if st.st_mtime <= limit:
+                            os.unlink(entry.path)
+                        else:
+                            partial_bytes += st.st_size
+                    elif _SHA.match(name):
+                        known = self._sizes.get(name)
+                        if known is not None:
+                            sizes[name] = known
+                        elif entry.is_file():
+                            sizes[name] = entry.stat().st_size
+                except FileNotFoundError:  # removed meanwhile
+                    pass
+        self._sizes = sizes
+        return sum(sizes.values()), partial_bytes
+
     def _evict(self, incoming: IncomingModel) -> None:
         """Make room for ``incoming`` (called under the lock). Other uploads in progress
         count against the cap; pinned models are never evicted."""
-        self.sweep_partials()
-        others = sum(_size(p) for p in self._partials() if p != incoming.path)
-        files = sorted(self._files(), key=_mtime)
-        total = sum(_size(p) for p in files) + others
+        models, others = self._scan(incoming.path)
+        total = models + others
+        if total + incoming.size <= self.max_bytes:
+            return
+        files = sorted((self.directory / name for name in self._sizes), key=_mtime)
         evictable = [p for p in files if p.name not in self._pins]
         while evictable and total + incoming.size > self.max_bytes:
             victim = evictable.pop(0)
-            total -= _size(victim)
+            total -= self._sizes.pop(victim.name, 0)
             victim.unlink(missing_ok=True)
         if total + incoming.size > self.max_bytes:
             raise CacheFull(
@@ -198,6 +247,28 @@ class ModelCache:
                 f"({total} bytes are models in use or uploads in progress); retry when they are done, "
                 "or restart the agent with a larger --cache-max-mb"
             )
+
+
+#: Open caches by folder (as :meth:`ModelCache.path` spells it), for :func:`cached_sha`.
+_CACHES: "weakref.WeakValueDictionary[str, ModelCache]" = weakref.WeakValueDictionary()
+
+
+def cached_sha(path: Path) -> str | None:
+    """The sha256 of ``path`` when it is a model file of a cache open in this process (its
+    name is its verified content hash, and cached files are only ever replaced whole), so a
+    backend need not hash it again; None for any other file."""
+    cache = _CACHES.get(str(path.parent))
+    if cache is None or not _SHA.match(path.name):
+        return None
+    return path.name
+
+
+def _check_match(sha: str, expected_sha: str, size: int) -> None:
+    if check_sha(expected_sha) != sha:
+        raise BadInput(
+            f"model content hash mismatch: got {sha}, expected {expected_sha} "
+            f"({size} bytes received; the upload was truncated or altered)"
+        )
 
 
 def _size(p: Path) -> int:

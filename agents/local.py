@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 from edgelat import __version__
 from edgelat.agents.backend import Backend
 from edgelat.agents.bounds import check_config, check_protocol
+from edgelat.agents.cache import cached_sha
 from edgelat.agents.energy.base import EnergyMeter
 from edgelat.agents.energy.detect import detect_meter
 from edgelat.agents.environment import defined_state, snapshot
@@ -63,15 +64,21 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+_LIBC: Any = None
+
+
 def _release_free_memory() -> None:
     """Hand memory freed by earlier sessions back to the OS (glibc ``malloc_trim``).
 
     Without this the allocator reuses pages that are already resident and a
     second model's growth reads as a few kilobytes. (Sessions are freed by
-    reference counting when closed, so no ``gc.collect()``: it costs ~15 ms.)
+    reference counting when closed, so no ``gc.collect()``: it is slow.)
     """
+    global _LIBC
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None)
+        _LIBC.malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (musl, macOS): growth may be under-counted
         pass
 
@@ -118,6 +125,10 @@ def _first_run(runtime: Any, session: Any, path: Path) -> float:
 
 
 def _sha256_file(path: Path) -> str:
+    """The model's content hash: a cached model's is its name (verified when it arrived)."""
+    known = cached_sha(path)
+    if known is not None:
+        return known
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -349,7 +360,7 @@ class LocalBackend(Backend):
                     try:
                         item.timer.burst(item.session.run)
                         if item.timer.done:
-                            self._energy_stretch(item, meter, item.timer.summary()["median"])
+                            self._energy_stretch(item, meter)
                     except Exception as exc:
                         meter.close()
                         item.session.close()
@@ -399,7 +410,7 @@ class LocalBackend(Backend):
                      before=before, peak=peak, peak_note=memory.note)
 
     @staticmethod
-    def _energy_stretch(item: "_Live", meter: EnergyMeter, median_ms: float) -> None:
+    def _energy_stretch(item: "_Live", meter: EnergyMeter) -> None:
         """Meter energy over one contiguous stretch of runs once the item's latency is known.
 
         A round's burst is a few runs, far below an energy counter's resolution
@@ -411,6 +422,7 @@ class LocalBackend(Backend):
         if meter.name == "none":
             item.energy_note = meter.note
             return
+        median_ms = item.timer.summary()["median"]
         runs = max(item.timer.burst_size(), math.ceil(2.0 * meter.min_interval_s * 1000.0 / max(median_ms, 1e-6)))
         runs = min(runs, 100_000)
         meter.start()

@@ -55,9 +55,9 @@ def main() -> None:
           f"{len(summary.failed)} failed, {summary.unstable} unstable ({args.runtime}, 1 thread, "
           f"rounds {args.rounds}, sentinel {'off' if args.no_sentinel else 'on'}"
           f"{', in the sandbox worker' if args.sandbox else ''})")
-    print(f"wall time:                 {summary.wall_seconds:8.1f} s")
-    print(f"inside measured runs:      {summary.measured_seconds:8.1f} s")
-    print(f"sentinel timed runs:       {summary.sentinel_seconds:8.1f} s  ({len(summary.sentinel)} checks)")
+    print(f"wall time:                 {summary.wall_seconds:8.2f} s")
+    print(f"inside measured runs:      {summary.measured_seconds:8.2f} s")
+    print(f"sentinel timed runs:       {summary.sentinel_seconds:8.2f} s  ({len(summary.sentinel)} checks)")
     print(f"kernels per minute:        {60.0 * summary.measured / summary.wall_seconds:8.1f}")
     print(f"wall / measured ratio:     {summary.wall_seconds / max(summary.measured_seconds, 1e-9):8.2f}  (aim < 2)")
     print(f"mean wall time per kernel: {per_kernel_wall * 1000:8.1f} ms")

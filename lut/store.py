@@ -165,8 +165,22 @@ _HISTORY_FIELDS = ("device", "config_key", "runtime_version", "median_ms", "mean
 
 def _append_history(db: sqlite_utils.Database, kind: str, item_key: str, name: str | None, row: dict[str, Any]) -> None:
     """Keep this measurement in ``measurement_history`` (inside the caller's transaction)."""
-    db["measurement_history"].insert({"kind": kind, "item_key": item_key, "name": name,
-                                      **{k: row.get(k) for k in _HISTORY_FIELDS}})
+    cols = ("kind", "item_key", "name", *_HISTORY_FIELDS)
+    db.conn.execute(f"INSERT INTO measurement_history ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [kind, item_key, name, *(row.get(k) for k in _HISTORY_FIELDS)])
+
+
+def _upsert(db: sqlite_utils.Database, table: str, row: dict[str, Any], pk: tuple[str, ...]) -> None:
+    """Insert ``row`` or replace the columns it names in the row with the same ``pk``: what
+    sqlite-utils' ``upsert`` does, in one statement and without its per-call look at the
+    table's schema (a row is stored per result, so that look was paid per kernel)."""
+    cols = list(row)
+    updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in cols if c not in pk)
+    db.conn.execute(
+        f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT ({', '.join(f'[{c}]' for c in pk)}) DO UPDATE SET {updates}",
+        [row[c] for c in cols],
+    )
 
 
 def history_rows(db: sqlite_utils.Database, device: str, item_key: str | None = None,
@@ -195,7 +209,7 @@ def add_kernel_result(
     row["sentinel_level"] = sentinel_level
     row["median_norm_ms"] = result.latency.median / sentinel_level if sentinel_level is not None else None
     with db.conn:
-        db["kernel_measurements"].upsert(row, pk=("device", "config_key", "kernel_key"))
+        _upsert(db, "kernel_measurements", row, ("device", "config_key", "kernel_key"))
         _append_history(db, "kernel", kernel_key, None, row)
 
 
@@ -268,7 +282,7 @@ def add_model_result(
     layers = (result.extra or {}).get("layers")
     row["layers_json"] = json.dumps(layers) if layers else None
     with db.conn:
-        db["model_measurements"].upsert(row, pk=("device", "config_key", "model_ref"))
+        _upsert(db, "model_measurements", row, ("device", "config_key", "model_ref"))
         _append_history(db, "model", model_ref, model_name, row)
 
 

@@ -7,6 +7,7 @@ with the TFLite builder, so both formats compute the same function.
 
 from __future__ import annotations
 
+import struct
 from typing import Sequence
 
 import numpy as np
@@ -22,22 +23,107 @@ def _nchw(shape: tuple[int, ...]) -> list[int]:
     return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else list(shape)
 
 
-class _Emitter:
-    def __init__(self, graph: Graph) -> None:
-        from onnx import helper, numpy_helper
+# ---- the protobuf wire format, for the few ONNX messages a kernel model needs ----------------
+# Written here rather than through the onnx package: importing onnx costs more than building a
+# whole preset's models, and its message objects copy every weight tensor on the way to bytes.
+# Fields go in field-number order and repeated numbers unpacked (onnx.proto is proto2), so the
+# bytes are the ones ``onnx.helper`` + ``SerializeToString`` give (a test checks it).
 
-        self.helper, self.numpy_helper = helper, numpy_helper
+_FLOAT, _INT64 = 1, 7  # TensorProto.DataType
+_DTYPES = {np.dtype(np.float32): _FLOAT, np.dtype(np.int64): _INT64}
+_ATTR_FLOAT, _ATTR_INT, _ATTR_INTS = 1, 2, 7  # AttributeProto.AttributeType
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int64s take ten bytes, as in protobuf
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _len(field: int, size: int) -> bytes:
+    return _varint(field << 3 | 2) + _varint(size)
+
+
+def _str(field: int, text: str) -> bytes:
+    data = text.encode()
+    return _len(field, len(data)) + data
+
+
+class _Message:
+    """A message as a list of byte chunks, so big payloads are copied once, into the final bytes."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, *chunks: bytes) -> "_Message":
+        for chunk in chunks:
+            self.parts.append(chunk)
+            self.size += len(chunk)
+        return self
+
+    def sub(self, field: int, message: "_Message") -> "_Message":
+        self.add(_len(field, message.size))
+        self.parts.extend(message.parts)
+        self.size += message.size
+        return self
+
+
+def _attribute(name: str, value: object) -> _Message:
+    """AttributeProto as ``onnx.helper.make_attribute`` fills it (name, f | i | ints, type)."""
+    a = _Message().add(_str(1, name))
+    if isinstance(value, bool) or isinstance(value, (int, np.integer)):
+        return a.add(_int(3, int(value)), _int(20, _ATTR_INT))
+    if isinstance(value, (float, np.floating)):
+        return a.add(_varint(2 << 3 | 5), struct.pack("<f", float(value)), _int(20, _ATTR_FLOAT))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, np.integer)) for v in value):
+        return a.add(*(_int(8, int(v)) for v in value), _int(20, _ATTR_INTS))
+    raise TypeError(f"no ONNX attribute encoding for {name}={value!r}")
+
+
+def _value_info(name: str, shape: list[int]) -> _Message:
+    """ValueInfoProto of a float tensor with a fixed shape."""
+    dims = _Message()
+    for d in shape:
+        dims.sub(1, _Message().add(_int(1, int(d))))  # TensorShapeProto.dim { dim_value }
+    tensor = _Message().add(_int(1, _FLOAT)).sub(2, dims)  # TypeProto.Tensor { elem_type, shape }
+    return _Message().add(_str(1, name)).sub(2, _Message().sub(1, tensor))
+
+
+class _Emitter:
+    """Writes the model's protobuf bytes directly (see the wire-format notes above)."""
+
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.nodes: list = []
-        self.inits: list = []
+        self.nodes = _Message()
+        self.inits = _Message()
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        # TensorProto as onnx.numpy_helper.from_array writes it: dims, data_type, name, raw_data
+        value = np.ascontiguousarray(value)
+        dtype = _DTYPES.get(value.dtype)
+        if dtype is None:
+            raise TypeError(f"no ONNX tensor type for {value.dtype}")
+        raw = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+        tensor = _Message().add(*(_int(1, d) for d in value.shape), _int(2, dtype), _str(8, name), _len(9, len(raw)), raw)
+        self.inits.sub(5, tensor)  # GraphProto.initializer
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
-        # tensor names are unique, so a node is named after what it produces
-        self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attrs))
+        # NodeProto as onnx.helper.make_node writes it: attributes sorted by name; tensor names
+        # are unique, so a node is named after what it produces
+        node = _Message().add(*(_str(1, i) for i in inputs), _str(2, output), _str(3, output), _str(4, op))
+        for key in sorted(attrs):
+            node.sub(5, _attribute(key, attrs[key]))
+        self.nodes.sub(1, node)  # GraphProto.node
         return output
 
     def act(self, kind: str, x: str, out: str) -> str:
@@ -113,16 +199,22 @@ class _Emitter:
             raise ValueError(f"no ONNX emission for {n.kind}")
 
     def model_bytes(self) -> bytes:
-        from onnx import TensorProto
-
-        h, g = self.helper, self.graph
+        g = self.graph
         for n in g.nodes:
             self.emit(n)
-        vi = lambda name: h.make_tensor_value_info(name, TensorProto.FLOAT, _nchw(g.shapes[name]))  # noqa: E731
-        graph = h.make_graph(self.nodes, "edgelat", [vi(i) for i in g.inputs], [vi(g.output)], initializer=self.inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)], producer_name="edgelat")
-        model.ir_version = IR_VERSION
-        return model.SerializeToString()
+        graph = _Message()
+        graph.parts.extend(self.nodes.parts)
+        graph.size += self.nodes.size
+        graph.add(_str(2, "edgelat"))
+        graph.parts.extend(self.inits.parts)
+        graph.size += self.inits.size
+        for i in g.inputs:
+            graph.sub(11, _value_info(i, _nchw(g.shapes[i])))
+        graph.sub(12, _value_info(g.output, _nchw(g.shapes[g.output])))
+        # ModelProto: ir_version, producer_name, graph, opset_import { domain "", version }
+        model = _Message().add(_int(1, IR_VERSION), _str(2, "edgelat")).sub(7, graph)
+        model.sub(8, _Message().add(_str(1, ""), _int(2, OPSET)))
+        return b"".join(model.parts)
 
 
 def build_onnx(specs: KernelSpec | Sequence[KernelSpec], seed: int = 0) -> bytes:

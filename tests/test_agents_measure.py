@@ -172,3 +172,10 @@ def test_real_timing_of_a_sleep():
     assert 5 <= len(samples) <= 20
     assert summary["median"] >= 2.0
     assert summary["median"] < 50.0
+
+
+def test_the_rewarm_median_is_numpys():
+    rng = np.random.default_rng(3)
+    for n in range(1, 40):
+        values = list(rng.exponential(1.0, n))
+        assert measure._median(values) == float(np.median(values))

@@ -187,3 +187,25 @@ def test_litert_falls_back_to_the_other_package(tmp_path, monkeypatch):
     assert rt.name == "tflite-runtime"
     with rt.load(tflite_model(tmp_path / "m.tflite"), LITE) as s:
         s.run()
+
+
+def test_onnx_loads_reuse_one_private_folder_left_empty(tmp_path, monkeypatch):
+    import tempfile
+
+    folders = tmp_path / "tmp"
+    folders.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folders))
+    monkeypatch.setattr(onnxruntime_rt, "_SPARE_FOLDERS", [])
+    rt = get_runtime("onnxruntime")
+    for i in range(3):
+        session = rt.load(onnx_model(tmp_path / f"m{i}.onnx", channels=4 + i), RuntimeConfig(threads=1))
+        session.run()
+        session.close()
+    made = [p for p in folders.iterdir() if p.name.startswith("edgelat-model-")]
+    assert len(made) == 1 and list(made[0].iterdir()) == []  # one folder, empty between loads
+    assert made[0].stat().st_mode & 0o077 == 0  # private
+    (made[0] / "left.onnx").write_bytes(b"x")  # something appeared in it: never used again
+    rt.load(onnx_model(tmp_path / "m9.onnx"), RuntimeConfig(threads=1)).close()
+    assert not made[0].exists()
+    fresh = [p for p in folders.iterdir() if p.name.startswith("edgelat-model-")]
+    assert len(fresh) == 1 and fresh[0] != made[0] and list(fresh[0].iterdir()) == []

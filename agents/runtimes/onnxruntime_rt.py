@@ -9,11 +9,13 @@ to CPU when a GPU provider fails to initialize, and a CPU number filed under
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -76,18 +78,71 @@ def _ort():
     return onnxruntime
 
 
+# Empty private folders kept between loads: creating and removing a folder per session
+# costs far more than linking a file (slow on some filesystems); each is private (mode 0700)
+# and empty whenever it is in this list.
+_SPARE_FOLDERS: list[str] = []
+_SPARE_LOCK = threading.Lock()
+
+
+def _forget_spare_folders() -> None:
+    """In a forked child: make its own folders (the parent's may be in use), with a fresh lock."""
+    global _SPARE_LOCK
+    _SPARE_LOCK = threading.Lock()
+    _SPARE_FOLDERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_spare_folders)
+
+
+@atexit.register
+def _remove_spare_folders() -> None:
+    with _SPARE_LOCK:
+        while _SPARE_FOLDERS:
+            shutil.rmtree(_SPARE_FOLDERS.pop(), ignore_errors=True)
+
+
+def _spare_folder() -> str | None:
+    """A kept folder that is still empty (one where anything appeared is removed), or None."""
+    while True:
+        with _SPARE_LOCK:
+            if not _SPARE_FOLDERS:
+                return None
+            folder = _SPARE_FOLDERS.pop()
+        try:
+            if not os.listdir(folder):
+                return folder
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _alone(path: Path) -> Iterator[Path]:
     """The model file linked alone into an empty private folder: onnxruntime resolves external
     data next to the model, so a model's weights can only come from its own bytes (never from
-    another cached model or any other file beside it)."""
-    with tempfile.TemporaryDirectory(prefix="edgelat-model-") as folder:
-        alone = Path(folder) / "model.onnx"
+    another cached model or any other file beside it). One folder per load at a time; folders
+    are reused once empty again."""
+    folder = _spare_folder() or tempfile.mkdtemp(prefix="edgelat-model-")
+    alone = Path(folder) / "model.onnx"
+    try:
         try:
             os.link(path, alone)
         except OSError:  # another filesystem: a copy does the same
             shutil.copyfile(path, alone)
         yield alone
+    finally:
+        try:
+            alone.unlink(missing_ok=True)
+            empty = not os.listdir(folder)
+        except OSError:
+            empty = False
+        if empty:
+            with _SPARE_LOCK:
+                _SPARE_FOLDERS.append(folder)
+        else:  # something else appeared in it: never reuse it
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class OrtSession(Session):
