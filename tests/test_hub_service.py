@@ -174,3 +174,15 @@ def test_a_device_that_loses_three_leases_in_a_row_is_quarantined(tmp_path):
             assert result.exit_code == 1 and result.stderr.startswith("error: ") and "nope" in result.stderr
             final = wait_final(client, job["id"])
         assert final["state"] == "done" and _rows() == (len(BIG), len(BIG))
+
+
+def test_agent_heartbeats_mark_its_devices_seen(tmp_path, monkeypatch):
+    from edgelat.hub import service
+
+    monkeypatch.setattr(service, "DEVICE_REFRESH_S", 0.0)  # every heartbeat reaches the queue
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]):
+            first = hub.store.devices()[0]["last_seen"]
+            seen = wait_for(lambda: (d := hub.store.devices()[0])["last_seen"] > first and d, 20, "a heartbeat")
+            assert seen["state"] == "online" and seen["hub_id"] == hub.hub_id

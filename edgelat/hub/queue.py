@@ -440,10 +440,13 @@ class HubStore:
         self._poke(sorted(facts))
 
     def heartbeat(self, agent_id: str) -> int:
-        """The agent is alive: mark its devices seen and renew every lease held via it.
+        """The agent, connected to this hub, is alive: mark the devices it serves here seen and
+        renew the leases this hub holds via it.
 
-        Returns how many leases were renewed."""
-        params = {"p_agent": agent_id, "p_now": self._now()}
+        Leases another hub took through the same agent are left alone: when that hub dies and its
+        agents reconnect here, the dead hub's leases must run out (``expire``), not live on through
+        the agents' heartbeats. Returns how many leases were renewed."""
+        params = {"p_agent": agent_id, "p_hub": self.hub_id, "p_now": self._now()}
         q = self._q
 
         def run(conn: Connection) -> int:
