@@ -101,6 +101,7 @@ def test_agent_serves_only_the_devices_its_token_names(store: HubStore) -> None:
     [dev] = store.devices()
     assert (dev["name"], dev["state"], dev["facts"], dev["agent_id"], dev["hub_id"]) == \
         ("dev1", "online", {"kind": "phone"}, "a1", "hub-a")
+    assert store.device("dev1") == dev and store.device("dev2") is None  # one device, as devices() shows it
     assert isinstance(Forbidden("x"), EdgelatError)
 
 

@@ -213,11 +213,11 @@ class HubServicer(pb_grpc.HubServicer):
         return pb.JobReply(job_json=_job_json(self.store.get(job_id)), note=note)
 
     def _device_note(self, device: str) -> str:
-        for d in self.store.devices():
-            if d["name"] == device:
-                if d["state"] in ("offline", "quarantined"):
-                    return f"device {device} is {d['state']}: the job is queued until it is back"
-                return ""
+        d = self.store.device(device)
+        if d is not None:
+            if d["state"] in ("offline", "quarantined"):
+                return f"device {device} is {d['state']}: the job is queued until it is back"
+            return ""
         return f"device {device} has never connected to the hub: the job is queued until an agent serves it"
 
     def _readable(self, job_id: str, principal: Any) -> dict[str, Any]:
