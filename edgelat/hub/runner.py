@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_TTL_S = 20.0
 DEFAULT_EXPIRE_EVERY_S = 2.0
 POLL_S = 0.5
+#: above this many idle devices the dispatcher leases for "any device of this hub" instead of naming them
+MANY_DEVICES = 64
 
 
 class Runner:
@@ -78,7 +80,10 @@ class Runner:
                 with self._lock:
                     idle = [d for d in self.fleet.devices() if d not in self._busy]
                 if idle:
-                    lease = self.store.lease(devices=idle, ttl_s=self.lease_ttl_s)
+                    # Many idle devices: any free device online via this hub is one of them (the queue
+                    # knows which are busy), and naming them all costs more than the lease itself.
+                    names = None if len(idle) > MANY_DEVICES else idle
+                    lease = self.store.lease(devices=names, ttl_s=self.lease_ttl_s)
                     if lease is not None:
                         self._start(lease)
                         continue
