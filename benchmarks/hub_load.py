@@ -11,8 +11,8 @@ it, row stored in the hub's tables).
 
 Printed per setup: jobs/s (jobs done over the time from the first submit to the last
 finish), p50/p99 time from submit to lease (the queue's own timestamps, ``created_at`` and
-``leased_at``), and each hub process's peak RSS (VmHWM). Setups: one hub on SQLite; then two
-hubs on one PostgreSQL (agents and users split between them), on ``--pg URL``,
+``leased_at``), each hub process's peak RSS (VmHWM) and the hubs' CPU time per job. Setups:
+one hub on SQLite; then two hubs on one PostgreSQL (agents and users split between them), on ``--pg URL``,
 ``EDGELAT_TEST_PG`` or a throwaway cluster (the tests' ``tests/hub_db.py``), when one can
 be had.
 
@@ -218,6 +218,15 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -306,6 +315,7 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
         for t in users:
             t.join(5)
         rss = [peak_rss_mib(p.pid) for p, _ in procs]
+        cpu = sum(cpu_seconds(p.pid) for p, _ in procs)
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT state, created_at, leased_at, finished_at, error FROM hub_jobs")).all()
         engine.dispose()
@@ -330,7 +340,7 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
                 first_errors=[r.error for r in failed[:3]] + errors[:3], span_s=span,
                 jobs_per_s=len(done) / span if done else 0.0, p50_ms=_percentile(waits, 50),
                 p99_ms=_percentile(waits, 99), max_ms=waits[-1] if waits else float("nan"),
-                rss_mib=rss, connect_s=connect_s, unfinished=len(rows) - len(done) - len(failed))
+                rss_mib=rss, cpu_ms_per_job=cpu * 1000 / len(done) if done else float("nan"), connect_s=connect_s, unfinished=len(rows) - len(done) - len(failed))
 
 
 def _pg_url(arg: str | None) -> tuple[str | None, object | None, str]:
@@ -395,6 +405,7 @@ def main() -> int:
         print(f"{name} ({r['hubs']} hub{'s' if r['hubs'] > 1 else ''}): {r['done']} of {r['jobs']} jobs done in "
               f"{r['span_s']:.1f} s = {r['jobs_per_s']:.1f} jobs/s; submit->lease p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; hub peak RSS {rss} MiB; "
+              f"hub CPU {r['cpu_ms_per_job']:.1f} ms per job (all hubs, start-up included); "
               f"agents connected in {r['connect_s']:.1f} s; failed {r['failed']}, unfinished {r['unfinished']}",
               flush=True)
         for e in r["first_errors"]:
