@@ -17,6 +17,7 @@ because each check is one number that many rows lean on.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,15 @@ def stream(client: Any, items: Sequence[BenchmarkItem], config: RuntimeConfig, p
         client.benchmark_batch(list(items), config, protocol)
 
 
+@functools.lru_cache(maxsize=4)
+def sentinel_models(fmt: str) -> tuple[bytes, ...]:
+    """The sentinel kernels' models in ``fmt``, built once per process (every job checks them;
+    building them costs more than a short job's own kernel)."""
+    from edgelat.profiler.builders import build_model
+
+    return tuple(build_model(s, fmt) for s in SENTINEL_SPECS)
+
+
 class DriftSentinel:
     """The sentinel of one run of measurements (a profiling job, a predictor build).
 
@@ -117,11 +127,11 @@ class DriftSentinel:
     def check(self) -> SentinelCheck:
         """Measure the sentinel kernels once, store the check, and bracket the rows since the last one."""
         from edgelat.lut import store
-        from edgelat.profiler.builders import build_model
 
         if self._items is None:
             fmt = self.config.model_format
-            self._items = [BenchmarkItem(self.client.put_model(build_model(s, fmt)), fmt, s.key) for s in SENTINEL_SPECS]
+            self._items = [BenchmarkItem(self.client.put_model(data), fmt, s.key)
+                           for s, data in zip(SENTINEL_SPECS, sentinel_models(fmt))]
         results = list(stream(self.client, self._items, self.config, SENTINEL_PROTOCOL, self.rounds))
         medians = {r.tag: r.latency.median for r in results if r.ok and r.latency is not None}
         self.seconds += sum(r.latency.mean * r.latency.n / 1000.0 for r in results if r.ok and r.latency is not None)

@@ -105,8 +105,9 @@ def make_job(
 
 
 def run_search(db: sqlite_utils.Database, job: SearchJob,
-               progress: Callable[[str], None] | None = None) -> SearchOutcome:
-    """Run the job; see the module docstring."""
+               progress: Callable[[str], None] | None = None, client: Any = None) -> SearchOutcome:
+    """Run the job; see the module docstring. ``client``: the device's client for the measurements
+    (a hub passes its tunnel to the agent serving the device); None opens one from the registry."""
     from edgelat.search.sources import energy_source, latency_source
     from edgelat.search.validate import measure_candidates, reachability
 
@@ -116,10 +117,10 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
         raise BadInput("the evolution search needs --max-latency (or use --pareto)")
     if job.compare_flops and c.max_latency_ms is None:
         raise BadInput("--compare-flops needs --max-latency (the FLOPs budget is matched to it)")
-    why_not = reachability(db, job.device)
+    why_not = "" if client is not None else reachability(db, job.device)
     if job.validate and why_not:
         raise BadInput(f"cannot --validate: {why_not}")
-    model = latency_source(db, job.device, job.config, job.space)
+    model = latency_source(db, job.device, job.config, job.space, registered=client is None)
     energy, energy_note = energy_source(db, job.device, job.config, job.space)
     if c.max_energy_mj is not None and energy is None:
         raise BadInput(f"cannot constrain energy on {job.device!r}: {energy_note}; drop --max-energy")
@@ -145,11 +146,12 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
             todo = shown[: job.validate]
         say(f"validating {len(todo)} architecture(s) on {job.device}")
         measure_candidates(db, job.device, job.space, todo, job.config, job.protocol, c.max_latency_ms, job.seed,
-                           progress=lambda i, n, cand: say(f"measured {i}/{n}: {cand.measured_latency_ms:.3f} ms"))
+                           progress=lambda i, n, cand: say(f"measured {i}/{n}: {cand.measured_latency_ms:.3f} ms"),
+                           client=client)
     notes += budget_notes(shown, c.max_latency_ms)
     comparison = None
     if job.compare_flops:
-        comparison = _compare_flops(db, job, ev, shown, why_not, say)
+        comparison = _compare_flops(db, job, ev, shown, why_not, say, client)
     report = {
         "device": job.device,
         "space": job.space.name,
@@ -196,7 +198,7 @@ def budget_notes(shown: list[Candidate], max_latency_ms: float | None) -> list[s
 
 
 def _compare_flops(db: sqlite_utils.Database, job: SearchJob, ev: Evaluator, shown: list[Candidate],
-                   why_not: str, say: Callable[[str], None]) -> dict[str, Any]:
+                   why_not: str, say: Callable[[str], None], client: Any = None) -> dict[str, Any]:
     from edgelat.search.validate import measure_candidates
 
     winner = shown[0]
@@ -210,7 +212,7 @@ def _compare_flops(db: sqlite_utils.Database, job: SearchJob, ev: Evaluator, sho
         note = f"not measured: {why_not}"
     elif pending:
         measure_candidates(db, job.device, job.space, pending, job.config, job.protocol,
-                           job.constraints.max_latency_ms, job.seed)
+                           job.constraints.max_latency_ms, job.seed, client=client)
     out = {"flops_budget": budget, "matching": "FLOPs budget = FLOPs of the latency-constrained winner",
            "latency_constrained": winner.to_dict(), "flops_constrained": other.to_dict(), "note": note or None}
     lim = job.constraints.max_latency_ms

@@ -11,7 +11,7 @@ architecture-level predictor will find it as training data).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import sqlite_utils
 
@@ -19,6 +19,9 @@ from edgelat.values import BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat.errors import BadInput, DeviceError
 from edgelat.search.result import Candidate
 from edgelat.profiler.spaces.space import SearchSpace
+
+if TYPE_CHECKING:
+    from edgelat.agents.client import DeviceClient
 
 
 def reachability(db: sqlite_utils.Database, device: str) -> str:
@@ -41,19 +44,23 @@ def measure_candidates(
     max_latency_ms: float | None = None,
     seed: int = 0,
     progress: Callable[[int, int, Candidate], None] | None = None,
+    client: DeviceClient | None = None,
 ) -> None:
     """Measure each candidate on the device; fills ``measured_latency_ms`` and ``measured``.
 
     Every model is exported before anything is measured, so an architecture the
     format cannot express fails fast with nothing half-done. Each measurement
-    is stored as soon as it arrives.
+    is stored as soon as it arrives. ``client``: the device's client when the
+    caller has one (a hub passes the tunnel to an agent that dialled in); None
+    opens one from the registry and closes it afterwards.
     """
     from edgelat.devices.registry import Registry
     from edgelat.profiler import runner
 
-    why = reachability(db, device)
-    if why:
-        raise BadInput(f"{why}; drop --validate/--compare-flops measurements or choose a device that runs models")
+    if client is None:
+        why = reachability(db, device)
+        if why:
+            raise BadInput(f"{why}; drop --validate/--compare-flops measurements or choose a device that runs models")
     fmt = config.model_format
     models = [space.export(c.genotype, fmt, seed) for c in candidates]
     refs = [f"{space.name}:{c.arch}" for c in candidates]
@@ -90,7 +97,10 @@ def measure_candidates(
 
     # one model per group: each measurement is stored as soon as it arrives
     options = runner.RunOptions(group=1, again=True, fail_fast=True, progress=record)
-    with Registry(db).connect(device) as client:
+    if client is not None:
         run = runner.run(db, device, client, config, protocol, items, options)
+    else:
+        with Registry(db).connect(device) as opened:
+            run = runner.run(db, device, opened, config, protocol, items, options)
     if run.lost is not None:
         raise run.lost

@@ -101,6 +101,7 @@ def test_agent_serves_only_the_devices_its_token_names(store: HubStore) -> None:
     [dev] = store.devices()
     assert (dev["name"], dev["state"], dev["facts"], dev["agent_id"], dev["hub_id"]) == \
         ("dev1", "online", {"kind": "phone"}, "a1", "hub-a")
+    assert store.device("dev1") == dev and store.device("dev2") is None  # one device, as devices() shows it
     assert isinstance(Forbidden("x"), EdgelatError)
 
 
@@ -234,6 +235,35 @@ def test_heartbeat_renews_and_expiry_requeues(make_store: Callable[..., HubStore
     assert again.job["started_at"] == lease.job["started_at"]  # resumes where it stopped
     store.finish(again.lease_id, "done")
     assert store.get(job_id)["state"] == "done"
+
+
+def test_heartbeat_renews_only_this_hubs_leases(make_store: Callable[..., HubStore]) -> None:
+    """A hub dies holding a lease; its agent reconnects to another hub, whose heartbeats must
+    not keep the dead hub's lease alive: it expires, and the job runs again via the live hub."""
+    clock = Clock()
+    dead, live = make_store("hub-a", clock=clock), make_store("hub-b", clock=clock)
+    bring_online(dead, "a1", ["dev1"])
+    job_id = dead.submit("alice", "k", "dev1", {}, {})
+    lost = dead.lease(ttl_s=10)
+    assert lost is not None and lost.job["hub_id"] == "hub-a"
+    # hub-a is gone; the agent dials hub-b and heartbeats there for longer than the lease lives.
+    bring_online(live, "a1", ["dev1"])
+    for _ in range(4):
+        clock.advance(4)
+        assert live.heartbeat("a1") == 0  # nothing of hub-b's to renew
+    assert [d["state"] for d in live.devices()] == ["busy"]  # still seen (not offline), still busy
+    assert live.expire() == [job_id]
+    assert (live.get(job_id)["state"], live.get(job_id)["attempts"]) == ("queued", 1)
+    again = live.lease(ttl_s=10)
+    assert again is not None and again.job["id"] == job_id and again.job["hub_id"] == "hub-b"
+    clock.advance(8)
+    assert live.heartbeat("a1") == 1  # hub-b's own lease is renewed
+    assert dead.heartbeat("a1") == 0  # a stale stream on hub-a renews nothing, marks nothing seen
+    clock.advance(8)
+    assert live.expire() == []
+    assert dead.finish(lost.lease_id, "done") is False
+    assert live.finish(again.lease_id, "done") is True
+    assert live.get(job_id)["state"] == "done"
 
 
 def test_agent_that_comes_back_in_time_keeps_its_lease(make_store: Callable[..., HubStore]) -> None:

@@ -174,3 +174,43 @@ def test_a_device_that_loses_three_leases_in_a_row_is_quarantined(tmp_path):
             assert result.exit_code == 1 and result.stderr.startswith("error: ") and "nope" in result.stderr
             final = wait_final(client, job["id"])
         assert final["state"] == "done" and _rows() == (len(BIG), len(BIG))
+
+
+def test_agent_heartbeats_mark_its_devices_seen(tmp_path, monkeypatch):
+    from edgelat.hub import service
+
+    monkeypatch.setattr(service, "DEVICE_REFRESH_S", 0.0)  # every heartbeat reaches the queue
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]):
+            first = hub.store.devices()[0]["last_seen"]
+            seen = wait_for(lambda: (d := hub.store.devices()[0])["last_seen"] > first and d, 20, "a heartbeat")
+            assert seen["state"] == "online" and seen["hub_id"] == hub.hub_id
+
+
+def test_a_job_silent_for_longer_than_its_lease_keeps_it(tmp_path):
+    """No row arrives for several lease lifetimes (each measurement takes long): the hub's keeper
+    renews the lease, so the job is never requeued and finishes on its first lease."""
+    from edgelat.agents.hub_link import HubLink
+    from edgelat.agents.local import LocalBackend
+    from hub_helpers import RunningLink
+
+    class SlowBackend(LocalBackend):
+        def benchmark(self, *args, **kwargs):
+            time.sleep(1.5)
+            return super().benchmark(*args, **kwargs)
+
+    with running_hub(tmp_path, lease_ttl_s=1.0, expire_every_s=0.2) as hub:
+        tok = tokens(hub)
+        link = RunningLink(HubLink(hub.address, tok["agent"], {"dev1": SlowBackend()}, agent_id="slow",
+                                   heartbeat_s=0.5))
+        link.thread.start()
+        try:
+            assert link.link.connected.wait(20)
+            with HubClient(hub.address, tok["user"]) as client:
+                job, _ = client.submit("profile-ops", "dev1", {}, _params(SPECS[:1]))
+                final = wait_final(client, job["id"])
+            assert final["state"] == "done", final
+            assert final["attempts"] == 0 and final["error"] is None  # never expired, never requeued
+        finally:
+            link.stop()

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edgelat.cli.base import emit_json, json_option, main, open_registry, runtime_options, stderr_console
+from edgelat.cli.jobs import detach_option, hub_options, remote, submit
 from edgelat.errors import BadInput
 
 
@@ -50,6 +51,8 @@ from edgelat.errors import BadInput
               help="Also search under a FLOPs budget matched to the latency winner, and compare (measured when possible).")
 @click.option("--out", "out_csv", default=None, metavar="CSV", help="Write the results to a CSV file.")
 @click.option("--plot", "plot_png", default=None, metavar="PNG", help="Write a score-vs-latency PNG with the constraint.")
+@hub_options
+@detach_option
 @json_option
 @runtime_options
 def search_cmd(
@@ -57,7 +60,8 @@ def search_cmd(
     max_params: float | None, pareto: bool, population: int, generations: int | None, parents: float,
     mutate_prob: float, mutation_ratio: float, seed: int, top: int, accuracy_csv: str | None, unknown_archs: str,
     accuracy_fn: str | None, validate: int, validate_seconds: float, compare_flops: bool, out_csv: str | None,
-    plot_png: str | None, as_json: bool, runtime_config: Any,
+    plot_png: str | None, as_json: bool, runtime_config: Any, hub: str | None = None,
+    hub_token_file: str | None = None, detach: bool = False,
 ) -> None:
     """Find the best architectures of a space that fit a budget on a device.
 
@@ -72,6 +76,7 @@ def search_cmd(
       edgelat search --space ofa-mbv3 --device pixel7 --pareto --out front.csv --plot front.png
       edgelat search --space ofa-mbv3 --device pixel7 --max-latency 25 --validate 5
       edgelat search --space nasbench201 --device pixel3 --max-latency 12 --accuracy accuracies.csv
+      EDGELAT_HUB=hub.lab:50100 edgelat search --space ofa-mbv3 --device pixel7 --max-latency 25 --validate 5
     """
     from edgelat.search.job import make_job, run_search
     from edgelat.search.report import check_writable, plot_front, print_table, write_csv
@@ -80,6 +85,29 @@ def search_cmd(
     plot_path = check_writable(plot_png, "--plot")
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise BadInput(f"--plot {plot_path}: name the file *.png")
+    if remote(hub):  # the search runs on the hub (its tables, its agents), followed here unless --detach
+        if accuracy_csv is not None or accuracy_fn is not None or plot_path is not None:
+            raise BadInput("--accuracy, --accuracy-fn and --plot are not supported through a hub: search locally")
+        params = dict(space=space_name, max_latency_ms=max_latency, max_energy_mj=max_energy,
+                      max_memory_mb=max_memory, max_params_m=max_params, pareto=pareto, population=population,
+                      generations=generations, parents=parents, mutate_prob=mutate_prob,
+                      mutation_ratio=mutation_ratio, seed=seed, top=top, unknown_archs=unknown_archs,
+                      validate=validate, validate_seconds=validate_seconds, compare_flops=compare_flops)
+        config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
+        done = submit(hub, hub_token_file, "search", device, config, params, detach, as_json, "searching")
+        if done is None:
+            return
+        report = dict(done.get("result") or {})
+        if out_path is not None:
+            write_csv(out_path, report["results"])
+            report["csv"] = str(out_path)
+        if as_json:
+            emit_json(report)
+        else:
+            print_table(report)
+            if "csv" in report:
+                click.echo(f"wrote {report['csv']}")
+        return
     job = make_job(space_name, device, runtime_config, max_latency_ms=max_latency, max_energy_mj=max_energy,
                    max_memory_mb=max_memory, max_params_m=max_params, pareto=pareto, population=population,
                    generations=generations, parents=parents, mutate_prob=mutate_prob, mutation_ratio=mutation_ratio,

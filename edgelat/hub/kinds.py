@@ -188,10 +188,87 @@ def run_predictor_build(db: Any, device: str, client: Any, job: dict[str, Any], 
     return out
 
 
+#: the ``search`` job's parameters: name -> (types it may have, None allowed)
+SEARCH_PARAMS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "space": ((str,), False), "max_latency_ms": ((int, float), True), "max_energy_mj": ((int, float), True),
+    "max_memory_mb": ((int, float), True), "max_params_m": ((int, float), True), "pareto": ((bool,), False),
+    "population": ((int,), False), "generations": ((int,), True), "parents": ((int, float), False),
+    "mutate_prob": ((int, float), False), "mutation_ratio": ((int, float), False), "seed": ((int,), False),
+    "top": ((int,), False), "unknown_archs": ((str,), False), "validate": ((int,), False),
+    "validate_seconds": ((int, float), False), "compare_flops": ((bool,), False),
+}
+
+
+def search_job(device: str, config: dict[str, Any], params: dict[str, Any]) -> Any:
+    """The checked :class:`~edgelat.search.job.SearchJob` of a search job's parameters. Only a
+    built-in space by name: a YAML path, an accuracy CSV or a scorer would be a file or code on the hub."""
+    from edgelat.profiler.spaces import BUILTIN
+    from edgelat.search.job import make_job
+
+    unknown = set(params) - set(SEARCH_PARAMS) - {"protocol"}
+    if unknown:
+        raise BadInput(f"malformed job: unknown search parameter(s) {', '.join(sorted(unknown))} (accuracy files "
+                       "and scorers cannot travel to a hub)")
+    for key, (types, optional) in SEARCH_PARAMS.items():
+        value = params.get(key)
+        if value is None and (optional or key not in params):
+            continue
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
+            raise BadInput(f"malformed job: search parameter {key} has the wrong type ({type(value).__name__})")
+    space = params.get("space")
+    if space not in BUILTIN:
+        raise BadInput(f"malformed job: search needs a built-in space by name (one of {', '.join(BUILTIN)}), "
+                       f"got {space!r}")
+    validate = params.get("validate", 0)
+    if not 0 <= validate <= 100 or not 4 <= params.get("population", 100) <= 100000:
+        raise BadInput("malformed job: validate must be 0 to 100 and population 4 to 100000")
+    kwargs = {k: v for k, v in params.items() if k not in ("space", "protocol") and v is not None}
+    return make_job(space, device, runtime_config(config), **kwargs)
+
+
+def _check_search(params: dict[str, Any]) -> None:
+    search_job("check", {}, params)
+
+
+def run_search(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
+    """``edgelat search`` on the hub: :func:`edgelat.search.job.run_search` against the hub's tables
+    (the device's table or predictor there), ``--validate`` measuring on the agent through the tunnel.
+    The result is the command's ``--json`` report."""
+    import json
+    import math
+
+    from edgelat.search.job import run_search as search
+
+    params = job.get("params") or {}
+    spec = search_job(device, job.get("config") or {}, params)
+    total = max(1, int(params.get("validate") or 0))
+    done = [0]
+
+    def say(message: str) -> None:
+        if message.startswith("measured "):
+            done[0] += 1
+        if not report(min(done[0], total), total, message):
+            raise Stop("stopped")
+
+    out = search(db, spec, progress=say, client=client).report
+
+    def plain(value: Any) -> Any:  # the queue stores strict JSON: no NaN, no numpy scalars
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(json.loads(json.dumps(out, default=lambda o: o.item() if hasattr(o, "item") else str(o))))
+
+
 KINDS: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[..., dict[str, Any]]]] = {
     "profile-ops": (_check_profile_ops, run_profile_ops),
     "profile-model": (_check_profile_model, run_profile_model),
     "predictor-build": (_check_predictor_build, run_predictor_build),
+    "search": (_check_search, run_search),
 }
 
 

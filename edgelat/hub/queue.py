@@ -440,10 +440,13 @@ class HubStore:
         self._poke(sorted(facts))
 
     def heartbeat(self, agent_id: str) -> int:
-        """The agent is alive: mark its devices seen and renew every lease held via it.
+        """The agent, connected to this hub, is alive: mark the devices it serves here seen and
+        renew the leases this hub holds via it.
 
-        Returns how many leases were renewed."""
-        params = {"p_agent": agent_id, "p_now": self._now()}
+        Leases another hub took through the same agent are left alone: when that hub dies and its
+        agents reconnect here, the dead hub's leases must run out (``expire``), not live on through
+        the agents' heartbeats. Returns how many leases were renewed."""
+        params = {"p_agent": agent_id, "p_hub": self.hub_id, "p_now": self._now()}
         q = self._q
 
         def run(conn: Connection) -> int:
@@ -468,20 +471,26 @@ class HubStore:
         """Every device the hub has seen, with its state (online, busy, offline, quarantined)."""
         rows = self._tx(lambda c: c.execute(select(t_devices).order_by(t_devices.c.name)).all(), write=False)
         now = self._now()
-        out = []
-        for r in rows:
-            if r.quarantined:
-                state = "quarantined"
-            elif not r.online or now - r.last_seen > self.offline_after_s:
-                state = "offline"
-            elif r.busy_job is not None:
-                state = "busy"
-            else:
-                state = "online"
-            out.append(dict(name=r.name, state=state, last_seen=_iso(r.last_seen), first_seen=_iso(r.first_seen),
-                            facts=_load(r.facts) or {}, agent_id=r.agent_id, hub_id=r.hub_id, job=r.busy_job,
-                            fail_streak=r.fail_streak, last_error=r.last_error))
-        return out
+        return [self._device_dict(r, now) for r in rows]
+
+    def device(self, name: str) -> dict | None:
+        """One device as :meth:`devices` shows it, or None when it never came online here."""
+        d = t_devices
+        row = self._tx(lambda c: c.execute(select(d).where(d.c.name == name)).first(), write=False)
+        return None if row is None else self._device_dict(row, self._now())
+
+    def _device_dict(self, r, now: float) -> dict:
+        if r.quarantined:
+            state = "quarantined"
+        elif not r.online or now - r.last_seen > self.offline_after_s:
+            state = "offline"
+        elif r.busy_job is not None:
+            state = "busy"
+        else:
+            state = "online"
+        return dict(name=r.name, state=state, last_seen=_iso(r.last_seen), first_seen=_iso(r.first_seen),
+                    facts=_load(r.facts) or {}, agent_id=r.agent_id, hub_id=r.hub_id, job=r.busy_job,
+                    fail_streak=r.fail_streak, last_error=r.last_error)
 
     def release_quarantine(self, device: str) -> None:
         """An admin vouches for a quarantined device: it may take jobs again."""

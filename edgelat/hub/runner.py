@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent import futures
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgelat.errors import AgentUnreachable, EdgelatError
@@ -27,6 +29,20 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_TTL_S = 20.0
 DEFAULT_EXPIRE_EVERY_S = 2.0
 POLL_S = 0.5
+#: above this many idle devices the dispatcher leases for "any device of this hub" instead of naming them
+MANY_DEVICES = 64
+#: most jobs running at once on one hub (one per connected device; threads are reused between jobs)
+MAX_JOB_THREADS = 2048
+
+
+@dataclass
+class _Running:
+    """A job this hub runs: what its keeper renews, and whether its lease was lost."""
+
+    lease_id: str
+    state: dict[str, Any]
+    lost: threading.Event = field(default_factory=threading.Event)
+    renewed: float = field(default_factory=time.monotonic)
 
 
 class Runner:
@@ -44,14 +60,19 @@ class Runner:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._busy: set[str] = set()
-        self._threads: dict[str, threading.Thread] = {}
+        self._running: dict[str, _Running] = {}
+        self._jobs: dict[str, futures.Future] = {}
+        self._pool = futures.ThreadPoolExecutor(max_workers=MAX_JOB_THREADS, thread_name_prefix="edgelat-hub-job")
         self._lock = threading.Lock()
         self._dispatcher: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
         self.jobs_run = 0
 
     def start(self) -> None:
         self._dispatcher = threading.Thread(target=self._loop, daemon=True, name="edgelat-hub-dispatch")
         self._dispatcher.start()
+        self._keeper = threading.Thread(target=self._keep, daemon=True, name="edgelat-hub-keeper")
+        self._keeper.start()
 
     def stop(self, wait_s: float = 5.0) -> None:
         """Stop leasing; running jobs stop at their next progress report (their leases expire)."""
@@ -59,9 +80,27 @@ class Runner:
         self.wake.set()
         if self._dispatcher is not None:
             self._dispatcher.join(wait_s)
-        deadline = time.monotonic() + wait_s
-        for thread in list(self._threads.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            running = list(self._jobs.values())
+        futures.wait(running, timeout=wait_s)
+        self._pool.shutdown(wait=False)
+
+    def _keep(self) -> None:
+        """Renew the leases of running jobs that reported nothing lately (sentinel checks, model
+        uploads, a long batch): one thread for all of them."""
+        every = max(0.5, self.lease_ttl_s / 3)
+        while not (self._stop.is_set() and not self._running):
+            self._stop.wait(every / 2)
+            now = time.monotonic()
+            with self._lock:
+                stale = [r for r in self._running.values() if now - r.renewed >= every]
+            for r in stale:
+                try:
+                    r.renewed = now
+                    if not self.store.progress(r.lease_id, r.state["done"], r.state["total"], r.state["message"]):
+                        r.lost.set()
+                except EdgelatError as exc:
+                    log.warning("lease %s not renewed: %s", r.lease_id, exc)
 
     def _loop(self) -> None:
         last_expire = 0.0
@@ -78,7 +117,10 @@ class Runner:
                 with self._lock:
                     idle = [d for d in self.fleet.devices() if d not in self._busy]
                 if idle:
-                    lease = self.store.lease(devices=idle, ttl_s=self.lease_ttl_s)
+                    # Many idle devices: any free device online via this hub is one of them (the queue
+                    # knows which are busy), and naming them all costs more than the lease itself.
+                    names = None if len(idle) > MANY_DEVICES else idle
+                    lease = self.store.lease(devices=names, ttl_s=self.lease_ttl_s)
                     if lease is not None:
                         self._start(lease)
                         continue
@@ -95,34 +137,24 @@ class Runner:
         device = lease.job["device"]
         with self._lock:
             self._busy.add(device)
-        thread = threading.Thread(target=self._run, args=(lease,), daemon=True, name=f"edgelat-hub-job-{device}")
-        self._threads[lease.lease_id] = thread
-        thread.start()
+            self._jobs[lease.lease_id] = self._pool.submit(self._run, lease)
 
     def _run(self, lease: Any) -> None:
         job = lease.job
         device = job["device"]
         lid = lease.lease_id
-        state = {"done": int(job.get("done") or 0), "total": int(job.get("total") or 0), "message": "started"}
-        lost = threading.Event()
-        ended = threading.Event()
+        running = _Running(lid, {"done": int(job.get("done") or 0), "total": int(job.get("total") or 0),
+                                 "message": "started"})
+        lost = running.lost
+        with self._lock:
+            self._running[lid] = running
 
         def report(done: int, total: int, message: str = "") -> bool:
-            state.update(done=done, total=total, message=message)
+            running.state.update(done=done, total=total, message=message)
+            running.renewed = time.monotonic()
             if not self.store.progress(lid, done, total, message):
                 lost.set()
             return not lost.is_set() and not self._stop.is_set()
-
-        def keep() -> None:  # renew the lease while no row arrives (sentinel checks, model uploads)
-            while not ended.wait(max(0.5, self.lease_ttl_s / 3)):
-                try:
-                    if not self.store.progress(lid, state["done"], state["total"], state["message"]):
-                        lost.set()
-                except EdgelatError as exc:
-                    log.warning("lease %s not renewed: %s", lid, exc)
-
-        keeper = threading.Thread(target=keep, daemon=True, name=f"edgelat-hub-keep-{device}")
-        keeper.start()
         client = None
         db = None
         try:
@@ -154,12 +186,12 @@ class Runner:
             log.exception("job %s failed", job["id"])
             self._finish_failed(lid, f"hub error: {type(exc).__name__}: {exc}")
         finally:
-            ended.set()
             if db is not None:
                 db.close()
             with self._lock:
                 self._busy.discard(device)
-            self._threads.pop(lid, None)
+                self._running.pop(lid, None)
+                self._jobs.pop(lid, None)
             self.jobs_run += 1
             self.wake.set()
 

@@ -184,20 +184,15 @@ class HubServicer(pb_grpc.HubServicer):
         conn.close(reason)
 
     def _seen(self, conn: AgentConnection) -> None:
-        """Mark the agent's devices seen, every :data:`DEVICE_REFRESH_S`.
-
-        Not :meth:`HubStore.heartbeat`: that also renews every lease held via the agent, and
-        here the hub (not the agent) runs the job, so a dead hub's lease would live on through
-        the agent's heartbeats to another hub. The runner renews the leases it really runs.
-        """
+        """Mark the agent's devices seen (and renew this hub's leases via it), every
+        :data:`DEVICE_REFRESH_S`: :meth:`HubStore.heartbeat`, which touches only what this hub holds."""
         now = time.monotonic()
         if now - conn.refreshed < DEVICE_REFRESH_S:
             return
         conn.refreshed = now
         try:
-            with self._presence:
-                if self.fleet.connection(next(iter(conn.devices))) is conn:
-                    self.store.agent_online(conn.agent_id, conn.user, conn.devices, principal=conn.principal)
+            if self.fleet.connection(next(iter(conn.devices))) is conn:
+                self.store.heartbeat(conn.agent_id)
         except EdgelatError as exc:
             log.warning("agent %s not marked seen: %s", conn.agent_id, exc)
 
@@ -218,11 +213,11 @@ class HubServicer(pb_grpc.HubServicer):
         return pb.JobReply(job_json=_job_json(self.store.get(job_id)), note=note)
 
     def _device_note(self, device: str) -> str:
-        for d in self.store.devices():
-            if d["name"] == device:
-                if d["state"] in ("offline", "quarantined"):
-                    return f"device {device} is {d['state']}: the job is queued until it is back"
-                return ""
+        d = self.store.device(device)
+        if d is not None:
+            if d["state"] in ("offline", "quarantined"):
+                return f"device {device} is {d['state']}: the job is queued until it is back"
+            return ""
         return f"device {device} has never connected to the hub: the job is queued until an agent serves it"
 
     def _readable(self, job_id: str, principal: Any) -> dict[str, Any]:

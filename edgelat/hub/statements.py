@@ -147,10 +147,10 @@ def build(pg: bool, returning: bool) -> Statements:
                      .values(busy_job=None)),
         insert_job=j.insert(),
         seen_agent=update(agents).where(agents.c.id == bindparam("p_agent")).values(last_seen=bindparam("p_now")),
-        seen_devices=update(d).where(d.c.agent_id == bindparam("p_agent"), d.c.online == 1)
-        .values(last_seen=bindparam("p_now")),
-        renew_leases=update(j).where(j.c.lease_agent == bindparam("p_agent"), j.c.state == "running")
-        .values(lease_expires=bindparam("p_now") + j.c.lease_ttl),
+        seen_devices=update(d).where(d.c.agent_id == bindparam("p_agent"), d.c.hub_id == bindparam("p_hub"),
+                                     d.c.online == 1).values(last_seen=bindparam("p_now")),
+        renew_leases=update(j).where(j.c.lease_agent == bindparam("p_agent"), j.c.hub_id == bindparam("p_hub"),
+                                     j.c.state == "running").values(lease_expires=bindparam("p_now") + j.c.lease_ttl),
         notify=text("SELECT pg_notify('edgelat_hub_work', :p_payload)"),
         returning=returning,
     )

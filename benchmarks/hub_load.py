@@ -1,0 +1,419 @@
+"""Load on a whole hub over loopback: real `hub serve` processes, real agent streams, real Submit RPCs.
+
+500 simulated agents dial the hub (real ``Hub.Connect`` gRPC streams, from a few worker
+processes on asyncio), each serving one fake device that answers the hub's Agent-service
+requests at once with real ``agent.proto`` messages: describe, has/put model (the upload is
+checked against its sha256), and benchmark batches answered with a plausible, stable
+latency per model. 20 users submit 20,000 one-kernel ``profile-ops`` jobs through the real
+Submit RPC at a steady offered rate; the hub leases each one and runs the same library job
+an agent on a desk would (kernel model built, uploaded, measured, drift sentinel around
+it, row stored in the hub's tables).
+
+Printed per setup: jobs/s (jobs done over the time from the first submit to the last
+finish), p50/p99 time from submit to lease (the queue's own timestamps, ``created_at`` and
+``leased_at``), each hub process's peak RSS (VmHWM) and the hubs' CPU time per job. Setups:
+one hub on SQLite; then two hubs on one PostgreSQL (agents and users split between them), on ``--pg URL``,
+``EDGELAT_TEST_PG`` or a throwaway cluster (the tests' ``tests/hub_db.py``), when one can
+be had.
+
+    python benchmarks/hub_load.py                              # the issue's full run
+    python benchmarks/hub_load.py --jobs 2000 --agents 100     # a short one
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SETUPS = ("sqlite", "postgresql")
+HEARTBEAT_S = 5.0
+FAST_PROTOCOL = {"warmup": 1, "min_runs": 3, "max_runs": 10, "max_seconds": 0.2}
+FACTS = {"kind": "board", "arch": "aarch64", "cpu_count": 4, "os": "linux", "fake": "answers at once"}
+
+
+# ---------------------------------------------------------------- the fake devices (worker processes)
+
+def _fake_result(request, item, device: str):
+    """A plausible, repeatable measurement of one item: the same model on the same device gives
+    the same latency (the drift sentinel sees a steady device)."""
+    from edgelat import __version__
+    from edgelat.proto import agent_pb2 as apb
+
+    seed = int.from_bytes(hashlib.sha256(f"{device}/{item.model_sha256}".encode()).digest()[:4], "big")
+    median = 0.2 + (seed % 5000) / 1000.0  # 0.2 .. 5.2 ms
+    config = apb.RuntimeConfig(runtime=request.config.runtime or "onnxruntime", threads=request.config.threads,
+                               provider=request.config.provider, precision=request.config.precision,
+                               version="1.20.0")
+    latency = apb.LatencySummary(median=median, mean=median * 1.01, std=median * 0.02, p10=median * 0.98,
+                                 p90=median * 1.03, n=max(3, request.protocol.min_runs or 3), rel_ci=0.004,
+                                 stable=True)
+    env = {"fake_device": device, "cpu_governor": "performance", "load_1m": 0.1}
+    return apb.BenchmarkResult(model_sha256=item.model_sha256, config=config, latency=latency, session_ms=3.0,
+                               first_run_ms=median * 2, energy_note="no battery sensor on this fake device",
+                               environment_json=json.dumps(env), agent_version=__version__, tag=item.tag)
+
+
+async def _fake_agent(channel, token: str, agent_id: str, device: str, connected: list[int],
+                      stop: asyncio.Event) -> None:
+    """One agent with one device, on one Connect stream; dials again if the stream breaks."""
+    import grpc
+
+    from edgelat import __version__
+    from edgelat.proto import agent_pb2 as apb
+    from edgelat.proto import hub_pb2 as pb
+    from edgelat.proto import hub_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.HubStub(channel)
+    models: set[str] = set()
+    while not stop.is_set():
+        out: asyncio.Queue = asyncio.Queue()
+        hello = pb.Hello(agent_id=agent_id, agent_version=__version__,
+                         devices=[pb.DeviceHello(name=device, facts_json=json.dumps(FACTS))])
+        out.put_nowait(pb.AgentMessage(hello=hello))
+
+        async def outgoing():
+            while True:
+                msg = await out.get()
+                if msg is None:
+                    return
+                yield msg
+
+        def reply(rid: int, last: bool = True, error: str = "", **body):
+            out.put_nowait(pb.AgentMessage(reply=pb.AgentReply(request_id=rid, last=last, error=error, **body)))
+
+        async def beat():
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                out.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+
+        call = stub.Connect(outgoing(), metadata=(("authorization", f"Bearer {token}"),))
+        uploads: dict[int, tuple[str, int, list[bytes]]] = {}
+        beater = None
+        try:
+            async for msg in call:
+                kind = msg.WhichOneof("body")
+                rid = msg.request_id
+                if kind == "welcome":
+                    connected[0] += 1
+                    beater = asyncio.ensure_future(beat())
+                elif kind == "describe":
+                    reply(rid, describe=apb.DescribeResponse(name=device, kind=FACTS["kind"], arch=FACTS["arch"],
+                                                             agent_version=__version__, facts_json=json.dumps(FACTS)))
+                elif kind == "has_model":
+                    reply(rid, has_model=apb.HasModelResponse(present=msg.has_model.sha256 in models))
+                elif kind == "put_chunk":
+                    chunk = msg.put_chunk
+                    sha, total, parts = uploads.pop(rid, (chunk.sha256, chunk.total_bytes, []))
+                    parts.append(chunk.data)
+                    if not msg.last:
+                        uploads[rid] = (sha, total, parts)
+                        continue
+                    data = b"".join(parts)
+                    if hashlib.sha256(data).hexdigest() != sha or len(data) != total:
+                        reply(rid, error=f"CorruptModel: upload of {sha} does not match its sha256 or size")
+                        continue
+                    models.add(sha)
+                    reply(rid, put_model=apb.PutModelResponse(sha256=sha, bytes_received=len(data)))
+                elif kind == "benchmark_batch":
+                    batch = msg.benchmark_batch
+                    for item in batch.items:
+                        if item.model_sha256 not in models:
+                            result = apb.BenchmarkResult(model_sha256=item.model_sha256, tag=item.tag,
+                                                         agent_version=__version__,
+                                                         error=f"ModelNotCached: {item.model_sha256} was never uploaded")
+                        else:
+                            result = _fake_result(batch, item, device)
+                        reply(rid, last=False, result=result)
+                    reply(rid)
+                # cancel: every request was answered at once, nothing to stop
+        except grpc.aio.AioRpcError as exc:
+            if stop.is_set():
+                return
+            print(f"agent {agent_id}: stream broke ({exc.code().name}); dialling again", file=sys.stderr)
+            await asyncio.sleep(0.5)
+        finally:
+            if beater is not None:
+                beater.cancel()
+            out.put_nowait(None)
+            call.cancel()
+
+
+def agent_worker(targets: list[tuple[str, str, str, str]], ready, stop) -> None:
+    """A worker process: one asyncio loop serving (address, token, agent id, device) agents."""
+    import grpc
+
+    async def main() -> None:
+        stopped = asyncio.Event()
+        channels = {}
+        for address, *_ in targets:
+            if address not in channels:
+                # a few channels per hub, as many agents' TCP connections would spread
+                channels[address] = [grpc.aio.insecure_channel(
+                    address, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length",
+                                                                               64 << 20)]) for _ in range(8)]
+        connected = [0]
+        tasks = [asyncio.ensure_future(_fake_agent(channels[addr][i % 8], tok, agent, dev, connected, stopped))
+                 for i, (addr, tok, agent, dev) in enumerate(targets)]
+        while connected[0] < len(targets):
+            await asyncio.sleep(0.1)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        stopped.set()
+        for t in tasks:
+            t.cancel()
+        for chans in channels.values():
+            for c in chans:
+                await c.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- hubs, users, figures
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _edgelat() -> list[str]:
+    exe = Path(sys.executable).with_name("edgelat")
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from edgelat.cli import main; main()"]
+
+
+def start_hub(url: str, home: Path) -> tuple[subprocess.Popen, str]:
+    """``edgelat hub serve`` in a subprocess; returns it and its address once it is listening."""
+    port = _free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, EDGELAT_HOME=str(home))
+    log = open(home / "hub.log", "w")
+    proc = subprocess.Popen(_edgelat() + ["hub", "serve", "--listen", f"127.0.0.1:{port}", "--db", url],
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        proc.kill()
+        raise RuntimeError(f"the hub did not start: {line!r}; see {home / 'hub.log'}")
+    return proc, f"127.0.0.1:{port}"
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))]
+
+
+def kernel_keys(count: int) -> list[str]:
+    """``count`` distinct catalog kernels (each device gets each at most once: nothing is skipped)."""
+    from edgelat.profiler.spaces import get_space
+
+    keys = [s.key for s in get_space("ofa-mbv3").kernel_vocabulary()]
+    if count > len(keys):
+        raise SystemExit(f"--jobs/--agents needs {count} distinct kernels per device; the space has {len(keys)}")
+    return keys[:count]
+
+
+def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Path) -> dict:
+    from sqlalchemy import create_engine, text
+
+    from edgelat.hub.queue import HubStore
+
+    setup = HubStore(url, hub_id="bench-setup").open()
+    agent_token = setup.create_token("bench-agents", "agent")
+    user_tokens = [setup.create_token(f"user{u:02d}", "user") for u in range(args.users)]
+    setup.close()
+    procs = []
+    try:
+        for h in range(hubs):
+            procs.append(start_hub(url, tmp / f"{name}-hub{h}"))
+        addresses = [a for _, a in procs]
+        devices = [f"dev{i:04d}" for i in range(args.agents)]
+        targets = [(addresses[i % hubs], agent_token, f"agent{i:04d}", d) for i, d in enumerate(devices)]
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        workers = []
+        for w in range(args.workers):
+            ready = ctx.Event()
+            p = ctx.Process(target=agent_worker, args=(targets[w::args.workers], ready, stop), daemon=True)
+            p.start()
+            workers.append((p, ready))
+        t0 = time.perf_counter()
+        for p, ready in workers:
+            if not ready.wait(300):
+                raise RuntimeError("the fake agents did not all connect within 300 s")
+        connect_s = time.perf_counter() - t0
+
+        per_device = -(-args.jobs // args.agents)
+        keys = kernel_keys(per_device)
+        errors: list[str] = []
+        submitted = [0]
+        guard = threading.Lock()
+        start = time.perf_counter() + 0.5
+
+        def user(u: int) -> None:
+            from edgelat.hub.client import HubClient
+
+            with HubClient(addresses[u % hubs], user_tokens[u], timeout_s=60) as client:
+                for n, job in enumerate(range(u, args.jobs, args.users)):
+                    wait = start + job / args.rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    device = devices[job % args.agents]
+                    params = {"specs": [keys[job // args.agents]], "protocol": FAST_PROTOCOL, "rounds": 0}
+                    try:
+                        client.submit("profile-ops", device, {"runtime": "onnxruntime", "threads": 1}, params)
+                    except Exception as exc:  # noqa: BLE001 - counted and shown
+                        with guard:
+                            errors.append(f"submit: {exc}")
+                        continue
+                    with guard:
+                        submitted[0] += 1
+
+        users = [threading.Thread(target=user, args=(u,), daemon=True) for u in range(args.users)]
+        for t in users:
+            t.start()
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        deadline = time.monotonic() + args.jobs / args.rate * 4 + 300
+        final = 0
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            with engine.connect() as conn:
+                final = conn.execute(text("SELECT COUNT(*) FROM hub_jobs WHERE state IN "
+                                          "('done', 'failed', 'cancelled')")).scalar()
+            if final >= args.jobs or (final >= submitted[0] and not any(t.is_alive() for t in users)):
+                break
+        for t in users:
+            t.join(5)
+        rss = [peak_rss_mib(p.pid) for p, _ in procs]
+        cpu = sum(cpu_seconds(p.pid) for p, _ in procs)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT state, created_at, leased_at, finished_at, error FROM hub_jobs")).all()
+        engine.dispose()
+        stop.set()
+        for p, _ in workers:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    done = [r for r in rows if r.state == "done"]
+    waits = sorted((r.leased_at - r.created_at) * 1000 for r in rows if r.leased_at is not None)
+    span = max(r.finished_at for r in done) - min(r.created_at for r in rows) if done else float("nan")
+    failed = [r for r in rows if r.state == "failed"]
+    return dict(setup=name, hubs=hubs, jobs=len(rows), done=len(done), failed=len(failed),
+                first_errors=[r.error for r in failed[:3]] + errors[:3], span_s=span,
+                jobs_per_s=len(done) / span if done else 0.0, p50_ms=_percentile(waits, 50),
+                p99_ms=_percentile(waits, 99), max_ms=waits[-1] if waits else float("nan"),
+                rss_mib=rss, cpu_ms_per_job=cpu * 1000 / len(done) if done else float("nan"), connect_s=connect_s, unfinished=len(rows) - len(done) - len(failed))
+
+
+def _pg_url(arg: str | None) -> tuple[str | None, object | None, str]:
+    """A PostgreSQL URL, the throwaway cluster we started (to stop later), or why there is none."""
+    url = arg or os.environ.get("EDGELAT_TEST_PG")
+    if url:
+        return url, None, ""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    try:
+        from hub_db import PgCluster, _pg_bindir  # the throwaway cluster the tests use
+    except ImportError as exc:
+        return None, None, f"cannot start a throwaway cluster ({exc}); pass --pg URL"
+    bindir = _pg_bindir()
+    if bindir is None:
+        return None, None, "PostgreSQL is not installed; pass --pg URL or set EDGELAT_TEST_PG"
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+    except Exception as exc:  # noqa: BLE001 - reported; the SQLite half still ran
+        cluster.stop()
+        return None, None, f"could not start a throwaway cluster: {exc}"
+    return cluster.url, cluster, ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=20000)
+    ap.add_argument("--agents", type=int, default=500)
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=250.0, help="offered submissions per second, all users together")
+    ap.add_argument("--workers", type=int, default=2, help="processes the fake agents run in")
+    ap.add_argument("--setups", default=",".join(SETUPS), help="sqlite (one hub), postgresql (two hubs)")
+    ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")
+    args = ap.parse_args()
+    if min(args.jobs, args.agents, args.users, args.workers) < 1 or args.rate <= 0:
+        ap.error("--jobs, --agents, --users, --workers and --rate must be positive")
+
+    print(f"hub load: {args.agents} fake agents in {args.workers} processes, {args.users} users, {args.jobs} "
+          f"one-kernel profile-ops jobs offered at {args.rate:g}/s; cpus={os.cpu_count()}", flush=True)
+    rc = 0
+    for name in [s.strip() for s in args.setups.split(",") if s.strip()]:
+        with tempfile.TemporaryDirectory(prefix="edgelat-hub-load-") as tmp_name:
+            tmp = Path(tmp_name)
+            cluster = None
+            try:
+                if name == "sqlite":
+                    r = run_setup(name, f"sqlite:///{tmp / 'hub.db'}", 1, args, tmp)
+                elif name == "postgresql":
+                    url, cluster, why = _pg_url(args.pg)
+                    if url is None:
+                        print(f"postgresql: skipped ({why})", flush=True)
+                        continue
+                    r = run_setup(name, url, 2, args, tmp)
+                else:
+                    print(f"{name}: unknown setup (one of {', '.join(SETUPS)})")
+                    rc = 2
+                    continue
+            finally:
+                if cluster is not None:
+                    cluster.stop()
+        rss = ", ".join(f"{m:.0f}" for m in r["rss_mib"])
+        print(f"{name} ({r['hubs']} hub{'s' if r['hubs'] > 1 else ''}): {r['done']} of {r['jobs']} jobs done in "
+              f"{r['span_s']:.1f} s = {r['jobs_per_s']:.1f} jobs/s; submit->lease p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; hub peak RSS {rss} MiB; "
+              f"hub CPU {r['cpu_ms_per_job']:.1f} ms per job (all hubs, start-up included); "
+              f"agents connected in {r['connect_s']:.1f} s; failed {r['failed']}, unfinished {r['unfinished']}",
+              flush=True)
+        for e in r["first_errors"]:
+            print(f"  error: {e}")
+        if r["failed"] or r["unfinished"] or r["done"] < args.jobs:
+            rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
