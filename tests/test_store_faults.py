@@ -509,3 +509,27 @@ def test_a_stored_kernel_predictor_is_data_and_predicts_as_before(tmp_path):
         assert probe
         np.testing.assert_allclose(loaded.predict_regressors(probe), model.predict_regressors(probe), rtol=1e-12)
         assert loaded.cv_pred_ == model.cv_pred_ and loaded.choice_ == model.choice_
+
+
+def test_a_journal_file_removed_by_another_connection_mid_check_is_not_read_only(tmp_path, monkeypatch):
+    """Another connection closing may delete its -shm between our checks (seen with many hub job
+    threads on one table): a file that vanished is not a read-only one."""
+    from edgelat.lut import faults
+
+    db_path = tmp_path / "edgelat.db"
+    conn = sqlite3.connect(db_path)
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("create table t (x)")
+    conn.commit()
+    shm = Path(f"{db_path}-shm")
+    assert shm.exists()
+    real_access = os.access
+
+    def racing_access(p, mode, *a, **kw):
+        if Path(p) == shm and shm.exists():
+            shm.unlink()  # the other connection closes right now
+        return real_access(p, mode, *a, **kw)
+
+    monkeypatch.setattr(faults.os, "access", racing_access)
+    faults.preflight(db_path)  # no StoreReadOnly
+    conn.close()
