@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgelat.devices.registry import Device, Registry, connect
+from edgelat.devices.registry import KINDS, Device, Registry, connect, identity_change
+from edgelat.errors import DeviceMismatch
 
 __all__ = ["agent_kind", "agent_transport", "register_agent"]
 
@@ -42,3 +43,19 @@ def register_agent(registry: Registry, name: str, address: str, token_file: str 
     with connect(Device(name=name, kind="board", transport=transport)) as client:
         facts = client.describe()
     return registry.register(name, kind or agent_kind(facts), transport, facts, replace=replace)
+
+
+def enroll_dialled(registry: Registry, name: str, facts: dict[str, Any]) -> Device:
+    """A device that dialled in to a hub (``agent serve|adb --hub``), in the hub's own registry with
+    transport ``hub``: the library's device checks (known name, kind, identity) then hold for it as
+    for any other device, and it is reached only through its agent's tunnel. A name registered
+    already is kept as it is, unless the device answers as another board."""
+    if registry.exists(name):  # registered on this host already (e.g. a phone the hub's own host serves)
+        known = registry.get(name)
+        change = identity_change(known.facts, facts)
+        if change:
+            raise DeviceMismatch(f"device {name!r} dialled in as another board than the one registered ({change}); "
+                                 "nothing is measured on it under that name")
+        return known
+    kind = facts.get("kind") if facts.get("kind") in KINDS[:4] else agent_kind(facts)
+    return registry.register(name, str(kind), {"type": "hub"}, facts)

@@ -328,4 +328,8 @@ def connect(device: Device, **overrides: Any) -> DeviceClient:
         raise DeviceError(
             f"device {device.name!r} is known only from imported measurements; it cannot run models"
         )
+    if t == "hub":
+        raise DeviceError(
+            f"device {device.name!r} dialled in to a hub: it is reached through the hub's jobs, not directly"
+        )
     raise DeviceError(f"device {device.name!r} has an unknown transport {t!r}")

@@ -36,13 +36,10 @@ def config_key_for(db: sqlite_utils.Database, device: str, config: "RuntimeConfi
     public datasets do not say how they ran), so theirs is ``"imported"``.
     """
     from edgelat.devices.registry import Registry
-    from edgelat.errors import UnknownDevice
 
-    try:
-        kind = Registry(db).get(device).kind
-    except UnknownDevice:  # a device that dialled in to a hub: not in the hub's registry, it runs models
-        return config.key()
-    return IMPORTED_CONFIG if kind == "imported" else config.key()
+    if Registry(db).get(device).kind == "imported":
+        return IMPORTED_CONFIG
+    return config.key()
 
 
 def training_set(

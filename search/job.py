@@ -117,10 +117,10 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
         raise BadInput("the evolution search needs --max-latency (or use --pareto)")
     if job.compare_flops and c.max_latency_ms is None:
         raise BadInput("--compare-flops needs --max-latency (the FLOPs budget is matched to it)")
-    why_not = "" if client is not None else reachability(db, job.device)
+    why_not = reachability(db, job.device)
     if job.validate and why_not:
         raise BadInput(f"cannot --validate: {why_not}")
-    model = latency_source(db, job.device, job.config, job.space, registered=client is None)
+    model = latency_source(db, job.device, job.config, job.space)
     energy, energy_note = energy_source(db, job.device, job.config, job.space)
     if c.max_energy_mj is not None and energy is None:
         raise BadInput(f"cannot constrain energy on {job.device!r}: {energy_note}; drop --max-energy")

@@ -19,18 +19,13 @@ from edgelat.errors import BadInput
 from edgelat.profiler.spaces.space import SearchSpace
 
 
-def latency_source(db: sqlite_utils.Database, device: str, config: RuntimeConfig, space: SearchSpace,
-                   registered: bool = True) -> Any:
-    """The device's latency model for the space; a BadInput saying what to run when it has none.
-
-    ``registered``: the device must be in the registry (UnknownDevice otherwise); a hub's devices
-    dialled in and are not."""
+def latency_source(db: sqlite_utils.Database, device: str, config: RuntimeConfig, space: SearchSpace) -> Any:
+    """The device's latency model for the space; a BadInput saying what to run when it has none."""
     from edgelat.devices.registry import Registry
     from edgelat.lut.archs_store import latency_row_counts
     from edgelat.predictors.latency import latency_model
 
-    if registered:
-        Registry(db).get(device)  # UnknownDevice with the known names
+    Registry(db).get(device)  # UnknownDevice with the known names
     if not any(latency_row_counts(db, device, space.name)):
         raise BadInput(
             f"device {device!r} has no latency table or predictor for {space.name}: profile it with "

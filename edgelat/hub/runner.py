@@ -60,6 +60,7 @@ class Runner:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._busy: set[str] = set()
+        self._enrolled: set[str] = set()  # devices known to the tables' registry
         self._running: dict[str, _Running] = {}
         self._jobs: dict[str, futures.Future] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=MAX_JOB_THREADS, thread_name_prefix="edgelat-hub-job")
@@ -163,6 +164,7 @@ class Runner:
             from edgelat.lut.store import open_db
 
             db = open_db(self.db_path)
+            self._enroll(db, device)
             result = KINDS[job["kind"]][1](db, device, client, job, report)
             interrupted = result.pop("_interrupted", "")
             if interrupted and client.lost:
@@ -194,6 +196,17 @@ class Runner:
                 self._jobs.pop(lid, None)
             self.jobs_run += 1
             self.wake.set()
+
+    def _enroll(self, db: Any, device: str) -> None:
+        """Put a device that dialled in into the registry of the hub's tables (once per device)."""
+        if device in self._enrolled:
+            return
+        from edgelat.devices.enroll import enroll_dialled
+        from edgelat.devices.registry import Registry
+
+        conn = self.fleet.connection(device)
+        enroll_dialled(Registry(db), device, dict(conn.devices.get(device) or {}) if conn is not None else {})
+        self._enrolled.add(device)
 
     def _release(self, lid: str, error: str) -> None:
         try:
