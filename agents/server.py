@@ -51,6 +51,7 @@ from edgelat.agents.bounds import MAX_BATCH_ITEMS, check_config, check_item, che
 from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat import errors
 from edgelat.errors import BadInput, DeviceError, EdgelatError
+from edgelat.config import read_pem
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
 
@@ -478,7 +479,7 @@ def make_server(
 
     try:
         if tls_cert is not None:
-            creds = grpc.ssl_server_credentials([(_read_pem(tls_key, "key"), _read_pem(tls_cert, "certificate"))])
+            creds = grpc.ssl_server_credentials([(read_pem(tls_key, "TLS key"), read_pem(tls_cert, "TLS certificate"))])
             port = server.add_secure_port(listen, creds)
         else:
             port = server.add_insecure_port(listen)
@@ -495,15 +496,6 @@ def make_server(
     server.edgelat_health = health_servicer  # type: ignore[attr-defined]
     server.edgelat_tmp = tmp  # type: ignore[attr-defined]  # keeps the temp cache alive
     return server
-
-
-def _read_pem(source: str | Path | bytes, what: str) -> bytes:
-    if isinstance(source, bytes):
-        return source
-    try:
-        return Path(source).read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read the TLS {what} {source}: {exc.strerror}") from exc
 
 
 def serve(

@@ -181,25 +181,13 @@ def drain_rate(stores: list[HubStore], *, jobs: int, users: int, workers_per_hub
 
 
 def _pg_url(arg: str | None) -> tuple[str | None, object | None, str]:
-    """A PostgreSQL URL to use, the cluster we started (to stop later), or why there is none."""
-    url = arg or os.environ.get("EDGELAT_TEST_PG")
-    if url:
-        return url, None, ""
+    """A PostgreSQL URL, the throwaway cluster we started (to stop later), or why there is none."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     try:
-        from hub_db import PgCluster, _pg_bindir  # the same throwaway cluster the tests use
+        from hub_db import given_or_throwaway  # the throwaway cluster the tests use
     except ImportError as exc:
         return None, None, f"cannot start a throwaway cluster ({exc}); pass --pg URL"
-    bindir = _pg_bindir()
-    if bindir is None:
-        return None, None, "PostgreSQL is not installed; pass --pg URL or set EDGELAT_TEST_PG"
-    cluster = PgCluster(bindir)
-    try:
-        cluster.start()
-    except Exception as exc:  # noqa: BLE001 - reported, the SQLite half still runs
-        cluster.stop()
-        return None, None, f"could not start a throwaway cluster: {exc}"
-    return cluster.url, cluster, ""
+    return given_or_throwaway(arg)
 
 
 def main() -> int:

@@ -96,3 +96,16 @@ def read_token_file(path: str | Path) -> str:
         log.warning("warning: the token file %s can be read by other users (mode %s): chmod 600 %s",
                     path, oct(stat.S_IMODE(mode))[2:].zfill(4), path)
     return token
+
+
+def read_pem(source: str | Path | bytes, what: str) -> bytes:
+    """A TLS file's bytes (given bytes pass through); BadInput naming ``what`` when it cannot be read.
+    The agent, its client, the hub link and the hub client read their certificates and keys this way."""
+    from edgelat.errors import BadInput
+
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).expanduser().read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read the {what} {source}: {exc.strerror or exc}") from exc

@@ -89,6 +89,24 @@ class PgCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def given_or_throwaway(arg: str | None) -> tuple[str | None, PgCluster | None, str]:
+    """For the hub benchmarks: a PostgreSQL URL (``arg``, else ``EDGELAT_TEST_PG``, else a throwaway
+    cluster started here), the cluster to stop afterwards (None when given), or why there is none."""
+    url = arg or os.environ.get("EDGELAT_TEST_PG")
+    if url:
+        return url, None, ""
+    bindir = _pg_bindir()
+    if bindir is None:
+        return None, None, "PostgreSQL is not installed; pass --pg URL or set EDGELAT_TEST_PG"
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+    except Exception as exc:  # noqa: BLE001 - reported; the SQLite half still runs
+        cluster.stop()
+        return None, None, f"could not start a throwaway cluster: {exc}"
+    return cluster.url, cluster, ""
+
+
 def _reachable(url: str) -> str | None:
     """None when a PostgreSQL server answers at ``url``, else the reason it does not."""
     try:

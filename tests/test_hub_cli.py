@@ -225,3 +225,21 @@ def test_hub_and_jobs_commands_have_help_with_an_example():
         assert "Commands:" in invoke(*group, "--help").stdout
     for command in (["profile", "ops"], ["profile", "model"], ["devices", "list"], ["predictor", "build"]):
         assert "--hub" in invoke(*command, "--help").stdout, command
+
+
+def test_an_unreadable_tls_ca_is_one_line_on_both_sides(tmp_path, monkeypatch):
+    token = tmp_path / "t.tok"
+    token.write_text("secret")
+    token.chmod(0o600)
+    missing = tmp_path / "nosuch-ca.pem"
+    r = CliRunner().invoke(main, ["agent", "serve", "--hub", "127.0.0.1:1", "--token-file", str(token),
+                                  "--name", "b1", "--hub-tls-ca", str(missing)])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert f"cannot read the TLS CA certificate (--hub-tls-ca) {missing}" in r.stderr
+    monkeypatch.setenv("EDGELAT_HUB", "127.0.0.1:1")
+    monkeypatch.setenv("EDGELAT_TOKEN_FILE", str(token))
+    monkeypatch.setenv("EDGELAT_HUB_TLS_CA", str(missing))
+    r = CliRunner().invoke(main, ["jobs", "list"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert f"cannot read the TLS CA certificate (EDGELAT_HUB_TLS_CA) {missing}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

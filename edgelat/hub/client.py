@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import grpc
@@ -54,7 +53,7 @@ class HubClient:
 
     @classmethod
     def from_env(cls, hub: str | None = None, token_file: str | None = None) -> "HubClient":
-        from edgelat.config import read_token_file
+        from edgelat.config import read_pem, read_token_file
 
         address = configured(hub)
         if not address:
@@ -63,12 +62,7 @@ class HubClient:
         if not token_file:
             raise BadInput(f"a hub needs a token: set {TOKEN_ENV} to the file `edgelat hub token create` wrote")
         ca = os.environ.get(TLS_CA_ENV)
-        tls_ca = None
-        if ca:
-            try:
-                tls_ca = Path(ca).expanduser().read_bytes()
-            except OSError as exc:
-                raise BadInput(f"cannot read {TLS_CA_ENV}={ca}: {exc.strerror}") from None
+        tls_ca = read_pem(ca, f"TLS CA certificate ({TLS_CA_ENV})") if ca else None
         return cls(address, read_token_file(token_file), tls_ca=tls_ca)
 
     def close(self) -> None:
