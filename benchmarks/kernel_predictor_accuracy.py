@@ -90,7 +90,8 @@ def main() -> None:
     from edgelat.on_demand import predict_model_file
     from edgelat.values import BenchmarkItem
     from edgelat.lut.store import add_model_result
-    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, MODEL_SETTLE_S, median_of_passes, build_predictor, default_models
+    from edgelat.predictors.sampling import MODEL_PASSES, MODEL_PROTOCOL, MODEL_SETTLE_S, build_predictor, default_models
+    from edgelat.profiler.runner import median_of_passes
     from edgelat.profiler.builders import build_model
     from edgelat.profiler.jobs import model_ref_for
 

@@ -27,7 +27,7 @@ What ``edgelat predictor build`` runs (nn-Meter's recipe, on a budget):
    are only reported on. Their passes stop early when the budget is spent.
 
 Every kernel is measured in three passes spread over time (whole models in
-seven) and the middle pass is kept (:func:`median_of_passes`): shared hosts and
+seven) and the middle pass is kept (:func:`~edgelat.profiler.runner.median_of_passes`): shared hosts and
 phones have slowed (and, more rarely, quickened) periods lasting seconds that
 nothing inside one measurement shows. All of it goes through the job runner
 (:mod:`edgelat.profiler.runner`); the kernel groups run under the drift
@@ -57,7 +57,6 @@ from edgelat.lut import predictors_store
 from edgelat.predictors.fusion import OVERHEAD_SPEC, FusionRules, apply_rules
 from edgelat.predictors.graph import canonical_expand
 from edgelat.profiler import networks, runner
-from edgelat.profiler.runner import median_of_passes  # noqa: F401  (the passes rule; callers import it from here too)
 from edgelat.profiler.ops import ACTIVATION_OPS, KernelSpec, make_divisible, same_out
 from edgelat.profiler.sentinel import DriftSentinel
 from edgelat.profiler.states import DEFAULT_STATE, SETTLE_S, STATES, state_name, state_ref
@@ -69,7 +68,7 @@ INITIAL_SIZE = 3000
 INITIAL_SHARE = 0.5
 MODELS_SHARE = 0.15  # kept for the whole models, measured last (settling, then their passes)
 GROUP = 96  # kernels measured together (in passes, ~10 s apart): how often the budget is checked
-PASSES = 3  # passes over each group of kernels; the middle pass is kept (see median_of_passes)
+PASSES = 3  # passes over each group of kernels; the middle pass is kept (see edgelat.profiler.runner.median_of_passes)
 MODEL_PASSES = 7  # passes over the whole models: few, and the figures everything is judged by
 # Whole models run continuously, unmeasured, for this long (at most half the models' share
 # of the budget) before their sustained passes. Why: the first minute or two of sustained
@@ -490,7 +489,7 @@ class Builder:
 
     def _profile(self, specs: list[KernelSpec], limit_s: float, again: bool = False) -> None:
         """Measure ``specs`` (those not in the table, or all with ``again``) in groups
-        (the middle of ``passes`` passes each, see :func:`median_of_passes`) until done or
+        (the middle of ``passes`` passes each, see :func:`~edgelat.profiler.runner.median_of_passes`) until done or
         ``limit_s`` spent. Each row is stored as soon as its group is done; the profiling
         time (sentinel checks included) is charged after each group."""
         mark = time.perf_counter()

@@ -174,7 +174,7 @@ class _ScriptedClient:
 
 def test_median_of_passes_keeps_the_middle_pass_and_stops_when_told():
     from edgelat.values import BenchmarkItem
-    from edgelat.predictors.sampling import median_of_passes
+    from edgelat.profiler.runner import median_of_passes
 
     items = [BenchmarkItem("a", "onnx", t) for t in ("steady", "one-fast", "one-slow", "flaky", "broken")]
     client = _ScriptedClient({
@@ -200,10 +200,10 @@ def test_settling_passes_run_first_and_are_not_kept(monkeypatch):
     """Whole models run unmeasured for ``settle_s`` before the kept passes: the first
     minute of sustained load is faster than the rest (see MODEL_SETTLE_S)."""
     from edgelat.values import BenchmarkItem
-    from edgelat.predictors import sampling
+    from edgelat.profiler import runner
 
     clock = {"t": 0.0}
-    monkeypatch.setattr(sampling.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock["t"])
 
     class _Timed(_ScriptedClient):  # each pass takes 10 s of the fake clock
         def benchmark_batch(self, items, config, protocol):
@@ -212,14 +212,14 @@ def test_settling_passes_run_first_and_are_not_kept(monkeypatch):
 
     fast_then_sustained = [1.0, 1.0, 1.0, 2.0, 2.1, 1.9]
     client = _Timed({"m": fast_then_sustained})
-    got = sampling.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3, settle_s=25.0)
+    got = runner.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3, settle_s=25.0)
     assert client.calls == 6 and got["m"].latency.median == 2.0  # passes at 0, 10, 20 s settled; 2.0/2.1/1.9 kept
     client = _Timed({"m": fast_then_sustained})
-    got = sampling.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3)
+    got = runner.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3)
     assert client.calls == 3 and got["m"].latency.median == 1.0  # without settling the fast start is what is kept
     # a budget spent ends the settling too, and one kept pass is still made
     client = _Timed({"m": fast_then_sustained})
-    got = sampling.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3,
+    got = runner.median_of_passes(client, [BenchmarkItem("a", "onnx", "m")], CONFIG, MODELS, passes=3,
                                     settle_s=25.0, enough=lambda: client.calls >= 1)
     assert client.calls == 2 and got["m"].latency.median == 1.0
 
