@@ -19,7 +19,8 @@ import numpy as np
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import ACTIVATION_OPS, BINARY_OPS, KernelSpec, same_pads, se_channels
 
-FUSABLE_ACTS = ("none", "relu", "relu6")  # both TFLite and a Conv->Relu/Clip pair express these
+FUSABLE_ACTS = ("none", "relu", "relu6")
+SHORTCUT_OPS = ("add", "mul")  # binary ops a chain may hold after its first kernel (see :func:`lower`)  # both TFLite and a Conv->Relu/Clip pair express these
 BN_EPS = 1e-5
 OUTPUT = "output"
 
@@ -56,8 +57,9 @@ def as_spec_list(specs: KernelSpec | Sequence[KernelSpec]) -> list[KernelSpec]:
             raise BadInput(f"expected KernelSpec entries, got {type(s).__name__}")
     if len(specs) > 1:
         for i, s in enumerate(specs):
-            if s.op in BINARY_OPS:
-                raise BadInput(f"kernel {i} ({s.key}) takes two inputs and cannot be part of a chain")
+            if s.op in BINARY_OPS and not (i and s.op in SHORTCUT_OPS):
+                raise BadInput(f"kernel {i} ({s.key}) takes two inputs and cannot be part of a chain"
+                               + (" (add and mul may follow other kernels, as a shortcut)" if not i else ""))
             if i and s.input_shapes()[0] != specs[i - 1].output_shape() and not _flattens(specs[i - 1], s):
                 raise BadInput(
                     f"kernel {i} ({s.key}) expects input {s.input_shapes()[0]} but kernel {i - 1} "
@@ -206,16 +208,39 @@ class _Lowerer:
         raise BadInput(f"no lowering for op {op!r}")  # unreachable: KernelSpec validates op
 
 
+def _shortcut(lw: "_Lowerer", block: list[str], x: str) -> str:
+    """The second operand of an add or mul inside a chain: a residual shortcut.
+
+    It is the earliest tensor of ``x``'s shape since the chain's start or its last
+    shortcut op, i.e. the block's input where the block kept its shape (a ResNet's
+    identity shortcut). A block that changed the shape has no such tensor; a real
+    network projects its input there (a 1x1 conv), which a chain cannot hold, so
+    ``x`` is added to itself: the add's work and memory traffic, not the projection's.
+    """
+    return next((t for t in block if lw.shapes[t] == lw.shapes[x]), x)
+
+
 def lower(specs: KernelSpec | Sequence[KernelSpec], seed: int = 0) -> Graph:
-    """Lower one kernel or a sequential chain into a :class:`Graph` with weights from ``seed``."""
+    """Lower one kernel or a sequential chain into a :class:`Graph` with weights from ``seed``.
+
+    An add or mul after the chain's first kernel takes its second operand from a shortcut
+    (see :func:`_shortcut`), so a chain can hold residual blocks as exported ResNets have them.
+    """
     chain = as_spec_list(specs)
     lw = _Lowerer(seed)
     inputs = ["input"] + (["input2"] if chain[0].op in BINARY_OPS else [])
     for name, shape in zip(inputs, chain[0].input_shapes()):
         lw.shapes[name] = shape
     x = inputs[0]
-    for spec in chain:
+    block = [x]  # tensors since the chain's start or its last shortcut op; block[0] is the block's input
+    for i, spec in enumerate(chain):
+        if i and spec.op in SHORTCUT_OPS:
+            x = lw.kernel(spec, x, _shortcut(lw, block, x))
+            block = [x]
+            continue
         x = lw.kernel(spec, x, inputs[1] if len(inputs) > 1 else None)
+        # an activation right after a shortcut op closes that block: its output opens the next
+        block = [x] if spec.op in ACTIVATION_OPS and len(block) == 1 and i else block + [x]
     # the last tensor is only produced, never consumed: give it a stable name
     lw.nodes[-1].output = OUTPUT
     lw.shapes[OUTPUT] = lw.shapes.pop(x)

@@ -236,9 +236,11 @@ def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int]
                 bottleneck: bool = False, classes: int = 1000) -> list[KernelSpec]:
     """A ResNet's main path (He et al. 2016) as a chain: 7x7 stride-2 stem, 3x3 max pool, four
     stages of basic blocks (two 3x3 convs) or bottlenecks (1x1, 3x3, 1x1 to 4x), the block's
-    closing relu as its own kernel (where a ResNet adds the shortcut), global pool, one fc.
-    The shortcut itself is left out (a chain has one path): the dense convs, at a real
-    ResNet's sizes, are what it is for."""
+    closing shortcut add and relu as kernels of their own (as PyTorch exports them), global
+    pool, one fc. The add's second operand is the block's input (see
+    :func:`edgelat.profiler.lowering.lower`); where the block changes the shape a real ResNet
+    projects that input with a 1x1 conv, which a chain cannot hold, so those blocks add
+    their output to itself."""
     _check_resolution(resolution)
     _check_width(width)
     if len(depths) != 4 or any(d < 1 for d in depths):
@@ -262,6 +264,7 @@ def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int]
                 specs.append(KernelSpec("conv2d", h, h, cin, mid, kernel=3, stride=s, act="relu"))
                 h = same_out(h, s)
                 specs.append(KernelSpec("conv2d", h, h, mid, cout, kernel=3))
+            specs.append(KernelSpec("add", h, h, cout))
             specs.append(KernelSpec("relu", h, h, cout))
             cin = cout
     return specs + [KernelSpec("global-avgpool", h, h, cin), KernelSpec("fc", 1, 1, cin, classes)]

@@ -237,7 +237,8 @@ def test_smoke_preset_builds_and_runs_in_both_formats():
     "specs, fragment",
     [
         ([], "empty"),
-        ([KernelSpec("relu", 4, 4, 4), KernelSpec("add", 4, 4, 4)], "two inputs"),
+        ([KernelSpec("add", 4, 4, 4), KernelSpec("relu", 4, 4, 4)], "two inputs"),
+        ([KernelSpec("relu", 4, 4, 4), KernelSpec("concat", 4, 4, 4, 4)], "two inputs"),
         ([KernelSpec("conv2d", 8, 8, 4, 8, kernel=3, stride=2), KernelSpec("relu", 8, 8, 8)], "expects input"),
         ([KernelSpec("relu", 4, 4, 4), "relu:h4,w4,cin4"], "expected KernelSpec"),
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,48 @@ def test_an_fc_over_a_flattened_map_runs_the_same_in_both_runtimes():
     o_out, t_out, _ = run_both(net, seed=5)
     assert o_out.shape == t_out.shape == (1, 10)
     np.testing.assert_allclose(o_out, t_out, rtol=RTOL, atol=ATOL)
+
+
+def test_resnet_like_holds_resnet34s_kernels_in_order_shortcut_adds_included(tmp_path):
+    """The builder's ResNet-34 is the exported one's kernel sequence, projection convs aside."""
+    import sys
+
+    from edgelat.predictors.fusion import FusionRules
+    from edgelat.predictors.graph import split_model
+    from edgelat.profiler.networks import resnet_like
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import real_models
+
+    path = real_models.materialize("resnet34", tmp_path, single_file=True)
+    real = [k.key for k in split_model(path.read_bytes(), "onnx", FusionRules()).kernels]
+    projections = [k for k in real if k.startswith("conv2d:") and ",k1,s2" in k]
+    assert len(projections) == 3  # one 1x1 stride-2 conv on the shortcut of stages 2-4
+    ours = [s.key for s in resnet_like(224, 1.0, (3, 4, 6, 3))]
+    assert [k for k in real if k not in projections] == ours
+    assert sum(k.startswith("add:") for k in ours) == 16
+
+
+def test_a_chains_shortcut_add_reads_the_blocks_input():
+    """In a chain, add takes its second operand from the block's input (identity shortcut), or
+    from its own first operand where the block changed the shape."""
+    from edgelat.profiler.lowering import lower
+
+    same = [KernelSpec("conv2d", 8, 8, 4, 4, kernel=3, act="relu"), KernelSpec("conv2d", 8, 8, 4, 4, kernel=3),
+            KernelSpec("add", 8, 8, 4), KernelSpec("relu", 8, 8, 4),
+            KernelSpec("conv2d", 8, 8, 4, 4, kernel=3, act="relu"), KernelSpec("conv2d", 8, 8, 4, 4, kernel=3),
+            KernelSpec("add", 8, 8, 4)]
+    g = lower(same)
+    adds = [n for n in g.nodes if n.kind == "add"]
+    assert len(adds) == 2
+    first_block_out = adds[0].output
+    relu_out = next(n.output for n in g.nodes if n.kind == "act" and n.inputs == [first_block_out])
+    assert adds[0].inputs[1] == "input"
+    assert adds[1].inputs[1] == relu_out  # the second block's input: after the first add, its relu
+    wider = [KernelSpec("conv2d", 8, 8, 4, 8, kernel=3, stride=2), KernelSpec("add", 4, 4, 8)]
+    add = [n for n in lower(wider).nodes if n.kind == "add"][0]
+    assert add.inputs[0] == add.inputs[1]
+    with pytest.raises(BadInput, match="cannot be part of a chain"):
+        lower([KernelSpec("add", 8, 8, 4), KernelSpec("relu", 8, 8, 4)])
+    o_out, t_out, _ = run_both(same, seed=3)
+    np.testing.assert_allclose(o_out, t_out, rtol=1e-4, atol=1e-4)
