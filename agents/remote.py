@@ -22,7 +22,7 @@ from edgelat.agents.cache import check_sha, sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.server import CHUNK_BYTES, MAX_MESSAGE_BYTES, is_loopback
 from edgelat.values import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
-from edgelat.config import read_pem, read_token_file
+from edgelat.config import check_ca, read_pem, read_token_file
 from edgelat.errors import AgentUnreachable, AuthFailed, BadInput, DeviceError
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
@@ -69,7 +69,7 @@ class GrpcClient(DeviceClient):
                         "agent with --tls-cert/--tls-key and register it with --tls-ca", address)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         if tls_ca is not None:
-            ca = read_pem(tls_ca, "TLS CA certificate")
+            ca = check_ca(read_pem(tls_ca, "TLS CA certificate"))
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca), options=CHANNEL_OPTIONS)
         else:
             self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)

@@ -195,13 +195,14 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(tmp_path):
 
 
 def test_token_warnings(tmp_path, caplog):
+    _, _, ca = self_signed_tls(tmp_path / "tls")
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     token.chmod(0o600)
     with caplog.at_level(logging.WARNING):
         assert read_token_file(token) == "s3cret"
         GrpcClient("127.0.0.1:1", token="s3cret").close()  # loopback: fine
-        GrpcClient("10.11.12.13:50051", token="s3cret", tls_ca=b"not used before connecting").close()
+        GrpcClient("10.11.12.13:50051", token="s3cret", tls_ca=ca).close()
     assert not caplog.records
     token.chmod(0o644)
     with caplog.at_level(logging.WARNING):
