@@ -36,10 +36,12 @@ def home() -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(mode=0o700)
             os.chmod(path, 0o700)  # whatever the umask
-        except FileExistsError:
+        except (FileExistsError, NotADirectoryError):
             if not path.is_dir():
+                blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+                where = what if blocker == path else f"{what} cannot be created: {blocker}"
                 raise StoreUnavailable(
-                    f"{what} is a file, not a folder: move the file away or set EDGELAT_HOME to a folder"
+                    f"{where} is a file, not a folder: move the file away or set EDGELAT_HOME to a folder"
                 ) from None
         except OSError as exc:
             raise StoreUnavailable(
