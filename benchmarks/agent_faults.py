@@ -362,7 +362,7 @@ def memory_and_input_limits(tmp: Path) -> list[str]:
                      BenchmarkItem(client.put_model(conv_model(4, 8, 16, 3)), "onnx", "small")]
             results = list(client.benchmark_batch(items, CPU, FAST))
             alive = bool(client.describe()["agent_version"])
-        lines = [f"{r.tag}: {'ok' if r.ok else one_line(r.error, 140)}" for r in results]
+        lines = [f"{r.tag}: {'ok' if r.ok else one_line(r.error, 220)}" for r in results]
         return lines + [rows_line(1, [r.tag for r in results if r.ok]) + " (2 refused on purpose)",
                         f"agent alive: {alive and agent.proc.poll() is None}"]
     finally:

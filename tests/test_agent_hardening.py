@@ -391,6 +391,8 @@ def test_models_over_the_memory_limit_or_the_input_cap_fail_alone(tmp_path):
             assert client.describe()["agent_version"]
         assert [r.tag for r in results] == ["wide", "huge", "fine"]
         assert "out of memory" in results[0].error and str(128 * 1024 * 1024 * 4) in results[0].error
+        # the agent's limit, not a broken model (it used to say CorruptModel: ... cannot run it)
+        assert results[0].error.startswith("DeviceError: ") and "memory limit is 400 MB" in results[0].error
         assert results[1].error.startswith("BadInput: the model's inputs need 40000000000 bytes")
         assert results[2].ok, results[2].error
         assert agent.proc.poll() is None
