@@ -225,7 +225,8 @@ class LocalBackend(Backend):
                 result = self._measure(runtime, path, config, protocol)
             except MemoryError as exc:  # one model too big for this machine must not end a batch
                 reason = f": {exc}" if str(exc) else ""
-                name = f"model {path.name[:12]}" if cached_sha(path) else path.name
+                hashed = len(path.name) == 64 and all(c in "0123456789abcdef" for c in path.name)
+                name = f"model {path.name[:12]}" if hashed else path.name  # a cached model: its short hash
                 raise DeviceError(f"{name} needs more memory than this process can get{_data_limit()}{reason}") from None
         result.environment["control"] = control
         return result
