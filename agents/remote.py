@@ -42,6 +42,14 @@ CHANNEL_OPTIONS = [
 _GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
+def warn_token_in_clear(address: str, tls: bool, advice: str) -> None:
+    """Warn (once per address) when a token is about to travel without TLS beyond loopback."""
+    if tls or address in _warned_plaintext or is_loopback(address.rpartition(":")[0]):
+        return
+    _warned_plaintext.add(address)
+    log.warning("warning: the token goes to %s without TLS, readable by anyone on the network: %s", address, advice)
+
+
 class GrpcClient(DeviceClient):
     """A device behind ``edgelat agent serve`` (or the ADB bridge) at ``address``.
 
@@ -63,10 +71,8 @@ class GrpcClient(DeviceClient):
         self.address = address
         self.timeout_s = timeout_s
         self.tls = tls_ca is not None
-        if token and not self.tls and address not in _warned_plaintext and not is_loopback(host):
-            _warned_plaintext.add(address)
-            log.warning("warning: the token goes to %s without TLS, readable by anyone on the network: serve the "
-                        "agent with --tls-cert/--tls-key and register it with --tls-ca", address)
+        if token:
+            warn_token_in_clear(address, self.tls, "serve the agent with --tls-cert/--tls-key and register it with --tls-ca")
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         if tls_ca is not None:
             ca = check_ca(read_pem(tls_ca, "TLS CA certificate"))

@@ -215,6 +215,22 @@ def test_token_warnings(tmp_path, caplog):
     assert "token goes to 10.11.12.13:50051 without TLS" in messages[1]
 
 
+def test_the_hub_link_warns_when_its_token_goes_without_tls(tmp_path, caplog):
+    from edgelat.agents.hub_link import HubLink
+    from edgelat.agents.local import LocalBackend
+
+    _, _, ca = self_signed_tls(tmp_path / "tls")
+    with caplog.at_level(logging.WARNING):
+        for address, tls_ca in (("127.0.0.1:50100", None), ("10.11.12.14:50100", ca.read_bytes())):
+            HubLink(address, "s3cret", {"b1": LocalBackend()}, cache_dir=tmp_path / "c", tls_ca=tls_ca).close()
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        HubLink("10.11.12.14:50100", "s3cret", {"b1": LocalBackend()}, cache_dir=tmp_path / "c").close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: the token goes to 10.11.12.14:50100 without TLS, readable by anyone on the network: "
+        "serve the hub with TLS and give --hub-tls-ca"]
+
+
 def test_agent_serve_warns_about_a_readable_token_file(tmp_path):
     with running_agent(tmp_path / "agent", token="s3cret") as agent:  # the helper writes it with the umask
         mode = agent.token_file.stat().st_mode & 0o777
