@@ -29,7 +29,7 @@ import grpc
 from edgelat import __version__
 from edgelat.agents.backend import Backend
 from edgelat.agents.cache import ModelCache
-from edgelat.agents.remote import CHANNEL_OPTIONS
+from edgelat.agents.remote import CHANNEL_OPTIONS, warn_token_in_clear
 from edgelat.agents.server import DEFAULT_CACHE_MAX_BYTES, DEFAULT_UPLOAD_IDLE_S, AgentServicer
 from edgelat.errors import AuthFailed, BadInput
 from edgelat.proto import agent_pb2 as apb
@@ -122,6 +122,7 @@ class HubLink:
         self.backoff_max_s = backoff_max_s
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._tls_ca = tls_ca
+        warn_token_in_clear(address, tls_ca is not None, "serve the hub with TLS and give --hub-tls-ca")
         self._tmp = None
         if cache_dir is None:
             import tempfile

@@ -119,9 +119,25 @@ def _first_run(runtime: Any, session: Any, path: Path) -> float:
     t0 = time.perf_counter_ns()
     try:
         session.run()
+    except MemoryError:  # the machine's or the agent's memory limit, not the model's fault
+        raise
     except Exception as exc:
         raise CorruptModel(f"{runtime.name} loads {path.name} but cannot run it: {short_reason(exc)}") from None
     return (time.perf_counter_ns() - t0) / 1e6
+
+
+def _data_limit() -> str:
+    """`` (its memory limit is N MB)`` when this process runs under RLIMIT_DATA (an agent's
+    benchmark worker, ``--memory-limit-mb``); empty otherwise."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    except (ImportError, AttributeError, OSError, ValueError):
+        return ""
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    return f" (its memory limit is {soft / (1 << 20):.0f} MB: the agent's --memory-limit-mb)"
 
 
 def _sha256_file(path: Path) -> str:
@@ -207,8 +223,11 @@ class LocalBackend(Backend):
         with self._lock, self._state(config.threads) as control:
             try:
                 result = self._measure(runtime, path, config, protocol)
-            except MemoryError:  # one model too big for this machine must not end a batch
-                raise DeviceError(f"{path.name} needs more memory than this process can get") from None
+            except MemoryError as exc:  # one model too big for this machine must not end a batch
+                reason = f": {exc}" if str(exc) else ""
+                hashed = len(path.name) == 64 and all(c in "0123456789abcdef" for c in path.name)
+                name = f"model {path.name[:12]}" if hashed else path.name  # a cached model: its short hash
+                raise DeviceError(f"{name} needs more memory than this process can get{_data_limit()}{reason}") from None
         result.environment["control"] = control
         return result
 

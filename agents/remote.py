@@ -22,7 +22,7 @@ from edgelat.agents.cache import check_sha, sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.server import CHUNK_BYTES, MAX_MESSAGE_BYTES, is_loopback
 from edgelat.values import FORMATS, BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
-from edgelat.config import read_pem, read_token_file
+from edgelat.config import check_ca, read_pem, read_token_file
 from edgelat.errors import AgentUnreachable, AuthFailed, BadInput, DeviceError
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
@@ -40,6 +40,14 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 _GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def warn_token_in_clear(address: str, tls: bool, advice: str) -> None:
+    """Warn (once per address) when a token is about to travel without TLS beyond loopback."""
+    if tls or address in _warned_plaintext or is_loopback(address.rpartition(":")[0]):
+        return
+    _warned_plaintext.add(address)
+    log.warning("warning: the token goes to %s without TLS, readable by anyone on the network: %s", address, advice)
 
 
 class GrpcClient(DeviceClient):
@@ -63,13 +71,11 @@ class GrpcClient(DeviceClient):
         self.address = address
         self.timeout_s = timeout_s
         self.tls = tls_ca is not None
-        if token and not self.tls and address not in _warned_plaintext and not is_loopback(host):
-            _warned_plaintext.add(address)
-            log.warning("warning: the token goes to %s without TLS, readable by anyone on the network: serve the "
-                        "agent with --tls-cert/--tls-key and register it with --tls-ca", address)
+        if token:
+            warn_token_in_clear(address, self.tls, "serve the agent with --tls-cert/--tls-key and register it with --tls-ca")
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         if tls_ca is not None:
-            ca = read_pem(tls_ca, "TLS CA certificate")
+            ca = check_ca(read_pem(tls_ca, "TLS CA certificate"))
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca), options=CHANNEL_OPTIONS)
         else:
             self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)

@@ -51,7 +51,7 @@ from edgelat.agents.bounds import MAX_BATCH_ITEMS, check_config, check_item, che
 from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
 from edgelat import errors
 from edgelat.errors import BadInput, DeviceError, EdgelatError
-from edgelat.config import read_pem
+from edgelat.config import check_key_pair, read_pem
 from edgelat.proto import agent_pb2 as pb
 from edgelat.proto import agent_pb2_grpc as pb_grpc
 
@@ -125,6 +125,26 @@ def check_listen(listen: str, token: str | None, insecure: bool = False) -> None
             f"refusing to listen on {listen} without a token: anyone who reaches it could upload models and "
             "run them here; give --token-file (and --tls-cert/--tls-key), or --insecure on a trusted network"
         )
+
+
+def check_bindable(listen: str) -> None:
+    """BadInput naming the reason when no address of ``listen`` can be bound (in use, not an
+    address of this machine), said before gRPC tries and only logs its own complaint."""
+    host, _, port = listen.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise BadInput(f"cannot listen on {listen}: {host} does not resolve ({exc}); pick another --listen") from None
+    reason = ""
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(address)
+                return
+            except OSError as exc:
+                reason = reason or (exc.strerror or str(exc)).lower()
+    raise BadInput(f"cannot listen on {listen}: {reason or 'no address to bind'}; pick another --listen")
 
 
 def check_request(config: RuntimeConfig, protocol: MeasurementProtocol, items: list[BenchmarkItem]) -> None:
@@ -442,6 +462,10 @@ def make_server(
         if not (token.isascii() and token.isprintable()) or " " in token:
             raise BadInput("the token must be printable ASCII without spaces (it travels as gRPC metadata)")
     check_listen(listen, token, insecure)
+    pair = None
+    if tls_cert is not None and tls_key is not None:
+        pair = (read_pem(tls_key, "TLS key"), read_pem(tls_cert, "TLS certificate"))
+        check_key_pair(pair[1], pair[0])
     if cache_max_bytes <= 0:
         raise BadInput(f"the cache cap must be positive, got {cache_max_bytes} bytes")
     if not (upload_idle_s > 0 and upload_idle_s < float("inf")):
@@ -477,10 +501,10 @@ def make_server(
         server,
     )
 
+    check_bindable(listen)
     try:
-        if tls_cert is not None:
-            creds = grpc.ssl_server_credentials([(read_pem(tls_key, "TLS key"), read_pem(tls_cert, "TLS certificate"))])
-            port = server.add_secure_port(listen, creds)
+        if pair is not None:
+            port = server.add_secure_port(listen, grpc.ssl_server_credentials([pair]))
         else:
             port = server.add_insecure_port(listen)
     except RuntimeError as exc:

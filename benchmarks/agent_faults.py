@@ -1,7 +1,7 @@
 """Fault scenarios against a real ``edgelat agent serve`` on loopback: what happened, and whether
 any row was lost or duplicated.
 
-Usage: python benchmarks/agent_faults.py
+Usage: python benchmarks/agent_faults.py [--only TEXT] [--list]
 
 Each scenario starts its own agent process (port 0, throw-away cache and database) and prints
 one block: the fault, what the agent and the clients saw, and for scenarios that write rows,
@@ -10,14 +10,26 @@ client's batch; an uploader killed mid-upload; partial files left by a killed ag
 memory during a 256 MiB upload; listening beyond loopback without a token; out-of-range
 request values; the benchmark worker killed mid-profile (then the same profile rerun); a model
 over the memory limit and one declaring a 40 GB input; a model over its time limit; the same
-huge-input model on the in-process ``local`` device.
+huge-input model on the in-process ``local`` device; the store's faults (damaged, empty,
+truncated, older-schema, pickled, locked, read-only and full databases, a home that is a file)
+through real ``edgelat`` commands on a table measured by a real agent; device names (``local``,
+a taken name, remove and archive, a name answering as another board); a phone (the adbd
+double of ``tests/``): its model cache cap, a rebuilt runner of the same size, a CPU list of
+four billion entries.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import math
 import os
+import pickle
 import queue
+import re
+import shutil
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -53,9 +65,9 @@ CPU = RuntimeConfig()
 class Agent:
     """One ``edgelat agent serve`` process on 127.0.0.1:<free port>."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, prefix: tuple[str, ...] = ()) -> None:
         self.cache_dir = workdir / "cache"
-        cmd = [sys.executable, "-c", "from edgelat.cli import main; main()", "agent", "serve",
+        cmd = [*prefix, sys.executable, "-c", "from edgelat.cli import main; main()", "agent", "serve",
                "--listen", "127.0.0.1:0", "--cache-dir", str(self.cache_dir), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -133,6 +145,11 @@ def report(title: str, lines: list[str]) -> None:
         print(f"   {line}")
 
 
+def short_paths(text: str) -> str:
+    """Messages name the scenario's throw-away folder: shown as $TMP."""
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/edgelat-faults-[A-Za-z0-9_]+", "$TMP", text)
+
+
 def one_line(text: str, limit: int = 150) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -173,12 +190,16 @@ def stalled_upload(tmp: Path) -> list[str]:
         thread.join(30)
         release.set()
         code, details, after = seen.get("stalled", ("none", "", 0.0))
+        t1 = time.monotonic()
+        while agent.partials() and time.monotonic() - t1 < 10:  # the client hears before the handler wakes
+            time.sleep(0.02)
+        gone = time.monotonic() - t1
         return [
             f"another client uploaded 5 models and measured them in {other_s:.2f} s "
             f"while the stalled upload was {'still open' if still_open else 'already closed'}",
             rows_line(5, tags),
             f"stalled client got {code} after {after:.1f} s: {details}",
-            f"partial files left: {len(agent.partials())}",
+            f"partial files left: {len(agent.partials())} ({gone:.2f} s after the client heard)",
         ]
     finally:
         agent.stop()
@@ -341,7 +362,7 @@ def memory_and_input_limits(tmp: Path) -> list[str]:
                      BenchmarkItem(client.put_model(conv_model(4, 8, 16, 3)), "onnx", "small")]
             results = list(client.benchmark_batch(items, CPU, FAST))
             alive = bool(client.describe()["agent_version"])
-        lines = [f"{r.tag}: {'ok' if r.ok else one_line(r.error, 140)}" for r in results]
+        lines = [f"{r.tag}: {'ok' if r.ok else one_line(r.error, 220)}" for r in results]
         return lines + [rows_line(1, [r.tag for r in results if r.ok]) + " (2 refused on purpose)",
                         f"agent alive: {alive and agent.proc.poll() is None}"]
     finally:
@@ -373,6 +394,270 @@ def huge_input_on_local(tmp: Path) -> list[str]:
         rows_line(1, [r.tag for r in results if r.ok]) + " (1 refused on purpose)"]
 
 
+# -- the store, device names and phones, through real commands ---------------------------------
+
+FAST_ARGS = ("--max-seconds", "0.05", "--min-runs", "2", "--warmup", "0", "--rounds", "0")
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[str], str]:
+    """``edgelat ARGS`` in its own process with ``EDGELAT_HOME=home``: (exit code, stderr lines, stdout)."""
+    proc = subprocess.run([sys.executable, "-c", "from edgelat.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "EDGELAT_HOME": str(home), **(env or {})})
+    return proc.returncode, [line for line in proc.stderr.splitlines() if line.strip()], proc.stdout
+
+
+def said(rc: int, lines: list[str]) -> str:
+    """How a command that had to fail failed: one line and no traceback, or what it did instead."""
+    errors = [line for line in lines if not line.startswith(("profiling", "warning:"))]
+    if rc == 0:
+        return "exit 0 (NOT refused)"
+    shape = "one line" if len(errors) == 1 and "Traceback" not in "\n".join(lines) else f"{len(errors)} lines"
+    return f"exit {rc}, {shape}: {one_line(short_paths(errors[-1]) if errors else '', 170)}"
+
+
+def table_rows(db: Path, device: str) -> list[str]:
+    """The kernel keys stored for ``device`` (read-only, so counting changes nothing)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute("select kernel_key from kernel_measurements where device = ?", [device])]
+    finally:
+        conn.close()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def measured_home(tmp: Path, agent: Agent, device: str = "board") -> tuple[Path, int]:
+    """A home whose table holds the smoke preset measured on ``agent``; (home, rows)."""
+    home = tmp / "home"
+    rc, lines, _ = cli(home, "devices", "register", device, "--agent", agent.address)
+    if rc:
+        raise RuntimeError(f"register failed: {lines}")
+    rc, lines, _ = cli(home, "profile", "ops", "--device", device, "--preset", "smoke", *FAST_ARGS)
+    if rc:
+        raise RuntimeError(f"profile failed: {lines}")
+    return home, len(table_rows(home / "edgelat.db", device))
+
+
+class _Trap:
+    """Unpickling this touches ``marker``: proof that a pickle ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def store_faults(tmp: Path) -> list[str]:
+    agent = Agent(tmp)
+    try:
+        home, n = measured_home(tmp, agent)
+        lines = [f"a table of {n} rows measured on a real agent; each fault on a copy of its home:"]
+        profile = ("profile", "ops", "--device", "board", "--preset", "smoke", "--force", *FAST_ARGS)
+
+        def copy(name: str) -> Path:
+            other = tmp / name
+            shutil.copytree(home, other)
+            return other
+
+        def damage(name: str, how: Callable[[Path], None]) -> None:
+            h = copy(name)
+            how(h / "edgelat.db")
+            before = digest(h / "edgelat.db")
+            results = [said(*cli(h, "lut", "show", "--device", "board")[:2]), said(*cli(h, *profile)[:2])]
+            unchanged = digest(h / "edgelat.db") == before and not [
+                p for p in h.iterdir() if p.name.startswith(".edgelat.db.new")]
+            lines.append(f"{name}: lut show: {results[0]}")
+            lines.append(f"{' ' * len(name)}  profile: {results[1]}; file left as it was: {unchanged}")
+
+        def pages(path: Path) -> None:
+            data = bytearray(path.read_bytes())
+            size = int.from_bytes(data[16:18], "big")
+            data[size:] = os.urandom(len(data) - size)
+            path.write_bytes(bytes(data))
+
+        damage("0-byte", lambda p: p.write_bytes(b""))
+        damage("garbage", lambda p: p.write_bytes(os.urandom(64 << 10)))
+        damage("truncated", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]))
+        damage("damaged pages", pages)
+
+        h = copy("older schema")  # as written before the history table (schema version 4)
+        conn = sqlite3.connect(h / "edgelat.db")
+        conn.execute("drop table measurement_history")
+        conn.execute("pragma user_version = 4")
+        conn.commit()
+        conn.close()
+        rc, out, _ = cli(h, "lut", "show", "--device", "board")
+        conn = sqlite3.connect(f"file:{h / 'edgelat.db'}?mode=ro", uri=True)
+        version = conn.execute("pragma user_version").fetchone()[0]
+        history = conn.execute("select count(*) from measurement_history").fetchone()[0]
+        conn.close()
+        lines.append(f"older schema (4): lut show exit {rc}; now version {version}, "
+                     + rows_line(n, table_rows(h / "edgelat.db", "board")) + f", history rows {history}")
+
+        h = copy("newer schema")
+        conn = sqlite3.connect(h / "edgelat.db")
+        conn.execute("pragma user_version = 99")
+        conn.commit()
+        conn.close()
+        lines.append(f"newer schema (99): lut show: {said(*cli(h, 'lut', 'show', '--device', 'board')[:2])}")
+
+        h = copy("pickled predictor")
+        marker = tmp / "unpickled"
+        conn = sqlite3.connect(h / "edgelat.db")
+        conn.execute("insert or replace into kernel_predictors (device, config_key, n_rows, fitted_at, sklearn_version, "
+                     "meta_json, blob) values ('board', ?, 5, 1.0, '1.0', '{}', ?)",
+                     [CPU.key(), pickle.dumps(_Trap(marker))])
+        conn.commit()
+        conn.close()
+        lines.append(f"pickled predictor: predictor report: "
+                     f"{said(*cli(h, 'predictor', 'report', '--device', 'board')[:2])}; "
+                     f"the pickle ran: {marker.exists()}")
+
+        h = copy("locked")
+        holder = sqlite3.connect(h / "edgelat.db", isolation_level=None)
+        holder.execute("begin immediate")  # another writer holds the lock
+        rc, out, _ = cli(h, *profile, env={"EDGELAT_DB_TIMEOUT": "1"})
+        holder.execute("rollback")
+        holder.close()
+        rerun = cli(h, *profile)
+        lines.append(f"locked by another writer (EDGELAT_DB_TIMEOUT=1): profile: {said(rc, out)}")
+        lines.append(f"   then the lock released and the profile rerun: exit {rerun[0]}, "
+                     + rows_line(n, table_rows(h / "edgelat.db", "board")))
+
+        h = copy("read-only")
+        immutable = subprocess.run(["chattr", "+i", str(h / "edgelat.db")], capture_output=True).returncode == 0
+        if immutable:
+            try:
+                lines.append(f"read-only (chattr +i): profile: {said(*cli(h, *profile)[:2])}")
+            finally:
+                subprocess.run(["chattr", "-i", str(h / "edgelat.db")], capture_output=True)
+        else:
+            (h / "edgelat.db").chmod(0o444)
+            h.chmod(0o555)
+            lines.append(f"read-only (chmod 444){' as root: not read-only' if os.geteuid() == 0 else ''}: "
+                         f"profile: {said(*cli(h, *profile)[:2])}")
+            h.chmod(0o755)
+
+        full = tmp / "full"
+        full.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)],
+                                 capture_output=True).returncode == 0
+        if mounted:
+            try:
+                rc, out, _ = cli(full / "home", "profile", "ops", "--device", "local", "--preset", "mobilenet", *FAST_ARGS)
+                kept = table_rows(full / "home" / "edgelat.db", "local")
+                lines.append(f"disk full (1 MiB tmpfs): profile of the mobilenet preset: {said(rc, out)}; "
+                             f"{len(kept)} rows kept, duplicated {len(kept) - len(set(kept))}")
+            finally:
+                subprocess.run(["umount", str(full)], capture_output=True)
+        else:
+            lines.append("disk full: not tried (this process may not mount a tmpfs)")
+
+        as_file = tmp / "home-file"
+        as_file.write_text("not a folder")
+        lines.append(f"EDGELAT_HOME is a file: devices list: {said(*cli(as_file, 'devices', 'list')[:2])}")
+        return lines
+    finally:
+        agent.stop()
+
+
+def device_names(tmp: Path) -> list[str]:
+    a, b = Agent(tmp / "a"), Agent(tmp / "b")
+    other = None
+    try:
+        home, n = measured_home(tmp, a)
+        db = home / "edgelat.db"
+        lines = [f"'board' registered at agent A and measured: {n} rows"]
+        lines.append(f"register local --agent B: {said(*cli(home, 'devices', 'register', 'local', '--agent', b.address)[:2])}")
+        lines.append(f"register board --agent B (taken): "
+                     f"{said(*cli(home, 'devices', 'register', 'board', '--agent', b.address)[:2])}; "
+                     + rows_line(n, table_rows(db, "board")))
+        rc, out, stdout = cli(home, "devices", "remove", "board", "--keep-rows")
+        archive = next((w for w in stdout.split() if ".archived-" in w and not w.startswith("(")), "").strip("()")
+        lines.append(f"remove --keep-rows: exit {rc}: {one_line(stdout, 110)}")
+        cli(home, "devices", "register", "board", "--agent", a.address)
+        lines.append(f"   re-registered board has {len(table_rows(db, 'board'))} rows; the archive "
+                     + rows_line(n, table_rows(db, archive)))
+        cli(home, "profile", "ops", "--device", "board", "--preset", "smoke", *FAST_ARGS)
+        rc, out, stdout = cli(home, "devices", "remove", "board")
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        left = 0
+        for (table,) in conn.execute("select name from sqlite_master where type = 'table' and name != 'devices'"):
+            if "device" in [c[1] for c in conn.execute(f"pragma table_info([{table}])")]:
+                left += conn.execute(f"select count(*) from [{table}] where device = 'board'").fetchone()[0]
+        conn.close()
+        lines.append(f"remove (measured again first): exit {rc}: {one_line(stdout, 80)}; rows of 'board' left in any "
+                     f"table: {left}")
+        cli(home, "devices", "register", "board", "--agent", a.address)
+        cli(home, "profile", "ops", "--device", "board", "--preset", "smoke", *FAST_ARGS)
+        if shutil.which("unshare") and subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode == 0:
+            port = a.address.rpartition(":")[2]
+            a.stop()
+            other = Agent(tmp / "other", "--listen", f"127.0.0.1:{port}",
+                          prefix=("unshare", "-u", "sh", "-c", 'hostname another-board && exec "$@"', "sh"))
+            rc, out, _ = cli(home, "profile", "ops", "--device", "board", "--preset", "smoke", "--force", *FAST_ARGS)
+            lines.append(f"another board (host name) at board's address: profile: {said(rc, out)}; "
+                         + rows_line(n, table_rows(db, "board")))
+        else:
+            lines.append("another board at the same address: not tried (unshare -u is not allowed here)")
+        return lines
+    finally:
+        for agent in (a, b, other):
+            if agent is not None:
+                agent.stop()
+
+
+def phone_files(tmp: Path) -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from adbd_double import PIXEL7_PROPS, AdbdDouble, build_fake_phone, set_sysfs
+
+    home = tmp / "home"
+    env = {"EDGELAT_HOME": str(home)}
+    key = subprocess.run([sys.executable, "-c", "from edgelat.agents.adb.keys import public_key_text as k; print(k())"],
+                         capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout.strip()
+    root = build_fake_phone(tmp / "phone")
+    set_sysfs(root, "/sys/devices/system/cpu/cpu7/cpufreq/related_cpus", "0-4000000000")
+    seeds = Path(__file__).resolve().parent.parent / "tests/data/fuzz-seeds/benchmark_model"
+    captured = sorted(seeds.glob("*xnnpack*.txt"))[0]
+
+    def runner(path: Path, build: str) -> Path:  # a benchmark_model that prints a real output
+        path.write_text(f"#!/bin/sh\n# {build}\ncat {captured}\n")
+        path.chmod(0o755)
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+        return path
+
+    first, rebuilt = runner(tmp / "bm1", "build 1"), runner(tmp / "bm2", "build 2")
+    cap = 30 << 10
+    lines = []
+    with AdbdDouble(root, PIXEL7_PROPS, trusted_keys=[key]) as phone:
+        t0 = time.monotonic()
+        rc, out, _ = cli(home, "devices", "register-phone", "p7", "--address", phone.address, "--benchmark-model",
+                         str(first), "--model-cache-mb", f"{cap / (1 << 20):.4f}")
+        took = time.monotonic() - t0
+        rc2, _, facts = cli(home, "devices", "show", "p7", "--json")
+        notes = [n for n in (json.loads(facts).get("facts", {}).get("parse_notes") or [])] if rc2 == 0 else []
+        lines.append(f"related_cpus '0-4000000000': register-phone exit {rc} in {took:.1f} s; "
+                     f"note: {one_line(notes[0], 100) if notes else 'none'}")
+        rc, out, _ = cli(home, "profile", "ops", "--device", "p7", "--preset", "smoke", *FAST_ARGS)
+        folder = root / "data/local/tmp/edgelat"
+        models = [p for p in folder.iterdir() if p.name.endswith(".tflite")]
+        pushed = len([w for w in phone.sync_writes if w.endswith(".tflite")])
+        lines.append(f"smoke profile (exit {rc}): {pushed} models pushed; on the phone now {len(models)} models, "
+                     f"{sum(p.stat().st_size for p in models)} bytes (cap {cap}); runner kept: "
+                     f"{(folder / 'benchmark_model').exists()}")
+        lines.append(rows_line(len(get_preset("smoke")), table_rows(home / "edgelat.db", "p7")))
+        rc, out, _ = cli(home, "devices", "register-phone", "p7", "--address", phone.address, "--benchmark-model",
+                         str(rebuilt), "--replace", "--keep-rows")
+        same = digest(folder / "benchmark_model") == digest(rebuilt)
+        lines.append(f"a rebuilt runner of the same size and time: re-register exit {rc}; the phone runs the new "
+                     f"build: {same}")
+    return lines
+
+
 SCENARIOS: list[tuple[str, Callable[[Path], list[str]]]] = [
     ("a stalled upload next to another client's batch", stalled_upload),
     ("an uploader killed mid-upload", killed_uploader),
@@ -384,11 +669,23 @@ SCENARIOS: list[tuple[str, Callable[[Path], list[str]]]] = [
     ("a model over the memory limit (400 MB) and one declaring a 40 GB input", memory_and_input_limits),
     ("a model over its time limit (2 x 0.05 s + 1 s grace)", time_limit),
     ("the 40 GB-input model on the in-process local device", huge_input_on_local),
+    ("storage faults through real commands", store_faults),
+    ("device names", device_names),
+    ("a phone's files and facts (adbd double)", phone_files),
 ]
 
 
 def main() -> None:
-    for title, scenario in SCENARIOS:
+    parser = argparse.ArgumentParser(description="Fault scenarios against real agents, stores and a phone double: "
+                                                 "what happened, and whether any row was lost or duplicated.")
+    parser.add_argument("--only", metavar="TEXT", help="run only the scenarios whose title contains TEXT")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = parser.parse_args()
+    chosen = [(t, f) for t, f in SCENARIOS if not args.only or args.only.lower() in t.lower()]
+    if args.list or not chosen:
+        print("\n".join(t for t, _ in SCENARIOS))
+        raise SystemExit(0 if args.list else f"no scenario title contains {args.only!r}")
+    for title, scenario in chosen:
         with tempfile.TemporaryDirectory(prefix="edgelat-faults-") as tmp:
             t0 = time.monotonic()
             try:

@@ -250,11 +250,13 @@ class Registry:
         """Forget a device and delete its rows, or with ``keep_rows`` archive them under
         a new name (``NAME.archived-YYYYmmdd-HHMMSS``, a device of kind ``archived`` that
         ``lut show``/``lut export`` reach and that cannot run models), so registering
-        the name again starts empty. Returns (rows, archive name or None)."""
+        the name again starts empty; a name without rows leaves no archive. Returns (rows,
+        archive name or None)."""
         if name == LOCAL:
             raise BadInput("the 'local' device is built in and cannot be removed")
         dev = self.get(name)
-        archive = self._archive_name(name) if keep_rows else None
+        # nothing to archive: no empty archive device is left behind
+        archive = self._archive_name(name) if keep_rows and self.row_counts(name) else None
         archive_row = None if archive is None else {
             "name": archive,
             "kind": "archived",

@@ -36,10 +36,12 @@ def home() -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(mode=0o700)
             os.chmod(path, 0o700)  # whatever the umask
-        except FileExistsError:
+        except (FileExistsError, NotADirectoryError):
             if not path.is_dir():
+                blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+                where = what if blocker == path else f"{what} cannot be created: {blocker}"
                 raise StoreUnavailable(
-                    f"{what} is a file, not a folder: move the file away or set EDGELAT_HOME to a folder"
+                    f"{where} is a file, not a folder: move the file away or set EDGELAT_HOME to a folder"
                 ) from None
         except OSError as exc:
             raise StoreUnavailable(
@@ -109,3 +111,42 @@ def read_pem(source: str | Path | bytes, what: str) -> bytes:
         return Path(source).expanduser().read_bytes()
     except OSError as exc:
         raise BadInput(f"cannot read the {what} {source}: {exc.strerror or exc}") from exc
+
+
+
+def check_ca(ca: bytes, what: str = "TLS CA certificate") -> bytes:
+    """``ca`` when it holds at least one PEM certificate; else BadInput (gRPC would only log
+    its complaint and fail the connection as if nothing answered)."""
+    import ssl
+
+    from edgelat.errors import BadInput
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=ca.decode("ascii"))
+    except (UnicodeDecodeError, ssl.SSLError, ValueError):
+        raise BadInput(f"the {what} is not a PEM certificate (-----BEGIN CERTIFICATE-----): "
+                       "give the certificate's .crt/.pem file") from None
+    return ca
+
+
+def check_key_pair(cert: bytes, key: bytes) -> None:
+    """BadInput unless ``cert`` and ``key`` are PEM and belong together (gRPC would only log its
+    complaint and refuse the port as if the address were at fault)."""
+    import ssl
+    import tempfile
+
+    from edgelat.errors import BadInput
+
+    check_ca(cert, "TLS certificate (--tls-cert)")
+    with tempfile.TemporaryDirectory(prefix="edgelat-tls-") as folder:  # mode 0700: the key stays private
+        cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_file.write_bytes(cert)
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=lambda: b"")  # never a prompt
+        except (ssl.SSLError, ValueError) as exc:
+            if getattr(exc, "reason", "") == "KEY_VALUES_MISMATCH":
+                raise BadInput("the TLS key (--tls-key) does not belong to the certificate (--tls-cert): "
+                               "give the private key the certificate was made with") from None
+            raise BadInput("the TLS key (--tls-key) is not an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)") from None

@@ -66,6 +66,13 @@ _USES_BN = frozenset({"conv2d", "dwconv2d"})
 
 # Largest tensor (weights, an input, the output, mbconv's expanded activations) a kernel may have.
 MAX_KERNEL_ELEMENTS = 1 << 28
+# Largest value of an integer field (h, w, channels, kernel, stride): ONNX and TFLite hold int32 there.
+MAX_FIELD = (1 << 31) - 1
+
+
+def _shown(n: int) -> str:
+    """A count as a message shows it: digits while short, 1.6e+23 beyond."""
+    return str(n) if n < 10**12 else f"{float(n):.3g}"
 SE_REDUCTION = 4  # squeeze channels = make_divisible(channels // 4, 8), as in MobileNetV3 / OFA
 CHANNEL_DIVISOR = 8
 
@@ -157,6 +164,9 @@ class KernelSpec:
         for name in ("h", "w", "cin", "kernel", "stride"):
             if getattr(self, name) <= 0:
                 raise BadInput(f"{op}: {name} must be positive, got {getattr(self, name)}")
+        for name in ("h", "w", "cin", "cout", "kernel", "stride"):  # model formats store them as int32
+            if getattr(self, name) > MAX_FIELD:
+                raise BadInput(f"{op}: {name} must be at most {MAX_FIELD}, got {_shown(getattr(self, name))}")
         if self.cout < 0:
             raise BadInput(f"{op}: cout must be positive, got {self.cout}")
         if isinstance(self.expand, bool) or not isinstance(self.expand, numbers.Real):
@@ -187,6 +197,9 @@ class KernelSpec:
         if op == "mbconv":
             if not (self.expand > 0 and math.isfinite(self.expand)):
                 raise BadInput(f"mbconv: expand must be a positive number, got {self.expand}")
+            if self.cin * self.expand > MAX_KERNEL_ELEMENTS:  # before mid_channels rounds it (inf cannot be)
+                raise BadInput(f"mbconv: expand {self.expand:g} gives {self.cin * self.expand:.3g} channels, over the "
+                               f"cap of {MAX_KERNEL_ELEMENTS} elements per tensor; profile a smaller kernel")
             if self.mid_channels < 1:
                 raise BadInput(f"mbconv: expand {self.expand} leaves no channels for cin {self.cin}")
         else:
@@ -214,7 +227,7 @@ class KernelSpec:
         name, count = max(sizes.items(), key=lambda kv: kv[1])
         if count > MAX_KERNEL_ELEMENTS:
             raise BadInput(
-                f"{self.op}: its {name} would have {count} elements, over the cap of {MAX_KERNEL_ELEMENTS} "
+                f"{self.op}: its {name} would have {_shown(count)} elements, over the cap of {MAX_KERNEL_ELEMENTS} "
                 "(1 GiB of fp32) per tensor; profile a smaller kernel"
             )
 

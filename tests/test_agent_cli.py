@@ -62,8 +62,62 @@ def test_port_in_use_is_a_clear_error(tmp_path):
             capture_output=True, text=True, timeout=60,
         )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on {first.address}")
-    assert "Traceback" not in proc.stderr
+    # one line, said before gRPC tries (its C core would log its own complaint on stderr first)
+    assert proc.stderr.strip().splitlines() == [
+        f"error: cannot listen on {first.address}: address already in use; pick another --listen"
+    ], proc.stderr
+
+
+def _serve_fails(tmp_path, *args: str) -> str:
+    """Run ``agent serve`` in its own process (gRPC's C core logs straight to fd 2); its one line."""
+    proc = subprocess.run(agent_command("--listen", "127.0.0.1:0", "--cache-dir", str(tmp_path / "c"), *args),
+                          capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_tls_files_that_cannot_be_used_are_one_line_naming_the_file_at_fault(tmp_path):
+    from agent_helpers import self_signed_tls
+
+    cert, key, _ = self_signed_tls(tmp_path / "one")
+    other_cert, other_key, _ = self_signed_tls(tmp_path / "two")
+    text = tmp_path / "not-pem"
+    text.write_text("s3cret\n")
+    assert "TLS certificate (--tls-cert) is not a PEM certificate" in _serve_fails(
+        tmp_path, "--tls-cert", str(text), "--tls-key", str(key))
+    assert "TLS key (--tls-key) is not an unencrypted PEM private key" in _serve_fails(
+        tmp_path, "--tls-cert", str(cert), "--tls-key", str(text))
+    assert "TLS key (--tls-key) does not belong to the certificate" in _serve_fails(
+        tmp_path, "--tls-cert", str(cert), "--tls-key", str(other_key))
+    assert "TLS key (--tls-key) is not an unencrypted PEM private key" in _serve_fails(
+        tmp_path, "--tls-cert", str(cert), "--tls-key", str(other_cert))
+
+
+def test_an_address_of_another_machine_is_one_line(tmp_path):
+    import socket
+
+    address = "203.0.113.77"  # TEST-NET-3, documentation only
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+            pytest.skip(f"{address} is an address of this machine")
+        except OSError:
+            pass
+    line = _serve_fails(tmp_path, "--listen", f"{address}:0", "--insecure")
+    assert line == f"error: cannot listen on {address}:0: cannot assign requested address; pick another --listen"
+
+
+def test_a_ca_that_is_not_pem_is_one_line_before_any_connection(tmp_path):
+    from edgelat.agents.remote import GrpcClient
+    from edgelat.errors import BadInput
+
+    text = tmp_path / "not-pem"
+    text.write_text("s3cret\n")
+    with pytest.raises(BadInput, match="TLS CA certificate is not a PEM certificate"):
+        GrpcClient("127.0.0.1:1", tls_ca=text)
+    r = CliRunner().invoke(main, ["devices", "register", "b1", "--agent", "127.0.0.1:1", "--tls-ca", str(text)])
+    assert r.exit_code == 1 and "not a PEM certificate" in r.output and "did not answer" not in r.output
 
 
 def test_ready_line_without_token(agent):  # noqa: F811  (the fixture)

@@ -195,13 +195,14 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(tmp_path):
 
 
 def test_token_warnings(tmp_path, caplog):
+    _, _, ca = self_signed_tls(tmp_path / "tls")
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     token.chmod(0o600)
     with caplog.at_level(logging.WARNING):
         assert read_token_file(token) == "s3cret"
         GrpcClient("127.0.0.1:1", token="s3cret").close()  # loopback: fine
-        GrpcClient("10.11.12.13:50051", token="s3cret", tls_ca=b"not used before connecting").close()
+        GrpcClient("10.11.12.13:50051", token="s3cret", tls_ca=ca).close()
     assert not caplog.records
     token.chmod(0o644)
     with caplog.at_level(logging.WARNING):
@@ -212,6 +213,22 @@ def test_token_warnings(tmp_path, caplog):
     assert len(messages) == 2, messages
     assert f"token file {token} can be read by other users (mode 0644): chmod 600" in messages[0]
     assert "token goes to 10.11.12.13:50051 without TLS" in messages[1]
+
+
+def test_the_hub_link_warns_when_its_token_goes_without_tls(tmp_path, caplog):
+    from edgelat.agents.hub_link import HubLink
+    from edgelat.agents.local import LocalBackend
+
+    _, _, ca = self_signed_tls(tmp_path / "tls")
+    with caplog.at_level(logging.WARNING):
+        for address, tls_ca in (("127.0.0.1:50100", None), ("10.11.12.14:50100", ca.read_bytes())):
+            HubLink(address, "s3cret", {"b1": LocalBackend()}, cache_dir=tmp_path / "c", tls_ca=tls_ca).close()
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        HubLink("10.11.12.14:50100", "s3cret", {"b1": LocalBackend()}, cache_dir=tmp_path / "c").close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: the token goes to 10.11.12.14:50100 without TLS, readable by anyone on the network: "
+        "serve the hub with TLS and give --hub-tls-ca"]
 
 
 def test_agent_serve_warns_about_a_readable_token_file(tmp_path):
@@ -390,6 +407,8 @@ def test_models_over_the_memory_limit_or_the_input_cap_fail_alone(tmp_path):
             assert client.describe()["agent_version"]
         assert [r.tag for r in results] == ["wide", "huge", "fine"]
         assert "out of memory" in results[0].error and str(128 * 1024 * 1024 * 4) in results[0].error
+        # the agent's limit, not a broken model (it used to say CorruptModel: ... cannot run it)
+        assert results[0].error.startswith("DeviceError: ") and "memory limit is 400 MB" in results[0].error
         assert results[1].error.startswith("BadInput: the model's inputs need 40000000000 bytes")
         assert results[2].ok, results[2].error
         assert agent.proc.poll() is None

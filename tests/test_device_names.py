@@ -235,6 +235,14 @@ def test_remove_keep_rows_archives_them_where_lut_show_reaches(agents):
     assert all_rows(archive) == 0
 
 
+def test_remove_keep_rows_of_a_name_without_rows_leaves_no_empty_archive(agents):
+    a, _ = agents
+    cli("devices", "register", "rpi5", "--agent", a.address)
+    r = cli("devices", "remove", "rpi5", "--keep-rows")
+    assert r.output.strip() == "removed rpi5; it had no rows to archive"
+    assert not [name for name in devices() if "rpi5" in name]
+
+
 def test_help_documents_the_options():
     assert "--replace" in cli("devices", "register", "--help").output
     assert "--keep-rows" in cli("devices", "remove", "--help").output

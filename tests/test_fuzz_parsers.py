@@ -262,6 +262,12 @@ def test_ort_negative_average_is_not_a_latency() -> None:
         parse_ort_perf_test("Average inference time cost total: -3 ms")
     report = parse_ort_perf_test("Average inference time cost total: 3 ms\nP50 Latency: 1e999 s")
     assert report.latency_ms()["median"] == 3 and report.p50_s is None
+    # finite in seconds, infinite in ms (found by test_ort_perf_test_line_shapes_with_random_values)
+    with pytest.raises(BadInput):
+        parse_ort_perf_test("P50 Latency: 1.797693134862316e+305")
+    report = parse_ort_perf_test("Average inference time cost total: 3 ms\nP50 Latency: 1.797693134862316e+305 s\n"
+                                 "Session creation time cost: 1e306")
+    assert report.latency_ms()["median"] == 3 and report.p50_s is None and report.session_ms is None
 
 
 @pytest.mark.parametrize("line", [

@@ -168,11 +168,30 @@ def test_features_fixed_length_and_meaningful():
         (dict(op="conv2d", h=4, w=4, cin=4, cout=4, expand=6), "only applies to mbconv"),
         (dict(op="mbconv", h=4, w=4, cin=4, cout=4, expand=0), "expand"),
         (dict(op="relu", h=4, w=4, cin=4, bn=True), "bn only applies"),
+        # huge values are one line too, never an OverflowError or a 300-digit number
+        (dict(op="mbconv", h=8, w=8, cin=4, cout=4, expand=1e308), r"expand 1e\+308 gives inf channels, over the cap"),
+        (dict(op="mbconv", h=8, w=8, cin=4, cout=4, expand=1e300), r"gives 4e\+300 channels"),
+        (dict(op="conv2d", h=8, w=8, cin=4, cout=4, kernel=3, stride=10**24), r"stride must be at most 2147483647, got 1e\+24"),
+        (dict(op="add", h=10**30, w=4, cin=4), r"h must be at most 2147483647, got 1e\+30"),
+        (dict(op="conv2d", h=10**6, w=10**6, cin=10**6, cout=4), r"its input would have 1e\+18 elements"),
     ],
 )
 def test_bad_specs_are_rejected(kwargs, fragment):
     with pytest.raises(BadInput, match=fragment):
         KernelSpec(**kwargs)
+
+
+def test_huge_values_in_a_spec_file_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from edgelat.cli import main
+
+    path = tmp_path / "ops.yaml"
+    path.write_text("- {op: mbconv, h: 8, w: 8, cin: 4, cout: 4, expand: 1.0e+308}\n")
+    r = CliRunner().invoke(main, ["profile", "ops", "--device", "local", "--ops", str(path)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.output.strip() == (f"error: {path}: entry 0: mbconv: expand 1e+308 gives inf channels, over the cap of "
+                                "268435456 elements per tensor; profile a smaller kernel")
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,13 @@ def test_home_that_is_a_file(edgelat_home):
     for args in COMMANDS:
         run_fails(args, "EDGELAT_HOME", "is a file")
     assert edgelat_home.read_text() == "not a folder"
+    # a file further up: the message names it, not the home that was never made
+    inner = edgelat_home / "inner"
+    for args in COMMANDS:
+        line = run_fails(args, env={"EDGELAT_HOME": str(inner)})
+        assert line == (f"error: EDGELAT_HOME ({inner}) cannot be created: {edgelat_home} is a file, not a folder: "
+                        "move the file away or set EDGELAT_HOME to a folder"), line
+    assert edgelat_home.read_text() == "not a folder"
 
 
 # ------------------------------------------------------------------ damaged files

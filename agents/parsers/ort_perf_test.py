@@ -11,6 +11,7 @@ values stay None.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,10 @@ def parse_ort_perf_test(text: str) -> PerfTestReport:
                 # The machine-readable duplicates ("Avg CPU usage:48") repeat the same value;
                 # the first occurrence wins so a later echo cannot overwrite it.
                 if getattr(report, attr) is None:
-                    setattr(report, attr, to_count(m.group(1)) if kind is int else timing(m.group(1)))
+                    value = to_count(m.group(1)) if kind is int else timing(m.group(1))
+                    if value is not None and attr.endswith("_s") and not math.isfinite(value * 1000.0):
+                        value = None  # seconds that overflow once in ms (1.8e305 s) are not a duration
+                    setattr(report, attr, value)
                 break
     if report.average_ms is None and report.total_inference_time_s is None and report.p50_s is None:
         raise BadInput(

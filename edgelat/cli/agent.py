@@ -47,13 +47,14 @@ def run_hub_link(devices: dict, hub_address: str, token_file: str | None, agent_
                  cache_dir: object, cache_max_bytes: int, upload_idle_s: float) -> None:
     """Serve ``devices`` to a hub over an outbound stream; one ready line on stdout once connected."""
     from edgelat.agents.hub_link import serve_hub
-    from edgelat.config import read_pem, read_token_file
+    from edgelat.config import check_ca, read_pem, read_token_file
     from edgelat.errors import BadInput
 
     if token_file is None:
         raise BadInput("--hub needs --token-file with an agent token (edgelat hub token create --role agent)")
     token = read_token_file(token_file)
-    tls_ca = read_pem(hub_tls_ca, "TLS CA certificate (--hub-tls-ca)") if hub_tls_ca else None
+    what = "TLS CA certificate (--hub-tls-ca)"
+    tls_ca = check_ca(read_pem(hub_tls_ca, what), what) if hub_tls_ca else None
     said = []
 
     def ready(link: object) -> None:

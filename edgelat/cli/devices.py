@@ -175,5 +175,7 @@ def remove(name: str, keep_rows: bool) -> None:
     rows, archive = registry.remove(name, keep_rows=keep_rows)
     if archive:
         click.echo(f"removed {name}; its {rows} rows are archived as {archive} (edgelat lut show --device {archive})")
+    elif keep_rows:
+        click.echo(f"removed {name}; it had no rows to archive")
     else:
         click.echo(f"removed {name} and its {rows} rows")
