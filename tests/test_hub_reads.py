@@ -112,6 +112,10 @@ def test_read_commands_show_the_hubs_tables_and_refresh_after_a_job(tmp_path, ed
             assert [(p["level"], p["device"]) for p in listed] == [("kernel", "dev1")]
             result = invoke("predictor", "list", "--device", "dev1", env=env)
             assert result.exit_code == 0 and "dev1" in result.stdout and "regressors" in result.stdout
+            result = invoke("predictor", "report", "--device", "dev1", "--json", env=env)
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["device"] == "dev1"
+            _one_line(invoke("predictor", "report", "--device", "dev1"), "dev1")  # not locally
 
             # Nothing changed on the hub: the copy is used as it is (not fetched again).
             (copy,) = [p for p in _copies(edgelat_home) if p.name.startswith("dev1-")]
@@ -153,6 +157,20 @@ def test_bad_token_unknown_device_and_no_hub_are_one_line(tmp_path):
             specs.write_text(json.dumps([s.key for s in get_preset("smoke")[:2]]))
             result = invoke("profile", "ops", "--device", "dev1", "--ops", specs, *QUICK, "--rounds", "0", env=env)
             assert result.exit_code == 0, result.output
+        # The Python API reads the same copy when given the hub.
+        import edgelat
+        from edgelat.errors import BadInput, UnknownDevice
+
+        tok_file = env["EDGELAT_TOKEN_FILE"]
+        dev = edgelat.device("dev1", hub=hub.address, token_file=tok_file)
+        assert sorted(dev.table()["kernel_key"]) == sorted(s.key for s in get_preset("smoke")[:2])
+        assert len(dev.history()) == 2
+        with pytest.raises(UnknownDevice):
+            edgelat.device("dev1")  # the embedded database has no dev1
+        with pytest.raises(BadInput, match="job"):
+            dev.profile_model("m.onnx")
+        with pytest.raises(UnknownDevice, match="nosuch"):
+            edgelat.predictor("nosuch", hub=hub.address, token_file=tok_file)
         _one_line(invoke("lut", "show", "--device", "nosuch", env=env), "nosuch", hub.address)
         _one_line(invoke("lut", "export", "--device", "nosuch", "--out", tmp_path / "x.csv", env=env), "nosuch")
         assert not (tmp_path / "x.csv").exists()
@@ -236,3 +254,29 @@ def test_force_and_sustained_go_through_the_hub_and_runner_says_why_not(tmp_path
                                      ["predictor", "list"], ["predictor", "report"]])
 def test_read_commands_take_a_hub(command):
     assert "--hub" in invoke(*command, "--help").stdout
+
+
+def test_a_resumed_forced_job_does_not_measure_its_own_rows_again(tmp_path):
+    """``force`` on a hub measures again the rows older than the job; run again under the same job
+    (a lease that resumes it) it measures nothing twice."""
+    from datetime import datetime, timezone
+
+    from hub_helpers import FAST_DICT
+
+    from edgelat.agents.client import LocalClient
+    from edgelat.agents.local import LocalBackend
+    from edgelat.hub.kinds import run_profile_ops
+
+    db = store.open_db(tmp_path / "tables.db")
+    keys = [s.key for s in get_preset("smoke")[:2]]
+    client = LocalClient(LocalBackend())
+    base = {"config": {}, "params": {"specs": keys, "protocol": FAST_DICT, "rounds": 0}}
+    first = run_profile_ops(db, "local", client, base, lambda *a: True)
+    assert (first["measured"], first["skipped"]) == (2, 0)
+    created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    forced = {**base, "created_at": created, "params": {**base["params"], "force": True}}
+    again = run_profile_ops(db, "local", client, forced, lambda *a: True)
+    assert (again["measured"], again["skipped"]) == (2, 0)
+    resumed = run_profile_ops(db, "local", client, forced, lambda *a: True)
+    assert (resumed["measured"], resumed["skipped"], resumed["requested"]) == (0, 2, 2)
+    db.close()
