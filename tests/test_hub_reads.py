@@ -187,6 +187,9 @@ def test_bad_token_unknown_device_and_no_hub_are_one_line(tmp_path):
                   "agent token")
         _one_line(invoke("predict", "m.onnx", "--device", "dev1", "--measure-if-unsure", env=env),
                   "--measure-if-unsure")
+        result = invoke("devices", "show", "dev1", "--json", env=env)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["transport"] == {"type": "hub"}  # the hub's registry row
         # A token that names devices reads only those.
         assert invoke("lut", "show", "--device", "dev1", "--json", env=bob).exit_code == 0
         result = invoke("predictor", "list", "--json", env=bob)
@@ -256,7 +259,7 @@ def test_force_and_sustained_go_through_the_hub_and_runner_says_why_not(tmp_path
                   "agent adb")
 
 
-@pytest.mark.parametrize("command", [["lut", "show"], ["lut", "export"], ["lut", "history"], ["predict"],
+@pytest.mark.parametrize("command", [["devices", "show"], ["lut", "show"], ["lut", "export"], ["lut", "history"], ["predict"],
                                      ["predictor", "list"], ["predictor", "report"]])
 def test_read_commands_take_a_hub(command):
     assert "--hub" in invoke(*command, "--help").stdout

@@ -37,9 +37,10 @@ def hub_options(f: Callable) -> Callable:
     return wrapper
 
 
-def hub_reads(refused: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
+def hub_reads(refused: dict[str, str] | None = None, device_param: str = "device") -> Callable[[Callable], Callable]:
     """``--hub``/``--token-file`` on a read command (``lut show``, ``predict``, ...): through a hub the
-    command runs unchanged against a local copy of the hub's rows of its ``--device`` (of every
+    command runs unchanged against a local copy of the hub's rows of its ``--device`` (the
+    parameter ``device_param`` names; of every
     device the token may read when it has none), refreshed when they changed
     (:mod:`edgelat.hub.reads`). ``refused`` maps options that cannot work on a copy (they would
     measure or write) to the line that refuses them through a hub."""
@@ -55,7 +56,7 @@ def hub_reads(refused: dict[str, str] | None = None) -> Callable[[Callable], Cal
             for option, line in (refused or {}).items():
                 if kwargs.get(option):
                     raise BadInput(line)
-            with hub_tables(hub, hub_token_file, kwargs.get("device")):
+            with hub_tables(hub, hub_token_file, kwargs.get(device_param)):
                 return f(*args, **kwargs)
 
         return hub_options(wrapper)
