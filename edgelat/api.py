@@ -14,6 +14,11 @@ SQLite in WAL mode, so a notebook and a running ``edgelat`` command can share it
     p.predict_archs("ofa-mbv3", archs)         # numpy array, the fast batched path
     res = edgelat.search("ofa-mbv3", device="local", max_latency_ms=10)
 
+Reads from a hub's tables: ``edgelat.device("pixel7", hub="hub.lab:50100")`` and
+``edgelat.predictor("pixel7", hub=...)`` read a local copy of the hub's rows of the device
+(:mod:`edgelat.hub.reads`), as ``edgelat lut show --hub`` does; the token comes from
+``token_file`` or ``$EDGELAT_TOKEN_FILE``. Measuring goes through the hub's jobs (the CLI).
+
 Errors are :class:`edgelat.errors.EdgelatError` subclasses with a one-line message.
 ``docs/api.md`` walks through it with examples that run as tests.
 """
@@ -37,6 +42,24 @@ def _open() -> tuple[Any, Any]:
 
     db = open_db()
     return db, Registry(db)
+
+
+def _reading(hub: str | None, token_file: str | None, device: str | None) -> Any:
+    """Within the block the store is the local copy of ``hub``'s rows of ``device`` (the embedded
+    database when ``hub`` is None: the API goes through a hub only when told to)."""
+    import contextlib
+
+    if hub is None:
+        return contextlib.nullcontext()
+    from edgelat.hub.reads import hub_tables
+
+    return hub_tables(hub, token_file, device)
+
+
+def _no_hub(hub: str | None, what: str) -> None:
+    if hub is not None:
+        raise BadInput(f"{what} through a hub is a job: run 'edgelat {what} --hub {hub}' (the API reads a hub's "
+                       "tables, it does not submit jobs)")
 
 
 def _config(runtime: str, threads: int, provider: str) -> Any:
@@ -67,6 +90,9 @@ class Device:
     kind: str
     status: str
     facts: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the hub whose tables this device is read from (None: the embedded database)
+    hub: str | None = field(default=None, repr=False)
+    token_file: str | None = field(default=None, repr=False)
 
     def table(self, op: str | None = None, models: bool = False) -> Any:
         """The device's lookup table as a pandas DataFrame (kernel rows, or whole-model rows)."""
@@ -74,8 +100,9 @@ class Device:
 
         from edgelat.lut.table import table_rows
 
-        db, _ = _open()
-        return pd.DataFrame(table_rows(db, self.name, op=op, models=models))
+        with _reading(self.hub, self.token_file, self.name):
+            db, _ = _open()
+            return pd.DataFrame(table_rows(db, self.name, op=op, models=models))
 
     def profile_ops(self, preset: str | None = None, specs: Iterable[Any] | None = None, space: str | None = None,
                     force: bool = False, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu",
@@ -86,6 +113,7 @@ class Device:
         from edgelat.profiler.ops import KernelSpec
         from edgelat.profiler.presets import get_preset
 
+        _no_hub(self.hub, "profile ops")
         if sum(x is not None for x in (preset, specs, space)) > 1:
             raise BadInput("give one of preset, specs or space")
         if space is not None:
@@ -119,6 +147,7 @@ class Device:
 
         from edgelat.profiler.jobs import profile_model_file
 
+        _no_hub(self.hub, "profile model")
         db, _ = _open()
         config = _config(runtime or "onnxruntime", threads, provider)
         protocol = dataclasses.replace(_protocol(max_seconds, target_ci), per_layer=bool(per_layer))
@@ -133,11 +162,12 @@ class Device:
         same model or kernel again adds a row here; :meth:`table` shows only the latest)."""
         import pandas as pd
 
-        return pd.DataFrame(measurement_history(self.name, model=model, kernel=kernel, limit=limit))
+        return pd.DataFrame(measurement_history(self.name, model=model, kernel=kernel, limit=limit, hub=self.hub,
+                                                token_file=self.token_file))
 
     def predictor(self, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> "Predictor":
-        """The device's latency predictor for one runtime config."""
-        return Predictor(self.name, runtime, threads, provider)
+        """The device's latency predictor for one runtime config (from the same hub, if any)."""
+        return Predictor(self.name, runtime, threads, provider, hub=self.hub, token_file=self.token_file)
 
 
 class _model_path:
@@ -167,9 +197,12 @@ class _model_path:
 class Predictor:
     """A device's latency predictor for one runtime config."""
 
-    def __init__(self, device: str, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> None:
+    def __init__(self, device: str, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu",
+                 hub: str | None = None, token_file: str | None = None) -> None:
         self.device = device
         self.config = _config(runtime, threads, provider)
+        self.hub = hub
+        self.token_file = token_file
 
     def __repr__(self) -> str:
         return f"Predictor({self.device!r}, {self.config.key()!r})"
@@ -178,12 +211,14 @@ class Predictor:
         """Predicted latency of a model file or ``onnx.ModelProto``; kernels nothing can price are
         measured on the device when ``measure_missing`` and it is reachable. Warm by default (what
         ``Device.profile_model`` measures); ``sustained`` predicts ``profile_model(sustained=True)``.
-        ``r.state`` says which."""
+        ``r.state`` says which. From a hub's tables nothing is measured: kernels nothing can price
+        are named in the error."""
         from edgelat.on_demand import predict_model_file
 
-        db, _ = _open()
-        with _model_path(model) as path:
-            out = predict_model_file(db, self.device, self.config, path, measure_missing=measure_missing,
+        with _reading(self.hub, self.token_file, self.device), _model_path(model) as path:
+            db, _ = _open()
+            out = predict_model_file(db, self.device, self.config, path,
+                                     measure_missing=measure_missing and self.hub is None,
                                      state="sustained" if sustained else "warm")
         if not isinstance(model, (str, Path)):
             out["model"] = "<onnx.ModelProto>"
@@ -200,9 +235,10 @@ class Predictor:
 
         sp = get_space(space)
         pop = sp.from_strings(list(archs)) if not isinstance(archs, np.ndarray) else sp.check(archs)
-        db, registry = _open()
-        registry.get(self.device)
-        return predict_archs(db, self.device, self.config, sp, pop)[0]
+        with _reading(self.hub, self.token_file, self.device):
+            db, registry = _open()
+            registry.get(self.device)
+            return predict_archs(db, self.device, self.config, sp, pop)[0]
 
 
 def list_devices() -> list[Device]:
@@ -211,17 +247,21 @@ def list_devices() -> list[Device]:
     return [Device(d.name, d.kind, d.status, d.facts) for d in registry.list()]
 
 
-def device(name: str) -> Device:
-    """A device by name (``UnknownDevice`` if it is not registered)."""
-    _, registry = _open()
-    d = registry.get(name)
-    return Device(d.name, d.kind, d.status, d.facts)
+def device(name: str, hub: str | None = None, token_file: str | None = None) -> Device:
+    """A device by name (``UnknownDevice`` if it is not registered); with ``hub`` (``HOST:PORT``),
+    the device as the hub's tables hold it, whose reads go to them."""
+    with _reading(hub, token_file, name):
+        _, registry = _open()
+        d = registry.get(name)
+    return Device(d.name, d.kind, d.status, d.facts, hub=hub, token_file=token_file)
 
 
-def predictor(device: str, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu") -> Predictor:
-    """The latency predictor of a device for one runtime config."""
-    _open()[1].get(device)
-    return Predictor(device, runtime, threads, provider)
+def predictor(device: str, runtime: str = "onnxruntime", threads: int = 1, provider: str = "cpu",
+              hub: str | None = None, token_file: str | None = None) -> Predictor:
+    """The latency predictor of a device for one runtime config (from ``hub``'s tables when given)."""
+    with _reading(hub, token_file, device):
+        _open()[1].get(device)
+    return Predictor(device, runtime, threads, provider, hub=hub, token_file=token_file)
 
 
 def search(space: str, device: str, max_latency_ms: float | None = None, pareto: bool = False,
@@ -243,10 +283,12 @@ def search(space: str, device: str, max_latency_ms: float | None = None, pareto:
 
 
 def measurement_history(device: str, model: str | Path | None = None, kernel: str | None = None,
-                        limit: int | None = 50) -> list[dict[str, Any]]:
+                        limit: int | None = 50, hub: str | None = None,
+                        token_file: str | None = None) -> list[dict[str, Any]]:
     """Every measurement a device's table stored (of one model file or kernel key, or all),
     newest first, as ``--json`` prints them: times ISO 8601, ``latency_ms`` the one
-    :class:`Latency` object, ``environment`` and ``layers`` decoded."""
+    :class:`Latency` object, ``environment`` and ``layers`` decoded (from ``hub``'s tables
+    when given)."""
     import json
 
     from edgelat.lut.store import history_rows
@@ -261,10 +303,12 @@ def measurement_history(device: str, model: str | Path | None = None, kernel: st
         from edgelat.profiler.intake import read_model
 
         item = read_model(model).ref
-    db, registry = _open()
-    registry.get(device)
+    with _reading(hub, token_file, device):
+        db, registry = _open()
+        registry.get(device)
+        rows = history_rows(db, device, item, limit)
     out = []
-    for r in history_rows(db, device, item, limit):
+    for r in rows:
         env = json.loads(r.pop("environment_json") or "{}")
         layers = json.loads(r.pop("layers_json", None) or "null")
         r.pop("id", None)

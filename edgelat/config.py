@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator
 
 DB_NAME = "edgelat.db"
 
@@ -50,9 +53,26 @@ def home() -> Path:
     return path
 
 
+#: a database used instead of the home's for the current call (a copy of a hub's tables)
+_db_instead: ContextVar[Path | None] = ContextVar("edgelat_db_instead", default=None)
+
+
 def db_path() -> Path:
-    """The one SQLite database: registry, lookup tables, predictors' metadata."""
-    return home() / DB_NAME
+    """The one SQLite database: registry, lookup tables, predictors' metadata (or, inside
+    :func:`reading_db`, the database given there)."""
+    instead = _db_instead.get()
+    return instead if instead is not None else home() / DB_NAME
+
+
+@contextmanager
+def reading_db(path: str | Path) -> Iterator[None]:
+    """Make :func:`db_path` name ``path`` for this thread's calls until the block ends: how a read
+    command runs unchanged against a local copy of a hub's tables."""
+    token = _db_instead.set(Path(path))
+    try:
+        yield
+    finally:
+        _db_instead.reset(token)
 
 
 def db_timeout_s() -> float:

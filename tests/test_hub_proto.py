@@ -18,6 +18,7 @@ def test_hub_service_shape():
         "CancelJob": (False, False),
         "RetryJob": (False, False),
         "ListDevices": (False, False),
+        "ReadTables": (False, True),
         "CreateToken": (False, False),
     }
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from edgelat.cli.base import devices, emit_json, json_option, open_registry, stdout_console
-from edgelat.cli.jobs import hub_options, remote
+from edgelat.cli.jobs import hub_options, hub_reads, remote
 from edgelat.results import public_row
 
 
@@ -132,6 +132,7 @@ def list_(as_json: bool, hub: str | None = None, hub_token_file: str | None = No
 
 @devices.command("show")
 @click.argument("name")
+@hub_reads(device_param="name")
 @json_option
 def show(name: str, as_json: bool) -> None:
     """Show a device: how it is reached and the facts read from it.
@@ -139,6 +140,7 @@ def show(name: str, as_json: bool) -> None:
     \b
     Example:
       edgelat devices show rpi5 --json
+      EDGELAT_HUB=hub.lab:50100 edgelat devices show pixel7   # as the hub's tables hold it
     """
     from edgelat.devices.info import device_info
 

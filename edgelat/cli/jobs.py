@@ -1,8 +1,10 @@
 """``edgelat jobs``: the jobs of a hub; and the remote mode other commands share.
 
-With ``EDGELAT_HUB`` (or ``--hub``) set, ``profile ops`` and ``devices list``
-go through the hub: a command becomes a job, ``--detach`` prints its id,
-without it the command follows the job and prints what it prints locally.
+With ``EDGELAT_HUB`` (or ``--hub``) set, ``profile ops|model``, ``predictor build``,
+``search`` and ``devices list`` go through the hub: a command becomes a job,
+``--detach`` prints its id, without it the command follows the job and prints what
+it prints locally. The read commands (``lut show|export|history``, ``predict``,
+``predictor list|report``) read a local copy of the hub's rows (:func:`hub_reads`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,33 @@ def hub_options(f: Callable) -> Callable:
         return f(*args, **kwargs)
 
     return wrapper
+
+
+def hub_reads(refused: dict[str, str] | None = None, device_param: str = "device") -> Callable[[Callable], Callable]:
+    """``--hub``/``--token-file`` on a read command (``lut show``, ``predict``, ...): through a hub the
+    command runs unchanged against a local copy of the hub's rows of its ``--device`` (the
+    parameter ``device_param`` names; of every
+    device the token may read when it has none), refreshed when they changed
+    (:mod:`edgelat.hub.reads`). ``refused`` maps options that cannot work on a copy (they would
+    measure or write) to the line that refuses them through a hub."""
+
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, hub: str | None = None, hub_token_file: str | None = None, **kwargs: Any) -> Any:
+            if not remote(hub):
+                return f(*args, **kwargs)
+            from edgelat.errors import BadInput
+            from edgelat.hub.reads import hub_tables
+
+            for option, line in (refused or {}).items():
+                if kwargs.get(option):
+                    raise BadInput(line)
+            with hub_tables(hub, hub_token_file, kwargs.get(device_param)):
+                return f(*args, **kwargs)
+
+        return hub_options(wrapper)
+
+    return decorate
 
 
 def detach_option(f: Callable) -> Callable:
@@ -263,6 +292,11 @@ def devices_list(hub: str | None, token_file: str | None, as_json: bool) -> None
     stdout_console().print(table)
 
 
+RUNNER_REFUSED = ("--runner is not available through a hub: the on-device runner is chosen on the host the phone "
+                  "is plugged into, by the agent that serves it ('edgelat agent adb --hub ... --runner NAME'), and a "
+                  "job does not pick binaries on that host")
+
+
 def profile_ops(device: str, preset: str | None, ops_file: str | None, space: str | None, force: bool,
                 rounds: int | None, runtime_config: Any, protocol: Any, runner: str | None, as_json: bool,
                 hub: str | None, token_file: str | None, detach: bool) -> dict[str, Any] | None:
@@ -273,9 +307,7 @@ def profile_ops(device: str, preset: str | None, ops_file: str | None, space: st
     from edgelat.errors import BadInput
 
     if runner is not None:
-        raise BadInput("--runner is not supported through a hub: the agent serving the phone picks its runner")
-    if force:
-        raise BadInput("--force is not supported through a hub yet: a resumed job would measure its rows again")
+        raise BadInput(RUNNER_REFUSED)
     if sum(x is not None for x in (preset, ops_file, space)) > 1:
         raise BadInput("give one of --preset, --ops or --space")
     params: dict[str, Any]
@@ -291,6 +323,8 @@ def profile_ops(device: str, preset: str | None, ops_file: str | None, space: st
     else:
         params = {"preset": preset or "mobilenet"}
     params["protocol"] = dataclasses.asdict(protocol)
+    if force:  # measured again: the kernels whose row predates the job (a resumed job keeps what it re-measured)
+        params["force"] = True
     if rounds is not None:
         params["rounds"] = rounds
     config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
@@ -300,7 +334,8 @@ def profile_ops(device: str, preset: str | None, ops_file: str | None, space: st
 
 def profile_model(path: str, device: str, runtime_config: Any, protocol: Any, runner: str | None,
                   runtime_given: bool, as_json: bool, hub: str | None, token_file: str | None,
-                  detach: bool) -> tuple[Any, dict[str, Any]] | None:
+                  detach: bool, state: str = "warm", settle_s: float | None = None
+                  ) -> tuple[Any, dict[str, Any]] | None:
     """``profile model`` through a hub: the model is read here (self-contained) and travels inside
     the job; returns the model read and the command's ``--json`` object, or None with ``--detach``."""
     import base64
@@ -312,7 +347,7 @@ def profile_model(path: str, device: str, runtime_config: Any, protocol: Any, ru
     from edgelat.profiler.intake import read_model
 
     if runner is not None:
-        raise BadInput("--runner is not supported through a hub: the agent serving the phone picks its runner")
+        raise BadInput(RUNNER_REFUSED)
     m = read_model(path)
     if len(m.data) > MAX_MODEL_BYTES:
         raise BadInput(f"{m.path}: {len(m.data) >> 20} MiB is over the {MAX_MODEL_BYTES >> 20} MiB a hub job "
@@ -321,6 +356,10 @@ def profile_model(path: str, device: str, runtime_config: Any, protocol: Any, ru
         runtime_config = dataclasses.replace(runtime_config, runtime="litert")
     params = {"model_b64": base64.b64encode(m.data).decode("ascii"), "sha256": sha256_bytes(m.data),
               "format": m.format, "name": m.name, "path": str(m.path), "protocol": dataclasses.asdict(protocol)}
+    if state != "warm":
+        params["state"] = state
+        if settle_s is not None:
+            params["settle_s"] = settle_s
     config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
     job = submit(hub, token_file, "profile-model", device, config, params, detach, as_json, "profiling")
     if job is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgelat.cli.base import emit_json, json_option, lut, open_registry, stdout_console
+from edgelat.cli.jobs import hub_reads
 
 
 #: rows a terminal table shows by default (``--limit`` changes it)
@@ -28,6 +29,7 @@ def _ms(value: float | None) -> str:
               help="Row order: by kernel key, slowest first, or newest first.")
 @click.option("--limit", type=click.IntRange(0, None), default=None,
               help=f"At most N rows (0: all) [default: {SHOW_LIMIT} on a terminal table, all with --json].")
+@hub_reads()
 @json_option
 def show(device: str, op: str | None, models: bool, archs: bool, sort: str, limit: int | None, as_json: bool) -> None:
     """Show the measured rows of a device's table.
@@ -44,6 +46,7 @@ def show(device: str, op: str | None, models: bool, archs: bool, sort: str, limi
       edgelat lut show --device local --sort median --limit 20
       edgelat lut show --device pixel3 --archs        # after 'lut import-archs'
       edgelat lut show --device rpi5 --json | jq '.[] | select(.stable == 0)'
+      EDGELAT_HUB=hub.lab:50100 edgelat lut show --device pixel7   # the hub's table
     """
     from edgelat.errors import BadInput
     from edgelat.lut.table import LARGE_DRIFT, drift_flag, missing_rows_hint, row_counts, table_rows
@@ -130,6 +133,7 @@ def _print_archs(rows: list, more: bool, cap: int | None, sort: str) -> None:
               help="Output file: .csv, .parquet or .json (format from the extension).")
 @click.option("--models", is_flag=True, help="Export whole-model rows instead of kernel rows.")
 @click.option("--archs", is_flag=True, help="Export measured search-space architectures instead of kernel rows.")
+@hub_reads()
 def export(device: str, out: str, models: bool, archs: bool) -> None:
     """Export a device's table to CSV, Parquet or JSON.
 
@@ -141,6 +145,7 @@ def export(device: str, out: str, models: bool, archs: bool) -> None:
       edgelat lut export --device rpi5 --out rpi5.csv
       edgelat lut export --device rpi5 --out rpi5.parquet
       edgelat lut export --device pixel3 --archs --out pixel3-nasbench201.csv
+      EDGELAT_HUB=hub.lab:50100 edgelat lut export --device pixel7 --out t.parquet
     """
     from edgelat.lut.table import export_table
 
@@ -156,6 +161,7 @@ def export(device: str, out: str, models: bool, archs: bool) -> None:
               help="Only the measurements of this model file (.onnx/.tflite).")
 @click.option("--kernel", "kernel_key", default=None, help="Only the measurements of this kernel key.")
 @click.option("--limit", type=click.IntRange(1, None), default=50, show_default=True, help="Newest N measurements.")
+@hub_reads()
 @json_option
 def history(device: str, model_path: str | None, kernel_key: str | None, limit: int, as_json: bool) -> None:
     """Every measurement a device's table ever stored, newest first: re-profiling keeps the old

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from edgelat.cli.base import emit_json, json_option, lut, main, open_registry, predictor, runtime_options
+from edgelat.cli.jobs import hub_reads
 from edgelat.errors import BadInput
 
 
@@ -89,6 +90,9 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
               help="With a model file: predict the sustained state, what 'profile model --sustained' measures "
                    "(after the device has settled under load). Default: warm, what 'profile model' measures.")
 @runtime_options
+@hub_reads(refused={"measure_if_unsure": "--measure-if-unsure measures on the device, which a read through a hub "
+                                         "cannot do: profile the kernels through the hub ('edgelat profile ops'), "
+                                         "then predict"})
 @json_option
 def predict(model_path: str | None, device: str, space_name: str | None, arch: str | None,
             archs_csv: str | None, out_path: str | None, measure_if_unsure: bool, sustained: bool,
@@ -105,6 +109,7 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
       edgelat predict net.onnx --device rpi5 --sustained   # vs 'profile model --sustained'
       edgelat predict --space ofa-mbv3 --arch '{"ks": [...], "e": [...], "d": [...], "r": 224}' --device rpi5
       edgelat predict --space nasbench201 --archs query.csv --device pixel3 --out predictions.csv
+      EDGELAT_HUB=hub.lab:50100 edgelat predict model.onnx --device pixel7   # from the hub's tables
     """
     if model_path and space_name:
         raise BadInput("give either a model file or --space with --arch/--archs, not both")

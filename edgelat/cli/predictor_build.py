@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from edgelat.cli.base import emit_json, json_option, open_registry, predictor, runtime_options, stdout_console
-from edgelat.cli.jobs import detach_option, hub_options, remote
+from edgelat.cli.jobs import detach_option, hub_options, hub_reads, remote
 
 
 def _pct(v: Any) -> str:
@@ -120,6 +120,7 @@ def _print_build(d: dict[str, Any]) -> None:
 @click.option("--device", required=True, help="Device name.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG of predicted vs measured.")
 @runtime_options
+@hub_reads()
 @json_option
 def report(device: str, plot_path: str | None, runtime_config: Any, as_json: bool) -> None:
     """Accuracy of a device's kernel predictor on held-out measurements.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from edgelat.cli.base import emit_json, json_option, open_registry, predictor, stdout_console
+from edgelat.cli.jobs import hub_reads
 
 
 @predictor.command("list")
 @click.option("--device", default=None, help="Only this device's predictors.")
+@hub_reads()
 @json_option
 def list_cmd(device: str | None, as_json: bool) -> None:
     """The stored predictors: kernel-level ones (per device and runtime config, with the
@@ -18,6 +20,7 @@ def list_cmd(device: str | None, as_json: bool) -> None:
     Examples:
       edgelat predictor list
       edgelat predictor list --device rpi5 --json
+      EDGELAT_HUB=hub.lab:50100 edgelat predictor list   # the hub's, of the devices the token may read
     """
     from edgelat.predictors.catalog import list_predictors
 

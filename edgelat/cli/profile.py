@@ -221,12 +221,10 @@ def model(path: str, device: str, runtime_config: Any, protocol: Any, runner: st
     if settle_s is not None and not sustained:
         raise BadInput("--settle-s goes with --sustained (the warm state does not settle)")
     if remote(hub):
-        if sustained:
-            raise BadInput("--sustained is not available through a hub yet; profile on the device's own host")
         from edgelat.cli.jobs import profile_model
 
         got = profile_model(path, device, runtime_config, protocol, runner, _runtime_given(), as_json, hub,
-                            hub_token_file, detach)
+                            hub_token_file, detach, state="sustained" if sustained else "warm", settle_s=settle_s)
         if got is None:
             return
         m, out = got

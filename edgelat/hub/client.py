@@ -7,6 +7,7 @@ becomes one of edgelat's one-line errors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Iterator
@@ -20,6 +21,8 @@ from edgelat.proto import hub_pb2_grpc as pb_grpc
 
 TOKEN_ENV = "EDGELAT_TOKEN_FILE"
 TLS_CA_ENV = "EDGELAT_HUB_TLS_CA"
+#: most seconds one copy of the hub's tables may take to arrive
+READ_TIMEOUT_S = 600.0
 #: job states after which nothing changes
 FINAL = ("done", "failed", "cancelled")
 
@@ -44,6 +47,8 @@ class HubClient:
             raise BadInput(f"bad hub address {address!r}: expected HOST:PORT, e.g. hub.lab:50100")
         self.address = address
         self.timeout_s = timeout_s
+        #: tells apart the copies of the hub's tables this token read (it may read fewer devices than another)
+        self.identity = hashlib.sha256(f"{address}\0{token}".encode()).hexdigest()[:16]
         self._metadata = (("authorization", f"Bearer {token}"),)
         if tls_ca is not None:
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca), options=CHANNEL_OPTIONS)
@@ -142,3 +147,32 @@ class HubClient:
         reply = self._call("CreateToken", pb.CreateTokenRequest(user=user, role=role, devices=devices or [],
                                                                 expires_s=expires_s or 0.0))
         return reply.secret
+
+    def read_tables(self, device: str | None, marker: str = "") -> tuple[str, Iterator[bytes] | None, int, str]:
+        """A copy of ``device``'s rows in the hub's tables (every device the token may read when
+        None): ``(marker, chunks, size, sha256)``, with ``chunks`` None when ``marker`` is current."""
+        from edgelat.errors import UnknownDevice
+
+        stream = self._stub.ReadTables(pb.ReadTablesRequest(device=device or "", marker=marker),
+                                       metadata=self._metadata, timeout=READ_TIMEOUT_S)
+        try:
+            first = next(stream)
+        except StopIteration:
+            raise EdgelatError(f"the hub at {self.address} sent no answer for the tables of {device}") from None
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise UnknownDevice(f"{exc.details()} (hub {self.address})") from None
+            raise self._error(exc) from None
+        if first.unchanged:
+            stream.cancel()
+            return first.marker, None, 0, ""
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for msg in stream:
+                    yield msg.data
+            except grpc.RpcError as exc:
+                raise self._error(exc) from None
+
+        return first.marker, chunks(), int(first.size), first.sha256
+

@@ -86,8 +86,8 @@ def _check_profile_ops(params: dict[str, Any]) -> None:
     rounds = params.get("rounds")
     if rounds is not None and (not isinstance(rounds, int) or not 0 <= rounds <= 100):
         raise BadInput("malformed job: rounds must be an integer from 0 to 100")
-    if params.get("force"):
-        raise BadInput("--force is not supported through a hub yet: a resumed job would measure its rows again")
+    if not isinstance(params.get("force", False), bool):
+        raise BadInput("malformed job: force must be true or false")
 
 
 def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
@@ -102,14 +102,39 @@ def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], repo
             raise Stop("stopped")
 
     extra = {} if params.get("rounds") is None else {"rounds": int(params["rounds"])}
-    summary = profile_kernels(db, device, client, specs, runtime_config(job.get("config") or {}), protocol(params),
+    config = runtime_config(job.get("config") or {})
+    already = 0
+    if params.get("force"):
+        specs, already = _older_than_job(db, device, config, specs, job)
+    summary = profile_kernels(db, device, client, specs, config, protocol(params), force=bool(params.get("force")),
                               progress=on_result, **extra)
+    summary.requested += already
+    summary.skipped += already
     out = summary.to_dict()
     if summary.interrupted:
         out["_interrupted"] = summary.interrupted
     return out
 
 
+def _older_than_job(db: Any, device: str, config: Any, specs: list, job: dict[str, Any]) -> tuple[list, int]:
+    """``--force`` on a hub: the kernels whose row predates the job (or that have none), to be
+    measured again; and how many this job already measured again on an earlier lease (a
+    resumed forced job does not measure its own rows twice)."""
+    from datetime import datetime
+
+    from edgelat.lut.store import kernel_rows
+
+    created = job.get("created_at")
+    if not created:
+        return specs, 0
+    since = datetime.fromisoformat(str(created)).timestamp() + 0.001  # the ISO time is cut to the millisecond
+    fresh = {r["kernel_key"] for r in kernel_rows(db, device, config) if (r.get("measured_at") or 0) >= since}
+    todo = [s for s in specs if s.key not in fresh]
+    return todo, len(specs) - len(todo)
+
+
+#: longest settling a sustained profile-model job may ask for (seconds)
+MAX_SETTLE_S = 3600.0
 #: largest model a profile-model job may carry (it travels inside the job, base64, under gRPC's message cap)
 MAX_MODEL_BYTES = 32 << 20
 
@@ -141,6 +166,14 @@ def _check_profile_model(params: dict[str, Any]) -> None:
     for key in ("name", "path"):
         if not isinstance(params.get(key, ""), str) or len(params.get(key, "")) > 1000:
             raise BadInput(f"malformed job: {key} must be a short string")
+    if params.get("state", "warm") not in ("warm", "sustained"):
+        raise BadInput("malformed job: state must be warm or sustained")
+    settle = params.get("settle_s")
+    if settle is not None and (isinstance(settle, bool) or not isinstance(settle, (int, float))
+                               or not 0 <= settle <= MAX_SETTLE_S):
+        raise BadInput(f"malformed job: settle_s must be a number of seconds from 0 to {MAX_SETTLE_S:.0f}")
+    if settle is not None and params.get("state") != "sustained":
+        raise BadInput("malformed job: settle_s goes with state sustained")
 
 
 def run_profile_model(db: Any, device: str, client: Any, job: dict[str, Any], report: Report) -> dict[str, Any]:
@@ -154,8 +187,11 @@ def run_profile_model(db: Any, device: str, client: Any, job: dict[str, Any], re
     name = params.get("name") or params["sha256"][:12]
     if not report(0, 1, f"measuring {name}"):
         raise Stop("stopped")
+    settle = params.get("settle_s")
     result = profile_model(db, device, client, data, params["format"], runtime_config(job.get("config") or {}),
-                           protocol(params), model_ref=model_ref_for(data), name=name)
+                           protocol(params), model_ref=model_ref_for(data), name=name,
+                           state=str(params.get("state") or "warm"),
+                           settle_s=None if settle is None else float(settle))
     report(1, 1, name)
     return ModelProfile.from_result(device, result, model_ref_for(data), params.get("path") or name).to_dict()
 

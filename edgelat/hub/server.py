@@ -39,6 +39,7 @@ class Hub:
         try:
             self.fleet = Fleet()
             self.servicer = HubServicer(self.store, self.fleet, self.hub_id, heartbeat_s=heartbeat_s)
+            self.servicer.tables_path = str(tables_path) if tables_path else None
             self.runner = Runner(self.store, self.fleet, lease_ttl_s=lease_ttl_s,
                                  heartbeat_timeout_s=heartbeat_timeout_s, expire_every_s=expire_every_s,
                                  db_path=str(tables_path) if tables_path else None)

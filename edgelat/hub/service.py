@@ -92,6 +92,9 @@ def _guard(method: Callable) -> Callable:
 class HubServicer(pb_grpc.HubServicer):
     """The Hub service over one :class:`HubStore` and this hub's connected agents."""
 
+    #: the latency tables the hub's jobs write (None: the store under the hub's $EDGELAT_HOME)
+    tables_path: str | None = None
+
     def __init__(self, store: Any, fleet: Fleet, hub_id: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> None:
         self.store = store
         self.fleet = fleet
@@ -277,6 +280,27 @@ class HubServicer(pb_grpc.HubServicer):
         principal = self._principal(context)
         rows = [d for d in self.store.devices() if principal.role == "admin" or principal.may_use(d["name"])]
         return pb.DeviceList(devices_json=_json(rows))
+
+    def ReadTables(self, request: pb.ReadTablesRequest, context: grpc.ServicerContext) -> Iterator[pb.TablesChunk]:
+        """A read-only copy of a device's rows in this hub's tables (:mod:`edgelat.hub.tables`)."""
+        from edgelat.errors import UnknownDevice
+        from edgelat.hub.tables import prepare
+
+        try:
+            principal = self._principal(context, "user", "admin")
+            copy = prepare(self.tables_path, principal, request.device, request.marker)
+        except EdgelatError as exc:
+            code = grpc.StatusCode.NOT_FOUND if isinstance(exc, UnknownDevice) else _status(exc)
+            context.abort(code, " ".join(str(exc).split()))
+        if copy.unchanged:
+            yield pb.TablesChunk(marker=copy.marker, unchanged=True)
+            return
+        try:
+            yield pb.TablesChunk(marker=copy.marker, size=copy.size, sha256=copy.sha256)
+            for data in copy.chunks():
+                yield pb.TablesChunk(data=data)
+        finally:
+            copy.discard()
 
     @_guard
     def CreateToken(self, request: pb.CreateTokenRequest, context: grpc.ServicerContext) -> pb.CreateTokenReply:

@@ -149,6 +149,28 @@ class DeviceList(_message.Message):
     devices_json: str
     def __init__(self, devices_json: _Optional[str] = ...) -> None: ...
 
+class ReadTablesRequest(_message.Message):
+    __slots__ = ("device", "marker")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MARKER_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    marker: str
+    def __init__(self, device: _Optional[str] = ..., marker: _Optional[str] = ...) -> None: ...
+
+class TablesChunk(_message.Message):
+    __slots__ = ("marker", "unchanged", "size", "sha256", "data")
+    MARKER_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    marker: str
+    unchanged: bool
+    size: int
+    sha256: str
+    data: bytes
+    def __init__(self, marker: _Optional[str] = ..., unchanged: _Optional[bool] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class CreateTokenRequest(_message.Message):
     __slots__ = ("user", "role", "devices", "expires_s")
     USER_FIELD_NUMBER: _ClassVar[int]

@@ -74,6 +74,11 @@ class HubStub:
                 request_serializer=edgelat_dot_proto_dot_hub__pb2.ListDevicesRequest.SerializeToString,
                 response_deserializer=edgelat_dot_proto_dot_hub__pb2.DeviceList.FromString,
                 _registered_method=True)
+        self.ReadTables = channel.unary_stream(
+                '/edgelat.hub.v1.Hub/ReadTables',
+                request_serializer=edgelat_dot_proto_dot_hub__pb2.ReadTablesRequest.SerializeToString,
+                response_deserializer=edgelat_dot_proto_dot_hub__pb2.TablesChunk.FromString,
+                _registered_method=True)
         self.CreateToken = channel.unary_unary(
                 '/edgelat.hub.v1.Hub/CreateToken',
                 request_serializer=edgelat_dot_proto_dot_hub__pb2.CreateTokenRequest.SerializeToString,
@@ -135,6 +140,15 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadTables(self, request, context):
+        """Users and admins: a read-only copy of one device's rows in the hub's tables (or of every
+        device the token may read), as an SQLite file in chunks; "unchanged" when the caller's
+        marker is current.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateToken(self, request, context):
         """Admins only.
         """
@@ -184,6 +198,11 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.ListDevices,
                     request_deserializer=edgelat_dot_proto_dot_hub__pb2.ListDevicesRequest.FromString,
                     response_serializer=edgelat_dot_proto_dot_hub__pb2.DeviceList.SerializeToString,
+            ),
+            'ReadTables': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTables,
+                    request_deserializer=edgelat_dot_proto_dot_hub__pb2.ReadTablesRequest.FromString,
+                    response_serializer=edgelat_dot_proto_dot_hub__pb2.TablesChunk.SerializeToString,
             ),
             'CreateToken': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateToken,
@@ -407,6 +426,33 @@ class Hub:
             '/edgelat.hub.v1.Hub/ListDevices',
             edgelat_dot_proto_dot_hub__pb2.ListDevicesRequest.SerializeToString,
             edgelat_dot_proto_dot_hub__pb2.DeviceList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadTables(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgelat.hub.v1.Hub/ReadTables',
+            edgelat_dot_proto_dot_hub__pb2.ReadTablesRequest.SerializeToString,
+            edgelat_dot_proto_dot_hub__pb2.TablesChunk.FromString,
             options,
             channel_credentials,
             insecure,
