@@ -101,8 +101,8 @@ class _Lowerer:
         """Float32 weights with variance ``1 / fan_in``, uniform on ``+-sqrt(3 / fan_in)``.
 
         Drawn as float32 uniforms in place: a preset's kernels hold tens of megabytes of
-        weights, and normal (or float64) draws would cost more than creating their sessions.
-        A latency does not depend on the values, only on their being ordinary floats."""
+        weights, and float64 normal draws were most of the time spent building them. A
+        kernel's latency does not depend on the values, only on their being ordinary floats."""
         w = self.rng.random(shape, dtype=np.float32)
         bound = np.float32(np.sqrt(3.0 / fan_in))
         w *= 2 * bound
