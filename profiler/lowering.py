@@ -99,10 +99,21 @@ class _Lowerer:
         return self._add("reshape", [x], (1, 1, 1, shape[1]), "reshape")
 
     # -- weights: small, variance-preserving, float32 after folding
+    def _weights(self, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+        """Float32 weights with variance ``1 / fan_in``, uniform on ``+-sqrt(3 / fan_in)``.
+
+        Drawn as float32 uniforms in place: a preset's kernels hold tens of megabytes of
+        weights, and float64 normal draws were most of the time spent building them. A
+        kernel's latency does not depend on the values, only on their being ordinary floats."""
+        w = self.rng.random(shape, dtype=np.float32)
+        bound = np.float32(np.sqrt(3.0 / fan_in))
+        w *= 2 * bound
+        w -= bound
+        return w
+
     def _conv_weights(self, k: int, cin: int, cout: int, depthwise: bool, bn: bool) -> tuple[np.ndarray, np.ndarray]:
         fan_in = k * k * (1 if depthwise else cin)
-        shape = (k, k, cout) if depthwise else (k, k, cin, cout)
-        w = self.rng.standard_normal(shape) / np.sqrt(fan_in)
+        w = self._weights((k, k, cout) if depthwise else (k, k, cin, cout), fan_in)
         b = self.rng.standard_normal(cout) * 0.1
         if bn:
             gamma = self.rng.uniform(0.5, 1.5, cout)
@@ -110,9 +121,9 @@ class _Lowerer:
             mean = self.rng.standard_normal(cout) * 0.1
             var = self.rng.uniform(0.5, 1.5, cout)
             scale = gamma / np.sqrt(var + BN_EPS)
-            w = w * scale  # broadcasts over the last (output-channel) axis
+            w *= scale.astype(np.float32)  # broadcasts over the last (output-channel) axis
             b = (b - mean) * scale + beta
-        return w.astype(np.float32), b.astype(np.float32)
+        return w, b.astype(np.float32)
 
     # -- primitives
     def act(self, x: str, act: str) -> str:
@@ -143,7 +154,7 @@ class _Lowerer:
         shape = self.shapes[x]
         # a feature map is flattened (both formats' dense ops read it as one row of h*w*c)
         cin = int(np.prod(shape[1:]))
-        w = (self.rng.standard_normal((cin, cout)) / np.sqrt(cin)).astype(np.float32)
+        w = self._weights((cin, cout), cin)
         b = (self.rng.standard_normal(cout) * 0.1).astype(np.float32)
         fused = act if act in FUSABLE_ACTS else "none"
         y = self._add("dense", [x], (1, cout), "fc", attrs={"fused": fused}, consts={"weight": w, "bias": b})

@@ -108,10 +108,13 @@ class _Emitter:
 
     def const(self, name: str, value: np.ndarray) -> str:
         # TensorProto as onnx.numpy_helper.from_array writes it: dims, data_type, name, raw_data
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value)
+        if value.ndim == 0:  # a scalar goes as one element (as np.ascontiguousarray gives it)
+            value = value.reshape(1)
         dtype = _DTYPES.get(value.dtype)
         if dtype is None:
             raise TypeError(f"no ONNX tensor type for {value.dtype}")
+        # tobytes writes C order from any layout: a transposed weight is copied once, here
         raw = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
         tensor = _Message().add(*(_int(1, d) for d in value.shape), _int(2, dtype), _str(8, name), _len(9, len(raw)), raw)
         self.inits.sub(5, tensor)  # GraphProto.initializer

@@ -201,6 +201,21 @@ def test_batchnorm_folding_changes_the_function():
     assert not np.allclose(ratio, 1.0)
 
 
+def test_weights_are_float32_with_variance_one_over_fan_in():
+    """Drawn as float32 uniforms on +-sqrt(3 / fan_in): the variance of the normal draws they
+    replace, bounded, never a denormal or a zero-filled tensor."""
+    for spec, fan_in in ((KernelSpec("conv2d", 8, 8, 64, 128, kernel=3), 3 * 3 * 64),
+                         (KernelSpec("dwconv2d", 8, 8, 256, kernel=5), 5 * 5),
+                         (KernelSpec("fc", 1, 1, 512, 300), 512)):
+        w = lower(spec, seed=4).nodes[0].consts["weight"]
+        bound = np.sqrt(3.0 / fan_in)
+        assert w.dtype == np.float32
+        assert np.abs(w).max() <= bound * (1 + 1e-6)
+        assert abs(float(w.var()) * fan_in - 1.0) < 0.1
+        assert abs(float(w.mean())) < 0.05 * bound
+        assert np.count_nonzero(np.abs(w) < np.finfo(np.float32).tiny) <= w.size // 1000
+
+
 def test_tflite_uses_fused_activations_and_builtins():
     import ai_edge_litert.schema_py_generated as schema
 
