@@ -272,6 +272,12 @@ class HubStore:
             raise HubDatabaseError(
                 f"hub database {self._shown} has schema version {row.value}, newer than this edgelat "
                 f"({schema.SCHEMA_VERSION}): upgrade edgelat")
+        elif int(row.value) < schema.SCHEMA_VERSION:  # create_all added what was missing
+            conn.execute(update(schema.meta).where(schema.meta.c.key == "schema_version")
+                         .values(value=str(schema.SCHEMA_VERSION)))
+        if conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "tables_log")).first() is None:
+            # names this database's table log: a hub's tables that joined another one start over
+            conn.execute(schema.meta.insert().values(key="tables_log", value=uuid.uuid4().hex))
 
     def _tx(self, fn: Callable[[Connection], _T], *, write: bool = True, retry_integrity: bool = False,
             attempts: int = 8) -> _T:
@@ -301,6 +307,15 @@ class HubStore:
             except (OSError, ValueError) as exc:  # e.g. psycopg connection setup errors
                 raise db_error(exc, self._shown) from None
         raise _Retry()
+
+    def transaction(self, fn: Callable[[Connection], _T], *, write: bool = True) -> _T:
+        """Run ``fn(connection)`` in one transaction on this store's database (lost races retried,
+        errors as one :class:`HubDatabaseError` line): for the hub's other records (the table log)."""
+        return self._tx(fn, write=write)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self._pg
 
     def _now(self) -> float:
         return float(self._clock())

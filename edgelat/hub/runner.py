@@ -23,6 +23,7 @@ from typing import Any
 from edgelat.errors import AgentUnreachable, EdgelatError
 from edgelat.hub.kinds import KINDS, Stop
 from edgelat.hub.link import Fleet
+from edgelat.hub.shared_tables import SharedTables
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,10 @@ class Runner:
 
     def __init__(self, store: Any, fleet: Fleet, lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
                  heartbeat_timeout_s: float = 20.0, expire_every_s: float = DEFAULT_EXPIRE_EVERY_S,
-                 db_path: str | None = None) -> None:
+                 db_path: str | None = None, tables: SharedTables | None = None) -> None:
         self.store = store
         self.fleet = fleet
+        self.tables = tables or SharedTables(store, db_path)
         self.lease_ttl_s = lease_ttl_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.expire_every_s = expire_every_s
@@ -157,15 +159,16 @@ class Runner:
                 lost.set()
             return not lost.is_set() and not self._stop.is_set()
         client = None
-        db = None
         try:
             log.info("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
             client = self.fleet.client(device)
-            from edgelat.lut.store import open_db
-
-            db = open_db(self.db_path)
-            self._enroll(db, device)
-            result = KINDS[job["kind"]][1](db, device, client, job, report)
+            db = self.tables.db()
+            self.tables.pull(db)  # what other hubs measured is not measured again
+            try:
+                self._enroll(db, device)
+                result = KINDS[job["kind"]][1](db, device, client, job, report)
+            finally:
+                self._publish(db)
             interrupted = result.pop("_interrupted", "")
             if interrupted and client.lost:
                 self.store.release(lid, interrupted)
@@ -188,14 +191,20 @@ class Runner:
             log.exception("job %s failed", job["id"])
             self._finish_failed(lid, f"hub error: {type(exc).__name__}: {exc}")
         finally:
-            if db is not None:
-                db.close()
             with self._lock:
                 self._busy.discard(device)
                 self._running.pop(lid, None)
                 self._jobs.pop(lid, None)
             self.jobs_run += 1
             self.wake.set()
+
+    def _publish(self, db: Any) -> None:
+        """Publish the rows this job wrote before it is reported done (a failure leaves them to be
+        published by the next job or the background exchange)."""
+        try:
+            self.tables.push(db)
+        except EdgelatError as exc:
+            log.warning("rows not published yet: %s", exc)
 
     def _enroll(self, db: Any, device: str) -> None:
         """Put a device that dialled in into the registry of the hub's tables (once per device)."""
