@@ -181,7 +181,9 @@ def changed_rows(db: sqlite_utils.Database, limit: int = 1000) -> list[Change]:
     out: list[Change] = []
     with _faults.translated():
         tables = _tables(conn)
-        conn.execute("BEGIN")  # one snapshot for the keys and the rows they name
+        began = not conn.in_transaction
+        if began:
+            conn.execute("BEGIN")  # one snapshot for the keys and the rows they name
         try:
             dirty = conn.execute(f"select tbl, key, ver from {_KEYS} where ver > pub_ver limit ?", [limit]).fetchall()
             for tbl, key, ver in dirty:
@@ -205,7 +207,8 @@ def changed_rows(db: sqlite_utils.Database, limit: int = 1000) -> list[Change]:
                     log_key = key
                 out.append(Change(tbl, log_key, row, key, ver))
         finally:
-            conn.execute("COMMIT")
+            if began:
+                conn.execute("COMMIT")
     return out
 
 
@@ -234,7 +237,8 @@ def apply(db: sqlite_utils.Database, entries: list[Entry]) -> int:
     me = replica_id(db)
     changed = 0
     with _faults.translated(), conn:
-        conn.execute("BEGIN IMMEDIATE")
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
         tables = _tables(conn)
         for e in entries:
             t = tables.get(e.table)

@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
@@ -76,6 +77,11 @@ NOTIFY_CHANNEL = "edgelat_hub_work"
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 DEVICE_STATES = ("online", "busy", "offline", "quarantined")
 FINAL_STATES = ("done", "failed", "cancelled")
+
+TOKEN_CACHE_S = 5.0
+"""A token looked up in the database is trusted this long by this hub before it is looked up again
+(expiry is checked every time; a revocation through this store applies at once, through another
+hub or the CLI within this time)."""
 
 SHARE_HALF_LIFE_S = 60.0
 """Fair share forgets a user's past leases with this half-life ("leased recently")."""
@@ -145,8 +151,12 @@ class HubStore:
         offline_after_s: float = 90.0,
         max_attempts: int = 10,
         pool_size: int = 8,
+        token_cache_s: float = TOKEN_CACHE_S,
     ) -> None:
         self.url = url
+        self.token_cache_s = token_cache_s
+        # secret hash -> (monotonic time looked up, the token's row): every call carries a token
+        self._tokens: dict[str, tuple[float, Any]] = {}
         self.hub_id = hub_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.offline_after_s = offline_after_s
         self.max_attempts = max_attempts
@@ -379,7 +389,15 @@ class HubStore:
             raise AuthError("no token given: pass a token file (ask a hub admin for one)")
         digest = hash_secret(secret)
         t = schema.tokens
-        row = self._tx(lambda c: c.execute(select(t).where(t.c.secret_sha256 == digest)).first(), write=False)
+        cached = self._tokens.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < self.token_cache_s:
+            row = cached[1]
+        else:
+            row = self._tx(lambda c: c.execute(select(t).where(t.c.secret_sha256 == digest)).first(), write=False)
+            if row is not None and self.token_cache_s > 0:
+                if len(self._tokens) > 10000:
+                    self._tokens.clear()
+                self._tokens[digest] = (time.monotonic(), row)
         if row is None:
             raise AuthError("unknown token: ask a hub admin for a token (edgelat hub token create)")
         if row.revoked_at is not None:
@@ -393,8 +411,10 @@ class HubStore:
         """Revoke every live token of ``user``; returns how many were revoked."""
         t = schema.tokens
         now = self._now()
-        return self._tx(lambda c: c.execute(
+        revoked = self._tx(lambda c: c.execute(
             update(t).where(t.c.user == user, t.c.revoked_at.is_(None)).values(revoked_at=now)).rowcount)
+        self._tokens.clear()
+        return revoked
 
     def _agent_allowance(self, conn: Connection, user: str) -> tuple[str, ...] | None:
         """What the live agent/admin tokens of ``user`` let it serve (None: any device)."""
@@ -524,6 +544,12 @@ class HubStore:
         """Queue a job (data only: nothing in it is executed by the hub); returns its id.
 
         A job for a device that is offline or unknown stays queued until the device comes online."""
+        return self.submit_job(user, kind, device, config, params, priority)[0]["id"]
+
+    def submit_job(self, user: str, kind: str, device: str, config: dict, params: dict,
+                   priority: int = 0) -> tuple[dict, dict | None]:
+        """:meth:`submit`, returning the queued job as :meth:`get` shows it and its device as
+        :meth:`device` does (None: never seen), from the one transaction that queued it."""
         _name(user, "the submitting user")
         _name(kind, "the job kind")
         _name(device, "the device")
@@ -536,13 +562,17 @@ class HubStore:
         values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
                       priority=priority, state="queued", done=0, total=0, message="", attempts=0,
                       created_at=now, updated_at=now, version=0)
-        def run(conn: Connection) -> None:
+        d = t_devices
+
+        def run(conn: Connection) -> Any:
             conn.execute(self._q.insert_job, values)
             self._notify_hubs(conn, device)
+            return conn.execute(select(d).where(d.c.name == device)).first()
 
-        self._tx(run)
+        dev = self._tx(run)
         self._poke([device])
-        return job_id
+        row = SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values})
+        return self._job_dict(row), None if dev is None else self._device_dict(dev, self._now())
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.

@@ -47,6 +47,7 @@ class Hub:
                                  heartbeat_timeout_s=heartbeat_timeout_s, expire_every_s=expire_every_s,
                                  tables=self.tables)
             self.fleet.changed = self.runner.wake
+            self.servicer.tables = self.tables
             self.servicer.on_submit = self.runner.wake
             self.server = make_server(self.servicer, listen, tls_cert=tls_cert, tls_key=tls_key)
         except BaseException:

@@ -53,6 +53,12 @@ class SharedTables:
             db = self._local.db = open_db(self.db_path)
         return db
 
+    def fresh_db(self) -> sqlite_utils.Database:
+        """This thread's connection after taking in the other hubs' changes: for serving reads."""
+        db = self.db()
+        self.pull(db)
+        return db
+
     def start(self) -> "SharedTables":
         """Start recording this hub's changes and exchanging them (only when shared)."""
         if not self.shared:
