@@ -124,3 +124,35 @@ def test_one_hub_on_sqlite_shares_nothing(tmp_path):
     with running_hub(tmp_path) as hub:
         assert not hub.tables.shared
         assert replica.replica_id(hub.tables.db()) is None  # no triggers, no change records
+
+
+def test_threads_asking_at_once_share_exchanges_that_saw_what_they_wrote():
+    import threading
+
+    from edgelat.hub.shared_tables import _Coalesced
+
+    written: list[int] = []
+    runs: list[int] = []
+    guard = threading.Lock()
+
+    def exchange() -> int:
+        seen = len(written)  # what this run publishes: everything written before it began
+        runs.append(seen)
+        return seen
+
+    shared = _Coalesced(exchange)
+    answers: dict[int, tuple[int, int]] = {}
+
+    def job(i: int) -> None:
+        with guard:
+            written.append(i)
+            mine = len(written)
+        answers[i] = (mine, shared())
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(seen >= mine for mine, seen in answers.values())  # each one's write was in its run
+    assert len(runs) <= len(threads)

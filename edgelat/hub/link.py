@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _GONE = object()  # put in every pending reply queue when the stream ends
 #: most models a connection remembers its agent holds (then it asks again)
 MAX_KNOWN_MODELS = 4096
+#: models up to this size are uploaded without asking the agent whether it has them
+PUT_WITHOUT_ASKING = 256 << 10
 #: what an agent's result says when a model it was asked to run is not in its cache
 MISSING_MODEL = "is not on the device"
 
@@ -254,7 +256,10 @@ class TunnelClient(DeviceClient):
 
     def put_model(self, data: bytes) -> str:
         sha = _sha_of(data)
-        if self.has_model(sha):
+        if (self.device, sha) in self.conn.models:
+            return sha
+        # a small model is sent at once (an agent that has it keeps its copy): one round trip, not two
+        if len(data) > PUT_WITHOUT_ASKING and self.has_model(sha):
             return sha
         first = apb.ModelChunk(sha256=sha, total_bytes=len(data), data=data[:CHUNK_BYTES])
         rid, replies = self.conn.request(self.device, put_chunk=first, last=len(data) <= CHUNK_BYTES)

@@ -163,12 +163,12 @@ class Runner:
             log.info("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
             client = self.fleet.client(device)
             db = self.tables.db()
-            self.tables.pull(db)  # what other hubs measured is not measured again
+            self.tables.pull()  # what other hubs measured is not measured again
             try:
                 self._enroll(db, device)
                 result = KINDS[job["kind"]][1](db, device, client, job, report)
             finally:
-                self._publish(db)
+                self._publish()
             interrupted = result.pop("_interrupted", "")
             if interrupted and client.lost:
                 self.store.release(lid, interrupted)
@@ -198,11 +198,11 @@ class Runner:
             self.jobs_run += 1
             self.wake.set()
 
-    def _publish(self, db: Any) -> None:
+    def _publish(self) -> None:
         """Publish the rows this job wrote before it is reported done (a failure leaves them to be
         published by the next job or the background exchange)."""
         try:
-            self.tables.push(db)
+            self.tables.push()
         except EdgelatError as exc:
             log.warning("rows not published yet: %s", exc)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Callable
 
 import sqlite_utils
 
@@ -41,8 +42,8 @@ class SharedTables:
         self.shared = shared
         self.replica: str | None = None
         self._local = threading.local()
-        self._push_lock = threading.Lock()
-        self._pull_lock = threading.Lock()
+        self._pull = _Coalesced(self._pull_now)
+        self._push = _Coalesced(self._push_now)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,9 +56,8 @@ class SharedTables:
 
     def fresh_db(self) -> sqlite_utils.Database:
         """This thread's connection after taking in the other hubs' changes: for serving reads."""
-        db = self.db()
-        self.pull(db)
-        return db
+        self.pull()
+        return self.db()
 
     def start(self) -> "SharedTables":
         """Start recording this hub's changes and exchanging them (only when shared)."""
@@ -98,30 +98,70 @@ class SharedTables:
             log.warning("shared tables: last publish failed (published at the next start): %s", exc)
         self.close_thread_db()
 
-    def pull(self, db: sqlite_utils.Database | None = None) -> int:
-        """Take in the other hubs' changes up to now; returns how many rows changed here."""
-        if not self.shared:
-            return 0
-        db = db or self.db()
-        changed = 0
-        with self._pull_lock:
-            while True:
-                entries = table_log.after(self.store, replica.watermark(db), BATCH)
-                changed += replica.apply(db, entries)
-                if len(entries) < BATCH:
-                    return changed
+    def pull(self) -> int:
+        """Take in the other hubs' changes up to now; returns how many rows changed here. Threads
+        asking at once share one exchange that began after they asked."""
+        return self._pull() if self.shared else 0
 
-    def push(self, db: sqlite_utils.Database | None = None) -> int:
-        """Publish the rows changed here since the last publish; returns how many."""
-        if not self.shared:
-            return 0
-        db = db or self.db()
+    def push(self) -> int:
+        """Publish the rows changed here up to now; returns how many (shared as :meth:`pull` is)."""
+        return self._push() if self.shared else 0
+
+    def _pull_now(self) -> int:
+        db = self.db()
+        changed = 0
+        while True:
+            entries = table_log.after(self.store, replica.watermark(db), BATCH)
+            changed += replica.apply(db, entries)
+            if len(entries) < BATCH:
+                return changed
+
+    def _push_now(self) -> int:
+        db = self.db()
         published = 0
-        with self._push_lock:
-            while True:
-                changes = replica.changed_rows(db, BATCH)
-                ids = table_log.append(self.store, self.replica or "", changes)
-                replica.mark_published(db, zip(changes, ids))
-                published += len(changes)
-                if len(changes) < BATCH:
-                    return published
+        while True:
+            changes = replica.changed_rows(db, BATCH)
+            ids = table_log.append(self.store, self.replica or "", changes)
+            replica.mark_published(db, zip(changes, ids))
+            published += len(changes)
+            if len(changes) < BATCH:
+                return published
+
+
+class _Coalesced:
+    """``fn`` called by many threads with as few runs as possible: each caller returns the outcome
+    of a run that began after it called (so the run saw everything the caller did before)."""
+
+    def __init__(self, fn: Callable[[], int]) -> None:
+        self._fn = fn
+        self._cond = threading.Condition()
+        self._started = 0
+        self._running = False
+        self._outcomes: dict[int, tuple[int, BaseException | None]] = {}
+
+    def __call__(self) -> int:
+        with self._cond:
+            target = self._started + 1  # the first run to begin from now on
+            while target not in self._outcomes:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                gen = self._started
+                self._cond.release()
+                try:
+                    outcome: tuple[int, BaseException | None] = (self._fn(), None)
+                except BaseException as exc:  # noqa: BLE001 - handed to every caller of this run
+                    outcome = (0, exc)
+                finally:
+                    self._cond.acquire()
+                self._running = False
+                self._outcomes[gen] = outcome
+                for old in [g for g in self._outcomes if g < gen - 256]:
+                    del self._outcomes[old]
+                self._cond.notify_all()
+            value, error = self._outcomes[target]
+        if error is not None:
+            raise error
+        return value
