@@ -718,12 +718,18 @@ class HubStore:
                   "p_message": str(message or "")[:2000], "p_now": self._now()}
         return self._tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
-    def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None) -> bool:
-        """End a leased job as done or failed; frees its device. False: the lease was already gone."""
+    def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
+               done: int | None = None, total: int | None = None) -> bool:
+        """End a leased job as done or failed (``done``/``total``: its last progress, when not yet
+        reported); frees its device. False: the lease was already gone."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
+        for v, what in ((done, "done"), (total, "total")):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
         params = {"p_lease": lease_id, "p_state": state, "p_error": error if state == "failed" else None,
-                  "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now()}
+                  "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now(),
+                  "p_done": done, "p_total": total}
         q = self._q
 
         def run(conn: Connection) -> tuple[str, bool] | None:

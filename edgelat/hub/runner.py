@@ -154,13 +154,16 @@ class Runner:
 
         def report(done: int, total: int, message: str = "") -> bool:
             running.state.update(done=done, total=total, message=message)
+            if done >= total > 0 and not lost.is_set():
+                # the last step: finish() records it (the keeper renews the lease meanwhile)
+                return not self._stop.is_set()
             running.renewed = time.monotonic()
             if not self.store.progress(lid, done, total, message):
                 lost.set()
             return not lost.is_set() and not self._stop.is_set()
         client = None
         try:
-            log.info("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
+            log.debug("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
             client = self.fleet.client(device)
             db = self.tables.db()
             self.tables.pull()  # what other hubs measured is not measured again
@@ -174,10 +177,12 @@ class Runner:
                 self.store.release(lid, interrupted)
                 log.warning("job %s released: %s", job["id"], interrupted)
             elif interrupted:
-                self.store.finish(lid, "failed", error=interrupted, result=result)
+                self.store.finish(lid, "failed", error=interrupted, result=result, done=running.state["done"],
+                                  total=running.state["total"])
             else:
-                self.store.finish(lid, "done", result=result)
-                log.info("job %s done", job["id"])
+                self.store.finish(lid, "done", result=result, done=running.state["done"],
+                                  total=running.state["total"])
+                log.debug("job %s done", job["id"])
         except Stop:
             log.info("job %s stopped (%s)", job["id"], "cancelled or lease lost" if lost.is_set() else "hub stopping")
         except AgentUnreachable as exc:

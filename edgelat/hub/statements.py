@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select, text, update
+from sqlalchemy import Integer, and_, bindparam, func, select, text, update
 from sqlalchemy.sql import Executable
 
 from edgelat.hub.schema import agents
@@ -115,6 +115,8 @@ def build(pg: bool, returning: bool) -> Statements:
     finish_job = (update(j).where(j.c.lease_id == bindparam("p_lease"), j.c.state == "running").values(
         state=bindparam("p_state"), error=bindparam("p_error"), result=bindparam("p_result"),
         finished_at=bindparam("p_now"), updated_at=bindparam("p_now"), version=j.c.version + 1,
+        done=func.coalesce(bindparam("p_done", type_=Integer), j.c.done),
+        total=func.coalesce(bindparam("p_total", type_=Integer), j.c.total),
         lease_id=None, lease_agent=None, lease_expires=None))
     return Statements(
         probe_any=select(j.c.id).where(j.c.state == "queued").limit(1),
