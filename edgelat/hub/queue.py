@@ -594,7 +594,7 @@ class HubStore:
             # write lock. Skipped while a backlog is worked off, and for PostgreSQL dispatchers
             # asking for any device (the lease transaction itself is cheap there).
             if names is not None and len(names) <= _SMALL_FILTER:
-                probe, params = self._q.probe_devices, {"p_names": names}
+                probe, params = self._q.probe_devices, {"p_names": self._q.pack(names)}
             else:
                 probe, params = self._q.probe_any, {}
             if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
@@ -620,7 +620,7 @@ class HubStore:
         """Per user: (running jobs, leased recently) -- lower goes first."""
         if len(users) == 1:
             return {users[0]: (0, 0.0)}  # nobody to share with
-        running = dict(conn.execute(self._q.running_of, {"p_users": users}).all())
+        running = dict(conn.execute(self._q.running_of, {"p_users": self._q.pack(users)}).all())
         return {u: (running.get(u, 0), self._recent(u, now)) for u in users}
 
     def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
@@ -644,7 +644,7 @@ class HubStore:
                     if names is None:
                         row = conn.execute(q.head, params).first()
                     else:
-                        row = conn.execute(q.head_in, dict(params, p_names=names)).first()
+                        row = conn.execute(q.head_in, dict(params, p_names=q.pack(names))).first()
                     if row is not None:
                         heads.append(row)
                 if heads:
@@ -655,18 +655,19 @@ class HubStore:
     def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, base: dict) -> Lease | None:
         """The lease for an agent that serves a few devices: look only at those devices' queues."""
         q = self._q
-        free = [r[0] for r in conn.execute(q.free_names, dict(base, p_names=names))]
+        free = [r[0] for r in conn.execute(q.free_names, dict(base, p_names=q.pack(names)))]
         if not free:
             return None
         heads: dict[str, tuple[int, float]] = {}
-        for user, priority, first in conn.execute(q.heads_few, {"p_names": free}):
+        packed = q.pack(free)
+        for user, priority, first in conn.execute(q.heads_few, {"p_names": packed}):
             if user not in heads or (priority, -first) > (heads[user][0], -heads[user][1]):
                 heads[user] = (priority, first)
         if not heads:
             return None
         keys = self._fair_keys(conn, list(heads), now)
         for user in sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1])):
-            row = conn.execute(q.pick_few, {"p_names": free, "p_user": user, "p_priority": heads[user][0]}).first()
+            row = conn.execute(q.pick_few, {"p_names": packed, "p_user": user, "p_priority": heads[user][0]}).first()
             if row is not None:
                 return self._claim(conn, row.id, row.device, user, now, ttl_s, base)
         return None
@@ -743,7 +744,7 @@ class HubStore:
                 return None
             conn.execute(q.free_device_done if state == "done" else q.free_device,
                          {"p_device": row.device, "p_id": row.id})
-            waiting = conn.execute(q.probe_devices, {"p_names": [row.device]}).first() is not None
+            waiting = conn.execute(q.probe_devices, {"p_names": q.pack([row.device])}).first() is not None
             return row.device, waiting
 
         got = self._tx(run)
