@@ -25,6 +25,7 @@ import base64
 import json
 import sqlite3
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -69,7 +70,24 @@ class _Table:
     rowid: str  # the rowid column (its alias, or "rowid") for rowid-keyed tables
 
 
+_KNOWN: "weakref.WeakKeyDictionary[sqlite3.Connection, tuple[int, dict[str, _Table]]]" = weakref.WeakKeyDictionary()
+
+
 def _tables(conn: sqlite3.Connection) -> dict[str, _Table]:
+    """The tables to share and their keys (looked up again only when the schema changed)."""
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    known = _KNOWN.get(conn)
+    if known is not None and known[0] == version:
+        return known[1]
+    out = _read_tables(conn)
+    try:
+        _KNOWN[conn] = (version, out)
+    except TypeError:  # a connection class that takes no weak reference: look it up each time
+        pass
+    return out
+
+
+def _read_tables(conn: sqlite3.Connection) -> dict[str, _Table]:
     out: dict[str, _Table] = {}
     names = [r[0] for r in conn.execute("select name from sqlite_master where type = 'table' order by name")]
     for name in names:
