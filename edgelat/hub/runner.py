@@ -63,6 +63,9 @@ class Runner:
         self._stop = threading.Event()
         self._busy: set[str] = set()
         self._enrolled: set[str] = set()  # devices known to the tables' registry
+        # device -> the agent stream it was on when this hub last took in the other hubs' rows: while it
+        # stays on that stream, its rows are written here only (it runs jobs through this hub alone)
+        self._caught_up: dict[str, Any] = {}
         self._running: dict[str, _Running] = {}
         self._jobs: dict[str, futures.Future] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=MAX_JOB_THREADS, thread_name_prefix="edgelat-hub-job")
@@ -166,7 +169,7 @@ class Runner:
             log.debug("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
             client = self.fleet.client(device)
             db = self.tables.db()
-            self.tables.pull()  # what other hubs measured is not measured again
+            self._catch_up(device)  # what other hubs measured is not measured again
             try:
                 self._enroll(db, device)
                 result = KINDS[job["kind"]][1](db, device, client, job, report)
@@ -202,6 +205,16 @@ class Runner:
                 self._jobs.pop(lid, None)
             self.jobs_run += 1
             self.wake.set()
+
+    def _catch_up(self, device: str) -> None:
+        """Take in the other hubs' rows before the first job of a device on its current stream (a
+        device that dialled here from another hub brings rows measured there); later jobs find
+        them in place (the background exchange keeps the rest fresh for reads)."""
+        conn = self.fleet.connection(device)
+        if conn is not None and self._caught_up.get(device) is conn:
+            return
+        self.tables.pull()
+        self._caught_up[device] = conn
 
     def _publish(self) -> None:
         """Publish the rows this job wrote before it is reported done (a failure leaves them to be
