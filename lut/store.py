@@ -264,11 +264,12 @@ def add_sentinel_check(
     medians: dict[str, float], note: str = "",
 ) -> None:
     """Record one sentinel check (level None when it could not be measured; ``note`` says why)."""
-    with db.conn:
-        db["sentinel_checks"].insert({
-            "device": device, "config_key": config.key(), "measured_at": time.time(), "level": level,
-            "medians_json": json.dumps(medians, sort_keys=True), "note": note,
-        })
+    with db.conn:  # one plain statement: sqlite-utils' insert looks at the table's schema first, each time
+        db.conn.execute(
+            "INSERT INTO sentinel_checks (device, config_key, measured_at, level, medians_json, note) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [device, config.key(), time.time(), level, json.dumps(medians, sort_keys=True), note],
+        )
 
 
 def add_model_result(

@@ -56,6 +56,7 @@ KNOWN_SQL: dict[str, str] = {
     "edgelat.hub.db": "the hub queue's engine set-up (pragmas, LISTEN/NOTIFY)",
     "edgelat.hub.queue": "the hub's job queue",
     "edgelat.hub.statements": "the hub queue's prepared statements",
+    "edgelat.hub.table_log": "the log of table changes that hubs on one database share, in that database",
 }
 
 

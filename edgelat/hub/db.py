@@ -56,6 +56,8 @@ def sqlite_engine(url: URL, pool_size: int) -> Engine:
         pool_size=pool_size,
         max_overflow=2 * pool_size,
         pool_timeout=60,
+        # every use is one transaction the store commits or rolls back itself: nothing to reset
+        pool_reset_on_return=None,
     )
 
     @event.listens_for(engine, "connect")
@@ -71,7 +73,8 @@ def sqlite_engine(url: URL, pool_size: int) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
         write = conn.get_execution_options().get("edgelat_write", True)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # on the driver's connection directly: the statement machinery costs more than the BEGIN
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 

@@ -30,6 +30,12 @@ from edgelat.proto import hub_pb2 as pb
 log = logging.getLogger(__name__)
 
 _GONE = object()  # put in every pending reply queue when the stream ends
+#: most models a connection remembers its agent holds (then it asks again)
+MAX_KNOWN_MODELS = 4096
+#: models up to this size are uploaded without asking the agent whether it has them
+PUT_WITHOUT_ASKING = 256 << 10
+#: what an agent's result says when a model it was asked to run is not in its cache
+MISSING_MODEL = "is not on the device"
 
 
 _SHAS: "OrderedDict[int, tuple[bytes, str]]" = OrderedDict()
@@ -66,6 +72,8 @@ class AgentConnection:
         self.context: Any = None  # the gRPC context of the Connect call, cancelled to drop the agent
         self.principal: Any = None  # the agent's token, as the hub's queue knows it
         self.refreshed = 0.0  # when its devices were last marked seen in the queue
+        # (device, sha256) of the models the agent said it holds, or took from us, on this stream: not asked again
+        self.models: set[tuple[str, str]] = set()
         self._out: queue.Queue = queue.Queue()
         self._pending: dict[int, queue.Queue] = {}
         self._ids = itertools.count(1)
@@ -233,12 +241,25 @@ class TunnelClient(DeviceClient):
         return convert.facts_from_pb(reply.describe)
 
     def has_model(self, sha: str) -> bool:
+        if (self.device, sha) in self.conn.models:
+            return True
         reply = self._unary("while checking its model cache", has_model=apb.HasModelRequest(sha256=sha))
+        if reply.has_model.present:
+            self._holds(sha)
         return bool(reply.has_model.present)
+
+    def _holds(self, sha: str) -> None:
+        models = self.conn.models
+        if len(models) >= MAX_KNOWN_MODELS:
+            models.clear()
+        models.add((self.device, sha))
 
     def put_model(self, data: bytes) -> str:
         sha = _sha_of(data)
-        if self.has_model(sha):
+        if (self.device, sha) in self.conn.models:
+            return sha
+        # a small model is sent at once (an agent that has it keeps its copy): one round trip, not two
+        if len(data) > PUT_WITHOUT_ASKING and self.has_model(sha):
             return sha
         first = apb.ModelChunk(sha256=sha, total_bytes=len(data), data=data[:CHUNK_BYTES])
         rid, replies = self.conn.request(self.device, put_chunk=first, last=len(data) <= CHUNK_BYTES)
@@ -255,6 +276,7 @@ class TunnelClient(DeviceClient):
             raise DeviceError(f"agent {self.conn.agent_id} stored {reply.put_model.sha256} for a model whose "
                               f"sha256 is {sha}")
         self.models_sent += 1
+        self._holds(sha)
         return sha
 
     def benchmark_batch(
@@ -276,6 +298,9 @@ class TunnelClient(DeviceClient):
                 reply = self._next(replies, f"mid-batch after {done} of {total} result(s)", None)
                 if reply.HasField("result"):
                     done += 1
+                    if reply.result.error and MISSING_MODEL in reply.result.error:
+                        # the agent's cache let it go (evicted): upload it again next time
+                        self.conn.models.discard((self.device, reply.result.model_sha256))
                     yield convert.result_from_pb(reply.result)
                 if reply.last:
                     finished = True

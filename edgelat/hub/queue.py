@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
@@ -76,6 +77,11 @@ NOTIFY_CHANNEL = "edgelat_hub_work"
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 DEVICE_STATES = ("online", "busy", "offline", "quarantined")
 FINAL_STATES = ("done", "failed", "cancelled")
+
+TOKEN_CACHE_S = 5.0
+"""A token looked up in the database is trusted this long by this hub before it is looked up again
+(expiry is checked every time; a revocation through this store applies at once, through another
+hub or the CLI within this time)."""
 
 SHARE_HALF_LIFE_S = 60.0
 """Fair share forgets a user's past leases with this half-life ("leased recently")."""
@@ -145,8 +151,12 @@ class HubStore:
         offline_after_s: float = 90.0,
         max_attempts: int = 10,
         pool_size: int = 8,
+        token_cache_s: float = TOKEN_CACHE_S,
     ) -> None:
         self.url = url
+        self.token_cache_s = token_cache_s
+        # secret hash -> (monotonic time looked up, the token's row): every call carries a token
+        self._tokens: dict[str, tuple[float, Any]] = {}
         self.hub_id = hub_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.offline_after_s = offline_after_s
         self.max_attempts = max_attempts
@@ -272,6 +282,12 @@ class HubStore:
             raise HubDatabaseError(
                 f"hub database {self._shown} has schema version {row.value}, newer than this edgelat "
                 f"({schema.SCHEMA_VERSION}): upgrade edgelat")
+        elif int(row.value) < schema.SCHEMA_VERSION:  # create_all added what was missing
+            conn.execute(update(schema.meta).where(schema.meta.c.key == "schema_version")
+                         .values(value=str(schema.SCHEMA_VERSION)))
+        if conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "tables_log")).first() is None:
+            # names this database's table log: a hub's tables that joined another one start over
+            conn.execute(schema.meta.insert().values(key="tables_log", value=uuid.uuid4().hex))
 
     def _tx(self, fn: Callable[[Connection], _T], *, write: bool = True, retry_integrity: bool = False,
             attempts: int = 8) -> _T:
@@ -301,6 +317,15 @@ class HubStore:
             except (OSError, ValueError) as exc:  # e.g. psycopg connection setup errors
                 raise db_error(exc, self._shown) from None
         raise _Retry()
+
+    def transaction(self, fn: Callable[[Connection], _T], *, write: bool = True) -> _T:
+        """Run ``fn(connection)`` in one transaction on this store's database (lost races retried,
+        errors as one :class:`HubDatabaseError` line): for the hub's other records (the table log)."""
+        return self._tx(fn, write=write)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self._pg
 
     def _now(self) -> float:
         return float(self._clock())
@@ -364,7 +389,15 @@ class HubStore:
             raise AuthError("no token given: pass a token file (ask a hub admin for one)")
         digest = hash_secret(secret)
         t = schema.tokens
-        row = self._tx(lambda c: c.execute(select(t).where(t.c.secret_sha256 == digest)).first(), write=False)
+        cached = self._tokens.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < self.token_cache_s:
+            row = cached[1]
+        else:
+            row = self._tx(lambda c: c.execute(select(t).where(t.c.secret_sha256 == digest)).first(), write=False)
+            if row is not None and self.token_cache_s > 0:
+                if len(self._tokens) > 10000:
+                    self._tokens.clear()
+                self._tokens[digest] = (time.monotonic(), row)
         if row is None:
             raise AuthError("unknown token: ask a hub admin for a token (edgelat hub token create)")
         if row.revoked_at is not None:
@@ -378,8 +411,10 @@ class HubStore:
         """Revoke every live token of ``user``; returns how many were revoked."""
         t = schema.tokens
         now = self._now()
-        return self._tx(lambda c: c.execute(
+        revoked = self._tx(lambda c: c.execute(
             update(t).where(t.c.user == user, t.c.revoked_at.is_(None)).values(revoked_at=now)).rowcount)
+        self._tokens.clear()
+        return revoked
 
     def _agent_allowance(self, conn: Connection, user: str) -> tuple[str, ...] | None:
         """What the live agent/admin tokens of ``user`` let it serve (None: any device)."""
@@ -509,6 +544,12 @@ class HubStore:
         """Queue a job (data only: nothing in it is executed by the hub); returns its id.
 
         A job for a device that is offline or unknown stays queued until the device comes online."""
+        return self.submit_job(user, kind, device, config, params, priority)[0]["id"]
+
+    def submit_job(self, user: str, kind: str, device: str, config: dict, params: dict,
+                   priority: int = 0) -> tuple[dict, dict | None]:
+        """:meth:`submit`, returning the queued job as :meth:`get` shows it and its device as
+        :meth:`device` does (None: never seen), from the one transaction that queued it."""
         _name(user, "the submitting user")
         _name(kind, "the job kind")
         _name(device, "the device")
@@ -521,13 +562,17 @@ class HubStore:
         values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
                       priority=priority, state="queued", done=0, total=0, message="", attempts=0,
                       created_at=now, updated_at=now, version=0)
-        def run(conn: Connection) -> None:
+        d = t_devices
+
+        def run(conn: Connection) -> Any:
             conn.execute(self._q.insert_job, values)
             self._notify_hubs(conn, device)
+            return conn.execute(select(d).where(d.c.name == device)).first()
 
-        self._tx(run)
+        dev = self._tx(run)
         self._poke([device])
-        return job_id
+        row = SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values})
+        return self._job_dict(row), None if dev is None else self._device_dict(dev, self._now())
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
@@ -549,7 +594,7 @@ class HubStore:
             # write lock. Skipped while a backlog is worked off, and for PostgreSQL dispatchers
             # asking for any device (the lease transaction itself is cheap there).
             if names is not None and len(names) <= _SMALL_FILTER:
-                probe, params = self._q.probe_devices, {"p_names": names}
+                probe, params = self._q.probe_devices, {"p_names": self._q.pack(names)}
             else:
                 probe, params = self._q.probe_any, {}
             if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
@@ -575,7 +620,7 @@ class HubStore:
         """Per user: (running jobs, leased recently) -- lower goes first."""
         if len(users) == 1:
             return {users[0]: (0, 0.0)}  # nobody to share with
-        running = dict(conn.execute(self._q.running_of, {"p_users": users}).all())
+        running = dict(conn.execute(self._q.running_of, {"p_users": self._q.pack(users)}).all())
         return {u: (running.get(u, 0), self._recent(u, now)) for u in users}
 
     def _lease_tx(self, conn: Connection, names: list[str] | None, ttl_s: float) -> Lease | None:
@@ -599,7 +644,7 @@ class HubStore:
                     if names is None:
                         row = conn.execute(q.head, params).first()
                     else:
-                        row = conn.execute(q.head_in, dict(params, p_names=names)).first()
+                        row = conn.execute(q.head_in, dict(params, p_names=q.pack(names))).first()
                     if row is not None:
                         heads.append(row)
                 if heads:
@@ -610,18 +655,19 @@ class HubStore:
     def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, base: dict) -> Lease | None:
         """The lease for an agent that serves a few devices: look only at those devices' queues."""
         q = self._q
-        free = [r[0] for r in conn.execute(q.free_names, dict(base, p_names=names))]
+        free = [r[0] for r in conn.execute(q.free_names, dict(base, p_names=q.pack(names)))]
         if not free:
             return None
         heads: dict[str, tuple[int, float]] = {}
-        for user, priority, first in conn.execute(q.heads_few, {"p_names": free}):
+        packed = q.pack(free)
+        for user, priority, first in conn.execute(q.heads_few, {"p_names": packed}):
             if user not in heads or (priority, -first) > (heads[user][0], -heads[user][1]):
                 heads[user] = (priority, first)
         if not heads:
             return None
         keys = self._fair_keys(conn, list(heads), now)
         for user in sorted(heads, key=lambda u: (-heads[u][0], keys[u], heads[u][1])):
-            row = conn.execute(q.pick_few, {"p_names": free, "p_user": user, "p_priority": heads[user][0]}).first()
+            row = conn.execute(q.pick_few, {"p_names": packed, "p_user": user, "p_priority": heads[user][0]}).first()
             if row is not None:
                 return self._claim(conn, row.id, row.device, user, now, ttl_s, base)
         return None
@@ -673,12 +719,18 @@ class HubStore:
                   "p_message": str(message or "")[:2000], "p_now": self._now()}
         return self._tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
-    def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None) -> bool:
-        """End a leased job as done or failed; frees its device. False: the lease was already gone."""
+    def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
+               done: int | None = None, total: int | None = None) -> bool:
+        """End a leased job as done or failed (``done``/``total``: its last progress, when not yet
+        reported); frees its device. False: the lease was already gone."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
+        for v, what in ((done, "done"), (total, "total")):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
         params = {"p_lease": lease_id, "p_state": state, "p_error": error if state == "failed" else None,
-                  "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now()}
+                  "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now(),
+                  "p_done": done, "p_total": total}
         q = self._q
 
         def run(conn: Connection) -> tuple[str, bool] | None:
@@ -692,7 +744,7 @@ class HubStore:
                 return None
             conn.execute(q.free_device_done if state == "done" else q.free_device,
                          {"p_device": row.device, "p_id": row.id})
-            waiting = conn.execute(q.probe_devices, {"p_names": [row.device]}).first() is not None
+            waiting = conn.execute(q.probe_devices, {"p_names": q.pack([row.device])}).first() is not None
             return row.device, waiting
 
         got = self._tx(run)

@@ -23,6 +23,7 @@ from typing import Any
 from edgelat.errors import AgentUnreachable, EdgelatError
 from edgelat.hub.kinds import KINDS, Stop
 from edgelat.hub.link import Fleet
+from edgelat.hub.shared_tables import SharedTables
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,10 @@ class Runner:
 
     def __init__(self, store: Any, fleet: Fleet, lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
                  heartbeat_timeout_s: float = 20.0, expire_every_s: float = DEFAULT_EXPIRE_EVERY_S,
-                 db_path: str | None = None) -> None:
+                 db_path: str | None = None, tables: SharedTables | None = None) -> None:
         self.store = store
         self.fleet = fleet
+        self.tables = tables or SharedTables(store, db_path)
         self.lease_ttl_s = lease_ttl_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.expire_every_s = expire_every_s
@@ -61,6 +63,9 @@ class Runner:
         self._stop = threading.Event()
         self._busy: set[str] = set()
         self._enrolled: set[str] = set()  # devices known to the tables' registry
+        # device -> the agent stream it was on when this hub last took in the other hubs' rows: while it
+        # stays on that stream, its rows are written here only (it runs jobs through this hub alone)
+        self._caught_up: dict[str, Any] = {}
         self._running: dict[str, _Running] = {}
         self._jobs: dict[str, futures.Future] = {}
         self._pool = futures.ThreadPoolExecutor(max_workers=MAX_JOB_THREADS, thread_name_prefix="edgelat-hub-job")
@@ -152,29 +157,35 @@ class Runner:
 
         def report(done: int, total: int, message: str = "") -> bool:
             running.state.update(done=done, total=total, message=message)
+            if done >= total > 0 and not lost.is_set():
+                # the last step: finish() records it (the keeper renews the lease meanwhile)
+                return not self._stop.is_set()
             running.renewed = time.monotonic()
             if not self.store.progress(lid, done, total, message):
                 lost.set()
             return not lost.is_set() and not self._stop.is_set()
         client = None
-        db = None
         try:
-            log.info("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
+            log.debug("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
             client = self.fleet.client(device)
-            from edgelat.lut.store import open_db
-
-            db = open_db(self.db_path)
-            self._enroll(db, device)
-            result = KINDS[job["kind"]][1](db, device, client, job, report)
+            db = self.tables.db()
+            self._catch_up(device)  # what other hubs measured is not measured again
+            try:
+                self._enroll(db, device)
+                result = KINDS[job["kind"]][1](db, device, client, job, report)
+            finally:
+                self._publish()
             interrupted = result.pop("_interrupted", "")
             if interrupted and client.lost:
                 self.store.release(lid, interrupted)
                 log.warning("job %s released: %s", job["id"], interrupted)
             elif interrupted:
-                self.store.finish(lid, "failed", error=interrupted, result=result)
+                self.store.finish(lid, "failed", error=interrupted, result=result, done=running.state["done"],
+                                  total=running.state["total"])
             else:
-                self.store.finish(lid, "done", result=result)
-                log.info("job %s done", job["id"])
+                self.store.finish(lid, "done", result=result, done=running.state["done"],
+                                  total=running.state["total"])
+                log.debug("job %s done", job["id"])
         except Stop:
             log.info("job %s stopped (%s)", job["id"], "cancelled or lease lost" if lost.is_set() else "hub stopping")
         except AgentUnreachable as exc:
@@ -188,14 +199,30 @@ class Runner:
             log.exception("job %s failed", job["id"])
             self._finish_failed(lid, f"hub error: {type(exc).__name__}: {exc}")
         finally:
-            if db is not None:
-                db.close()
             with self._lock:
                 self._busy.discard(device)
                 self._running.pop(lid, None)
                 self._jobs.pop(lid, None)
             self.jobs_run += 1
             self.wake.set()
+
+    def _catch_up(self, device: str) -> None:
+        """Take in the other hubs' rows before the first job of a device on its current stream (a
+        device that dialled here from another hub brings rows measured there); later jobs find
+        them in place (the background exchange keeps the rest fresh for reads)."""
+        conn = self.fleet.connection(device)
+        if conn is not None and self._caught_up.get(device) is conn:
+            return
+        self.tables.pull()
+        self._caught_up[device] = conn
+
+    def _publish(self) -> None:
+        """Publish the rows this job wrote before it is reported done (a failure leaves them to be
+        published by the next job or the background exchange)."""
+        try:
+            self.tables.push()
+        except EdgelatError as exc:
+            log.warning("rows not published yet: %s", exc)
 
     def _enroll(self, db: Any, device: str) -> None:
         """Put a device that dialled in into the registry of the hub's tables (once per device)."""

@@ -8,6 +8,7 @@ engines keep them byte for byte. The indexes are shaped for the lease query: que
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -18,7 +19,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hub_table_log (hubs on one database share their latency tables)
 
 metadata = MetaData()
 
@@ -127,4 +128,17 @@ Index(
     unique=True,
     sqlite_where=jobs.c.state == "running",
     postgresql_where=jobs.c.state == "running",
+)
+
+# The latency tables that hubs on one database share: an append-only log of row changes (each
+# hub keeps its own SQLite tables and takes in the others' entries; see edgelat.hub.shared_tables).
+table_log = Table(
+    "hub_table_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("origin", String(64), nullable=False),  # the replica (a hub's tables) that wrote it
+    Column("tbl", String(200), nullable=False),
+    Column("key", Text, nullable=False),  # JSON: the row's key in that table
+    Column("row", Text),  # JSON: the row's content; NULL: the row was deleted
+    Column("at", Float, nullable=False),
 )

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from edgelat.hub.link import Fleet
 from edgelat.hub.runner import DEFAULT_LEASE_TTL_S, Runner
+from edgelat.hub.shared_tables import SharedTables
 from edgelat.hub.service import DEFAULT_HEARTBEAT_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HubServicer, make_server
 
 
@@ -31,19 +32,23 @@ class Hub:
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
                  lease_ttl_s: float = DEFAULT_LEASE_TTL_S, expire_every_s: float = 2.0,
-                 tables_path: str | Path | None = None) -> None:
+                 tables_path: str | Path | None = None, share_tables: bool | None = None) -> None:
         from edgelat.hub.queue import HubStore
 
         self.hub_id = hub_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.store = HubStore(db_url or default_db_url(), hub_id=self.hub_id).open()
         try:
+            # hubs on one PostgreSQL share their tables (SQLite: one hub, unless told otherwise)
+            self.tables = SharedTables(self.store, tables_path,
+                                       shared=self.store.is_postgresql if share_tables is None else share_tables)
             self.fleet = Fleet()
             self.servicer = HubServicer(self.store, self.fleet, self.hub_id, heartbeat_s=heartbeat_s)
             self.servicer.tables_path = str(tables_path) if tables_path else None
             self.runner = Runner(self.store, self.fleet, lease_ttl_s=lease_ttl_s,
                                  heartbeat_timeout_s=heartbeat_timeout_s, expire_every_s=expire_every_s,
-                                 db_path=str(tables_path) if tables_path else None)
+                                 tables=self.tables)
             self.fleet.changed = self.runner.wake
+            self.servicer.tables = self.tables
             self.servicer.on_submit = self.runner.wake
             self.server = make_server(self.servicer, listen, tls_cert=tls_cert, tls_key=tls_key)
         except BaseException:
@@ -53,12 +58,14 @@ class Hub:
         self.address = f"{listen.rpartition(':')[0]}:{self.port}"
 
     def start(self) -> "Hub":
+        self.tables.start()
         self.server.start()
         self.runner.start()
         return self
 
     def stop(self, grace_s: float = 1.0) -> None:
         self.runner.stop()
+        self.tables.stop()
         for conn in self.fleet.connections():
             conn.close("the hub is stopping")
         self.server.stop(grace_s).wait()

@@ -101,6 +101,7 @@ class HubServicer(pb_grpc.HubServicer):
         self.hub_id = hub_id
         self.heartbeat_s = heartbeat_s
         self.on_submit = threading.Event()  # the runner looks for work when set
+        self.tables: Any = None  # the hub's SharedTables: reads of its tables use tables.fresh_db()
         self._presence = threading.Lock()  # agents going online/offline, in the store and the fleet together
 
     # -- auth ---------------------------------------------------------------------------
@@ -209,14 +210,12 @@ class HubServicer(pb_grpc.HubServicer):
                              f"(the token names {', '.join(principal.devices or ())})")
         config, params = _loads(request.config_json, "config"), _loads(request.params_json, "params")
         check_job(request.kind, request.device, config, params)
-        job_id = self.store.submit(principal.user, request.kind, request.device, config, params,
-                                   priority=request.priority)
+        job, dev = self.store.submit_job(principal.user, request.kind, request.device, config, params,
+                                         priority=request.priority)
         self.on_submit.set()
-        note = self._device_note(request.device)
-        return pb.JobReply(job_json=_job_json(self.store.get(job_id)), note=note)
+        return pb.JobReply(job_json=_job_json(job), note=self._device_note(request.device, dev))
 
-    def _device_note(self, device: str) -> str:
-        d = self.store.device(device)
+    def _device_note(self, device: str, d: dict | None) -> str:
         if d is not None:
             if d["state"] in ("offline", "quarantined"):
                 return f"device {device} is {d['state']}: the job is queued until it is back"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select, text, update
+import json
+from typing import Any, Callable
+
+from sqlalchemy import ARRAY, Integer, String, and_, any_, bindparam, func, literal_column, select, text, update
 from sqlalchemy.sql import Executable
 
 from edgelat.hub.schema import agents
@@ -87,6 +90,8 @@ class Statements:
     seen_devices: Executable
     renew_leases: Executable
     returning: bool
+    #: a list of names as the ``p_names``/``p_users`` parameter takes it (an array, or JSON on SQLite)
+    pack: Callable[[list[str]], Any]
 
 
 def build(pg: bool, returning: bool) -> Statements:
@@ -98,7 +103,13 @@ def build(pg: bool, returning: bool) -> Statements:
     def lock(stmt):
         return stmt.with_for_update() if pg else stmt
 
-    names = bindparam("p_names", expanding=True)
+    def one_of(col, param: str):
+        # one bound parameter for the whole list, not one per name: SQLAlchemy renders an expanding
+        # IN anew on every call, which costs more than the query when an agent names its devices
+        if pg:
+            return col == any_(bindparam(param, type_=ARRAY(String)))
+        return col.in_(select(literal_column("value")).select_from(func.json_each(bindparam(param))))
+
     head = (select(j.c.id, j.c.device, j.c.user, j.c.created_at)
             .join(d, d.c.name == j.c.device)
             .where(j.c.state == "queued", j.c.priority == bindparam("p_priority"), j.c.user == bindparam("p_user"),
@@ -115,19 +126,21 @@ def build(pg: bool, returning: bool) -> Statements:
     finish_job = (update(j).where(j.c.lease_id == bindparam("p_lease"), j.c.state == "running").values(
         state=bindparam("p_state"), error=bindparam("p_error"), result=bindparam("p_result"),
         finished_at=bindparam("p_now"), updated_at=bindparam("p_now"), version=j.c.version + 1,
+        done=func.coalesce(bindparam("p_done", type_=Integer), j.c.done),
+        total=func.coalesce(bindparam("p_total", type_=Integer), j.c.total),
         lease_id=None, lease_agent=None, lease_expires=None))
     return Statements(
         probe_any=select(j.c.id).where(j.c.state == "queued").limit(1),
-        probe_devices=select(j.c.id).where(j.c.state == "queued", j.c.device.in_(names)).limit(1),
+        probe_devices=select(j.c.id).where(j.c.state == "queued", one_of(j.c.device, "p_names")).limit(1),
         running_of=select(j.c.user, func.count()).where(
-            j.c.state == "running", j.c.user.in_(bindparam("p_users", expanding=True))).group_by(j.c.user),
+            j.c.state == "running", one_of(j.c.user, "p_users")).group_by(j.c.user),
         head=skip_locked(head, j),
-        head_in=skip_locked(head.where(d.c.name.in_(names)), j),
-        free_names=select(d.c.name).where(d.c.name.in_(names), free_device()),
+        head_in=skip_locked(head.where(one_of(d.c.name, "p_names")), j),
+        free_names=select(d.c.name).where(one_of(d.c.name, "p_names"), free_device()),
         heads_few=(select(j.c.user, j.c.priority, func.min(j.c.created_at))
-                   .where(j.c.state == "queued", j.c.device.in_(names)).group_by(j.c.user, j.c.priority)),
+                   .where(j.c.state == "queued", one_of(j.c.device, "p_names")).group_by(j.c.user, j.c.priority)),
         pick_few=skip_locked(select(j.c.id, j.c.device)
-                             .where(j.c.state == "queued", j.c.device.in_(names), j.c.user == bindparam("p_user"),
+                             .where(j.c.state == "queued", one_of(j.c.device, "p_names"), j.c.user == bindparam("p_user"),
                                     j.c.priority == bindparam("p_priority"))
                              .order_by(j.c.created_at).limit(1)),
         claim_device=claim_device.returning(d.c.agent_id) if returning else claim_device,
@@ -153,4 +166,5 @@ def build(pg: bool, returning: bool) -> Statements:
                                      j.c.state == "running").values(lease_expires=bindparam("p_now") + j.c.lease_ttl),
         notify=text("SELECT pg_notify('edgelat_hub_work', :p_payload)"),
         returning=returning,
+        pack=list if pg else (lambda names: json.dumps(list(names))),
     )

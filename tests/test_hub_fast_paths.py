@@ -1,0 +1,72 @@
+"""The hub's shortcuts on its hot path keep their answers: Submit's job comes from the one
+transaction that queued it, a token looked up a moment ago is still checked for expiry and
+revocation, and a model the agent took once is not offered to it again on that stream."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+from hub_helpers import FAST_DICT, running_hub, running_link, tokens, wait_final
+
+from edgelat.hub.errors import AuthError
+from edgelat.hub.client import HubClient
+from edgelat.hub.queue import HubStore
+from edgelat.profiler.presets import get_preset
+
+pytest_plugins = ["hub_db"]  # hub_url: SQLite and PostgreSQL
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_submit_job_answers_what_get_and_device_answer(make_store: Callable[..., HubStore]) -> None:
+    store = make_store()
+    job, device = store.submit_job("alice", "profile-ops", "dev1", {"threads": 2}, {"specs": ["x"]}, priority=3)
+    assert device is None  # never seen
+    assert job == store.get(job["id"])
+    store.create_token("rack", "agent", ["dev1"])
+    store.agent_online("rack", "rack", {"dev1": {"kind": "board"}})
+    job, device = store.submit_job("alice", "profile-ops", "dev1", {}, {})
+    assert job == store.get(job["id"]) and device == store.device("dev1")
+    assert job["state"] == "queued" and device["state"] == "online"
+
+
+def test_a_remembered_token_still_expires_and_is_revoked(make_store: Callable[..., HubStore]) -> None:
+    clock = Clock()
+    store = make_store(clock=clock)
+    other_hub = make_store(hub_id="hub-b", token_cache_s=0)
+    short = store.create_token("alice", "user", expires_s=60)
+    assert store.authenticate(short).user == "alice"
+    assert store.authenticate(short).user == "alice"  # from memory
+    clock.t += 61
+    with pytest.raises(AuthError, match="expired"):
+        store.authenticate(short)
+    bob = store.create_token("bob", "user")
+    assert store.authenticate(bob).user == "bob" and other_hub.authenticate(bob).user == "bob"
+    other_hub.revoke_token("bob")
+    with pytest.raises(AuthError, match="revoked"):
+        other_hub.authenticate(bob)  # no memory: at once
+    store.revoke_token("bob")
+    with pytest.raises(AuthError, match="revoked"):
+        store.authenticate(bob)  # revoked through this store: forgotten at once
+
+
+def test_models_the_agent_holds_are_not_offered_again(tmp_path) -> None:
+    specs = [s.key for s in get_preset("smoke")[:2]]
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]), HubClient(hub.address, tok["user"]) as client:
+            params = {"specs": specs[:1], "protocol": FAST_DICT, "rounds": 0}
+            assert wait_final(client, client.submit("profile-ops", "dev1", {}, params)[0]["id"])["state"] == "done"
+            held = set(hub.fleet.connection("dev1").models)
+            assert held and all(device == "dev1" for device, _ in held)
+            params["specs"] = specs[1:]
+            final = wait_final(client, client.submit("profile-ops", "dev1", {}, params)[0]["id"])
+            assert final["state"] == "done" and final["result"]["measured"] == 1
+            assert held < set(hub.fleet.connection("dev1").models)  # the new kernel's model joined them

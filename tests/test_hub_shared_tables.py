@@ -1,0 +1,160 @@
+"""Hubs on one database share one set of latency tables (on both queue engines): what a job on
+hub A measured is in hub B's tables, a job on hub B skips it, a hub started later catches up,
+and a row published twice or changed on two hubs is stored once, the same everywhere."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from hub_helpers import FAST_DICT, running_hub, running_link, tokens, wait_final
+
+from edgelat.hub.client import HubClient
+from edgelat.hub.queue import HubStore
+from edgelat.hub import shared_tables
+from edgelat.hub.shared_tables import SharedTables
+from edgelat.lut import replica, store
+from edgelat.profiler.presets import get_preset
+from edgelat.values import RuntimeConfig
+
+pytest_plugins = ["hub_db"]  # hub_url: SQLite and PostgreSQL
+
+SPECS = [s.key for s in get_preset("smoke")[:3]]
+
+
+def _params() -> dict:
+    return {"specs": SPECS, "protocol": FAST_DICT, "rounds": 0}
+
+
+def _rows(path: Path) -> dict[str, list]:
+    """What the measurement tables of one hub hold (ids and times of taking in left out)."""
+    db = store.open_db(path)
+    try:
+        kernels = sorted((r["kernel_key"], r["config_key"], r["median_ms"], r["measured_at"])
+                         for r in store.kernel_rows(db, "dev1"))
+        history = sorted((h["item_key"], h["median_ms"], h["measured_at"]) for h in store.history_rows(db, "dev1"))
+        checks = sorted(tuple(r[1:]) for r in db.execute("select * from sentinel_checks").fetchall())
+        registry = [r[0] for r in db.execute("select name from devices order by name").fetchall()]
+    finally:
+        db.close()
+    return {"kernels": kernels, "history": history, "checks": checks, "devices": registry}
+
+
+def test_a_job_on_hub_a_fills_hub_b_tables_and_hub_b_measures_nothing_again(tmp_path, hub_url, monkeypatch):
+    monkeypatch.setattr(shared_tables, "SYNC_EVERY_S", 3600.0)  # only what jobs and reads do
+    tables = {name: tmp_path / f"tables-{name}.db" for name in ("a", "b", "c")}
+    with contextlib.ExitStack() as stack:
+        hubs = {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
+                                                      tables_path=tables[name], share_tables=True))
+                for name in ("a", "b")}
+        tok = tokens(hubs["a"])
+        client = stack.enter_context(HubClient(hubs["a"].address, tok["user"]))
+        with running_link(hubs["a"], tok["agent"], agent_id="pc-1"):
+            first = wait_final(client, client.submit("profile-ops", "dev1", {}, _params())[0]["id"])
+        assert first["state"] == "done" and first["result"]["measured"] == len(SPECS)
+        assert first["hub_id"] == "hub-a"
+        a_rows = _rows(tables["a"])
+        assert len(a_rows["kernels"]) == len(SPECS) and a_rows["checks"]
+        assert _rows(tables["b"])["kernels"] == []  # nothing taken in yet
+
+        # the agent moves to hub B: the same job there takes in hub A's rows first and skips them all
+        with running_link(hubs["b"], tok["agent"], agent_id="pc-1"):
+            again = wait_final(client, client.submit("profile-ops", "dev1", {}, _params())[0]["id"])
+        assert again["state"] == "done" and again["hub_id"] == "hub-b"
+        assert again["result"]["measured"] == 0 and again["result"]["skipped"] == len(SPECS)
+        for hub in hubs.values():
+            hub.tables.push()
+            hub.tables.pull()
+        b_rows = _rows(tables["b"])
+        assert b_rows["kernels"] == a_rows["kernels"] and b_rows["history"] == a_rows["history"]
+        assert _rows(tables["a"]) == b_rows
+        hubs["b"].servicer.tables.fresh_db()  # a read on hub B: its tables as they are everywhere
+
+        # a hub started later catches up with everything, each row once
+        with running_hub(tmp_path, db_url=hub_url, hub_id="hub-c", tables_path=tables["c"],
+                         share_tables=True) as late:
+            late.tables.pull()
+            assert _rows(tables["c"]) == b_rows
+
+
+def test_rows_published_twice_or_changed_on_two_hubs_end_the_same_everywhere(tmp_path, hub_url):
+    hub_db = HubStore(hub_url, hub_id="h").open()
+    replicas = [SharedTables(hub_db, tmp_path / f"{name}.db", shared=True).start() for name in ("a", "b")]
+    try:
+        a, b = replicas
+        cfg = RuntimeConfig()
+        store.add_sentinel_reference(a.db(), "dev1", cfg, {"k1": 1.0, "k2": 2.0})
+        store.add_sentinel_check(a.db(), "dev1", cfg, 1.0, {"k1": 1.0})
+        assert a.push() == 3
+        # published again (a hub killed before it noted the first publish): still one row each
+        with a.db().conn:
+            a.db().execute("update _replica_keys set pub_ver = 0, log_id = 0")
+        assert a.push() == 3
+        b.pull()
+        assert b.db().execute("select count(*) from sentinel_reference").fetchone()[0] == 2
+        assert b.db().execute("select count(*) from sentinel_checks").fetchone()[0] == 1
+
+        # the same row changed on both hubs: the later publish wins on both
+        for replica_, median in ((a, 5.0), (b, 7.0)):
+            with replica_.db().conn:
+                replica_.db().execute("update sentinel_reference set median_ms = ? where kernel_key = 'k1'", [median])
+        a.push()
+        b.push()
+        a.pull()
+        b.pull()
+        medians = [r.db().execute("select median_ms from sentinel_reference where kernel_key = 'k1'").fetchone()[0]
+                   for r in replicas]
+        assert medians == [7.0, 7.0]
+
+        # a check stored by A, changed on B, comes back to A as the same row; a delete travels
+        with b.db().conn:
+            b.db().execute("update sentinel_checks set note = 'seen on b'")
+            b.db().execute("delete from sentinel_reference where kernel_key = 'k2'")
+        b.push()
+        a.pull()
+        assert a.db().execute("select id, note from sentinel_checks").fetchall() == [(1, "seen on b")]
+        assert [r[0] for r in a.db().execute("select kernel_key from sentinel_reference")] == ["k1"]
+        assert a.push() == 0 and b.pull() == 0  # nothing echoes back
+        assert replica.watermark(a.db()) == replica.watermark(b.db()) > 0
+    finally:
+        for r in replicas:
+            r.stop()
+        hub_db.close()
+
+
+def test_one_hub_on_sqlite_shares_nothing(tmp_path):
+    with running_hub(tmp_path) as hub:
+        assert not hub.tables.shared
+        assert replica.replica_id(hub.tables.db()) is None  # no triggers, no change records
+
+
+def test_threads_asking_at_once_share_exchanges_that_saw_what_they_wrote():
+    import threading
+
+    from edgelat.hub.shared_tables import _Coalesced
+
+    written: list[int] = []
+    runs: list[int] = []
+    guard = threading.Lock()
+
+    def exchange() -> int:
+        seen = len(written)  # what this run publishes: everything written before it began
+        runs.append(seen)
+        return seen
+
+    shared = _Coalesced(exchange)
+    answers: dict[int, tuple[int, int]] = {}
+
+    def job(i: int) -> None:
+        with guard:
+            written.append(i)
+            mine = len(written)
+        answers[i] = (mine, shared())
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(seen >= mine for mine, seen in answers.values())  # each one's write was in its run
+    assert len(runs) <= len(threads)
