@@ -243,3 +243,33 @@ def test_an_unreadable_tls_ca_is_one_line_on_both_sides(tmp_path, monkeypatch):
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert f"cannot read the TLS CA certificate (EDGELAT_HUB_TLS_CA) {missing}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hub_tls_files_that_are_not_pem_and_a_port_in_use_are_one_line(tmp_path, monkeypatch):
+    """gRPC would log its own complaints and blame the address; the hub says what is wrong."""
+    import socket
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    r = CliRunner().invoke(main, ["hub", "serve", "--listen", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path / 'q.db'}",
+                                  "--tls-cert", str(junk), "--tls-key", str(junk)])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "TLS certificate (--tls-cert) is not a PEM certificate" in r.stderr and "--listen" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(main, ["hub", "serve", "--listen", f"127.0.0.1:{port}",
+                                      "--db", f"sqlite:///{tmp_path / 'q.db'}"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    token = tmp_path / "t.tok"
+    token.write_text("secret")
+    token.chmod(0o600)
+    monkeypatch.setenv("EDGELAT_HUB", "127.0.0.1:1")
+    monkeypatch.setenv("EDGELAT_TOKEN_FILE", str(token))
+    monkeypatch.setenv("EDGELAT_HUB_TLS_CA", str(junk))
+    r = CliRunner().invoke(main, ["jobs", "list"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "(EDGELAT_HUB_TLS_CA) is not a PEM certificate" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 import grpc
 
-from edgelat.agents.remote import CHANNEL_OPTIONS
+from edgelat.agents.remote import CHANNEL_OPTIONS, warn_token_in_clear
+from edgelat.config import check_ca
 from edgelat.errors import AuthFailed, BadInput, EdgelatError
 from edgelat.proto import hub_pb2 as pb
 from edgelat.proto import hub_pb2_grpc as pb_grpc
@@ -50,7 +51,9 @@ class HubClient:
         #: tells apart the copies of the hub's tables this token read (it may read fewer devices than another)
         self.identity = hashlib.sha256(f"{address}\0{token}".encode()).hexdigest()[:16]
         self._metadata = (("authorization", f"Bearer {token}"),)
+        warn_token_in_clear(address, tls_ca is not None, f"serve the hub with --tls-cert/--tls-key and set {TLS_CA_ENV}")
         if tls_ca is not None:
+            check_ca(tls_ca, f"TLS CA certificate ({TLS_CA_ENV})")
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca), options=CHANNEL_OPTIONS)
         else:
             self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)

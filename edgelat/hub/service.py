@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from edgelat.agents.server import SERVER_OPTIONS, check_listen
+from edgelat.agents.server import SERVER_OPTIONS, check_bindable, check_listen
+from edgelat.config import check_key_pair, read_pem
 from edgelat.errors import BadInput, EdgelatError, UnknownPreset
 from edgelat.hub.errors import AuthError, HubDatabaseError, JobNotFound
 from edgelat.hub.kinds import check_job
@@ -287,6 +288,8 @@ class HubServicer(pb_grpc.HubServicer):
 
         try:
             principal = self._principal(context, "user", "admin")
+            if self.tables is not None:
+                self.tables.pull()  # hubs sharing one database: take in the others' rows first
             copy = prepare(self.tables_path, principal, request.device, request.marker)
         except EdgelatError as exc:
             code = grpc.StatusCode.NOT_FOUND if isinstance(exc, UnknownDevice) else _status(exc)
@@ -332,17 +335,19 @@ def make_server(servicer: HubServicer, listen: str, tls_cert: str | Path | None 
     if (tls_cert is None) != (tls_key is None):
         raise BadInput("TLS needs both --tls-cert and --tls-key")
     check_listen(listen, token="hub-tokens")  # every call needs a token, so any address may be served
+    pair = None
+    if tls_cert is not None:
+        pair = (read_pem(tls_key, "TLS key (--tls-key)"), read_pem(tls_cert, "TLS certificate (--tls-cert)"))
+        check_key_pair(pair[1], pair[0])  # gRPC would only log its complaint and blame the address
+    check_bindable(listen)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="edgelat-hub"),
                          options=SERVER_OPTIONS)
     pb_grpc.add_HubServicer_to_server(servicer, server)
     try:
-        if tls_cert is not None:
-            creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
-            port = server.add_secure_port(listen, creds)
+        if pair is not None:
+            port = server.add_secure_port(listen, grpc.ssl_server_credentials([pair]))
         else:
             port = server.add_insecure_port(listen)
-    except OSError as exc:
-        raise BadInput(f"cannot read the TLS certificate or key: {exc.strerror or exc}") from exc
     except RuntimeError as exc:
         raise BadInput(f"cannot listen on {listen}: {exc}; pick another --listen") from exc
     if not port:
