@@ -359,12 +359,13 @@ class LocalBackend(Backend):
                       ) -> Iterator[tuple[int, BenchmarkResult | EdgelatError]]:
         """The rounds of one group of items whose sessions are open together."""
         live: dict[int, _Live] = {}
+        before = snapshot(self.root)  # the group's items are opened together and timed over the same rounds
         try:
             for i, (path, fmt) in enumerate(models):
                 if keep_going is not None and not keep_going():
                     return
                 try:
-                    live[i] = self._open(runtime, Path(path), fmt, config, protocol, rounds)
+                    live[i] = self._open(runtime, Path(path), fmt, config, protocol, rounds, before)
                 except EdgelatError as exc:
                     yield i, exc
             order = list(live)
@@ -373,6 +374,7 @@ class LocalBackend(Backend):
                 if keep_going is not None and not keep_going():
                     return
                 rng.shuffle(order)
+                after: dict[str, Any] | None = None  # one snapshot for the items this round finishes
                 for pos, i in enumerate(order):
                     item = live[i]
                     item.positions.append((round_no, pos))
@@ -390,7 +392,8 @@ class LocalBackend(Backend):
                     if item.timer.done:
                         del live[i]
                         item.session.close()
-                        yield i, self._rounds_result(item, config, version, meter, control, rounds)
+                        after = after or snapshot(self.root)
+                        yield i, self._rounds_result(item, config, version, meter, control, rounds, after)
                 order = [i for i in order if i in live]
                 round_no += 1
         finally:
@@ -398,15 +401,15 @@ class LocalBackend(Backend):
                 item.session.close()
 
     def _open(self, runtime: Any, path: Path, fmt: str, config: RuntimeConfig, protocol: MeasurementProtocol,
-              rounds: int) -> "_Live":
-        """Load one item of a rounds batch: session, timed first run, warm-up, peak memory."""
+              rounds: int, before: dict[str, Any]) -> "_Live":
+        """Load one item of a rounds batch: session, timed first run, warm-up, peak memory;
+        ``before`` is the device's state when its group began."""
         if fmt not in FORMATS:
             raise BadInput(f"unknown model format {fmt!r} (expected one of {', '.join(FORMATS)})")
         if fmt != config.model_format:
             raise BadInput(f"runtime {config.runtime} runs {config.model_format} models, but this model is {fmt}")
         if not path.is_file():
             raise BadInput(f"model file not found: {path}")
-        before = snapshot(self.root)
         memory = PeakMemory()
         memory.start()
         session = runtime.load(path, config)
@@ -454,7 +457,7 @@ class LocalBackend(Backend):
             item.joules, item.energy_runs = joules, runs
 
     def _rounds_result(self, item: "_Live", config: RuntimeConfig, version: str, meter: EnergyMeter,
-                       control: dict[str, Any], rounds: int) -> BenchmarkResult:
+                       control: dict[str, Any], rounds: int, after: dict[str, Any]) -> BenchmarkResult:
         summary = item.timer.summary()
         energy_mj = item.joules * 1000.0 / item.energy_runs if item.energy_runs else None
         energy_note = "" if energy_mj is not None else item.energy_note or meter.note or "no energy recorded"
@@ -483,7 +486,7 @@ class LocalBackend(Backend):
             energy_mj=energy_mj,
             energy_note=energy_note,
             peak_memory_bytes=item.peak,
-            environment={"before": item.before, "after": snapshot(self.root), "runtimes": self._versions(),
+            environment={"before": item.before, "after": after, "runtimes": self._versions(),
                          "control": control},
             agent_version=__version__,
             extra=extra,
