@@ -298,3 +298,22 @@ def test_building_onnx_models_does_not_import_onnx():
             "print('onnx' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_small_kernel_is_built_once_and_the_cache_keeps_to_its_byte_cap(monkeypatch):
+    from edgelat.profiler import builders
+
+    monkeypatch.setattr(builders, "_built", type(builders._built)())
+    small = KernelSpec("conv2d", 8, 8, 4, 8, kernel=3)
+    first = builders.build_model(small, "onnx")
+    assert builders.build_model(small, "onnx") is first  # the same bytes, not built again
+    assert builders.build_model(small, "tflite") is not first and builders.build_model(small, "onnx", seed=1) != first
+    big = KernelSpec("fc", 1, 1, 1024, 1024)  # 4 MB of weights: over CACHE_MODEL_BYTES
+    assert builders.build_model(big, "onnx") is not builders.build_model(big, "onnx")
+    chain = [KernelSpec("relu", 4, 4, 4), KernelSpec("relu", 4, 4, 4)]
+    assert builders.build_model(chain, "onnx") is not builders.build_model(chain, "onnx")  # chains are not kept
+    monkeypatch.setattr(builders, "CACHE_BYTES", 3 * len(first))
+    for c in range(4, 12):
+        builders.build_model(KernelSpec("conv2d", 8, 8, c, 8, kernel=3), "onnx")
+    assert sum(len(v) for v in builders._built.values()) <= builders.CACHE_BYTES
+    assert len(builders._built) <= 3
