@@ -19,8 +19,8 @@ import numpy as np
 from edgelat.errors import BadInput
 from edgelat.profiler.ops import ACTIVATION_OPS, BINARY_OPS, KernelSpec, same_pads, se_channels
 
-FUSABLE_ACTS = ("none", "relu", "relu6")
-SHORTCUT_OPS = ("add", "mul")  # binary ops a chain may hold after its first kernel (see :func:`lower`)  # both TFLite and a Conv->Relu/Clip pair express these
+FUSABLE_ACTS = ("none", "relu", "relu6")  # both TFLite and a Conv->Relu/Clip pair express these
+SHORTCUT_OPS = ("add",)  # binary ops a chain may hold after its first kernel (see :func:`lower`)
 BN_EPS = 1e-5
 OUTPUT = "output"
 
@@ -59,7 +59,7 @@ def as_spec_list(specs: KernelSpec | Sequence[KernelSpec]) -> list[KernelSpec]:
         for i, s in enumerate(specs):
             if s.op in BINARY_OPS and not (i and s.op in SHORTCUT_OPS):
                 raise BadInput(f"kernel {i} ({s.key}) takes two inputs and cannot be part of a chain"
-                               + (" (add and mul may follow other kernels, as a shortcut)" if not i else ""))
+                               + (" (add may follow other kernels, as a shortcut)" if not i else ""))
             if i and s.input_shapes()[0] != specs[i - 1].output_shape() and not _flattens(specs[i - 1], s):
                 raise BadInput(
                     f"kernel {i} ({s.key}) expects input {s.input_shapes()[0]} but kernel {i - 1} "
@@ -220,7 +220,7 @@ class _Lowerer:
 
 
 def _shortcut(lw: "_Lowerer", block: list[str], x: str) -> str:
-    """The second operand of an add or mul inside a chain: a residual shortcut.
+    """The second operand of an add inside a chain: a residual shortcut.
 
     It is the earliest tensor of ``x``'s shape since the chain's start or its last
     shortcut op, i.e. the block's input where the block kept its shape (a ResNet's
@@ -234,7 +234,7 @@ def _shortcut(lw: "_Lowerer", block: list[str], x: str) -> str:
 def lower(specs: KernelSpec | Sequence[KernelSpec], seed: int = 0) -> Graph:
     """Lower one kernel or a sequential chain into a :class:`Graph` with weights from ``seed``.
 
-    An add or mul after the chain's first kernel takes its second operand from a shortcut
+    An add after the chain's first kernel takes its second operand from a shortcut
     (see :func:`_shortcut`), so a chain can hold residual blocks as exported ResNets have them.
     """
     chain = as_spec_list(specs)
