@@ -224,9 +224,10 @@ def _shortcut(lw: "_Lowerer", block: list[str], x: str) -> str:
 
     It is the earliest tensor of ``x``'s shape since the chain's start or its last
     shortcut op, i.e. the block's input where the block kept its shape (a ResNet's
-    identity shortcut). A block that changed the shape has no such tensor; a real
-    network projects its input there (a 1x1 conv), which a chain cannot hold, so
-    ``x`` is added to itself: the add's work and memory traffic, not the projection's.
+    identity shortcut). Where the block changed the shape, a real network projects
+    its input (a 1x1 conv), which a chain cannot hold; the block's earliest tensor of
+    ``x``'s shape stands in (``x`` itself at worst): the add's work and memory traffic,
+    not the projection's.
     """
     return next((t for t in block if lw.shapes[t] == lw.shapes[x]), x)
 

@@ -240,7 +240,7 @@ def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int]
     pool, one fc. The add's second operand is the block's input (see
     :func:`edgelat.profiler.lowering.lower`); where the block changes the shape a real ResNet
     projects that input with a 1x1 conv, which a chain cannot hold, so those blocks add
-    their output to itself."""
+    an earlier tensor of their output's shape instead."""
     _check_resolution(resolution)
     _check_width(width)
     if len(depths) != 4 or any(d < 1 for d in depths):
