@@ -97,3 +97,20 @@ def wait_for(predicate: Any, timeout_s: float = 60.0, what: str = "condition") -
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def invoke(*args: Any, env: dict[str, str] | None = None) -> Any:
+    """The CLI run in-process (CliRunner), every argument as a string."""
+    from click.testing import CliRunner
+
+    from edgelat.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def hub_env(hub: Hub, secret: str, tmp_path: Path, name: str = "alice") -> dict[str, str]:
+    """The environment that sends every command through ``hub`` with ``secret`` (a private token file)."""
+    path = tmp_path / f"{name}.tok"
+    path.write_text(secret)
+    path.chmod(0o600)
+    return {"EDGELAT_HUB": hub.address, "EDGELAT_TOKEN_FILE": str(path)}

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
-from hub_helpers import running_hub, running_link, tokens
+from hub_helpers import hub_env, invoke, running_hub, running_link, tokens
 
 from edgelat.cli import main
 from edgelat.hub.errors import AuthError
@@ -23,15 +23,6 @@ from edgelat.profiler.presets import get_preset
 QUICK = ["--max-seconds", "0.2", "--min-runs", "3", "--max-runs", "10", "--warmup", "1", "--rounds", "0"]
 
 
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
-def _env(hub, secret, tmp_path, name="alice"):
-    path = tmp_path / f"{name}.tok"
-    path.write_text(secret)
-    path.chmod(0o600)
-    return {"EDGELAT_HUB": hub.address, "EDGELAT_TOKEN_FILE": str(path)}
 
 
 def test_token_create_writes_an_owner_only_file(tmp_path):
@@ -57,7 +48,7 @@ def test_profile_ops_detach_then_jobs_commands(tmp_path):
     specs.write_text(yaml.safe_dump([s.key for s in get_preset("smoke")[:3]]))
     with running_hub(tmp_path) as hub:
         tok = tokens(hub)
-        env = _env(hub, tok["user"], tmp_path)
+        env = hub_env(hub, tok["user"], tmp_path)
         with running_link(hub, tok["agent"]):
             result = invoke("devices", "list", "--json", env=env)
             assert result.exit_code == 0, result.output
@@ -101,7 +92,7 @@ def test_profile_ops_detach_then_jobs_commands(tmp_path):
         result = invoke("jobs", "cancel", result.stdout.strip(), env=env)
         assert result.exit_code == 0 and "cancelled" in result.stdout
 
-        bad = _env(hub, "elh_unknown", tmp_path, "stranger")
+        bad = hub_env(hub, "elh_unknown", tmp_path, "stranger")
         result = invoke("jobs", "list", env=bad)
         assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "token" in result.stderr
 
@@ -115,7 +106,7 @@ def test_profile_model_through_the_hub(tmp_path):
     model.write_bytes(build_model(tiny_net(48), "onnx"))
     with running_hub(tmp_path) as hub:
         tok = tokens(hub)
-        env = _env(hub, tok["user"], tmp_path)
+        env = hub_env(hub, tok["user"], tmp_path)
         with running_link(hub, tok["agent"]):
             result = invoke("profile", "model", model, "--device", "dev1", *QUICK[:-2], "--json", env=env)
             assert result.exit_code == 0, result.output
@@ -138,7 +129,7 @@ def test_predictor_build_through_the_hub(tmp_path):
 
     with running_hub(tmp_path) as hub:
         tok = tokens(hub)
-        env = _env(hub, tok["user"], tmp_path)
+        env = hub_env(hub, tok["user"], tmp_path)
         with running_link(hub, tok["agent"]):
             result = invoke("predictor", "build", "--device", "dev1", "--budget-minutes", "0.2", "--detach", "--json",
                             env=env)

@@ -8,25 +8,14 @@ import csv
 import json
 
 import pytest
-from click.testing import CliRunner
-from hub_helpers import running_hub, running_link, tokens
+from hub_helpers import hub_env, invoke, running_hub, running_link, tokens
 
-from edgelat.cli import main
 from edgelat.lut import store
 from edgelat.profiler.presets import get_preset
 
 QUICK = ["--max-seconds", "0.2", "--min-runs", "3", "--max-runs", "10", "--warmup", "1"]
 
 
-def invoke(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
-def _env(hub, secret, tmp_path, name="alice"):
-    path = tmp_path / f"{name}.tok"
-    path.write_text(secret)
-    path.chmod(0o600)
-    return {"EDGELAT_HUB": hub.address, "EDGELAT_TOKEN_FILE": str(path)}
 
 
 def _one_line(result, *words):
@@ -77,7 +66,7 @@ def test_read_commands_show_the_hubs_tables_and_refresh_after_a_job(tmp_path, ed
     model = _tiny_model(tmp_path)
     with running_hub(tmp_path, tables_path=tables) as hub:
         tok = tokens(hub)
-        env = _env(hub, tok["user"], tmp_path)
+        env = hub_env(hub, tok["user"], tmp_path)
         with running_link(hub, tok["agent"]):
             # Jobs fill the hub's tables: kernel rows, then a predictor fitted on them (a build short of
             # time under load may measure nothing itself; it still fits on the rows there).
@@ -152,8 +141,8 @@ def test_bad_token_unknown_device_and_no_hub_are_one_line(tmp_path):
     tables = tmp_path / "hub-tables.db"
     with running_hub(tmp_path, tables_path=tables) as hub:
         tok = tokens(hub)
-        bob = _env(hub, hub.store.create_token("bob", "user", devices=["dev1"]), tmp_path, "bob")
-        env = _env(hub, tok["user"], tmp_path)
+        bob = hub_env(hub, hub.store.create_token("bob", "user", devices=["dev1"]), tmp_path, "bob")
+        env = hub_env(hub, tok["user"], tmp_path)
         # No job ran yet: the hub has no tables; a device it never measured is one line.
         _one_line(invoke("lut", "show", "--device", "dev1", env=env), "dev1", "hub")
         result = invoke("predictor", "list", "--json", env=env)
@@ -182,8 +171,8 @@ def test_bad_token_unknown_device_and_no_hub_are_one_line(tmp_path):
         assert not (tmp_path / "x.csv").exists()
         result = invoke("lut", "history", "--device", "nosuch", "--json", env=env)
         assert result.exit_code != 0 and json.loads(result.stderr)["kind"] == "UnknownDevice"
-        _one_line(invoke("lut", "show", "--device", "dev1", env=_env(hub, "elh_nobody", tmp_path, "x")), "token")
-        _one_line(invoke("lut", "show", "--device", "dev1", env=_env(hub, tok["agent"], tmp_path, "agent")),
+        _one_line(invoke("lut", "show", "--device", "dev1", env=hub_env(hub, "elh_nobody", tmp_path, "x")), "token")
+        _one_line(invoke("lut", "show", "--device", "dev1", env=hub_env(hub, tok["agent"], tmp_path, "agent")),
                   "agent token")
         _one_line(invoke("predict", "m.onnx", "--device", "dev1", "--measure-if-unsure", env=env),
                   "--measure-if-unsure")
@@ -238,7 +227,7 @@ def test_force_and_sustained_go_through_the_hub_and_runner_says_why_not(tmp_path
     specs.write_text(json.dumps([s.key for s in get_preset("smoke")[:2]]))
     with running_hub(tmp_path, tables_path=tables) as hub:
         tok = tokens(hub)
-        env = _env(hub, tok["user"], tmp_path)
+        env = hub_env(hub, tok["user"], tmp_path)
         with running_link(hub, tok["agent"]):
             args = ["profile", "ops", "--device", "dev1", "--ops", specs, *QUICK, "--rounds", "0", "--json"]
             first = json.loads(invoke(*args, env=env).stdout)

@@ -164,9 +164,7 @@ def test_a_read_through_hub_b_shows_the_rows_a_job_on_hub_a_measured(tmp_path, h
     """ReadTables takes in the other hubs' rows before it copies (no background exchange here)."""
     import json
 
-    from click.testing import CliRunner
-
-    from edgelat.cli import main
+    from hub_helpers import hub_env, invoke
 
     monkeypatch.setattr(shared_tables, "SYNC_EVERY_S", 3600.0)
     with contextlib.ExitStack() as stack:
@@ -178,11 +176,7 @@ def test_a_read_through_hub_b_shows_the_rows_a_job_on_hub_a_measured(tmp_path, h
         with running_link(hubs["a"], tok["agent"], agent_id="pc-1"):
             job = wait_final(client, client.submit("profile-ops", "dev1", {}, _params())[0]["id"])
         assert job["state"] == "done" and job["result"]["measured"] == len(SPECS)
-        token_file = tmp_path / "user.tok"
-        token_file.write_text(tok["user"])
-        token_file.chmod(0o600)
-        env = {"EDGELAT_HUB": hubs["b"].address, "EDGELAT_TOKEN_FILE": str(token_file),
-               "EDGELAT_HOME": str(tmp_path / "reader")}
-        result = CliRunner().invoke(main, ["lut", "show", "--device", "dev1", "--json"], env=env)
+        env = {**hub_env(hubs["b"], tok["user"], tmp_path), "EDGELAT_HOME": str(tmp_path / "reader")}
+        result = invoke("lut", "show", "--device", "dev1", "--json", env=env)
         assert result.exit_code == 0, result.output
         assert sorted(r["kernel_key"] for r in json.loads(result.stdout)) == sorted(SPECS)
