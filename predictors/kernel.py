@@ -48,7 +48,7 @@ from edgelat.predictors.trees import TreeEnsemble
 from edgelat.profiler.ops import FEATURE_NAMES, OP_TYPES, KernelSpec
 
 #: how a predictor row is stored (the ``format`` column); rows without it are old pickles
-FORMAT = "edgelat-kernel-predictor/npz-1"
+FORMAT = "edgelat-kernel-predictor/npz-2"  # npz-2: channel alignment features
 CANDIDATES = ("linear", "forest", "boosted")
 _CHEAP_ACTS = ("relu", "relu6")
 # Work a kernel does, split by the kind of primitive that does it (each runs at its own speed).
@@ -485,6 +485,11 @@ class KernelPredictor:
         if row is None:
             return None
         rebuild = f"rebuild it with 'edgelat predictor build --device {device}'"
+        if str(row.get("format") or "").startswith("edgelat-kernel-predictor/") and row["format"] != FORMAT:
+            raise StoreSchema(
+                f"the kernel predictor of {device!r} ({config.key()}) was saved by another version of edgelat "
+                f"({row['format']}, this one reads {FORMAT}): {rebuild}"
+            )
         if row.get("format") != FORMAT:
             raise StoreSchema(
                 f"the kernel predictor of {device!r} ({config.key()}) was saved in an old format (a pickle), "

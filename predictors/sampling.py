@@ -89,6 +89,9 @@ NEIGHBOURS = 4
 MIN_ROUND = 48
 RECHECK_ERROR = 0.3  # out-of-fold error above which a worst kernel is measured again before trusting it
 
+# Share of drawn channel counts off the multiple-of-8 grid (a pruned network's widths), so the
+# regressors see what a count the vector units cannot block costs (``channel_alignment``).
+OFF_GRID_SHARE = 0.25
 RESOLUTIONS = tuple(range(96, 257, 8))
 WIDTHS = (0.35, 0.5, 0.6, 0.75, 0.9, 1.0, 1.1, 1.25, 1.4)
 MB_ACTS = ("relu", "relu6", "hswish")
@@ -138,8 +141,13 @@ def _plain_network(rng: np.random.Generator, family: str, r: int) -> tuple[str, 
     return f"resnet-{r}-{w:g}", networks.resnet_like(r, w, depths, bottleneck)
 
 
-def _scale(rng: np.random.Generator, value: int, spread: float, lo: int = 8, hi: int = 2048) -> int:
-    return int(min(max(make_divisible(value * math.exp(rng.uniform(-spread, spread))), lo), hi))
+def _divisor(rng: np.random.Generator) -> int:
+    """The grid a drawn channel count is rounded to: 8 mostly, else 1, 2 or 4 (:data:`OFF_GRID_SHARE`)."""
+    return int(rng.choice((1, 2, 4))) if rng.random() < OFF_GRID_SHARE else 8
+
+
+def _scale(rng: np.random.Generator, value: int, spread: float, lo: int = 8, hi: int = 2048, divisor: int = 8) -> int:
+    return int(min(max(make_divisible(value * math.exp(rng.uniform(-spread, spread)), divisor), lo), hi))
 
 
 def _side(rng: np.random.Generator, h: int, spread: float) -> int:
@@ -157,12 +165,12 @@ def perturb(spec: KernelSpec, rng: np.random.Generator, spread: float = math.log
     if op == "fc":
         d["h"] = d["w"] = 1
     if spec.cin != 3 or op != "conv2d":
-        d["cin"] = _scale(rng, spec.cin, spread)
+        d["cin"] = _scale(rng, spec.cin, spread, divisor=_divisor(rng))
     if op in ("conv2d", "fc", "mbconv", "concat"):
         if op == "mbconv" and spec.cin == spec.cout and rng.random() < 0.6:
             d["cout"] = d["cin"]
         else:
-            d["cout"] = _scale(rng, spec.cout, spread, lo=8 if op != "fc" else 10)
+            d["cout"] = _scale(rng, spec.cout, spread, lo=8 if op != "fc" else 10, divisor=_divisor(rng))
     if op in ("conv2d", "dwconv2d", "mbconv") and rng.random() < p:
         d["kernel"] = int(rng.choice((1, 3, 5)) if op == "conv2d" else rng.choice((3, 5, 7)))
     if op in ("conv2d", "dwconv2d", "mbconv", "maxpool", "avgpool") and rng.random() < p / 2:
@@ -190,9 +198,11 @@ def _other_kernel(rng: np.random.Generator) -> KernelSpec:
     op = str(rng.choice(OTHER_OPS))
     h = int(same_out(int(rng.choice(RESOLUTIONS)), int(rng.choice((2, 4, 8, 16, 32)))))
     c = int(rng.choice((16, 24, 32, 40, 48, 64, 80, 96, 112, 160, 192, 240, 320, 480, 672, 960)))
+    if rng.random() < OFF_GRID_SHARE:  # a pruned width
+        c = make_divisible(c * rng.uniform(0.6, 1.0), int(rng.choice((1, 2, 4))))
     if op == "conv2d":
         k = int(rng.choice((1, 1, 3, 5)))
-        return KernelSpec("conv2d", h, h, c, _scale(rng, c, 1.0), kernel=k, stride=int(rng.choice((1, 2))), bn=True, act=str(rng.choice(("none",) + MB_ACTS)))
+        return KernelSpec("conv2d", h, h, c, _scale(rng, c, 1.0, divisor=_divisor(rng)), kernel=k, stride=int(rng.choice((1, 2))), bn=True, act=str(rng.choice(("none",) + MB_ACTS)))
     if op == "dwconv2d":
         return KernelSpec("dwconv2d", h, h, c, kernel=int(rng.choice((3, 5, 7))), stride=int(rng.choice((1, 2))), bn=True, act=str(rng.choice(("none",) + MB_ACTS)))
     if op in ("maxpool", "avgpool"):
@@ -284,11 +294,11 @@ class KernelSampler:
 
 # --------------------------------------------------------------------------- whole models
 def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
-    """(name, role, kernels) of the whole models a build measures: 38 calibration models
-    spanning each family's resolutions, widths and weight sizes (0.06 M to 35 M weights:
+    """(name, role, kernels) of the whole models a build measures: 41 calibration models
+    spanning each family's resolutions, widths, weight sizes and kernel counts (0.06 M to 35 M weights:
     the spill form of :mod:`edgelat.predictors.calibration` needs models on both
     sides of the device's cache) -- MobileNet-like ones, and plain and residual CNNs
-    (VGG, AlexNet, a ResNet's main path) -- and five held out. Benchmarks that claim
+    (VGG, AlexNet, a ResNet's main path) -- and six held out. Benchmarks that claim
     "never seen" results must not use these."""
     rng = np.random.default_rng(12345)
     calibration = [
@@ -327,6 +337,17 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
         ("resnet-basic-160-1-d3463", networks.resnet_like(160, 1.0, (3, 4, 6, 3))),
         ("resnet-bottleneck-192-0.75", networks.resnet_like(192, 0.75, (3, 4, 6, 3), bottleneck=True)),
         ("resnet-basic-128-1.5", networks.resnet_like(128, 1.5, (2, 2, 2, 2))),
+    ]
+    # many small kernels (68 to 169, tens of microseconds each): where a whole model is mostly
+    # the per-kernel costs that a run pays once, so that the count term is fitted, not extrapolated
+    # from models of about 20 kernels
+    calibration += [
+        ("resnet-basic-96-0.25-d3463", networks.resnet_like(96, 0.25, (3, 4, 6, 3))),
+        ("resnet-bottleneck-96-0.25-d34233", networks.resnet_like(96, 0.25, (3, 4, 23, 3), bottleneck=True)),
+        ("resnet-bottleneck-128-0.5-d3463", networks.resnet_like(128, 0.5, (3, 4, 6, 3), bottleneck=True)),
+    ]
+    holdout += [
+        ("resnet-bottleneck-112-0.25-d3463", networks.resnet_like(112, 0.25, (3, 4, 6, 3), bottleneck=True)),
     ]
     holdout += [
         ("resnet-basic-192-1", networks.resnet_like(192, 1.0, (2, 2, 2, 2))),

@@ -95,6 +95,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "input_elems",
     "output_elems",
     "mem_elems",  # input + output + params elements: a proxy for memory traffic
+    "cin_align",  # largest power of two up to 16 dividing cin: vectorised kernels block channels
+    "cout_align",  # the same for the output channels
     *(f"act_{a}" for a in ACTIVATIONS),
     *(f"op_{o}" for o in OP_TYPES),
 )
@@ -106,6 +108,17 @@ def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR) -> int:
     if new < 0.9 * value:
         new += divisor
     return new
+
+
+def channel_alignment(channels: int) -> int:
+    """The largest power of two, up to 16, that divides ``channels``.
+
+    Runtimes block channels for their vector units (onnxruntime's NCHWc layout on x86,
+    NEON's lanes of 4 on ARM): a count off that grid can take a much slower path (a pruned
+    network's 58-channel depthwise conv), which nothing else in the features shows."""
+    if channels <= 0:
+        return 0
+    return min(16, channels & -channels)
 
 
 def se_channels(channels: int) -> int:
@@ -421,6 +434,8 @@ class KernelSpec:
             in_elems,
             out_elems,
             in_elems + out_elems + params,
+            channel_alignment(self.cin),
+            channel_alignment(co),
             *(float(self.act == a) for a in ACTIVATIONS),
             *(float(self.op == o) for o in OP_TYPES),
         ]

@@ -50,6 +50,21 @@ def test_sampler_draws_real_cnn_kernels_deterministically():
     assert KernelSampler(3).around(mb[:5], 4, 1) == near and KernelSampler(3).around(mb[:5], 4, 2) != near
 
 
+def test_sampler_draws_channel_counts_off_the_grid_of_8_too():
+    """Pruned widths (58 channels) take slower paths in real runtimes; the regressors can only
+    learn that from off-grid draws, and they see it through the alignment features."""
+    from edgelat.profiler.ops import FEATURE_NAMES, channel_alignment
+
+    drawn = KernelSampler(3).initial(600)
+    convs = [s for s in drawn if s.op in ("conv2d", "dwconv2d") and s.cin != 3]
+    off = [s for s in convs if s.cin % 8]
+    assert 0.05 < len(off) / len(convs) < 0.5
+    assert {channel_alignment(s.cin) for s in off} >= {1, 2, 4}
+    i = FEATURE_NAMES.index("cin_align")
+    assert [s.features()[i] for s in off[:20]] == [float(channel_alignment(s.cin)) for s in off[:20]]
+    assert [channel_alignment(c) for c in (58, 60, 64, 96, 7, 0)] == [2, 4, 16, 16, 1, 0]
+
+
 def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monkeypatch):
     from edgelat.profiler import runner
 

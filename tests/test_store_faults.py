@@ -273,6 +273,22 @@ def test_a_pickled_predictor_is_refused_without_being_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def test_a_predictor_saved_by_another_version_asks_for_a_rebuild(tmp_path):
+    """A stored predictor of another data format version (other features) is not read as this one's."""
+    from edgelat.predictors.kernel import FORMAT, KernelPredictor
+
+    db = store.open_db()
+    cfg = RuntimeConfig()
+    other = FORMAT.rsplit("-", 1)[0] + "-1"
+    assert other != FORMAT
+    db["kernel_predictors"].insert({"device": "local", "config_key": cfg.key(), "n_rows": 1, "fitted_at": 1.0,
+                                    "sklearn_version": "x", "meta_json": "{}", "blob": b"", "format": other})
+    db.conn.commit()
+    with pytest.raises(StoreSchema, match="another version of edgelat"):
+        KernelPredictor.load(db, "local", cfg)
+    run_fails(["predictor", "report", "--device", "local"], "another version", "edgelat predictor build --device local")
+
+
 def test_a_pickle_in_a_new_format_row_is_not_loaded_either(tmp_path):
     """Even a row that claims the data format cannot smuggle a pickle: the arrays are
     read with allow_pickle=False."""

@@ -85,7 +85,7 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
               help="With --archs: write the rows plus a latency_ms column here (default: CSV on stdout).")
 @click.option("--measure-if-unsure", is_flag=True,
               help="With a model file: first measure on the device the kernels whose regressor prices make the "
-                   "90%% interval wide, store them, then answer.")
+                   "90% interval wide, store them, then answer.")
 @click.option("--sustained", is_flag=True,
               help="With a model file: predict the sustained state, what 'profile model --sustained' measures "
                    "(after the device has settled under load). Default: warm, what 'profile model' measures.")
