@@ -33,10 +33,15 @@ the load goes on at (see ``MODEL_SETTLE_S`` in :mod:`edgelat.predictors.sampling
 The group forms model the same cache effect by
 kernel kind (weight-heavy squeeze-excite blocks cost more inside a model than
 alone); each group factor is pulled toward the ``ratio`` coefficient (a group no
-calibration model has gets it exactly). The form with the lowest leave-one-out
-MAPE on the calibration models is kept -- identity unless a fitted form beats it
-out of sample. Its leave-one-out predictions are kept too (``loo_pred_``), so
-the report can show calibrated accuracy on models the calibration did not see.
+calibration model has gets it exactly). The form kept is the one that best predicts
+calibration models it was not fitted on -- identity unless a fitted form beats it out of
+sample. A build judges each form on whole families left out (:func:`model_family`: the
+MobileNets, the ResNets, ... each in turn, each family weighing the same), since a user's
+model is as often of a family the build never measured; a form that is right only
+inside the families it saw (a per-kernel term fitted on MobileNets of twenty kernels,
+extrapolated to a network of two hundred) loses there. Those out-of-sample predictions
+are kept (``loo_pred_``), so the report can show calibrated accuracy on models the
+calibration did not see.
 
 Which whole models calibrate is recorded in ``predictor_models`` (the model's
 kernels as split from its file, and a role: ``calibration`` models are fitted
@@ -290,11 +295,16 @@ class Calibration:
         self.overhead_ms = overhead_ms
 
     def fit(self, sums: Sequence[Any], counts: Sequence[int], measured: Sequence[float],
-            weights: Sequence[Any] | None = None) -> "Calibration":
+            weights: Sequence[Any] | None = None, families: Sequence[str] | None = None) -> "Calibration":
         """``sums``: per model, the kernel sum, or its per-group parts (see :func:`group_sums`);
         the group forms are candidates only when parts are given, the spill form only
         with ``weights`` (per model, its kernels' weights, see :func:`kernel_weights`, or
-        their total, see :func:`model_weights`, which counts every weight as cached alone)."""
+        their total, see :func:`model_weights`, which counts every weight as cached alone).
+
+        ``families`` (per model, see :func:`model_family`): each form is then judged on every
+        family it was not fitted on (all of a family's models left out at once, each family
+        weighing the same), which is the question a user's model from another family asks;
+        without them, on each model left out alone."""
         s = _as_parts(sums)
         with_groups = np.asarray(sums).ndim == 2
         n = np.asarray(counts, dtype=np.float64)
@@ -303,19 +313,29 @@ class Calibration:
         self.n_models_ = len(y)
         self.loo_mape_: dict[str, float] = {}
         loo: dict[str, np.ndarray] = {}
+        labels = np.asarray(list(families) if families is not None else range(len(y))).astype(str)
+        if len(labels) != len(y):
+            raise ValueError("one family per model")
+        folds = [labels == f for f in dict.fromkeys(labels)]
+        if len(folds) < 2:  # one family: nothing to leave out but single models
+            folds = [np.arange(len(y)) == i for i in range(len(y))]
         for form in self.forms:
             if len(y) < max(self.MIN_MODELS[form], 1) or (form == "overhead" and not self.overhead_ms):
                 continue
             if (form.startswith("groups") and not with_groups) or (form.endswith("spill") and w is None):
                 continue
             pred = np.empty(len(y))
-            for i in range(len(y)):
-                keep = np.arange(len(y)) != i
-                wk = None if w is None else [v for j, v in enumerate(w) if j != i]
+            for out in folds:
+                keep = ~out
+                if keep.sum() < max(self.MIN_MODELS[form], 1):
+                    break
+                wk = None if w is None else [v for j, v in enumerate(w) if keep[j]]
                 coef = _solve(form, s[keep], n[keep], y[keep], self.overhead_ms, wk)
-                pred[i] = _apply(form, coef, s[i : i + 1], n[i : i + 1], None if w is None else w[i : i + 1])[0]
-            loo[form] = pred
-            self.loo_mape_[form] = float(np.mean(np.abs(pred - y) / y))
+                pred[out] = _apply(form, coef, s[out], n[out], None if w is None else [v for j, v in enumerate(w) if out[j]])
+            else:
+                loo[form] = pred
+                err = np.abs(pred - y) / y
+                self.loo_mape_[form] = float(np.mean([err[out].mean() for out in folds]))
         self.form_ = min(self.loo_mape_, key=self.loo_mape_.get) if self.loo_mape_ else "identity"
         self.coef_ = _solve(self.form_, s, n, y, self.overhead_ms, w) if len(y) else np.array([])
         self.loo_pred_ = loo.get(self.form_, s.sum(axis=1))
@@ -406,6 +426,13 @@ class Calibration:
         return [] if row is None else sorted((json.loads(row["meta_json"]).get("states") or {}).keys())
 
 
+def model_family(name: str) -> str:
+    """The family of a calibration model, from its name: the first part, without the digits
+    that end it (``mobilenetv2-224-1.0`` and ``mobilenetv3-large-96``: ``mobilenetv``;
+    ``resnet-basic-128-1.5``: ``resnet``; ``vgg13-96-0.75``: ``vgg``)."""
+    return name.split("-", 1)[0].rstrip("0123456789") or name
+
+
 def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfig, predictor,
                     state: str = DEFAULT_STATE) -> Calibration | None:
     """Fit and store the calibration of ``state`` from the device's ``calibration`` models measured
@@ -419,7 +446,8 @@ def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfi
     cal.state_ = state
     cal.ops_ = sorted({k.op for m in models for k in m["kernels"]})
     cal.fit(
-        sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models]
+        sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models],
+        families=[model_family(m["name"]) for m in models],
     )
     cal.save(db, device, config)
     return cal

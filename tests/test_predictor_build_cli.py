@@ -57,7 +57,7 @@ def test_build_then_report_on_local(tmp_path):
     # its whole models measured (test_predictors_build checks the fit per state structurally)
     fitted = ((summary.get("calibration") or {}).get("states") or {})
     for state in fitted:
-        assert re.search(rf"calibration \({state}\): \S+ .* from \d+ whole models \(leave-one-out MAPE \d+\.\d%\)",
+        assert re.search(rf"calibration \({state}\): \S+ .* from \d+ whole models \(MAPE \d+\.\d% on families left out\)",
                          printed), printed
     assert len(kernel_rows(db, "local", config)) == summary["kernels_total"]
 

@@ -246,3 +246,34 @@ def test_trees_learn_what_an_off_grid_channel_count_costs():
     probe = [KernelSpec("dwconv2d", 28, 28, c, kernel=3, stride=1, bn=True) for c in (56, 58, 60)]
     aligned_56, off_58, aligned_60 = model.predict_specs(probe)
     assert off_58 > 1.7 * aligned_56 and off_58 > 1.7 * aligned_60  # the rule gives 2.0 at this size
+
+
+def test_calibration_judged_on_families_left_out_prefers_the_form_that_carries_over():
+    """Two families: in one, the whole model is the kernel sum less one fixed cost per kernel;
+    the other's kernel counts are ten times larger. Judged on single models left out, a
+    free ratio fits the first family's narrow span as well; left out by family it must
+    predict the second family from the first, which only the per-kernel term does."""
+    from edgelat.predictors.calibration import model_family
+
+    rng = np.random.default_rng(3)
+    sums, counts, y, names = [], [], [], []
+    for i in range(12):
+        n = int(rng.integers(18, 24)) if i < 8 else int(rng.integers(150, 200))
+        s = float(rng.uniform(2.0, 4.0)) if i < 8 else float(rng.uniform(1.5, 3.0))
+        sums.append(s)
+        counts.append(n)
+        y.append((s - 0.004 * (n - 1)) * float(rng.normal(1.0, 0.002)))
+        names.append(f"mobilenetv2-{96 + i}-1.0" if i < 8 else f"resnet-basic-{96 + i}-0.25")
+    families = [model_family(n) for n in names]
+    assert families == ["mobilenetv"] * 8 + ["resnet"] * 4
+    forms = ("ratio", "ratio+count")
+    by_family = Calibration(forms=forms).fit(sums, counts, y, families=families)
+    assert by_family.form_ == "ratio+count"
+    assert by_family.loo_mape_["ratio"] > 5 * by_family.loo_mape_["ratio+count"]
+    # the ResNets' out-of-sample predictions come from a fit on the MobileNets alone, and each
+    # family weighs the same in the error whatever its number of models
+    ratio = Calibration(forms=("ratio",)).fit(sums, counts, y, families=families)
+    alone = Calibration(forms=("ratio",)).fit(sums[:8], counts[:8], y[:8])
+    assert np.allclose(ratio.loo_pred_[8:], alone.predict(sums[8:], counts[8:]))
+    err = np.abs(ratio.loo_pred_ - np.array(y)) / np.array(y)
+    assert np.isclose(by_family.loo_mape_["ratio"], (err[:8].mean() + err[8:].mean()) / 2)

@@ -109,7 +109,7 @@ def _print_build(d: dict[str, Any]) -> None:
     c = d["calibration"]
     for state, cs in ((c.get("states") or {"": c}).items() if c else ()):
         loo = (cs.get("loo_mape") or {}).get(cs["form"])
-        held = f" (leave-one-out MAPE {_pct(loo)})" if loo is not None else ""
+        held = f" (MAPE {_pct(loo)} on families left out)" if loo is not None else ""
         label = f"calibration ({state})" if state else "calibration"
         out.print(f"{label}: {cs['form']} {['%.4g' % x for x in cs['coef']]} from {cs['models']} whole models{held}")
     for f in d["failed"]:
