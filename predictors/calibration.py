@@ -100,9 +100,11 @@ def model_weights(items: Sequence[Any]) -> float:
 
 
 def kernel_weights(items: Sequence[Any]) -> list[float]:
-    """Per catalog kernel, its weights (what the spill form needs to tell the weights a kernel
-    kept cached when measured alone from those it streamed from memory even then)."""
-    return [float(k.params()) for k in items if isinstance(k, KernelSpec)]
+    """Per kernel, its weights (what the spill form needs to tell the weights a kernel
+    kept cached when measured alone from those it streamed from memory even then): a
+    catalog kernel's, and a graph kernel's floating-point constants (a measured MatMul's
+    weight matrix)."""
+    return [float(k.params()) for k in items]
 
 
 def cached_weights(weights: Sequence[Any], w0: float) -> np.ndarray:

@@ -125,6 +125,12 @@ class UnknownKernel:
     def type(self) -> str:
         return f"graph:{self.op_type}"
 
+    def params(self) -> int:
+        """Elements of its floating-point constant inputs (a MatMul's weight matrix): what a
+        whole model streams from memory for it when the model's weights do not stay cached.
+        0 where the reader records no constants (TFLite)."""
+        return sum(int(np.prod(c["shape"])) for c in self.signature.get("consts", ()) if c.get("type") in _FLOAT_TYPES)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -339,6 +345,7 @@ def _onnx_signature(node, og) -> dict[str, Any]:
 
 
 _INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 9, 12, 13})  # uint8..int64, bool, uint32, uint64
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # float, float16, double, bfloat16
 
 
 # --------------------------------------------------------------------------- TFLite reader

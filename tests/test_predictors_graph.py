@@ -377,6 +377,12 @@ def test_ops_outside_the_catalog_become_unknown_kernels_that_run_alone():
         ("UnknownKernel", "Split"), ("UnknownKernel", "Concat"),
     ]
     assert split.unknown[3].output_shapes == [(1, 4, 4, 8)]  # NHWC, like every 4-D shape the split reports
+    # their float constants are their weights (the calibration's spill term counts them); integer
+    # pads and split sizes are not (Resize's four float scales are, harmlessly)
+    from edgelat.predictors.calibration import kernel_weights
+
+    assert [k.params() for k in split.unknown] == [576, 448, 288, 1024, 0, 0, 4, 0, 0]
+    assert kernel_weights(split.items) == [576, 448, 288, 1024, 0, 0, 4, 0, 0, 0]
     for kernel in split.unknown:
         outs = _run_alone(kernel)
         declared = onnx.load_from_string(kernel.model).graph.output
