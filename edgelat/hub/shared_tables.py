@@ -5,8 +5,9 @@ every command uses); hubs on one database exchange what changed through the tabl
 :mod:`edgelat.hub.table_log`. A hub takes in the others' entries before it runs a job (so a
 resumed or repeated job skips what another hub measured) and before it serves reads, and
 publishes the rows its jobs wrote when each job ends; a background thread does both every
-:data:`SYNC_EVERY_S` for long jobs. One hub on its own (SQLite queue) shares nothing: the
-calls below then only hand out the tables.
+:data:`SYNC_EVERY_S` for long jobs, and compacts the log every :data:`COMPACT_EVERY_S`
+(:func:`edgelat.hub.table_log.compact`: one hub at a time does it). One hub on its own
+(SQLite queue) shares nothing: the calls below then only hand out the tables.
 
 Each worker thread keeps its connection to the tables open between jobs.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 SYNC_EVERY_S = 1.0
 #: log entries taken in (or rows published) per transaction
 BATCH = 2000
+#: seconds between two compactions of the log by this hub
+COMPACT_EVERY_S = 60.0
 
 
 class SharedTables:
@@ -64,6 +68,7 @@ class SharedTables:
         if not self.shared:
             return self
         self.replica = replica.enable(self.db(), table_log.log_name(self.store))
+        table_log.prepare(self.store)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="edgelat-hub-tables")
         self._thread.start()
@@ -84,10 +89,14 @@ class SharedTables:
             db.close()
 
     def _loop(self) -> None:
+        compacted = time.monotonic()
         while not self._stop.wait(SYNC_EVERY_S):
             try:
                 self.push()
                 self.pull()
+                if time.monotonic() - compacted >= COMPACT_EVERY_S:
+                    compacted = time.monotonic()
+                    table_log.compact(self.store)
             except EdgelatError as exc:
                 log.warning("shared tables: %s", exc)
             except Exception:  # noqa: BLE001 - the hub goes on; the next round tries again
