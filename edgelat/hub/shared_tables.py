@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 
 #: seconds between two background exchanges with the log
 SYNC_EVERY_S = 1.0
-#: log entries taken in (or rows published) per transaction
+#: log entries read (or rows published) per round
 BATCH = 2000
+#: log entries taken in per transaction of the tables (short, so the jobs' writes wait little)
+APPLY_BATCH = 200
+#: seconds a write to the hub's tables waits for SQLite's lock: the jobs' threads, taking in and
+#: publishing all write to one file, and a job waiting its turn is better than a job failed
+TABLES_BUSY_S = 300.0
 #: seconds between two compactions of the log by this hub
 COMPACT_EVERY_S = 60.0
 
@@ -56,6 +61,7 @@ class SharedTables:
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = open_db(self.db_path)
+            db.conn.execute(f"PRAGMA busy_timeout = {int(TABLES_BUSY_S * 1000)}")
         return db
 
     def fresh_db(self) -> sqlite_utils.Database:
@@ -121,7 +127,8 @@ class SharedTables:
         changed = 0
         while True:
             entries = table_log.after(self.store, replica.watermark(db), BATCH)
-            changed += replica.apply(db, entries)
+            for start in range(0, len(entries), APPLY_BATCH):
+                changed += replica.apply(db, entries[start:start + APPLY_BATCH])
             if len(entries) < BATCH:
                 return changed
 
