@@ -36,6 +36,16 @@ _INSERT = table_log.insert().returning(table_log.c.id, sort_by_parameter_order=T
 _AFTER = (select(table_log.c.id, table_log.c.origin, table_log.c.tbl, table_log.c.key, table_log.c.row)
           .where(table_log.c.id > bindparam("p_after")).order_by(table_log.c.id).limit(bindparam("p_limit")))
 _NAME = select(meta.c.value).where(meta.c.key == "tables_log")
+# PostgreSQL: the append lock and every row in one statement, run without a transaction around it (its
+# lock is held until it commits). The lock is taken before any row is made: each row joins its result,
+# and the sort below the insert reads every row first.
+_PG_APPEND = text(
+    "WITH lock AS (SELECT pg_advisory_xact_lock(:p_key) AS held)"
+    " INSERT INTO hub_table_log (origin, tbl, key, row, at)"
+    " SELECT u.origin, u.tbl, u.key, u.row, CAST(:p_at AS DOUBLE PRECISION)"
+    " FROM unnest(CAST(:p_origin AS TEXT[]), CAST(:p_tbl AS TEXT[]), CAST(:p_keys AS TEXT[]),"
+    " CAST(:p_rows AS TEXT[])) WITH ORDINALITY AS u(origin, tbl, key, row, n) CROSS JOIN lock"
+    " ORDER BY u.n RETURNING id")
 
 
 def log_name(store: Any) -> str:
@@ -50,12 +60,12 @@ def append(store: Any, origin: str, changes: list[Change]) -> list[int]:
     now = time.time()
     rows = [{"origin": origin, "tbl": c.table, "key": c.key, "row": dump_row(c.row), "at": now} for c in changes]
 
-    def run(conn: Connection) -> list[int]:
-        if store.is_postgresql:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:p_key)"), {"p_key": _APPEND_LOCK})
-        return [r.id for r in conn.execute(_INSERT, rows)]
-
-    return store.transaction(run)
+    if store.is_postgresql:
+        params = {"p_key": _APPEND_LOCK, "p_origin": [origin] * len(rows), "p_tbl": [r["tbl"] for r in rows],
+                  "p_keys": [r["key"] for r in rows], "p_rows": [r["row"] for r in rows], "p_at": now}
+        # ids come from one sequence, in the order the rows go in (the statement's sort): in input order
+        return sorted(r.id for r in store.transaction(lambda c: c.execute(_PG_APPEND, params).all(), write=False))
+    return store.transaction(lambda c: [r.id for r in c.execute(_INSERT, rows)])
 
 
 def after(store: Any, watermark: int, limit: int) -> list[Entry]:
