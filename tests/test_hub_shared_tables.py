@@ -276,3 +276,24 @@ def test_a_hub_database_made_before_compaction_gets_its_index_when_a_hub_shares(
         assert "ix_hub_table_log_key" in names
     finally:
         hub_db.close()
+
+
+def test_a_job_queued_through_one_hub_wakes_the_hub_serving_its_device(tmp_path, hub_url, monkeypatch):
+    """PostgreSQL: hub B leases a job queued through hub A at once, told by A's notification (its
+    dispatcher would otherwise only look again at its next poll, here never)."""
+    import pytest
+
+    from edgelat.hub import runner
+
+    if not hub_url.startswith("postgresql"):
+        pytest.skip("hubs on one SQLite file tell each other nothing: they poll")
+    monkeypatch.setattr(runner, "POLL_S", 3600.0)
+    with contextlib.ExitStack() as stack:
+        hubs = {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
+                                                      tables_path=tmp_path / f"tables-{name}.db", share_tables=True))
+                for name in ("a", "b")}
+        tok = tokens(hubs["a"])
+        stack.enter_context(running_link(hubs["b"], tok["agent"], agent_id="pc-1"))
+        client = stack.enter_context(HubClient(hubs["a"].address, tok["user"]))
+        job = wait_final(client, client.submit("profile-ops", "dev1", {}, _params())[0]["id"], timeout_s=60)
+        assert job["state"] == "done" and job["hub_id"] == "hub-b"
