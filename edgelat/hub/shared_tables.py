@@ -60,8 +60,7 @@ class SharedTables:
         """This thread's connection to the hub's tables (opened once, kept open)."""
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = open_db(self.db_path)
-            db.conn.execute(f"PRAGMA busy_timeout = {int(TABLES_BUSY_S * 1000)}")
+            db = self._local.db = open_db(self.db_path, timeout_s=TABLES_BUSY_S)
         return db
 
     def fresh_db(self) -> sqlite_utils.Database:
