@@ -44,15 +44,17 @@ from edgelat.lut import faults as _faults
 from edgelat.lut import schema as _schema
 
 
-def open_db(path: str | Path | None = None) -> sqlite_utils.Database:
+def open_db(path: str | Path | None = None, timeout_s: float | None = None) -> sqlite_utils.Database:
     """Open the database in WAL mode at the latest schema (creating it if there is none).
+
+    ``timeout_s``: how long a write waits for another's lock (default: ``EDGELAT_DB_TIMEOUT``).
 
     A damaged, empty or unwritable file is refused with one line (a
     :class:`~edgelat.errors.StoreError`) and left as it is; an older schema is
     upgraded by the numbered migrations of :mod:`edgelat.lut.schema`.
     """
     path = Path(path) if path is not None else _config.db_path()
-    timeout_s = _config.db_timeout_s()
+    timeout_s = _config.db_timeout_s() if timeout_s is None else timeout_s
     if not path.parent.is_dir():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

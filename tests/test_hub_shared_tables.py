@@ -180,3 +180,120 @@ def test_a_read_through_hub_b_shows_the_rows_a_job_on_hub_a_measured(tmp_path, h
         result = invoke("lut", "show", "--device", "dev1", "--json", env=env)
         assert result.exit_code == 0, result.output
         assert sorted(r["kernel_key"] for r in json.loads(result.stdout)) == sorted(SPECS)
+
+
+def _everything(db) -> dict[str, list]:
+    """Every shared table of one replica (rowids left out: each replica numbers its own)."""
+    out = {}
+    for name in ("sentinel_reference", "sentinel_checks", "kernel_measurements", "measurement_history"):
+        if name not in db.table_names():
+            out[name] = []
+            continue
+        cols = [c for c in db[name].columns_dict if c != "id"]
+        out[name] = sorted(tuple(r) for r in db.execute(f"select {', '.join(cols)} from [{name}]").fetchall())
+    return out
+
+
+def test_a_compacted_log_brings_lagging_and_late_hubs_to_the_same_rows(tmp_path, hub_url):
+    """Compaction drops superseded entries up to its point; a hub behind the point, one with a change of
+    its own not yet published, and one joining afterwards all end with the same rows, each once, and
+    nothing they took in comes back to the log."""
+    from sqlalchemy import text
+
+    from edgelat.hub import table_log
+    from edgelat.values import BenchmarkResult, LatencySummary
+
+    def kernel(db, key: str, median: float) -> None:
+        latency = LatencySummary(median, median, 0.1, median, median, 5, 0.01, True)
+        store.add_kernel_result(db, "dev1", key, "conv2d", {"h": 8}, BenchmarkResult("ab" * 32, cfg, latency))
+
+    hub_db = HubStore(hub_url, hub_id="h").open()
+    a = SharedTables(hub_db, tmp_path / "a.db", shared=True).start()
+    b = SharedTables(hub_db, tmp_path / "b.db", shared=True).start()
+    late = SharedTables(hub_db, tmp_path / "late.db", shared=True)
+    try:
+        cfg = RuntimeConfig()
+        store.add_sentinel_reference(a.db(), "dev1", cfg, {"k1": 1.0, "k2": 2.0, "k3": 3.0})
+        store.add_sentinel_check(a.db(), "dev1", cfg, 1.0, {"k1": 1.0})
+        kernel(a.db(), "conv-a", 1.0)
+        a.push()
+        b.pull()  # b's watermark: the middle of what will be compacted
+        lagging_at = replica.watermark(b.db())
+        for median in (4.0, 5.0, 6.0):  # one row changed again and again
+            with a.db().conn:
+                a.db().execute("update sentinel_reference set median_ms = ? where kernel_key = 'k1'", [median])
+            kernel(a.db(), "conv-a", median)  # a kernel measured again (its history grows, its row changes)
+            a.push()
+        with a.db().conn:
+            a.db().execute("update sentinel_checks set note = 'seen twice'")
+            a.db().execute("delete from sentinel_reference where kernel_key = 'k2'")
+        a.push()
+        with b.db().conn:  # b changes a row itself and has not published it yet
+            b.db().execute("update sentinel_reference set median_ms = 9.0 where kernel_key = 'k3'")
+
+        before = table_log.entries(hub_db)
+        last = hub_db.transaction(lambda c: c.execute(text("select max(id) from hub_table_log")).scalar())
+        assert table_log.compact(hub_db, keep=0, step=3) > 0
+        assert table_log.compaction_point(hub_db) == last > lagging_at
+        kept = hub_db.transaction(lambda c: c.execute(text("select tbl, key from hub_table_log")).all())
+        assert len(kept) == len(set(kept)) < before  # one entry per row (the delete included)
+        assert table_log.compact(hub_db, keep=0) == 0  # nothing more
+
+        # entries after the point are the tail, left whole
+        kernel(a.db(), "conv-a", 7.0)
+        a.push()
+        tail = table_log.entries(hub_db)
+        assert table_log.compact(hub_db, keep=10) == 0 and table_log.entries(hub_db) == tail
+
+        assert b.pull() > 0  # behind the point: the snapshot, then the tail
+        b.push()  # its own change goes out and wins everywhere
+        late.start()  # a hub joining now
+        late.pull()
+        a.pull()
+        for r in (a, b, late):
+            assert r.push() == 0 and r.pull() == 0  # nothing echoes back
+        rows = _everything(a.db())
+        assert rows == _everything(b.db()) == _everything(late.db())
+        assert [r[2:4] for r in rows["sentinel_reference"]] == [("k1", 6.0), ("k3", 9.0)]
+        assert len(rows["sentinel_checks"]) == 1 and rows["sentinel_checks"][0][-1] == "seen twice"
+        assert len(rows["measurement_history"]) == 5  # every measurement once
+        assert len(rows["kernel_measurements"]) == 1 and 7.0 in rows["kernel_measurements"][0]
+    finally:
+        for r in (a, b, late):
+            r.stop()
+        hub_db.close()
+
+
+def test_a_hub_database_made_before_compaction_gets_its_index_when_a_hub_shares(tmp_path, hub_url):
+    from sqlalchemy import inspect, text
+
+    hub_db = HubStore(hub_url, hub_id="h").open()
+    try:
+        hub_db.transaction(lambda c: c.execute(text("DROP INDEX ix_hub_table_log_key")))
+        tables = SharedTables(hub_db, tmp_path / "a.db", shared=True).start()
+        tables.stop()
+        names = hub_db.transaction(lambda c: [i["name"] for i in inspect(c).get_indexes("hub_table_log")])
+        assert "ix_hub_table_log_key" in names
+    finally:
+        hub_db.close()
+
+
+def test_a_job_queued_through_one_hub_wakes_the_hub_serving_its_device(tmp_path, hub_url, monkeypatch):
+    """PostgreSQL: hub B leases a job queued through hub A at once, told by A's notification (its
+    dispatcher would otherwise only look again at its next poll, here never)."""
+    import pytest
+
+    from edgelat.hub import runner
+
+    if not hub_url.startswith("postgresql"):
+        pytest.skip("hubs on one SQLite file tell each other nothing: they poll")
+    monkeypatch.setattr(runner, "POLL_S", 3600.0)
+    with contextlib.ExitStack() as stack:
+        hubs = {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
+                                                      tables_path=tmp_path / f"tables-{name}.db", share_tables=True))
+                for name in ("a", "b")}
+        tok = tokens(hubs["a"])
+        stack.enter_context(running_link(hubs["b"], tok["agent"], agent_id="pc-1"))
+        client = stack.enter_context(HubClient(hubs["a"].address, tok["user"]))
+        job = wait_final(client, client.submit("profile-ops", "dev1", {}, _params())[0]["id"], timeout_s=60)
+        assert job["state"] == "done" and job["hub_id"] == "hub-b"

@@ -23,7 +23,7 @@ from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.client import DeviceClient
 from edgelat.agents.server import CHUNK_BYTES
 from edgelat.values import BenchmarkItem, BenchmarkResult, MeasurementProtocol, RuntimeConfig
-from edgelat.errors import AgentUnreachable, DeviceError, revive
+from edgelat.errors import AgentUnreachable, DeviceError, EdgelatError, revive
 from edgelat.proto import agent_pb2 as apb
 from edgelat.proto import hub_pb2 as pb
 
@@ -36,6 +36,8 @@ MAX_KNOWN_MODELS = 4096
 PUT_WITHOUT_ASKING = 256 << 10
 #: what an agent's result says when a model it was asked to run is not in its cache
 MISSING_MODEL = "is not on the device"
+#: bytes of models one client keeps, to send again one the agent's cache let go mid-job
+RESEND_BYTES = 64 << 20
 
 
 _SHAS: "OrderedDict[int, tuple[bytes, str]]" = OrderedDict()
@@ -206,6 +208,10 @@ class TunnelClient(DeviceClient):
         self.device = device
         self.timeout_s = timeout_s
         self.models_sent = 0
+        # sha256 -> the model, for the models put through this client (least recently used first):
+        # an item whose model the agent evicted is sent again and run once more (see _stream)
+        self._models: "OrderedDict[str, bytes]" = OrderedDict()
+        self._models_bytes = 0
 
     @property
     def lost(self) -> bool:
@@ -256,6 +262,7 @@ class TunnelClient(DeviceClient):
 
     def put_model(self, data: bytes) -> str:
         sha = _sha_of(data)
+        self._keep(sha, data)
         if (self.device, sha) in self.conn.models:
             return sha
         # a small model is sent at once (an agent that has it keeps its copy): one round trip, not two
@@ -279,28 +286,52 @@ class TunnelClient(DeviceClient):
         self._holds(sha)
         return sha
 
+    def _keep(self, sha: str, data: bytes) -> None:
+        """Remember a model put through this client (the most recently used ones, up to RESEND_BYTES)."""
+        if sha in self._models:
+            self._models.move_to_end(sha)
+            return
+        if len(data) > RESEND_BYTES:
+            return
+        self._models[sha] = data
+        self._models_bytes += len(data)
+        while self._models_bytes > RESEND_BYTES:
+            self._models_bytes -= len(self._models.popitem(last=False)[1])
+
     def benchmark_batch(
         self, items: Sequence[BenchmarkItem], config: RuntimeConfig, protocol: MeasurementProtocol,
         rounds: int = 0,
     ) -> Iterator[BenchmarkResult]:
+        for item in items:
+            if item.model_sha256 in self._models:
+                self._models.move_to_end(item.model_sha256)
         request = apb.BenchmarkBatchRequest(
             items=[convert.item_to_pb(item) for item in items], config=convert.config_to_pb(config),
             protocol=convert.protocol_to_pb(protocol), rounds=max(0, rounds),
         )
         return self._stream(request, len(items))
 
-    def _stream(self, request: apb.BenchmarkBatchRequest, total: int) -> Iterator[BenchmarkResult]:
+    def _stream(self, request: apb.BenchmarkBatchRequest, total: int, resend: bool = True
+                ) -> Iterator[BenchmarkResult]:
+        """The batch's results as they come. An item whose model the agent no longer holds (its cache
+        evicted it after this stream sent it) is held back; once the batch ends its model is sent
+        again and the item run once more, alone, and that result is yielded instead."""
         rid, replies = self.conn.request(self.device, benchmark_batch=request)
         done = 0
         finished = False
+        missed: dict[int, BenchmarkResult] = {}  # item index -> its result saying the model is missing
         try:
             while True:
                 reply = self._next(replies, f"mid-batch after {done} of {total} result(s)", None)
                 if reply.HasField("result"):
                     done += 1
                     if reply.result.error and MISSING_MODEL in reply.result.error:
-                        # the agent's cache let it go (evicted): upload it again next time
+                        # the agent's cache let it go (evicted): upload it again
                         self.conn.models.discard((self.device, reply.result.model_sha256))
+                        index = _item_of(request, reply.result, missed)
+                        if resend and index is not None and reply.result.model_sha256 in self._models:
+                            missed[index] = convert.result_from_pb(reply.result)
+                            continue
                     yield convert.result_from_pb(reply.result)
                 if reply.last:
                     finished = True
@@ -313,3 +344,31 @@ class TunnelClient(DeviceClient):
                 self.conn.send(pb.HubMessage(request_id=rid, device=self.device, cancel=pb.Cancel()))
         if done != total:
             raise DeviceError(f"agent {self.conn.agent_id} ended the batch after {done} of {total} result(s)")
+        for index, failed in missed.items():
+            yield self._again(request, request.items[index], failed)
+
+    def _again(self, request: apb.BenchmarkBatchRequest, item: apb.BenchmarkItem,
+               failed: BenchmarkResult) -> BenchmarkResult:
+        """Send an evicted model again and run its item alone (``failed`` when it cannot be sent)."""
+        data = self._models.get(item.model_sha256)
+        if data is None:
+            return failed
+        try:
+            self.put_model(data)
+        except AgentUnreachable:
+            raise
+        except EdgelatError as exc:  # e.g. it no longer fits the agent's cache: the item fails as before
+            log.warning("model %s not sent again to %s: %s", item.model_sha256[:12], self.device, exc)
+            return failed
+        log.info("model %s was evicted by the agent serving %s: sent again", item.model_sha256[:12], self.device)
+        alone = apb.BenchmarkBatchRequest(items=[item], config=request.config, protocol=request.protocol,
+                                          rounds=request.rounds)
+        return list(self._stream(alone, 1, resend=False))[0]
+
+
+def _item_of(request: apb.BenchmarkBatchRequest, result: apb.BenchmarkResult, held: dict[int, Any]) -> int | None:
+    """The index of the batch item a result answers (by tag and model; items already held back excluded)."""
+    for index, item in enumerate(request.items):
+        if item.tag == result.tag and item.model_sha256 == result.model_sha256 and index not in held:
+            return index
+    return None

@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from edgelat.errors import BadInput, EdgelatError, UnknownDevice
-from edgelat.hub import schema
+from edgelat.hub import pg_statements, schema
 from edgelat.hub.db import (
     db_error,
     is_transient,
@@ -489,6 +489,8 @@ class HubStore:
             conn.execute(q.seen_devices, params)
             return conn.execute(q.renew_leases, params).rowcount
 
+        if self._pg:
+            return self._tx(lambda c: c.execute(pg_statements.HEARTBEAT, params).rowcount, write=False)
         return self._tx(run)
 
     def agent_offline(self, agent_id: str) -> None:
@@ -569,10 +571,22 @@ class HubStore:
             self._notify_hubs(conn, device)
             return conn.execute(select(d).where(d.c.name == device)).first()
 
-        dev = self._tx(run)
+        if self._pg:
+            dev = self._submit_pg(values)
+        else:
+            dev = self._tx(run)
         self._poke([device])
         row = SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values})
         return self._job_dict(row), None if dev is None else self._device_dict(dev, self._now())
+
+    def _submit_pg(self, values: dict) -> Any:
+        """PostgreSQL: queue the job and read its device in one statement; tell the other hubs only
+        when the device is served through another one (this hub's dispatchers were told; a device
+        offline now is leased by the hub it comes back to, which looks for work when it does)."""
+        dev = self._tx(lambda c: c.execute(pg_statements.SUBMIT, values).first(), write=False)
+        if dev is not None and dev.online and dev.hub_id != self.hub_id:
+            self._tx(lambda c: self._notify_hubs(c, values["device"]), write=False)
+        return dev
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
@@ -600,7 +614,12 @@ class HubStore:
             if self._tx(lambda c: c.execute(probe, params).first(), write=False) is None:
                 return None
         try:
-            lease = self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True, attempts=12)
+            if self._pg and names is None:  # one statement to pick, one to claim: no transaction around them
+                lease = self._tx(lambda c: self._lease_pg(c, float(ttl_s)), write=False, retry_integrity=True,
+                                 attempts=12)
+            else:
+                lease = self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True,
+                                 attempts=12)
         except _Retry:
             lease = None
         if names is None:
@@ -651,6 +670,31 @@ class HubStore:
                     best = min(heads, key=lambda r: r.created_at)
                     return self._claim(conn, best.id, best.device, best.user, now, ttl_s, base)
             below = priority
+
+    def _lease_pg(self, conn: Connection, ttl_s: float) -> Lease | None:
+        """:meth:`_lease_tx` for any device on PostgreSQL: per priority, one statement gives every
+        user's oldest job on a free device of this hub (and the user's running jobs); the first by
+        (running, leased recently, submit time) is claimed, which re-checks job and device."""
+        now = self._now()
+        base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
+        below = PRIORITY_CEILING
+        while True:
+            rows = conn.execute(pg_statements.PICK, dict(base, p_below=below)).all()
+            if not rows:
+                return None
+            heads = [r for r in rows if r.id is not None]
+            if heads:
+                best = min(heads, key=lambda r: (r.running, self._recent(r.name, now), r.created_at))
+                lease_id = uuid.uuid4().hex
+                row = conn.execute(pg_statements.CLAIM, dict(
+                    base, p_device=best.device, p_id=best.id, p_lease=lease_id, p_ttl=ttl_s,
+                    p_expires=now + ttl_s, p_now=now)).first()
+                if row is None:
+                    raise _Retry()  # taken meanwhile: pick again
+                self._count_lease(best.name, now)
+                return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent,
+                             device=best.device, expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
+            below = rows[0].priority
 
     def _lease_few(self, conn: Connection, names: list[str], ttl_s: float, now: float, base: dict) -> Lease | None:
         """The lease for an agent that serves a few devices: look only at those devices' queues."""
@@ -717,7 +761,8 @@ class HubStore:
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
         params = {"p_lease": lease_id, "p_done": done, "p_total": total,
                   "p_message": str(message or "")[:2000], "p_now": self._now()}
-        return self._tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
+        # one statement: PostgreSQL runs it without a transaction around it (write=False)
+        return self._tx(lambda c: c.execute(self._q.progress, params).rowcount, write=not self._pg) == 1
 
     def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
                done: int | None = None, total: int | None = None) -> bool:
@@ -747,7 +792,11 @@ class HubStore:
             waiting = conn.execute(q.probe_devices, {"p_names": q.pack([row.device])}).first() is not None
             return row.device, waiting
 
-        got = self._tx(run)
+        if self._pg:
+            row = self._tx(lambda c: c.execute(pg_statements.FINISH, params).first(), write=False)
+            got = None if row is None else (row.device, bool(row.waiting))
+        else:
+            got = self._tx(run)
         if got is None:
             return False
         if got[1]:

@@ -79,6 +79,23 @@ class Runner:
         self._dispatcher.start()
         self._keeper = threading.Thread(target=self._keep, daemon=True, name="edgelat-hub-keeper")
         self._keeper.start()
+        if getattr(self.store, "is_postgresql", False):
+            threading.Thread(target=self._hear_other_hubs, daemon=True, name="edgelat-hub-hear").start()
+
+    def _hear_other_hubs(self) -> None:
+        """PostgreSQL: wake the dispatcher when another hub says work may wait for a device served
+        here (a job queued through it, say), instead of at the next poll."""
+        marker = self.store.work_marker()
+        while not self._stop.is_set():
+            try:
+                seen = self.store.wait_for_work(marker, 1.0)
+            except EdgelatError as exc:
+                log.warning("hub notifications: %s", exc)
+                self._stop.wait(1.0)
+                continue
+            if seen != marker:
+                marker = seen
+                self.wake.set()
 
     def stop(self, wait_s: float = 5.0) -> None:
         """Stop leasing; running jobs stop at their next progress report (their leases expire)."""

@@ -141,4 +141,6 @@ table_log = Table(
     Column("key", Text, nullable=False),  # JSON: the row's key in that table
     Column("row", Text),  # JSON: the row's content; NULL: the row was deleted
     Column("at", Float, nullable=False),
+    # compaction finds the earlier entries of a row (edgelat.hub.table_log.compact)
+    Index("ix_hub_table_log_key", "tbl", "key", "id"),
 )

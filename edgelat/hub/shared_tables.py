@@ -5,8 +5,9 @@ every command uses); hubs on one database exchange what changed through the tabl
 :mod:`edgelat.hub.table_log`. A hub takes in the others' entries before it runs a job (so a
 resumed or repeated job skips what another hub measured) and before it serves reads, and
 publishes the rows its jobs wrote when each job ends; a background thread does both every
-:data:`SYNC_EVERY_S` for long jobs. One hub on its own (SQLite queue) shares nothing: the
-calls below then only hand out the tables.
+:data:`SYNC_EVERY_S` for long jobs, and compacts the log every :data:`COMPACT_EVERY_S`
+(:func:`edgelat.hub.table_log.compact`: one hub at a time does it). One hub on its own
+(SQLite queue) shares nothing: the calls below then only hand out the tables.
 
 Each worker thread keeps its connection to the tables open between jobs.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +31,15 @@ log = logging.getLogger(__name__)
 
 #: seconds between two background exchanges with the log
 SYNC_EVERY_S = 1.0
-#: log entries taken in (or rows published) per transaction
+#: log entries read (or rows published) per round
 BATCH = 2000
+#: log entries taken in per transaction of the tables (short, so the jobs' writes wait little)
+APPLY_BATCH = 200
+#: seconds a write to the hub's tables waits for SQLite's lock: the jobs' threads, taking in and
+#: publishing all write to one file, and a job waiting its turn is better than a job failed
+TABLES_BUSY_S = 300.0
+#: seconds between two compactions of the log by this hub
+COMPACT_EVERY_S = 60.0
 
 
 class SharedTables:
@@ -51,7 +60,7 @@ class SharedTables:
         """This thread's connection to the hub's tables (opened once, kept open)."""
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = open_db(self.db_path)
+            db = self._local.db = open_db(self.db_path, timeout_s=TABLES_BUSY_S)
         return db
 
     def fresh_db(self) -> sqlite_utils.Database:
@@ -64,6 +73,7 @@ class SharedTables:
         if not self.shared:
             return self
         self.replica = replica.enable(self.db(), table_log.log_name(self.store))
+        table_log.prepare(self.store)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="edgelat-hub-tables")
         self._thread.start()
@@ -84,10 +94,14 @@ class SharedTables:
             db.close()
 
     def _loop(self) -> None:
+        compacted = time.monotonic()
         while not self._stop.wait(SYNC_EVERY_S):
             try:
                 self.push()
                 self.pull()
+                if time.monotonic() - compacted >= COMPACT_EVERY_S:
+                    compacted = time.monotonic()
+                    table_log.compact(self.store)
             except EdgelatError as exc:
                 log.warning("shared tables: %s", exc)
             except Exception:  # noqa: BLE001 - the hub goes on; the next round tries again
@@ -112,7 +126,8 @@ class SharedTables:
         changed = 0
         while True:
             entries = table_log.after(self.store, replica.watermark(db), BATCH)
-            changed += replica.apply(db, entries)
+            for start in range(0, len(entries), APPLY_BATCH):
+                changed += replica.apply(db, entries[start:start + APPLY_BATCH])
             if len(entries) < BATCH:
                 return changed
 
