@@ -193,14 +193,55 @@ def _edgelat() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from edgelat.cli import main; main()"]
 
 
-def start_hub(url: str, home: Path) -> tuple[subprocess.Popen, str]:
+def profiled_hub(out: str, argv: list[str]) -> None:
+    """Run ``edgelat`` with ``argv`` under cProfile on every thread; the merged stats go to ``out``
+    when it exits (``--profile-hub``: where a hub's CPU goes under this load)."""
+    import atexit
+    import cProfile
+    import pstats
+
+    profilers: list[cProfile.Profile] = []
+    guard = threading.Lock()
+
+    def start_thread_profiler(*_: object) -> None:
+        prof = cProfile.Profile(time.thread_time)  # CPU, not waits; enable() takes sys.setprofile over
+        with guard:
+            profilers.append(prof)
+        prof.enable()
+
+    def dump() -> None:
+        with guard:
+            profs = list(profilers)
+        stats = None
+        for prof in profs:
+            prof.disable()
+            stats = pstats.Stats(prof) if stats is None else stats.add(prof)
+        if stats is not None:
+            stats.dump_stats(out)
+
+    threading.setprofile(start_thread_profiler)  # called once in each new thread, then replaced
+    main_prof = cProfile.Profile(time.thread_time)
+    profilers.append(main_prof)
+    main_prof.enable()
+    atexit.register(dump)
+    from edgelat.cli import main as cli_main
+
+    sys.argv = ["edgelat", *argv]
+    try:
+        cli_main()
+    except SystemExit:
+        pass
+
+
+def start_hub(url: str, home: Path, profile_to: str | None = None) -> tuple[subprocess.Popen, str]:
     """``edgelat hub serve`` in a subprocess; returns it and its address once it is listening."""
     port = _free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, EDGELAT_HOME=str(home))
     log = open(home / "hub.log", "w")
-    proc = subprocess.Popen(_edgelat() + ["hub", "serve", "--listen", f"127.0.0.1:{port}", "--db", url],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    argv = ["hub", "serve", "--listen", f"127.0.0.1:{port}", "--db", url]
+    cmd = _edgelat() + argv if profile_to is None else [sys.executable, __file__, "--_profiled-hub", profile_to, *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     line = proc.stdout.readline()
     if "listening" not in line:
         proc.kill()
@@ -255,7 +296,8 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
     procs = []
     try:
         for h in range(hubs):
-            procs.append(start_hub(url, tmp / f"{name}-hub{h}"))
+            out = None if args.profile_hub is None else f"{args.profile_hub}.{name}-hub{h}.pstats"
+            procs.append(start_hub(url, tmp / f"{name}-hub{h}", out))
         addresses = [a for _, a in procs]
         devices = [f"dev{i:04d}" for i in range(args.agents)]
         targets = [(addresses[i % hubs], agent_token, f"agent{i:04d}", d) for i, d in enumerate(devices)]
@@ -361,6 +403,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=250.0, help="offered submissions per second, all users together")
     ap.add_argument("--workers", type=int, default=2, help="processes the fake agents run in")
     ap.add_argument("--setups", default=",".join(SETUPS), help="sqlite (one hub), postgresql (two hubs)")
+    ap.add_argument("--profile-hub", default=None, metavar="PREFIX",
+                    help="run each hub under cProfile (all threads; slower) and write PREFIX.SETUP-hubN.pstats")
     ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")
     args = ap.parse_args()
     if min(args.jobs, args.agents, args.users, args.workers) < 1 or args.rate <= 0:
@@ -404,4 +448,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--_profiled-hub"]:
+        profiled_hub(sys.argv[2], sys.argv[3:])
+        sys.exit(0)
     sys.exit(main())

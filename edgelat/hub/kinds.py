@@ -13,6 +13,7 @@ their built-in names.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 from edgelat.agents.bounds import check_config, check_protocol
@@ -75,10 +76,18 @@ def kernel_specs(params: dict[str, Any]) -> list:
     out = []
     for i, entry in enumerate(specs):
         try:
-            out.append(spec_from_any(entry))
+            out.append(_spec_of_key(entry) if isinstance(entry, str) else spec_from_any(entry))
         except (EdgelatError, TypeError, ValueError, KeyError) as exc:
             raise BadInput(f"malformed job: kernel {i}: {exc}") from None
     return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _spec_of_key(key: str) -> Any:
+    """A kernel key parsed once (each job's keys are read at submit and again on its lease)."""
+    from edgelat.profiler.ops import KernelSpec
+
+    return KernelSpec.from_key(key)
 
 
 def _check_profile_ops(params: dict[str, Any]) -> None:

@@ -173,6 +173,10 @@ class Fleet:
         with self._lock:
             return [name for name, c in self._by_device.items() if not c.closed.is_set()]
 
+    def count(self) -> int:
+        """How many devices are registered (a closed connection's until it is removed)."""
+        return len(self._by_device)
+
     def connections(self) -> list[AgentConnection]:
         with self._lock:
             return list({id(c): c for c in self._by_device.values()}.values())

@@ -123,6 +123,11 @@ def _load(raw: str | None) -> Any:
     return None if raw is None else json.loads(raw)
 
 
+def _check_ttl(ttl_s: Any) -> None:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
+        raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
+
+
 @dataclass(frozen=True)
 class Lease:
     """A job handed to an agent: run it, report progress, finish it, before ``expires_at``."""
@@ -491,6 +496,22 @@ class HubStore:
 
         return self._tx(run)
 
+    def heartbeat_many(self, agent_ids: list[str]) -> None:
+        """:meth:`heartbeat` for several agents in one transaction (a hub with many agents
+        writes their last-seen times together)."""
+        if not agent_ids:
+            return
+        now = self._now()
+        rows = [{"p_agent": a, "p_hub": self.hub_id, "p_now": now} for a in sorted(set(agent_ids))]
+        q = self._q
+
+        def run(conn: Connection) -> None:
+            conn.execute(q.seen_agent, rows)
+            conn.execute(q.seen_devices, rows)
+            conn.execute(q.renew_leases, rows)
+
+        self._tx(run)
+
     def agent_offline(self, agent_id: str) -> None:
         """The agent disconnected: its devices go offline. Its leases run out on their own
         (``expire``), so an agent that comes back in time keeps its jobs."""
@@ -550,6 +571,14 @@ class HubStore:
                    priority: int = 0) -> tuple[dict, dict | None]:
         """:meth:`submit`, returning the queued job as :meth:`get` shows it and its device as
         :meth:`device` does (None: never seen), from the one transaction that queued it."""
+        return self.submit_and_lease(user, kind, device, config, params, priority)[:2]
+
+    def submit_and_lease(self, user: str, kind: str, device: str, config: dict, params: dict, priority: int = 0,
+                         lease_ttl_s: float | None = None) -> tuple[dict, dict | None, Lease | None]:
+        """:meth:`submit_job`; with ``lease_ttl_s``, when the device is free and served through this
+        hub, also lease its next job (the one just queued, unless an earlier one waits) in the same
+        transaction, as ``lease(devices=[device])`` would. The third value is that lease, for the
+        caller to run (None: none taken; the job waits for the dispatcher)."""
         _name(user, "the submitting user")
         _name(kind, "the job kind")
         _name(device, "the device")
@@ -557,6 +586,8 @@ class HubStore:
         params_s = _dump(params, "the job's parameters")
         if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
             raise BadInput(f"priority must be a whole number from -1000 to 1000, got {priority!r}")
+        if lease_ttl_s is not None:
+            _check_ttl(lease_ttl_s)
         job_id = uuid.uuid4().hex
         now = self._stamp()
         values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
@@ -564,15 +595,32 @@ class HubStore:
                       created_at=now, updated_at=now, version=0)
         d = t_devices
 
-        def run(conn: Connection) -> Any:
+        def run(conn: Connection, take: bool) -> tuple[Any, Lease | None]:
             conn.execute(self._q.insert_job, values)
-            self._notify_hubs(conn, device)
-            return conn.execute(select(d).where(d.c.name == device)).first()
+            lease = None
+            if take:
+                at = self._now()
+                base = {"p_hub": self.hub_id, "p_cutoff": at - self.offline_after_s}
+                if conn.execute(self._q.other_queued, {"p_device": device, "p_id": job_id}).first() is None:
+                    # nothing else waits for the device: this job is its next, if the device is free
+                    lease = self._claim(conn, job_id, device, user, at, float(lease_ttl_s), base, free_only=True)
+                else:
+                    lease = self._lease_few(conn, [device], float(lease_ttl_s), at, base)
+            if lease is None:
+                self._notify_hubs(conn, device)
+            return conn.execute(select(d).where(d.c.name == device)).first(), lease
 
-        dev = self._tx(run)
-        self._poke([device])
-        row = SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values})
-        return self._job_dict(row), None if dev is None else self._device_dict(dev, self._now())
+        try:
+            dev, lease = self._tx(lambda c: run(c, lease_ttl_s is not None))
+        except _Retry:  # the device was taken meanwhile, again and again: queued only
+            dev, lease = self._tx(lambda c: run(c, False))
+        if lease is None:
+            self._poke([device])
+        if lease is not None and lease.job["id"] == job_id:
+            job = lease.job
+        else:
+            job = self._job_dict(SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values}))
+        return job, None if dev is None else self._device_dict(dev, self._now()), lease
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
@@ -580,8 +628,7 @@ class HubStore:
         ``devices``: only these devices (an agent asking for its own). Order: priority (high first),
         then fair share (the user with the fewest running jobs, then the fewest leased recently),
         then submit time. The job becomes running and its device busy, in one transaction."""
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
-            raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
+        _check_ttl(ttl_s)
         names: list[str] | None = None
         if devices is not None:
             if isinstance(devices, str):
@@ -673,7 +720,9 @@ class HubStore:
         return None
 
     def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float,
-               base: dict) -> Lease:
+               base: dict, free_only: bool = False) -> Lease | None:
+        """Take the device and start the job; ``free_only``: None when the device is not free
+        (otherwise that is a lost race: :class:`_Retry`)."""
         q = self._q
         if self._pg:
             lease_id = uuid.uuid4().hex
@@ -681,6 +730,8 @@ class HubStore:
                 base, p_device=device, p_id=job_id, p_lease=lease_id, p_ttl=ttl_s, p_expires=now + ttl_s,
                 p_now=now)).first()
             if row is None:
+                if free_only:
+                    return None
                 raise _Retry()  # another thread of this hub took the device first
             self._count_lease(user, now)
             return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent, device=device,
@@ -689,10 +740,14 @@ class HubStore:
         if q.returning:
             got = conn.execute(q.claim_device, params).first()
             if got is None:
+                if free_only:
+                    return None
                 raise _Retry()  # another thread of this hub took the device first
             agent_id = got.agent_id
         else:
             if conn.execute(q.claim_device, params).rowcount != 1:
+                if free_only:
+                    return None
                 raise _Retry()
             agent_id = conn.execute(q.device_agent, params).scalar()
         lease_id = uuid.uuid4().hex
@@ -723,17 +778,27 @@ class HubStore:
                done: int | None = None, total: int | None = None) -> bool:
         """End a leased job as done or failed (``done``/``total``: its last progress, when not yet
         reported); frees its device. False: the lease was already gone."""
+        return self.finish_then_lease(lease_id, state, error, result, done, total)[0]
+
+    def finish_then_lease(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
+                          done: int | None = None, total: int | None = None,
+                          next_ttl_s: float | None = None) -> tuple[bool, Lease | None]:
+        """:meth:`finish`; with ``next_ttl_s``, also lease the device's next job in the same
+        transaction, as ``lease(devices=[device])`` would (a device with work waiting goes on
+        without a round through the dispatcher). Returns (finished, the next lease or None)."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
         for v, what in ((done, "done"), (total, "total")):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
+        if next_ttl_s is not None:
+            _check_ttl(next_ttl_s)
         params = {"p_lease": lease_id, "p_state": state, "p_error": error if state == "failed" else None,
                   "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now(),
                   "p_done": done, "p_total": total}
         q = self._q
 
-        def run(conn: Connection) -> tuple[str, bool] | None:
+        def run(conn: Connection, take: bool) -> tuple[str, bool, Lease | None] | None:
             if q.returning:
                 row = conn.execute(q.finish_job, params).first()
             else:
@@ -745,14 +810,22 @@ class HubStore:
             conn.execute(q.free_device_done if state == "done" else q.free_device,
                          {"p_device": row.device, "p_id": row.id})
             waiting = conn.execute(q.probe_devices, {"p_names": q.pack([row.device])}).first() is not None
-            return row.device, waiting
+            lease = None
+            if waiting and take:
+                now = self._now()
+                lease = self._lease_few(conn, [row.device], float(next_ttl_s), now,
+                                        {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s})
+            return row.device, waiting, lease
 
-        got = self._tx(run)
+        try:
+            got = self._tx(lambda c: run(c, next_ttl_s is not None))
+        except _Retry:  # the device was taken meanwhile, again and again: finished only
+            got = self._tx(lambda c: run(c, False))
         if got is None:
-            return False
-        if got[1]:
+            return False, None
+        if got[1] and got[2] is None:
             self._poke([got[0]])  # the device is free and has jobs waiting
-        return True
+        return True, got[2]
 
     def _requeue(self, conn: Connection, row, error: str, now: float) -> None:
         """A lease was lost through no fault of the job: queue it again and count it against the device."""

@@ -50,6 +50,7 @@ class Hub:
             self.fleet.changed = self.runner.wake
             self.servicer.tables = self.tables
             self.servicer.on_submit = self.runner.wake
+            self.servicer.runner = self.runner
             self.server = make_server(self.servicer, listen, tls_cert=tls_cert, tls_key=tls_key)
         except BaseException:
             self.store.close()
