@@ -115,8 +115,15 @@ def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], repo
     already = 0
     if params.get("force"):
         specs, already = _older_than_job(db, device, config, specs, job)
+    # the device's last sentinel check on this agent stream, while fresh, opens this job (consecutive
+    # short jobs on one device are checked as the chunks of one run are)
+    carry = getattr(client, "carried", None)
+    key = (config, extra.get("rounds"))
     summary = profile_kernels(db, device, client, specs, config, protocol(params), force=bool(params.get("force")),
-                              progress=on_result, **extra)
+                              progress=on_result, sentinel_opening=None if carry is None else carry.get(key),
+                              **extra)
+    if carry is not None and summary.carried is not None:
+        carry[key] = summary.carried
     summary.requested += already
     summary.skipped += already
     out = summary.to_dict()

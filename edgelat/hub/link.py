@@ -74,6 +74,8 @@ class AgentConnection:
         self.refreshed = 0.0  # when its devices were last marked seen in the queue
         # (device, sha256) of the models the agent said it holds, or took from us, on this stream: not asked again
         self.models: set[tuple[str, str]] = set()
+        # device -> (runtime config, rounds) -> the last drift-sentinel check of a job run on this stream
+        self.sentinel: dict[str, dict[Any, Any]] = {}
         self._out: queue.Queue = queue.Queue()
         self._pending: dict[int, queue.Queue] = {}
         self._ids = itertools.count(1)
@@ -210,6 +212,12 @@ class TunnelClient(DeviceClient):
         self.device = device
         self.timeout_s = timeout_s
         self.models_sent = 0
+
+    @property
+    def carried(self) -> dict[Any, Any]:
+        """The last sentinel checks of jobs on this device over this stream (see
+        :meth:`edgelat.profiler.sentinel.DriftSentinel.carried`), by runtime config and rounds."""
+        return self.conn.sentinel.setdefault(self.device, {})
 
     @property
     def lost(self) -> bool:
