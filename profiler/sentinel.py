@@ -165,8 +165,9 @@ class DriftSentinel:
             level = 1.0 if medians else None
         else:
             level = level_of(medians, reference)
-            store.add_sentinel_reference(self.db, self.device, self.config,
-                                         {k: m for k, m in medians.items() if k not in reference})
+            new = {k: m for k, m in medians.items() if k not in reference}
+            if new:
+                store.add_sentinel_reference(self.db, self.device, self.config, new)
         if level is None:
             note = "sentinel level unknown: " + (note or "no sentinel kernel comparable with the device's reference")
         store.add_sentinel_check(self.db, self.device, self.config, level, medians, note)

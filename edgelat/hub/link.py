@@ -76,8 +76,8 @@ class AgentConnection:
         self.models: set[tuple[str, str]] = set()
         # device -> (runtime config, rounds) -> the last drift-sentinel check of a job run on this stream
         self.sentinel: dict[str, dict[Any, Any]] = {}
-        self._out: queue.Queue = queue.Queue()
-        self._pending: dict[int, queue.Queue] = {}
+        self._out: queue.SimpleQueue = queue.SimpleQueue()  # (C queues: every message passes two)
+        self._pending: dict[int, queue.SimpleQueue] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -92,9 +92,9 @@ class AgentConnection:
     def send(self, msg: pb.HubMessage) -> None:
         self._out.put(msg)
 
-    def request(self, device: str, **body: Any) -> tuple[int, queue.Queue]:
+    def request(self, device: str, **body: Any) -> tuple[int, queue.SimpleQueue]:
         """Send a new request; returns its id and the queue its replies arrive in."""
-        replies: queue.Queue = queue.Queue()
+        replies: queue.SimpleQueue = queue.SimpleQueue()
         with self._lock:
             if self.closed.is_set():
                 raise AgentUnreachable(f"agent {self.agent_id} serving {device} left the hub ({self.reason})")
@@ -228,7 +228,7 @@ class TunnelClient(DeviceClient):
         return AgentUnreachable(
             f"agent {self.conn.agent_id} serving {self.device} stopped answering {during} ({self.conn.reason})")
 
-    def _next(self, replies: queue.Queue, during: str, timeout_s: float | None) -> pb.AgentReply:
+    def _next(self, replies: queue.SimpleQueue, during: str, timeout_s: float | None) -> pb.AgentReply:
         try:
             reply = replies.get(timeout=timeout_s)
         except queue.Empty:
