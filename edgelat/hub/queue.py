@@ -28,6 +28,7 @@ import math
 import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -41,7 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from edgelat.errors import BadInput, EdgelatError, UnknownDevice
-from edgelat.hub import schema
+from edgelat.hub import raw_sqlite, schema
 from edgelat.hub.db import (
     db_error,
     is_transient,
@@ -86,6 +87,9 @@ hub or the CLI within this time)."""
 SHARE_HALF_LIFE_S = 60.0
 """Fair share forgets a user's past leases with this half-life ("leased recently")."""
 
+#: the columns a submit gives a new job (the rest start NULL)
+SUBMIT_COLUMNS = ("id", "user", "kind", "device", "config", "params", "priority", "state", "done", "total",
+                  "message", "attempts", "created_at", "updated_at", "version")
 _SMALL_FILTER = 64  # lease(devices=...) with at most this many names takes the per-device path
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 _T = TypeVar("_T")
@@ -183,6 +187,9 @@ class HubStore:
         self._listening = threading.Event()
         self._write_lock: threading.Lock | None = None
         self._found_work = False
+        # SQLite: the hot transactions' statements compiled once, run on plain connections (raw_sqlite)
+        self._raw: raw_sqlite.Connections | None = None
+        self._raw_sql: dict[int, raw_sqlite.Compiled] = {}
 
     # ------------------------------------------------------------------ engine
     def open(self) -> "HubStore":
@@ -204,6 +211,11 @@ class HubStore:
             self._write_lock = sqlite_write_lock(url)
         try:
             self._q = build(self._pg, bool(engine.dialect.update_returning))
+            if not self._pg:
+                self._raw_sql = raw_sqlite.compile_statements(
+                    self._q, {"top_users_fair": TOP_USERS_FAIR}, engine.dialect,
+                    {"insert_job": list(SUBMIT_COLUMNS)})
+                self._raw = raw_sqlite.Connections(url.database)
             self._tx(self._create_schema)
         except BaseException:
             engine.dispose()
@@ -217,6 +229,9 @@ class HubStore:
             self._listen_stop.set()
             self._listener.join(5)
             self._listener = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -320,6 +335,39 @@ class HubStore:
                     continue
                 raise db_error(exc, self._shown) from None
             except (OSError, ValueError) as exc:  # e.g. psycopg connection setup errors
+                raise db_error(exc, self._shown) from None
+        raise _Retry()
+
+    def _hot_tx(self, fn: Callable[[Any], _T], *, retry_integrity: bool = False, attempts: int = 8) -> _T:
+        """:meth:`_tx` for the hot writes (submit, finish, progress, heartbeats), which use only
+        the prepared statements: on SQLite a plain connection of this thread runs them
+        (:mod:`edgelat.hub.raw_sqlite`), in the same ``BEGIN IMMEDIATE`` under the same write lock."""
+        if self._raw is None or self._write_lock is None:
+            return self._tx(fn, retry_integrity=retry_integrity, attempts=attempts)
+        for attempt in range(attempts):
+            try:
+                raw = self._raw.get()
+                with self._write_lock:
+                    raw.execute("BEGIN IMMEDIATE")
+                    try:
+                        out = fn(raw_sqlite.Connection(raw, self._raw_sql))
+                        raw.execute("COMMIT")
+                    except BaseException:
+                        if raw.in_transaction:
+                            raw.execute("ROLLBACK")
+                        raise
+                    return out
+            except _Retry:
+                if attempt == attempts - 1:
+                    raise
+            except EdgelatError:
+                raise
+            except sqlite3.IntegrityError as exc:
+                if attempt < attempts - 1 and retry_integrity:
+                    time.sleep(0.001 * (attempt + 1))
+                    continue
+                raise db_error(exc, self._shown) from None
+            except (sqlite3.Error, OSError, ValueError) as exc:
                 raise db_error(exc, self._shown) from None
         raise _Retry()
 
@@ -510,7 +558,7 @@ class HubStore:
             conn.execute(q.seen_devices, rows)
             conn.execute(q.renew_leases, rows)
 
-        self._tx(run)
+        self._hot_tx(run)
 
     def agent_offline(self, agent_id: str) -> None:
         """The agent disconnected: its devices go offline. Its leases run out on their own
@@ -593,7 +641,7 @@ class HubStore:
         values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
                       priority=priority, state="queued", done=0, total=0, message="", attempts=0,
                       created_at=now, updated_at=now, version=0)
-        d = t_devices
+        assert tuple(values) == SUBMIT_COLUMNS
 
         def run(conn: Connection, take: bool) -> tuple[Any, Lease | None]:
             conn.execute(self._q.insert_job, values)
@@ -608,12 +656,12 @@ class HubStore:
                     lease = self._lease_few(conn, [device], float(lease_ttl_s), at, base)
             if lease is None:
                 self._notify_hubs(conn, device)
-            return conn.execute(select(d).where(d.c.name == device)).first(), lease
+            return conn.execute(self._q.device_row, {"p_device": device}).first(), lease
 
         try:
-            dev, lease = self._tx(lambda c: run(c, lease_ttl_s is not None))
+            dev, lease = self._hot_tx(lambda c: run(c, lease_ttl_s is not None))
         except _Retry:  # the device was taken meanwhile, again and again: queued only
-            dev, lease = self._tx(lambda c: run(c, False))
+            dev, lease = self._hot_tx(lambda c: run(c, False))
         if lease is None:
             self._poke([device])
         if lease is not None and lease.job["id"] == job_id:
@@ -772,7 +820,7 @@ class HubStore:
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
         params = {"p_lease": lease_id, "p_done": done, "p_total": total,
                   "p_message": str(message or "")[:2000], "p_now": self._now()}
-        return self._tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
+        return self._hot_tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
     def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
                done: int | None = None, total: int | None = None) -> bool:
@@ -818,9 +866,9 @@ class HubStore:
             return row.device, waiting, lease
 
         try:
-            got = self._tx(lambda c: run(c, next_ttl_s is not None))
+            got = self._hot_tx(lambda c: run(c, next_ttl_s is not None))
         except _Retry:  # the device was taken meanwhile, again and again: finished only
-            got = self._tx(lambda c: run(c, False))
+            got = self._hot_tx(lambda c: run(c, False))
         if got is None:
             return False, None
         if got[1] and got[2] is None:
