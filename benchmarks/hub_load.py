@@ -97,13 +97,18 @@ async def _fake_agent(channel, token: str, agent_id: str, device: str, connected
                     return
                 yield msg
 
+        sent = [time.monotonic()]
+
         def reply(rid: int, last: bool = True, error: str = "", **body):
+            sent[0] = time.monotonic()
             out.put_nowait(pb.AgentMessage(reply=pb.AgentReply(request_id=rid, last=last, error=error, **body)))
 
-        async def beat():
+        async def beat():  # as the real agent: a heartbeat only after a quiet interval
             while True:
-                await asyncio.sleep(HEARTBEAT_S)
-                out.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+                await asyncio.sleep(max(0.05, HEARTBEAT_S - (time.monotonic() - sent[0])))
+                if time.monotonic() - sent[0] >= HEARTBEAT_S:
+                    sent[0] = time.monotonic()
+                    out.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat()))
 
         call = stub.Connect(outgoing(), metadata=(("authorization", f"Bearer {token}"),))
         uploads: dict[int, tuple[str, int, list[bytes]]] = {}

@@ -186,7 +186,8 @@ class HubServicer(pb_grpc.HubServicer):
                     conn.deliver(msg.reply)
                 elif kind == "heartbeat":
                     conn.touch()
-                    self._seen(conn)
+                # any message says the agent is alive (a busy agent need not send heartbeats too)
+                self._seen(conn)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             reason = f"stream broken ({code.name})" if code is not None else "stream broken"
