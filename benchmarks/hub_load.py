@@ -430,6 +430,7 @@ def main() -> int:
     ap.add_argument("--setups", default=",".join(SETUPS), help="sqlite (one hub), postgresql (two hubs)")
     ap.add_argument("--profile-hub", default=None, metavar="PREFIX",
                     help="run each hub under cProfile (all threads; slower) and write PREFIX.SETUP-hubN.pstats")
+    ap.add_argument("--logs", default=None, metavar="DIR", help="keep each hub's log in DIR")
     ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")
     args = ap.parse_args()
     if min(args.jobs, args.agents, args.users, args.workers) < 1 or args.rate <= 0:
@@ -459,6 +460,12 @@ def main() -> int:
             finally:
                 if cluster is not None:
                     cluster.stop()
+                if args.logs:
+                    import shutil
+
+                    for log in tmp.glob("*/hub.log"):
+                        Path(args.logs).mkdir(parents=True, exist_ok=True)
+                        shutil.copy(log, Path(args.logs) / f"{log.parent.name}.log")
         rss = ", ".join(f"{m:.0f}" for m in r["rss_mib"])
         print(f"{name} ({r['hubs']} hub{'s' if r['hubs'] > 1 else ''}): {r['done']} of {r['jobs']} jobs done in "
               f"{r['span_s']:.1f} s = {r['jobs_per_s']:.1f} jobs/s; submit->lease p50 {r['p50_ms']:.1f} ms, "

@@ -124,3 +124,35 @@ def test_heartbeats_of_many_agents_go_in_one_write(make_store: Callable[..., Hub
     assert all(store.device(d)["last_seen"] == store.device("dev1")["last_seen"] for d in ("dev1", "dev2"))
     clock.t += 3
     assert sorted(store.expire()) == sorted(lease.job["id"] for lease in leases)
+
+
+def test_a_job_that_met_its_tables_locked_goes_on_where_it_stopped(tmp_path) -> None:
+    import sqlite3
+
+    from edgelat.hub.runner import Runner
+
+    path = tmp_path / "tables.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE rows (k TEXT PRIMARY KEY)")
+    holder.execute("BEGIN IMMEDIATE")  # another job's write, longer than the busy timeout
+    holder.execute("INSERT INTO rows VALUES ('a')")
+    writer = sqlite3.connect(path, timeout=0.05)
+    calls = []
+
+    def run() -> dict:
+        calls.append(1)
+        try:
+            with writer:
+                writer.execute("INSERT OR IGNORE INTO rows VALUES ('b')")
+        finally:
+            if len(calls) == 1:
+                holder.execute("COMMIT")  # the other job is done
+        return {"rows": writer.execute("SELECT COUNT(*) FROM rows").fetchone()[0]}
+
+    assert Runner._resuming(run, "job1", writer) == {"rows": 2} and len(calls) == 2
+
+    def broken() -> dict:
+        raise sqlite3.OperationalError("no such table: nowhere")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        Runner._resuming(broken, "job2", writer)  # not a lock: the job fails as before

@@ -14,6 +14,7 @@ jobs of dead leases (``expire``) and drops agents that stopped heartbeating.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from concurrent import futures
@@ -34,6 +35,8 @@ POLL_S = 0.5
 MANY_DEVICES = 64
 #: most jobs running at once on one hub (one per connected device; threads are reused between jobs)
 MAX_JOB_THREADS = 2048
+#: times a job is run again where it stopped when the hub's tables stayed locked
+TABLES_LOCKED_TRIES = 4
 
 
 @dataclass
@@ -215,7 +218,8 @@ class Runner:
             self._catch_up(device)  # what other hubs measured is not measured again
             try:
                 self._enroll(db, device)
-                result = KINDS[job["kind"]][1](db, device, client, job, report)
+                result = self._resuming(lambda: KINDS[job["kind"]][1](db, device, client, job, report), job["id"],
+                                        db.conn)
             finally:
                 self._publish()
             interrupted = result.pop("_interrupted", "")
@@ -247,6 +251,22 @@ class Runner:
                 self._running.pop(lid, None)
             self.jobs_run += 1
         return nxt, looked
+
+    @staticmethod
+    def _resuming(run: Any, job_id: str, tables: sqlite3.Connection) -> dict[str, Any]:
+        """``run()``, again where it stopped (each kind skips what the tables hold) when the hub's
+        own tables (``tables``) stayed locked past their busy timeout: many jobs write them at
+        once, and a job must not fail for that."""
+        for attempt in range(TABLES_LOCKED_TRIES):
+            try:
+                return run()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == TABLES_LOCKED_TRIES - 1:
+                    raise
+                if tables.in_transaction:
+                    tables.rollback()
+                log.warning("job %s: the hub's tables stayed locked (%s); going on where it stopped", job_id, exc)
+        raise AssertionError("unreachable")
 
     def _catch_up(self, device: str) -> None:
         """Take in the other hubs' rows before the first job of a device on its current stream (a
