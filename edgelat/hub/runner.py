@@ -217,9 +217,11 @@ class Runner:
             db = self.tables.db()
             self._catch_up(device)  # what other hubs measured is not measured again
             try:
-                self._enroll(db, device)
-                result = self._resuming(lambda: KINDS[job["kind"]][1](db, device, client, job, report), job["id"],
-                                        db.conn)
+                def run() -> dict[str, Any]:
+                    self._enroll(db, device)
+                    return KINDS[job["kind"]][1](db, device, client, job, report)
+
+                result = self._resuming(run, job["id"], db.conn)
             finally:
                 self._publish()
             interrupted = result.pop("_interrupted", "")
