@@ -20,6 +20,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -184,19 +185,24 @@ class HubLink:
         ended = threading.Event()
         contexts: dict[int, _Context] = {}
 
+        sent = [time.monotonic()]  # when the last message went to the hub
+
         def outgoing() -> Iterator[pb.AgentMessage]:
             while True:
                 msg = out.get()
                 if msg is None:
                     return
+                sent[0] = time.monotonic()
                 yield msg
 
         def alive() -> bool:
             return not ended.is_set() and not stop.is_set()
 
         def beat() -> None:
-            while not ended.wait(self.heartbeat_s):
-                out.put(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+            # any message tells the hub the agent is alive: a heartbeat only after a quiet interval
+            while not ended.wait(max(0.05, self.heartbeat_s - (time.monotonic() - sent[0]))):
+                if time.monotonic() - sent[0] >= self.heartbeat_s:
+                    out.put(pb.AgentMessage(heartbeat=pb.Heartbeat()))
 
         channel = self._channel()
         call = pb_grpc.HubStub(channel).Connect(outgoing(), metadata=self._metadata)

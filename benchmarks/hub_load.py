@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -47,21 +48,28 @@ FACTS = {"kind": "board", "arch": "aarch64", "cpu_count": 4, "os": "linux", "fak
 def _fake_result(request, item, device: str):
     """A plausible, repeatable measurement of one item: the same model on the same device gives
     the same latency (the drift sentinel sees a steady device)."""
+    c, p = request.config, request.protocol
+    return _fake_result_of(device, item.model_sha256, item.tag, c.runtime, c.threads, c.provider, c.precision,
+                           p.min_runs)
+
+
+@functools.lru_cache(maxsize=16384)
+def _fake_result_of(device: str, sha: str, tag: str, runtime: str, threads: int, provider: str, precision: str,
+                    min_runs: int):
+    """:func:`_fake_result`, built once per item and device (the sentinel's come back every job)."""
     from edgelat import __version__
     from edgelat.proto import agent_pb2 as apb
 
-    seed = int.from_bytes(hashlib.sha256(f"{device}/{item.model_sha256}".encode()).digest()[:4], "big")
+    seed = int.from_bytes(hashlib.sha256(f"{device}/{sha}".encode()).digest()[:4], "big")
     median = 0.2 + (seed % 5000) / 1000.0  # 0.2 .. 5.2 ms
-    config = apb.RuntimeConfig(runtime=request.config.runtime or "onnxruntime", threads=request.config.threads,
-                               provider=request.config.provider, precision=request.config.precision,
-                               version="1.20.0")
+    config = apb.RuntimeConfig(runtime=runtime or "onnxruntime", threads=threads, provider=provider,
+                               precision=precision, version="1.20.0")
     latency = apb.LatencySummary(median=median, mean=median * 1.01, std=median * 0.02, p10=median * 0.98,
-                                 p90=median * 1.03, n=max(3, request.protocol.min_runs or 3), rel_ci=0.004,
-                                 stable=True)
+                                 p90=median * 1.03, n=max(3, min_runs or 3), rel_ci=0.004, stable=True)
     env = {"fake_device": device, "cpu_governor": "performance", "load_1m": 0.1}
-    return apb.BenchmarkResult(model_sha256=item.model_sha256, config=config, latency=latency, session_ms=3.0,
+    return apb.BenchmarkResult(model_sha256=sha, config=config, latency=latency, session_ms=3.0,
                                first_run_ms=median * 2, energy_note="no battery sensor on this fake device",
-                               environment_json=json.dumps(env), agent_version=__version__, tag=item.tag)
+                               environment_json=json.dumps(env), agent_version=__version__, tag=tag)
 
 
 async def _fake_agent(channel, token: str, agent_id: str, device: str, connected: list[int],
@@ -89,13 +97,18 @@ async def _fake_agent(channel, token: str, agent_id: str, device: str, connected
                     return
                 yield msg
 
+        sent = [time.monotonic()]
+
         def reply(rid: int, last: bool = True, error: str = "", **body):
+            sent[0] = time.monotonic()
             out.put_nowait(pb.AgentMessage(reply=pb.AgentReply(request_id=rid, last=last, error=error, **body)))
 
-        async def beat():
+        async def beat():  # as the real agent: a heartbeat only after a quiet interval
             while True:
-                await asyncio.sleep(HEARTBEAT_S)
-                out.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+                await asyncio.sleep(max(0.05, HEARTBEAT_S - (time.monotonic() - sent[0])))
+                if time.monotonic() - sent[0] >= HEARTBEAT_S:
+                    sent[0] = time.monotonic()
+                    out.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat()))
 
         call = stub.Connect(outgoing(), metadata=(("authorization", f"Bearer {token}"),))
         uploads: dict[int, tuple[str, int, list[bytes]]] = {}
@@ -127,15 +140,19 @@ async def _fake_agent(channel, token: str, agent_id: str, device: str, connected
                     reply(rid, put_model=apb.PutModelResponse(sha256=sha, bytes_received=len(data)))
                 elif kind == "benchmark_batch":
                     batch = msg.benchmark_batch
-                    for item in batch.items:
+                    count = len(batch.items)
+                    for n, item in enumerate(batch.items, 1):
                         if item.model_sha256 not in models:
                             result = apb.BenchmarkResult(model_sha256=item.model_sha256, tag=item.tag,
                                                          agent_version=__version__,
                                                          error=f"ModelNotCached: {item.model_sha256} was never uploaded")
                         else:
                             result = _fake_result(batch, item, device)
-                        reply(rid, last=False, result=result)
-                    reply(rid)
+                        # the last result ends the batch itself (an agent that has it at hand need not
+                        # send an empty closing reply)
+                        reply(rid, last=n == count, result=result)
+                    if not count:
+                        reply(rid)
                 # cancel: every request was answered at once, nothing to stop
         except grpc.aio.AioRpcError as exc:
             if stop.is_set():
@@ -193,14 +210,55 @@ def _edgelat() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from edgelat.cli import main; main()"]
 
 
-def start_hub(url: str, home: Path) -> tuple[subprocess.Popen, str]:
+def profiled_hub(out: str, argv: list[str]) -> None:
+    """Run ``edgelat`` with ``argv`` under cProfile on every thread; the merged stats go to ``out``
+    when it exits (``--profile-hub``: where a hub's CPU goes under this load)."""
+    import atexit
+    import cProfile
+    import pstats
+
+    profilers: list[cProfile.Profile] = []
+    guard = threading.Lock()
+
+    def start_thread_profiler(*_: object) -> None:
+        prof = cProfile.Profile(time.thread_time)  # CPU, not waits; enable() takes sys.setprofile over
+        with guard:
+            profilers.append(prof)
+        prof.enable()
+
+    def dump() -> None:
+        with guard:
+            profs = list(profilers)
+        stats = None
+        for prof in profs:
+            prof.disable()
+            stats = pstats.Stats(prof) if stats is None else stats.add(prof)
+        if stats is not None:
+            stats.dump_stats(out)
+
+    threading.setprofile(start_thread_profiler)  # called once in each new thread, then replaced
+    main_prof = cProfile.Profile(time.thread_time)
+    profilers.append(main_prof)
+    main_prof.enable()
+    atexit.register(dump)
+    from edgelat.cli import main as cli_main
+
+    sys.argv = ["edgelat", *argv]
+    try:
+        cli_main()
+    except SystemExit:
+        pass
+
+
+def start_hub(url: str, home: Path, profile_to: str | None = None) -> tuple[subprocess.Popen, str]:
     """``edgelat hub serve`` in a subprocess; returns it and its address once it is listening."""
     port = _free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, EDGELAT_HOME=str(home))
     log = open(home / "hub.log", "w")
-    proc = subprocess.Popen(_edgelat() + ["hub", "serve", "--listen", f"127.0.0.1:{port}", "--db", url],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    argv = ["hub", "serve", "--listen", f"127.0.0.1:{port}", "--db", url]
+    cmd = _edgelat() + argv if profile_to is None else [sys.executable, __file__, "--_profiled-hub", profile_to, *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     line = proc.stdout.readline()
     if "listening" not in line:
         proc.kill()
@@ -255,7 +313,8 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
     procs = []
     try:
         for h in range(hubs):
-            procs.append(start_hub(url, tmp / f"{name}-hub{h}"))
+            out = None if args.profile_hub is None else f"{args.profile_hub}.{name}-hub{h}.pstats"
+            procs.append(start_hub(url, tmp / f"{name}-hub{h}", out))
         addresses = [a for _, a in procs]
         devices = [f"dev{i:04d}" for i in range(args.agents)]
         targets = [(addresses[i % hubs], agent_token, f"agent{i:04d}", d) for i, d in enumerate(devices)]
@@ -273,6 +332,8 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
                 raise RuntimeError("the fake agents did not all connect within 300 s")
         connect_s = time.perf_counter() - t0
 
+        own = os.times()
+        own_cpu0 = own.user + own.system  # the users' submits (and this loop's polls) from here on
         per_device = -(-args.jobs // args.agents)
         keys = kernel_keys(per_device)
         errors: list[str] = []
@@ -316,6 +377,9 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
             t.join(5)
         rss = [peak_rss_mib(p.pid) for p, _ in procs]
         cpu = sum(cpu_seconds(p.pid) for p, _ in procs)
+        agents_cpu = sum(cpu_seconds(p.pid) for p, _ in workers)
+        own = os.times()
+        own_cpu = own.user + own.system - own_cpu0
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT state, created_at, leased_at, finished_at, error FROM hub_jobs")).all()
         engine.dispose()
@@ -340,7 +404,10 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
                 first_errors=[r.error for r in failed[:3]] + errors[:3], span_s=span,
                 jobs_per_s=len(done) / span if done else 0.0, p50_ms=_percentile(waits, 50),
                 p99_ms=_percentile(waits, 99), max_ms=waits[-1] if waits else float("nan"),
-                rss_mib=rss, cpu_ms_per_job=cpu * 1000 / len(done) if done else float("nan"), connect_s=connect_s, unfinished=len(rows) - len(done) - len(failed))
+                rss_mib=rss, cpu_ms_per_job=cpu * 1000 / len(done) if done else float("nan"), connect_s=connect_s,
+                unfinished=len(rows) - len(done) - len(failed),
+                agents_ms_per_job=agents_cpu * 1000 / len(done) if done else float("nan"),
+                users_ms_per_job=own_cpu * 1000 / len(done) if done else float("nan"))
 
 
 def _pg_url(arg: str | None) -> tuple[str | None, object | None, str]:
@@ -361,12 +428,16 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=250.0, help="offered submissions per second, all users together")
     ap.add_argument("--workers", type=int, default=2, help="processes the fake agents run in")
     ap.add_argument("--setups", default=",".join(SETUPS), help="sqlite (one hub), postgresql (two hubs)")
+    ap.add_argument("--profile-hub", default=None, metavar="PREFIX",
+                    help="run each hub under cProfile (all threads; slower) and write PREFIX.SETUP-hubN.pstats")
+    ap.add_argument("--logs", default=None, metavar="DIR", help="keep each hub's log in DIR")
     ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")
     args = ap.parse_args()
     if min(args.jobs, args.agents, args.users, args.workers) < 1 or args.rate <= 0:
         ap.error("--jobs, --agents, --users, --workers and --rate must be positive")
 
-    print(f"hub load: {args.agents} fake agents in {args.workers} processes, {args.users} users, {args.jobs} "
+    print(f"hub load: load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} before the run; "
+          f"{args.agents} fake agents in {args.workers} processes, {args.users} users, {args.jobs} "
           f"one-kernel profile-ops jobs offered at {args.rate:g}/s; cpus={os.cpu_count()}", flush=True)
     rc = 0
     for name in [s.strip() for s in args.setups.split(",") if s.strip()]:
@@ -389,11 +460,18 @@ def main() -> int:
             finally:
                 if cluster is not None:
                     cluster.stop()
+                if args.logs:
+                    import shutil
+
+                    for log in tmp.glob("*/hub.log"):
+                        Path(args.logs).mkdir(parents=True, exist_ok=True)
+                        shutil.copy(log, Path(args.logs) / f"{log.parent.name}.log")
         rss = ", ".join(f"{m:.0f}" for m in r["rss_mib"])
         print(f"{name} ({r['hubs']} hub{'s' if r['hubs'] > 1 else ''}): {r['done']} of {r['jobs']} jobs done in "
               f"{r['span_s']:.1f} s = {r['jobs_per_s']:.1f} jobs/s; submit->lease p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; hub peak RSS {rss} MiB; "
-              f"hub CPU {r['cpu_ms_per_job']:.1f} ms per job (all hubs, start-up included); "
+              f"hub CPU {r['cpu_ms_per_job']:.1f} ms per job (all hubs, start-up included; fake agents "
+              f"{r['agents_ms_per_job']:.1f}, users {r['users_ms_per_job']:.1f}); "
               f"agents connected in {r['connect_s']:.1f} s; failed {r['failed']}, unfinished {r['unfinished']}",
               flush=True)
         for e in r["first_errors"]:
@@ -404,4 +482,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--_profiled-hub"]:
+        profiled_hub(sys.argv[2], sys.argv[3:])
+        sys.exit(0)
     sys.exit(main())

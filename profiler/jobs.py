@@ -25,7 +25,7 @@ from edgelat.profiler import runner
 from edgelat.profiler.intake import ModelFile, model_ref_for, read_model  # noqa: F401  (model_ref_for: callers import it from here too)
 from edgelat.profiler.ops import KernelSpec
 from edgelat.profiler.runner import Progress  # noqa: F401  (progress(done, total, key, result), per row)
-from edgelat.profiler.sentinel import DEFAULT_EVERY_S, DriftSentinel, SentinelCheck
+from edgelat.profiler.sentinel import DEFAULT_EVERY_S, Carried, DriftSentinel, SentinelCheck
 
 
 #: Rounds a batch's kernels are interleaved over on the device (0 or 1: one by one).
@@ -55,6 +55,7 @@ class JobSummary:
     rounds: int = 0
     sentinel: list[SentinelCheck] = field(default_factory=list)
     interrupted: str = ""  # why the batch stopped early (the rerun resumes)
+    carried: Carried | None = None  # the last sentinel check, for the next run on the device to start from
 
     @property
     def levels(self) -> list[float]:
@@ -112,6 +113,7 @@ def profile_kernels(
     chunk: int = DEFAULT_CHUNK,
     sentinel: bool = True,
     sentinel_every_s: float = DEFAULT_SENTINEL_EVERY_S,
+    sentinel_opening: Carried | None = None,
 ) -> JobSummary:
     """Measure each kernel not yet in the device's table (all of them with ``force``).
 
@@ -123,10 +125,11 @@ def profile_kernels(
     last level checked, then given the geometric mean of the levels before and
     after it once the next check is in. Losing the device mid-batch does not raise: the
     summary's ``interrupted`` says why and how many rows were kept, so the caller
-    can tell the user to rerun.
+    can tell the user to rerun. ``sentinel_opening``: the last check of the run before on this
+    device (:meth:`DriftSentinel.carried`, same config and rounds) starts this one while it is fresh.
     """
     return profile_items(db, device, client, runner.kernel_items(specs, config.model_format), config, protocol,
-                         force, progress, rounds, chunk, sentinel, sentinel_every_s)
+                         force, progress, rounds, chunk, sentinel, sentinel_every_s, sentinel_opening)
 
 
 def profile_items(
@@ -142,10 +145,12 @@ def profile_items(
     chunk: int = DEFAULT_CHUNK,
     sentinel: bool = True,
     sentinel_every_s: float = DEFAULT_SENTINEL_EVERY_S,
+    sentinel_opening: Carried | None = None,
 ) -> JobSummary:
     """:func:`profile_kernels` for runner items (catalog kernels, kernels cut out of a file)."""
     started = time.perf_counter()
-    drift = DriftSentinel(db, device, client, config, rounds, sentinel_every_s, started) if sentinel else None
+    drift = DriftSentinel(db, device, client, config, rounds, sentinel_every_s, started,
+                          opening=sentinel_opening) if sentinel else None
     run = runner.run(db, device, client, config, protocol, items,
                      runner.RunOptions(group=chunk, rounds=rounds, again=force, progress=progress, sentinel=drift))
     summary = JobSummary(device=device, config=config, requested=run.requested, skipped=run.skipped,
@@ -153,6 +158,7 @@ def profile_items(
                          measured_seconds=run.measured_seconds, rounds=max(0, rounds))
     if drift is not None:
         summary.sentinel, summary.sentinel_seconds = drift.checks, drift.seconds
+        summary.carried = drift.carried()
     if run.lost is not None:
         summary.interrupted = f"{run.lost} ({run.measured} new rows kept; rerun the same command to measure the rest)"
     summary.wall_seconds = time.perf_counter() - started

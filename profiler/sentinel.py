@@ -85,6 +85,18 @@ def sentinel_models(fmt: str) -> tuple[bytes, ...]:
     return tuple(build_model(s, fmt) for s in SENTINEL_SPECS)
 
 
+@dataclass(frozen=True)
+class Carried:
+    """A run's last check and when it ended (``time.perf_counter``): the opening check of the next
+    run on the same device, runtime config and rounds while it is fresher than the sentinel's period."""
+
+    check: SentinelCheck
+    ended: float
+
+    def fresh(self, every_s: float) -> bool:
+        return time.perf_counter() - self.ended < every_s
+
+
 class DriftSentinel:
     """The sentinel of one run of measurements (a profiling job, a predictor build).
 
@@ -95,7 +107,8 @@ class DriftSentinel:
     a group when :meth:`due`, and at the end (:meth:`close`)."""
 
     def __init__(self, db: sqlite_utils.Database, device: str, client: Any, config: RuntimeConfig,
-                 rounds: int = 0, every_s: float = DEFAULT_EVERY_S, started: float | None = None) -> None:
+                 rounds: int = 0, every_s: float = DEFAULT_EVERY_S, started: float | None = None,
+                 opening: "Carried | None" = None) -> None:
         self.db, self.device, self.client, self.config = db, device, client, config
         self.rounds, self.every_s = rounds, every_s
         self.started = time.perf_counter() if started is None else started
@@ -104,6 +117,16 @@ class DriftSentinel:
         self._items: list[BenchmarkItem] | None = None
         self._pending: list[str] = []  # rows stored since the last check
         self._last_at = 0.0
+        if opening is not None and opening.fresh(every_s):
+            # the check that ended the run before on this device stands for this run's start, as a
+            # check between two chunks of one run would (it is stored already)
+            c = opening.check
+            self.checks.append(SentinelCheck(opening.ended - self.started, c.level, dict(c.medians), c.note))
+            self._last_at = opening.ended
+
+    def carried(self) -> "Carried | None":
+        """The last check, for the next run on this device to start from (None: no check)."""
+        return Carried(self.checks[-1], self._last_at) if self.checks else None
 
     @property
     def last(self) -> SentinelCheck | None:
@@ -142,8 +165,9 @@ class DriftSentinel:
             level = 1.0 if medians else None
         else:
             level = level_of(medians, reference)
-            store.add_sentinel_reference(self.db, self.device, self.config,
-                                         {k: m for k, m in medians.items() if k not in reference})
+            new = {k: m for k, m in medians.items() if k not in reference}
+            if new:
+                store.add_sentinel_reference(self.db, self.device, self.config, new)
         if level is None:
             note = "sentinel level unknown: " + (note or "no sentinel kernel comparable with the device's reference")
         store.add_sentinel_check(self.db, self.device, self.config, level, medians, note)

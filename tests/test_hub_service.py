@@ -16,8 +16,11 @@ from edgelat.profiler.presets import get_preset
 SPECS = [s.key for s in get_preset("smoke")[:4]]
 
 
-def _params(specs: list[str]) -> dict:
-    return {"specs": specs, "protocol": FAST_DICT, "rounds": 0}
+def _params(specs: list[str], slow: bool = False) -> dict:
+    """A profile-ops job; ``slow``: each kernel measured long enough that a job stopped once its
+    first rows are in is stopped mid-job (the hub finishes tiny kernels faster than a test polls)."""
+    protocol = {**FAST_DICT, "min_runs": 300, "max_runs": 600, "max_seconds": 1.0} if slow else FAST_DICT
+    return {"specs": specs, "protocol": protocol, "rounds": 0}
 
 
 def _rows(device: str = "dev1") -> tuple[int, int]:
@@ -61,7 +64,7 @@ def test_a_job_whose_agent_vanished_resumes_on_the_next_agent(tmp_path):
         tok = tokens(hub)
         with HubClient(hub.address, tok["user"]) as client:
             with running_link(hub, tok["agent"], agent_id="first") as first:
-                job, _ = client.submit("profile-ops", "dev1", {}, _params(BIG))
+                job, _ = client.submit("profile-ops", "dev1", {}, _params(BIG, slow=True))
                 wait_for(lambda: client.get(job["id"])["done"] >= 2, 120, "two rows")
                 first.stop()  # the agent's link dies mid-job
                 requeued = wait_for(lambda: (j := client.get(job["id"]))["state"] == "queued" and j, 60, "requeue")
@@ -81,7 +84,7 @@ def test_cancel_stops_a_running_job_and_retry_queues_it_again(tmp_path):
     with running_hub(tmp_path) as hub:
         tok = tokens(hub)
         with running_link(hub, tok["agent"]), HubClient(hub.address, tok["user"]) as client:
-            job, _ = client.submit("profile-ops", "dev1", {}, _params(BIG))
+            job, _ = client.submit("profile-ops", "dev1", {}, _params(BIG, slow=True))
             wait_for(lambda: client.get(job["id"])["done"] >= 1, 120, "a row")
             assert client.cancel(job["id"])["state"] == "cancelled"
             wait_for(lambda: "dev1" in [d["name"] for d in hub.store.devices() if d["state"] == "online"], 60,

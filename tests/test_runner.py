@@ -213,3 +213,27 @@ def test_model_file_prediction_reaches_no_device_client_registry_or_runner():
     assert "edgelat.predictors.kernel" in reached and "edgelat.lut.store" in reached  # the walk works
     assert not [m for m in reached if m.startswith(banned) and _file(m) is not None]
     assert "edgelat.profiler.jobs" in _imports("edgelat/on_demand.py")
+
+
+def test_a_fresh_closing_check_opens_the_next_run_and_a_stale_one_does_not(tmp_path):
+    """Consecutive short jobs on one device (the hub's): the check that closed one run opens the
+    next while fresher than the sentinel's period, as a check between two chunks would; its rows
+    are bracketed by it and their own closing check. A stale one is measured again."""
+    from edgelat.profiler.jobs import profile_kernels
+    from edgelat.profiler.sentinel import Carried
+
+    db = open_db(tmp_path / "e.db")
+    device = Scripted(medians=lambda tag, n: 2.0 if tag in {s.key for s in SENTINEL_SPECS} and n else 1.0)
+    first = profile_kernels(db, "board", device, SPECS[:1], CONFIG, FAST, rounds=0)
+    assert len(first.sentinel) == 2 and first.carried is not None
+    batches = len(device.batches)
+    second = profile_kernels(db, "board", device, SPECS[1:2], CONFIG, FAST, rounds=0, sentinel_opening=first.carried)
+    assert len(device.batches) == batches + 2  # the kernel and the closing check: no opening check
+    assert [c.level for c in second.sentinel] == [first.sentinel[-1].level, 2.0]
+    assert second.sentinel[0].at_s <= 0  # taken before this run started
+    row = next(r for r in kernel_rows(db, "board", CONFIG) if r["kernel_key"] == SPECS[1].key)
+    assert row["sentinel_level"] == pytest.approx((first.sentinel[-1].level * 2.0) ** 0.5)
+    stale = Carried(second.sentinel[-1], second.carried.ended - 3600.0)
+    batches = len(device.batches)
+    third = profile_kernels(db, "board", device, SPECS[2:3], CONFIG, FAST, rounds=0, sentinel_opening=stale)
+    assert len(device.batches) == batches + 3 and len(third.sentinel) == 2  # opened by a check of its own

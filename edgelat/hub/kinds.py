@@ -13,6 +13,7 @@ their built-in names.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 from edgelat.agents.bounds import check_config, check_protocol
@@ -75,10 +76,18 @@ def kernel_specs(params: dict[str, Any]) -> list:
     out = []
     for i, entry in enumerate(specs):
         try:
-            out.append(spec_from_any(entry))
+            out.append(_spec_of_key(entry) if isinstance(entry, str) else spec_from_any(entry))
         except (EdgelatError, TypeError, ValueError, KeyError) as exc:
             raise BadInput(f"malformed job: kernel {i}: {exc}") from None
     return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _spec_of_key(key: str) -> Any:
+    """A kernel key parsed once (each job's keys are read at submit and again on its lease)."""
+    from edgelat.profiler.ops import KernelSpec
+
+    return KernelSpec.from_key(key)
 
 
 def _check_profile_ops(params: dict[str, Any]) -> None:
@@ -106,8 +115,15 @@ def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], repo
     already = 0
     if params.get("force"):
         specs, already = _older_than_job(db, device, config, specs, job)
+    # the device's last sentinel check on this agent stream, while fresh, opens this job (consecutive
+    # short jobs on one device are checked as the chunks of one run are)
+    carry = getattr(client, "carried", None)
+    key = (config, extra.get("rounds"))
     summary = profile_kernels(db, device, client, specs, config, protocol(params), force=bool(params.get("force")),
-                              progress=on_result, **extra)
+                              progress=on_result, sentinel_opening=None if carry is None else carry.get(key),
+                              **extra)
+    if carry is not None and summary.carried is not None:
+        carry[key] = summary.carried
     summary.requested += already
     summary.skipped += already
     out = summary.to_dict()

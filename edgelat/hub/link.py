@@ -76,8 +76,10 @@ class AgentConnection:
         self.refreshed = 0.0  # when its devices were last marked seen in the queue
         # (device, sha256) of the models the agent said it holds, or took from us, on this stream: not asked again
         self.models: set[tuple[str, str]] = set()
-        self._out: queue.Queue = queue.Queue()
-        self._pending: dict[int, queue.Queue] = {}
+        # device -> (runtime config, rounds) -> the last drift-sentinel check of a job run on this stream
+        self.sentinel: dict[str, dict[Any, Any]] = {}
+        self._out: queue.SimpleQueue = queue.SimpleQueue()  # (C queues: every message passes two)
+        self._pending: dict[int, queue.SimpleQueue] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -92,9 +94,9 @@ class AgentConnection:
     def send(self, msg: pb.HubMessage) -> None:
         self._out.put(msg)
 
-    def request(self, device: str, **body: Any) -> tuple[int, queue.Queue]:
+    def request(self, device: str, **body: Any) -> tuple[int, queue.SimpleQueue]:
         """Send a new request; returns its id and the queue its replies arrive in."""
-        replies: queue.Queue = queue.Queue()
+        replies: queue.SimpleQueue = queue.SimpleQueue()
         with self._lock:
             if self.closed.is_set():
                 raise AgentUnreachable(f"agent {self.agent_id} serving {device} left the hub ({self.reason})")
@@ -175,6 +177,10 @@ class Fleet:
         with self._lock:
             return [name for name, c in self._by_device.items() if not c.closed.is_set()]
 
+    def count(self) -> int:
+        """How many devices are registered (a closed connection's until it is removed)."""
+        return len(self._by_device)
+
     def connections(self) -> list[AgentConnection]:
         with self._lock:
             return list({id(c): c for c in self._by_device.values()}.values())
@@ -214,6 +220,12 @@ class TunnelClient(DeviceClient):
         self._models_bytes = 0
 
     @property
+    def carried(self) -> dict[Any, Any]:
+        """The last sentinel checks of jobs on this device over this stream (see
+        :meth:`edgelat.profiler.sentinel.DriftSentinel.carried`), by runtime config and rounds."""
+        return self.conn.sentinel.setdefault(self.device, {})
+
+    @property
     def lost(self) -> bool:
         """Whether the stream this client used has died."""
         return self.conn.closed.is_set()
@@ -222,7 +234,7 @@ class TunnelClient(DeviceClient):
         return AgentUnreachable(
             f"agent {self.conn.agent_id} serving {self.device} stopped answering {during} ({self.conn.reason})")
 
-    def _next(self, replies: queue.Queue, during: str, timeout_s: float | None) -> pb.AgentReply:
+    def _next(self, replies: queue.SimpleQueue, during: str, timeout_s: float | None) -> pb.AgentReply:
         try:
             reply = replies.get(timeout=timeout_s)
         except queue.Empty:

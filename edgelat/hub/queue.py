@@ -28,6 +28,7 @@ import math
 import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -41,7 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from edgelat.errors import BadInput, EdgelatError, UnknownDevice
-from edgelat.hub import pg_statements, schema
+from edgelat.hub import pg_statements, raw_sqlite, schema
 from edgelat.hub.db import (
     db_error,
     is_transient,
@@ -86,6 +87,9 @@ hub or the CLI within this time)."""
 SHARE_HALF_LIFE_S = 60.0
 """Fair share forgets a user's past leases with this half-life ("leased recently")."""
 
+#: the columns a submit gives a new job (the rest start NULL)
+SUBMIT_COLUMNS = ("id", "user", "kind", "device", "config", "params", "priority", "state", "done", "total",
+                  "message", "attempts", "created_at", "updated_at", "version")
 _SMALL_FILTER = 64  # lease(devices=...) with at most this many names takes the per-device path
 _NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 _T = TypeVar("_T")
@@ -121,6 +125,11 @@ def _dump(value: Any, what: str) -> str:
 
 def _load(raw: str | None) -> Any:
     return None if raw is None else json.loads(raw)
+
+
+def _check_ttl(ttl_s: Any) -> None:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
+        raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,9 @@ class HubStore:
         self._listening = threading.Event()
         self._write_lock: threading.Lock | None = None
         self._found_work = False
+        # SQLite: the hot transactions' statements compiled once, run on plain connections (raw_sqlite)
+        self._raw: raw_sqlite.Connections | None = None
+        self._raw_sql: dict[int, raw_sqlite.Compiled] = {}
 
     # ------------------------------------------------------------------ engine
     def open(self) -> "HubStore":
@@ -199,6 +211,11 @@ class HubStore:
             self._write_lock = sqlite_write_lock(url)
         try:
             self._q = build(self._pg, bool(engine.dialect.update_returning))
+            if not self._pg:
+                self._raw_sql = raw_sqlite.compile_statements(
+                    self._q, {"top_users_fair": TOP_USERS_FAIR}, engine.dialect,
+                    {"insert_job": list(SUBMIT_COLUMNS)})
+                self._raw = raw_sqlite.Connections(url.database)
             self._tx(self._create_schema)
         except BaseException:
             engine.dispose()
@@ -212,6 +229,9 @@ class HubStore:
             self._listen_stop.set()
             self._listener.join(5)
             self._listener = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -315,6 +335,39 @@ class HubStore:
                     continue
                 raise db_error(exc, self._shown) from None
             except (OSError, ValueError) as exc:  # e.g. psycopg connection setup errors
+                raise db_error(exc, self._shown) from None
+        raise _Retry()
+
+    def _hot_tx(self, fn: Callable[[Any], _T], *, retry_integrity: bool = False, attempts: int = 8) -> _T:
+        """:meth:`_tx` for the hot writes (submit, finish, progress, heartbeats), which use only
+        the prepared statements: on SQLite a plain connection of this thread runs them
+        (:mod:`edgelat.hub.raw_sqlite`), in the same ``BEGIN IMMEDIATE`` under the same write lock."""
+        if self._raw is None or self._write_lock is None:
+            return self._tx(fn, retry_integrity=retry_integrity, attempts=attempts)
+        for attempt in range(attempts):
+            try:
+                raw = self._raw.get()
+                with self._write_lock:
+                    raw.execute("BEGIN IMMEDIATE")
+                    try:
+                        out = fn(raw_sqlite.Connection(raw, self._raw_sql))
+                        raw.execute("COMMIT")
+                    except BaseException:
+                        if raw.in_transaction:
+                            raw.execute("ROLLBACK")
+                        raise
+                    return out
+            except _Retry:
+                if attempt == attempts - 1:
+                    raise
+            except EdgelatError:
+                raise
+            except sqlite3.IntegrityError as exc:
+                if attempt < attempts - 1 and retry_integrity:
+                    time.sleep(0.001 * (attempt + 1))
+                    continue
+                raise db_error(exc, self._shown) from None
+            except (sqlite3.Error, OSError, ValueError) as exc:
                 raise db_error(exc, self._shown) from None
         raise _Retry()
 
@@ -493,6 +546,22 @@ class HubStore:
             return self._tx(lambda c: c.execute(pg_statements.HEARTBEAT, params).rowcount, write=False)
         return self._tx(run)
 
+    def heartbeat_many(self, agent_ids: list[str]) -> None:
+        """:meth:`heartbeat` for several agents in one transaction (a hub with many agents
+        writes their last-seen times together)."""
+        if not agent_ids:
+            return
+        now = self._now()
+        rows = [{"p_agent": a, "p_hub": self.hub_id, "p_now": now} for a in sorted(set(agent_ids))]
+        q = self._q
+
+        def run(conn: Connection) -> None:
+            conn.execute(q.seen_agent, rows)
+            conn.execute(q.seen_devices, rows)
+            conn.execute(q.renew_leases, rows)
+
+        self._hot_tx(run)
+
     def agent_offline(self, agent_id: str) -> None:
         """The agent disconnected: its devices go offline. Its leases run out on their own
         (``expire``), so an agent that comes back in time keeps its jobs."""
@@ -552,6 +621,14 @@ class HubStore:
                    priority: int = 0) -> tuple[dict, dict | None]:
         """:meth:`submit`, returning the queued job as :meth:`get` shows it and its device as
         :meth:`device` does (None: never seen), from the one transaction that queued it."""
+        return self.submit_and_lease(user, kind, device, config, params, priority)[:2]
+
+    def submit_and_lease(self, user: str, kind: str, device: str, config: dict, params: dict, priority: int = 0,
+                         lease_ttl_s: float | None = None) -> tuple[dict, dict | None, Lease | None]:
+        """:meth:`submit_job`; with ``lease_ttl_s``, when the device is free and served through this
+        hub, also lease its next job (the one just queued, unless an earlier one waits) in the same
+        transaction, as ``lease(devices=[device])`` would. The third value is that lease, for the
+        caller to run (None: none taken; the job waits for the dispatcher)."""
         _name(user, "the submitting user")
         _name(kind, "the job kind")
         _name(device, "the device")
@@ -559,25 +636,44 @@ class HubStore:
         params_s = _dump(params, "the job's parameters")
         if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
             raise BadInput(f"priority must be a whole number from -1000 to 1000, got {priority!r}")
+        if lease_ttl_s is not None:
+            _check_ttl(lease_ttl_s)
         job_id = uuid.uuid4().hex
         now = self._stamp()
         values = dict(id=job_id, user=user, kind=kind, device=device, config=config_s, params=params_s,
                       priority=priority, state="queued", done=0, total=0, message="", attempts=0,
                       created_at=now, updated_at=now, version=0)
-        d = t_devices
+        assert tuple(values) == SUBMIT_COLUMNS
 
-        def run(conn: Connection) -> Any:
+        def run(conn: Connection, take: bool) -> tuple[Any, Lease | None]:
             conn.execute(self._q.insert_job, values)
-            self._notify_hubs(conn, device)
-            return conn.execute(select(d).where(d.c.name == device)).first()
+            lease = None
+            if take:
+                at = self._now()
+                base = {"p_hub": self.hub_id, "p_cutoff": at - self.offline_after_s}
+                if conn.execute(self._q.other_queued, {"p_device": device, "p_id": job_id}).first() is None:
+                    # nothing else waits for the device: this job is its next, if the device is free
+                    lease = self._claim(conn, job_id, device, user, at, float(lease_ttl_s), base, free_only=True)
+                else:
+                    lease = self._lease_few(conn, [device], float(lease_ttl_s), at, base)
+            if lease is None:
+                self._notify_hubs(conn, device)
+            return conn.execute(self._q.device_row, {"p_device": device}).first(), lease
 
-        if self._pg:
-            dev = self._submit_pg(values)
+        if self._pg:  # one statement, leased by a dispatcher (see _submit_pg)
+            dev, lease = self._submit_pg(values), None
         else:
-            dev = self._tx(run)
-        self._poke([device])
-        row = SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values})
-        return self._job_dict(row), None if dev is None else self._device_dict(dev, self._now())
+            try:
+                dev, lease = self._hot_tx(lambda c: run(c, lease_ttl_s is not None))
+            except _Retry:  # the device was taken meanwhile, again and again: queued only
+                dev, lease = self._hot_tx(lambda c: run(c, False))
+        if lease is None:
+            self._poke([device])
+        if lease is not None and lease.job["id"] == job_id:
+            job = lease.job
+        else:
+            job = self._job_dict(SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values}))
+        return job, None if dev is None else self._device_dict(dev, self._now()), lease
 
     def _submit_pg(self, values: dict) -> Any:
         """PostgreSQL: queue the job and read its device in one statement; tell the other hubs only
@@ -594,8 +690,7 @@ class HubStore:
         ``devices``: only these devices (an agent asking for its own). Order: priority (high first),
         then fair share (the user with the fewest running jobs, then the fewest leased recently),
         then submit time. The job becomes running and its device busy, in one transaction."""
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= 86400:
-            raise BadInput(f"a lease's time to live must be between 0 and 86400 seconds, got {ttl_s!r}")
+        _check_ttl(ttl_s)
         names: list[str] | None = None
         if devices is not None:
             if isinstance(devices, str):
@@ -717,7 +812,9 @@ class HubStore:
         return None
 
     def _claim(self, conn: Connection, job_id: str, device: str, user: str, now: float, ttl_s: float,
-               base: dict) -> Lease:
+               base: dict, free_only: bool = False) -> Lease | None:
+        """Take the device and start the job; ``free_only``: None when the device is not free
+        (otherwise that is a lost race: :class:`_Retry`)."""
         q = self._q
         if self._pg:
             lease_id = uuid.uuid4().hex
@@ -725,6 +822,8 @@ class HubStore:
                 base, p_device=device, p_id=job_id, p_lease=lease_id, p_ttl=ttl_s, p_expires=now + ttl_s,
                 p_now=now)).first()
             if row is None:
+                if free_only:
+                    return None
                 raise _Retry()  # another thread of this hub took the device first
             self._count_lease(user, now)
             return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent, device=device,
@@ -733,10 +832,14 @@ class HubStore:
         if q.returning:
             got = conn.execute(q.claim_device, params).first()
             if got is None:
+                if free_only:
+                    return None
                 raise _Retry()  # another thread of this hub took the device first
             agent_id = got.agent_id
         else:
             if conn.execute(q.claim_device, params).rowcount != 1:
+                if free_only:
+                    return None
                 raise _Retry()
             agent_id = conn.execute(q.device_agent, params).scalar()
         lease_id = uuid.uuid4().hex
@@ -761,24 +864,35 @@ class HubStore:
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
         params = {"p_lease": lease_id, "p_done": done, "p_total": total,
                   "p_message": str(message or "")[:2000], "p_now": self._now()}
-        # one statement: PostgreSQL runs it without a transaction around it (write=False)
-        return self._tx(lambda c: c.execute(self._q.progress, params).rowcount, write=not self._pg) == 1
+        if self._pg:  # one statement: PostgreSQL runs it without a transaction around it
+            return self._tx(lambda c: c.execute(self._q.progress, params).rowcount, write=False) == 1
+        return self._hot_tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
     def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
                done: int | None = None, total: int | None = None) -> bool:
         """End a leased job as done or failed (``done``/``total``: its last progress, when not yet
         reported); frees its device. False: the lease was already gone."""
+        return self.finish_then_lease(lease_id, state, error, result, done, total)[0]
+
+    def finish_then_lease(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
+                          done: int | None = None, total: int | None = None,
+                          next_ttl_s: float | None = None) -> tuple[bool, Lease | None]:
+        """:meth:`finish`; with ``next_ttl_s``, also lease the device's next job in the same
+        transaction, as ``lease(devices=[device])`` would (a device with work waiting goes on
+        without a round through the dispatcher). Returns (finished, the next lease or None)."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
         for v, what in ((done, "done"), (total, "total")):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise BadInput(f"progress {what} must be a whole number >= 0, got {v!r}")
+        if next_ttl_s is not None:
+            _check_ttl(next_ttl_s)
         params = {"p_lease": lease_id, "p_state": state, "p_error": error if state == "failed" else None,
                   "p_result": None if result is None else _dump(result, "the job's result"), "p_now": self._now(),
                   "p_done": done, "p_total": total}
         q = self._q
 
-        def run(conn: Connection) -> tuple[str, bool] | None:
+        def run(conn: Connection, take: bool) -> tuple[str, bool, Lease | None] | None:
             if q.returning:
                 row = conn.execute(q.finish_job, params).first()
             else:
@@ -790,18 +904,26 @@ class HubStore:
             conn.execute(q.free_device_done if state == "done" else q.free_device,
                          {"p_device": row.device, "p_id": row.id})
             waiting = conn.execute(q.probe_devices, {"p_names": q.pack([row.device])}).first() is not None
-            return row.device, waiting
+            lease = None
+            if waiting and take:
+                now = self._now()
+                lease = self._lease_few(conn, [row.device], float(next_ttl_s), now,
+                                        {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s})
+            return row.device, waiting, lease
 
-        if self._pg:
+        if self._pg:  # one statement; the next job is leased by a dispatcher
             row = self._tx(lambda c: c.execute(pg_statements.FINISH, params).first(), write=False)
-            got = None if row is None else (row.device, bool(row.waiting))
+            got = None if row is None else (row.device, bool(row.waiting), None)
         else:
-            got = self._tx(run)
+            try:
+                got = self._hot_tx(lambda c: run(c, next_ttl_s is not None))
+            except _Retry:  # the device was taken meanwhile, again and again: finished only
+                got = self._hot_tx(lambda c: run(c, False))
         if got is None:
-            return False
-        if got[1]:
+            return False, None
+        if got[1] and got[2] is None:
             self._poke([got[0]])  # the device is free and has jobs waiting
-        return True
+        return True, got[2]
 
     def _requeue(self, conn: Connection, row, error: str, now: float) -> None:
         """A lease was lost through no fault of the job: queue it again and count it against the device."""

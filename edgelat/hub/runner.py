@@ -14,6 +14,7 @@ jobs of dead leases (``expire``) and drops agents that stopped heartbeating.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from concurrent import futures
@@ -34,6 +35,8 @@ POLL_S = 0.5
 MANY_DEVICES = 64
 #: most jobs running at once on one hub (one per connected device; threads are reused between jobs)
 MAX_JOB_THREADS = 2048
+#: times a job is run again where it stopped when the hub's tables stayed locked
+TABLES_LOCKED_TRIES = 4
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Runner:
         self.db_path = db_path
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._busy: set[str] = set()
+        self._busy: dict[str, int] = {}  # device -> jobs this hub runs on it (1, briefly 2 at a hand-over)
         self._enrolled: set[str] = set()  # devices known to the tables' registry
         # device -> the agent stream it was on when this hub last took in the other hubs' rows: while it
         # stays on that stream, its rows are written here only (it runs jobs through this hub alone)
@@ -138,11 +141,16 @@ class Runner:
                     if requeued:
                         log.warning("requeued %d job(s) whose lease expired: %s", len(requeued), ", ".join(requeued))
                 with self._lock:
-                    idle = [d for d in self.fleet.devices() if d not in self._busy]
-                if idle:
-                    # Many idle devices: any free device online via this hub is one of them (the queue
-                    # knows which are busy), and naming them all costs more than the lease itself.
-                    names = None if len(idle) > MANY_DEVICES else idle
+                    busy = len(self._busy)
+                # Many idle devices: any free device online via this hub is one of them (the queue
+                # knows which are busy), and naming them (or even listing them) costs more than the lease.
+                if self.fleet.count() - busy > MANY_DEVICES:
+                    idle: list[str] | None = None
+                else:
+                    with self._lock:
+                        idle = [d for d in self.fleet.devices() if d not in self._busy]
+                if idle is None or idle:
+                    names = idle
                     lease = self.store.lease(devices=names, ttl_s=self.lease_ttl_s)
                     if lease is not None:
                         self._start(lease)
@@ -159,10 +167,46 @@ class Runner:
     def _start(self, lease: Any) -> None:
         device = lease.job["device"]
         with self._lock:
-            self._busy.add(device)
+            self._busy[device] = self._busy.get(device, 0) + 1  # a count: an adopted lease may overlap the end of the last
             self._jobs[lease.lease_id] = self._pool.submit(self._run, lease)
 
+    def adopt(self, lease: Any) -> None:
+        """Run a lease taken elsewhere in this hub (a Submit that found its device free)."""
+        if self._stop.is_set():
+            self._release(lease.lease_id, "the hub is stopping")
+            return
+        try:
+            self._start(lease)
+        except RuntimeError:  # the pool was shut down meanwhile
+            self._release(lease.lease_id, "the hub is stopping")
+
+    @property
+    def accepting(self) -> bool:
+        """Whether leases handed to :meth:`adopt` are run now (False: stopping or not started)."""
+        return self._dispatcher is not None and not self._stop.is_set()
+
     def _run(self, lease: Any) -> None:
+        """Run a lease, then the device's next jobs while its finish hands one over."""
+        first = lease.lease_id
+        device = lease.job["device"]
+        looked = False  # whether the last finish looked for the device's next job itself
+        try:
+            while lease is not None:
+                lease, looked = self._run_one(lease)
+        finally:
+            with self._lock:
+                left = self._busy.get(device, 1) - 1
+                if left > 0:
+                    self._busy[device] = left
+                else:
+                    self._busy.pop(device, None)
+                self._jobs.pop(first, None)
+            if not looked:
+                self.wake.set()  # the device is free: the dispatcher looks for its work
+
+    def _run_one(self, lease: Any) -> tuple[Any, bool]:
+        """Run one leased job; returns the device's next lease when finishing it took one, and
+        whether its finish looked for one (nothing else is waiting for the device when it did not take one)."""
         job = lease.job
         device = job["device"]
         lid = lease.lease_id
@@ -182,27 +226,33 @@ class Runner:
                 lost.set()
             return not lost.is_set() and not self._stop.is_set()
         client = None
+        nxt = None
+        looked = False
         try:
             log.debug("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
             client = self.fleet.client(device)
             db = self.tables.db()
             self._catch_up(device)  # what other hubs measured is not measured again
             try:
-                self._enroll(db, device)
-                result = KINDS[job["kind"]][1](db, device, client, job, report)
+                def run() -> dict[str, Any]:
+                    self._enroll(db, device)
+                    return KINDS[job["kind"]][1](db, device, client, job, report)
+
+                result = self._resuming(run, job["id"], db.conn)
             finally:
                 self._publish()
             interrupted = result.pop("_interrupted", "")
+            follow = None if self._stop.is_set() or client.lost else self.lease_ttl_s
             if interrupted and client.lost:
                 self.store.release(lid, interrupted)
                 log.warning("job %s released: %s", job["id"], interrupted)
-            elif interrupted:
-                self.store.finish(lid, "failed", error=interrupted, result=result, done=running.state["done"],
-                                  total=running.state["total"])
             else:
-                self.store.finish(lid, "done", result=result, done=running.state["done"],
-                                  total=running.state["total"])
-                log.debug("job %s done", job["id"])
+                state = "failed" if interrupted else "done"
+                finished, nxt = self.store.finish_then_lease(
+                    lid, state, error=interrupted or None, result=result, done=running.state["done"],
+                    total=running.state["total"], next_ttl_s=follow)
+                looked = finished and follow is not None
+                log.debug("job %s %s", job["id"], state)
         except Stop:
             log.info("job %s stopped (%s)", job["id"], "cancelled or lease lost" if lost.is_set() else "hub stopping")
         except AgentUnreachable as exc:
@@ -217,11 +267,25 @@ class Runner:
             self._finish_failed(lid, f"hub error: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
-                self._busy.discard(device)
                 self._running.pop(lid, None)
-                self._jobs.pop(lid, None)
             self.jobs_run += 1
-            self.wake.set()
+        return nxt, looked
+
+    @staticmethod
+    def _resuming(run: Any, job_id: str, tables: sqlite3.Connection) -> dict[str, Any]:
+        """``run()``, again where it stopped (each kind skips what the tables hold) when the hub's
+        own tables (``tables``) stayed locked past their busy timeout: many jobs write them at
+        once, and a job must not fail for that."""
+        for attempt in range(TABLES_LOCKED_TRIES):
+            try:
+                return run()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == TABLES_LOCKED_TRIES - 1:
+                    raise
+                if tables.in_transaction:
+                    tables.rollback()
+                log.warning("job %s: the hub's tables stayed locked (%s); going on where it stopped", job_id, exc)
+        raise AssertionError("unreachable")
 
     def _catch_up(self, device: str) -> None:
         """Take in the other hubs' rows before the first job of a device on its current stream (a

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import threading
@@ -16,6 +17,10 @@ from edgelat.hub.link import Fleet
 from edgelat.hub.runner import DEFAULT_LEASE_TTL_S, Runner
 from edgelat.hub.shared_tables import SharedTables
 from edgelat.hub.service import DEFAULT_HEARTBEAT_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HubServicer, make_server
+
+
+#: the serving hub's garbage collector thresholds (Python's default: 700, 10, 10)
+GC_THRESHOLDS = (20000, 20, 20)
 
 
 def default_db_url() -> str:
@@ -50,6 +55,7 @@ class Hub:
             self.fleet.changed = self.runner.wake
             self.servicer.tables = self.tables
             self.servicer.on_submit = self.runner.wake
+            self.servicer.runner = self.runner
             self.server = make_server(self.servicer, listen, tls_cert=tls_cert, tls_key=tls_key)
         except BaseException:
             self.store.close()
@@ -81,6 +87,10 @@ class Hub:
 def serve(on_ready: Callable[[Hub], None] | None = None, **kwargs: Any) -> None:
     """Run a hub until SIGTERM/SIGINT."""
     hub = Hub(**kwargs).start()
+    # A serving hub allocates many short-lived objects per message; what it loaded to start (modules,
+    # schema, stubs) lives on and need not be scanned by every full collection, nor young objects so often.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     stop = threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():

@@ -39,6 +39,8 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 20.0
 DEFAULT_MAX_WORKERS = 512
 #: seconds between two writes of an agent's devices' last-seen time (heartbeats come more often)
 DEVICE_REFRESH_S = 15.0
+#: agents due to be marked seen within this many seconds of each other are written together
+SEEN_BATCH_S = 1.0
 #: most seconds one WatchJob wait lasts before it sends the job again (keeps the stream alive)
 WATCH_POLL_S = 10.0
 
@@ -102,8 +104,12 @@ class HubServicer(pb_grpc.HubServicer):
         self.hub_id = hub_id
         self.heartbeat_s = heartbeat_s
         self.on_submit = threading.Event()  # the runner looks for work when set
+        self.runner: Any = None  # the hub's Runner: Submit hands it the lease it took for a free device
         self.tables: Any = None  # the hub's SharedTables: reads of its tables use tables.fresh_db()
-        self._presence = threading.Lock()  # agents going online/offline, in the store and the fleet together
+        self._presence = threading.Lock()
+        self._seen_lock = threading.Lock()
+        self._seen_due: set[str] = set()  # agents whose last-seen time waits to be written
+        self._seen_flushed = 0.0  # agents going online/offline, in the store and the fleet together
 
     # -- auth ---------------------------------------------------------------------------
 
@@ -180,7 +186,8 @@ class HubServicer(pb_grpc.HubServicer):
                     conn.deliver(msg.reply)
                 elif kind == "heartbeat":
                     conn.touch()
-                    self._seen(conn)
+                # any message says the agent is alive (a busy agent need not send heartbeats too)
+                self._seen(conn)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             reason = f"stream broken ({code.name})" if code is not None else "stream broken"
@@ -190,16 +197,24 @@ class HubServicer(pb_grpc.HubServicer):
 
     def _seen(self, conn: AgentConnection) -> None:
         """Mark the agent's devices seen (and renew this hub's leases via it), every
-        :data:`DEVICE_REFRESH_S`: :meth:`HubStore.heartbeat`, which touches only what this hub holds."""
+        :data:`DEVICE_REFRESH_S`: :meth:`HubStore.heartbeat_many`, which touches only what this hub
+        holds. Agents due within :data:`SEEN_BATCH_S` of each other are written in one transaction."""
         now = time.monotonic()
         if now - conn.refreshed < DEVICE_REFRESH_S:
             return
         conn.refreshed = now
+        if self.fleet.connection(next(iter(conn.devices))) is not conn:
+            return
+        with self._seen_lock:
+            self._seen_due.add(conn.agent_id)
+            if now - self._seen_flushed < SEEN_BATCH_S:
+                return
+            due, self._seen_due = self._seen_due, set()
+            self._seen_flushed = now
         try:
-            if self.fleet.connection(next(iter(conn.devices))) is conn:
-                self.store.heartbeat(conn.agent_id)
+            self.store.heartbeat_many(sorted(due))
         except EdgelatError as exc:
-            log.warning("agent %s not marked seen: %s", conn.agent_id, exc)
+            log.warning("agents %s not marked seen: %s", ", ".join(sorted(due)[:5]), exc)
 
     # -- users --------------------------------------------------------------------------
 
@@ -211,9 +226,16 @@ class HubServicer(pb_grpc.HubServicer):
                              f"(the token names {', '.join(principal.devices or ())})")
         config, params = _loads(request.config_json, "config"), _loads(request.params_json, "params")
         check_job(request.kind, request.device, config, params)
-        job, dev = self.store.submit_job(principal.user, request.kind, request.device, config, params,
-                                         priority=request.priority)
-        self.on_submit.set()
+        runner = self.runner
+        # a device free here takes its job in the queueing transaction: no round through the dispatcher
+        ttl = runner.lease_ttl_s if runner is not None and runner.accepting and \
+            self.fleet.connection(request.device) is not None else None
+        job, dev, lease = self.store.submit_and_lease(principal.user, request.kind, request.device, config, params,
+                                                priority=request.priority, lease_ttl_s=ttl)
+        if lease is not None:
+            runner.adopt(lease)
+        else:
+            self.on_submit.set()
         return pb.JobReply(job_json=_job_json(job), note=self._device_note(request.device, dev))
 
     def _device_note(self, device: str, d: dict | None) -> str:

@@ -69,6 +69,8 @@ class Statements:
 
     probe_any: Executable
     probe_devices: Executable
+    other_queued: Executable
+    device_row: Executable
     running_of: Executable
     head: Executable
     head_in: Executable
@@ -132,6 +134,9 @@ def build(pg: bool, returning: bool) -> Statements:
     return Statements(
         probe_any=select(j.c.id).where(j.c.state == "queued").limit(1),
         probe_devices=select(j.c.id).where(j.c.state == "queued", one_of(j.c.device, "p_names")).limit(1),
+        device_row=select(d).where(d.c.name == bindparam("p_device")),
+        other_queued=select(j.c.id).where(j.c.state == "queued", j.c.device == bindparam("p_device"),
+                                          j.c.id != bindparam("p_id")).limit(1),
         running_of=select(j.c.user, func.count()).where(
             j.c.state == "running", one_of(j.c.user, "p_users")).group_by(j.c.user),
         head=skip_locked(head, j),
