@@ -103,8 +103,8 @@ def kernel_weights(items: Sequence[Any]) -> list[float]:
     """Per kernel, its weights (what the spill form needs to tell the weights a kernel
     kept cached when measured alone from those it streamed from memory even then): a
     catalog kernel's, and a graph kernel's floating-point constants (a measured MatMul's
-    weight matrix)."""
-    return [float(k.params()) for k in items]
+    weight matrix); anything else (a bare key) counts nothing."""
+    return [float(k.params()) for k in items if hasattr(k, "params")]
 
 
 def cached_weights(weights: Sequence[Any], w0: float) -> np.ndarray:

@@ -222,7 +222,7 @@ def test_spill_calibration_charges_the_weights_beyond_what_the_cache_keeps():
         cal.predict([3.0], [20])
     # without the models' weights the form is not a candidate
     assert "ratio+count+spill" not in Calibration().fit(sums, counts, measured).loo_mape_
-    # the weights of a split model: catalog kernels' parameters, nothing for other nodes
+    # the weights of a split model: kernels' parameters (graph kernels': test_predictors_graph), nothing for a bare key
     block = KernelSpec("mbconv", 14, 14, 40, 40, kernel=3, expand=3, act="relu")
     fc = KernelSpec("fc", 1, 1, 1280, 1000)
     assert model_weights([block, fc, KernelSpec("relu", 7, 7, 8), "graph:Softmax"]) == block.params() + 1280 * 1000 + 1000

@@ -660,7 +660,7 @@ class HubStore:
                 self._notify_hubs(conn, device)
             return conn.execute(self._q.device_row, {"p_device": device}).first(), lease
 
-        if self._pg:  # one statement, leased by a dispatcher (see _submit_pg)
+        if self._pg and lease_ttl_s is None:  # one statement, leased by a dispatcher (see _submit_pg)
             dev, lease = self._submit_pg(values), None
         else:
             try:
@@ -911,7 +911,7 @@ class HubStore:
                                         {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s})
             return row.device, waiting, lease
 
-        if self._pg:  # one statement; the next job is leased by a dispatcher
+        if self._pg and next_ttl_s is None:  # one statement; the next job is leased by a dispatcher
             row = self._tx(lambda c: c.execute(pg_statements.FINISH, params).first(), write=False)
             got = None if row is None else (row.device, bool(row.waiting), None)
         else:
