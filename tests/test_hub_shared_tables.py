@@ -40,13 +40,19 @@ def _rows(path: Path) -> dict[str, list]:
     return {"kernels": kernels, "history": history, "checks": checks, "devices": registry}
 
 
+def _two_hubs(stack: contextlib.ExitStack, tmp_path, hub_url: str, tables: dict | None = None) -> dict:
+    """Hubs "a" and "b" on one queue database, sharing tables (each its own file)."""
+    return {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
+                                                  tables_path=(tables or {}).get(name, tmp_path / f"tables-{name}.db"),
+                                                  share_tables=True))
+            for name in ("a", "b")}
+
+
 def test_a_job_on_hub_a_fills_hub_b_tables_and_hub_b_measures_nothing_again(tmp_path, hub_url, monkeypatch):
     monkeypatch.setattr(shared_tables, "SYNC_EVERY_S", 3600.0)  # only what jobs and reads do
     tables = {name: tmp_path / f"tables-{name}.db" for name in ("a", "b", "c")}
     with contextlib.ExitStack() as stack:
-        hubs = {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
-                                                      tables_path=tables[name], share_tables=True))
-                for name in ("a", "b")}
+        hubs = _two_hubs(stack, tmp_path, hub_url, tables)
         tok = tokens(hubs["a"])
         client = stack.enter_context(HubClient(hubs["a"].address, tok["user"]))
         with running_link(hubs["a"], tok["agent"], agent_id="pc-1"):
@@ -168,9 +174,7 @@ def test_a_read_through_hub_b_shows_the_rows_a_job_on_hub_a_measured(tmp_path, h
 
     monkeypatch.setattr(shared_tables, "SYNC_EVERY_S", 3600.0)
     with contextlib.ExitStack() as stack:
-        hubs = {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
-                                                      tables_path=tmp_path / f"tables-{name}.db", share_tables=True))
-                for name in ("a", "b")}
+        hubs = _two_hubs(stack, tmp_path, hub_url)
         tok = tokens(hubs["a"])
         client = stack.enter_context(HubClient(hubs["a"].address, tok["user"]))
         with running_link(hubs["a"], tok["agent"], agent_id="pc-1"):
@@ -289,9 +293,7 @@ def test_a_job_queued_through_one_hub_wakes_the_hub_serving_its_device(tmp_path,
         pytest.skip("hubs on one SQLite file tell each other nothing: they poll")
     monkeypatch.setattr(runner, "POLL_S", 3600.0)
     with contextlib.ExitStack() as stack:
-        hubs = {name: stack.enter_context(running_hub(tmp_path, db_url=hub_url, hub_id=f"hub-{name}",
-                                                      tables_path=tmp_path / f"tables-{name}.db", share_tables=True))
-                for name in ("a", "b")}
+        hubs = _two_hubs(stack, tmp_path, hub_url)
         tok = tokens(hubs["a"])
         stack.enter_context(running_link(hubs["b"], tok["agent"], agent_id="pc-1"))
         client = stack.enter_context(HubClient(hubs["a"].address, tok["user"]))
