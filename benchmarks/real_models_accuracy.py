@@ -9,7 +9,10 @@ For each model, in one run:
    regressors are measured on the fly, as ``edgelat predict`` does; the coverage column says how much
    of the total came from exact table hits, regressors and on-the-fly measurements);
 2. measured: ``edgelat profile model FILE --device local --json`` in a fresh process, the reference
-   the issue names (onnxruntime timing the same file), with the same runtime config.
+   the issue names (onnxruntime timing the same file), with the same runtime config; ``--passes``
+   times (default 3), each pass over all models, the median of them the reference. On a shared
+   machine one file measured twice minutes apart moved by up to 25%; the ``moved`` column says how
+   far each model's passes lay apart.
 
 The predictor is the one ``predictor build`` makes within ``--budget-minutes`` of profiling (or the
 one already in ``--home``).
@@ -101,6 +104,9 @@ def main() -> None:
     ap.add_argument("--state", choices=("warm", "sustained"), default="warm",
                     help="the state predicted and measured (sustained: profile model --sustained, predict --sustained)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--passes", type=int, default=3,
+                    help="times each model is measured, in separate passes over all models; the reference is their "
+                         "median, and 'moved' is how far the passes lay apart")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -142,34 +148,51 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="edgelat-rm-models-"))
     rows: list[dict] = []
-    print(f"{'model':<20} {'family':<18} {'pred ms':>9} {'meas ms':>9} {'err':>7}  coverage", flush=True)
+    preds: dict[str, dict] = {}
+    paths: dict[str, Path] = {}
     for name in names:
-        path = real_models.materialize(name, workdir)
+        paths[name] = real_models.materialize(name, workdir)
         try:
-            pred = predict_model_file(db, "local", config, path, state=args.state)
+            preds[name] = predict_model_file(db, "local", config, paths[name], state=args.state)
         except Exception as exc:  # the figure must show every model, a refusal included
             print(f"{name:<20} {FAMILY.get(name, '?'):<18} prediction failed: {exc}", flush=True)
             rows.append({"model": name, "family": FAMILY.get(name), "split": SPLIT.get(name), "error": None, "failure": f"predict: {exc}"})
+    # Each pass measures every model once, in a fresh process; a slowdown of the machine for a minute
+    # then lands on different models in different passes, and the reference is the median of the passes.
+    measured_by: dict[str, list[dict]] = {name: [] for name in preds}
+    failures: dict[str, str] = {}
+    for k in range(args.passes):
+        for name in preds:
+            if name in failures:
+                continue
+            try:
+                measured_by[name].append(_measure(paths[name], args.threads, home, args.state))
+            except Exception as exc:
+                failures[name] = f"measure: {exc}"
+        print(f"# [{time.time() - t0:6.0f} s] reference pass {k + 1}/{args.passes} measured", flush=True)
+    print(f"{'model':<20} {'family':<18} {'pred ms':>9} {'meas ms':>9} {'err':>7} {'moved':>6}  coverage", flush=True)
+    for name, pred in preds.items():
+        if name in failures:
+            print(f"{name:<20} {FAMILY.get(name, '?'):<18} measuring failed: {failures[name]}", flush=True)
+            rows.append({"model": name, "family": FAMILY.get(name), "split": SPLIT.get(name), "error": None, "failure": failures[name]})
             continue
-        try:
-            meas = _measure(path, args.threads, home, args.state)
-        except Exception as exc:
-            print(f"{name:<20} {FAMILY.get(name, '?'):<18} measuring failed: {exc}", flush=True)
-            rows.append({"model": name, "family": FAMILY.get(name), "split": SPLIT.get(name), "error": None, "failure": f"measure: {exc}"})
-            continue
+        passes = [m["latency_ms"]["median"] for m in measured_by[name]]
+        measured = float(np.median(passes))
+        moved = max(passes) / min(passes) - 1
+        stable = all(m["stable"] for m in measured_by[name])
         cov = _coverage(pred)
-        measured = meas["latency_ms"]["median"]
         low, high = pred.get("latency_ms_low"), pred.get("latency_ms_high")
         row = {"model": name, "family": FAMILY.get(name), "split": SPLIT.get(name), "state": pred.get("state"),
-               "predicted_ms": pred["latency_ms"], "measured_ms": measured,
-               "measured_stable": meas["stable"], "error": pred["latency_ms"] / measured - 1, "coverage": cov,
-               "calibrated": pred.get("calibrated"), "low_ms": low, "high_ms": high,
+               "predicted_ms": pred["latency_ms"], "measured_ms": measured, "measured_passes_ms": passes,
+               "reference_moved": moved, "measured_stable": stable, "error": pred["latency_ms"] / measured - 1,
+               "coverage": cov, "calibrated": pred.get("calibrated"), "low_ms": low, "high_ms": high,
                "inside": None if low is None else bool(low <= measured <= high)}
         rows.append(row)
         cov_s = " ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(cov.items()))
         band = "" if low is None else f"  [{low:.2f}-{high:.2f}{'' if row['inside'] else ' MISSED'}]"
-        print(f"{name:<20} {row['family']:<18} {row['predicted_ms']:9.2f} {measured:9.2f} {100 * row['error']:+6.1f}%  {cov_s}{band}"
-              f"{'' if meas['stable'] else '  (measurement UNSTABLE)'}", flush=True)
+        print(f"{name:<20} {row['family']:<18} {row['predicted_ms']:9.2f} {measured:9.2f} {100 * row['error']:+6.1f}% "
+              f"{100 * moved:5.1f}%  {cov_s}{band}{'' if stable else '  (measurement UNSTABLE)'}", flush=True)
+    for path in paths.values():
         for f in (path, path.with_name(path.name + ".data")):
             f.unlink(missing_ok=True)
 
@@ -193,6 +216,11 @@ def main() -> None:
     failed = [r for r in rows if r["error"] is None]
     if failed:
         print(f"failed: {', '.join(r['model'] + ' (' + r['failure'] + ')' for r in failed)}")
+    moved = [r for r in ok if len(r.get("measured_passes_ms", ())) > 1]
+    if moved:
+        far = [r["model"] for r in moved if r["reference_moved"] > 0.05]
+        print(f"references: passes more than 5% apart for {len(far)} of {len(moved)} models"
+              f"{': ' + ', '.join(far) if far else ''}")
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); wall {(time.time() - t0) / 60:.1f} min; home {home}")
     if args.json_out:
