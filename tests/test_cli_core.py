@@ -152,6 +152,23 @@ def test_every_command_has_help_with_an_example(command):
     assert "Usage:" in result.stdout and "Example" in result.stdout, command
 
 
+def _command_paths(group=main, prefix=()):
+    import click
+
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(cmd, click.Group):
+            yield from _command_paths(cmd, (*prefix, name))
+
+
+def test_no_help_text_shows_a_doubled_percent_sign():
+    """Click does not %-format help text, so a '%%' written in an option's help reaches the user."""
+    paths = list(_command_paths())
+    assert ("predict",) in paths and len(paths) > 20
+    for path in paths:
+        assert "%%" not in run(*path, "--help").stdout, path
+
+
 @pytest.mark.parametrize("group", ["agent", "devices", "profile", "lut", "predictor"])
 def test_groups_say_what_they_do(group):
     result = run(group, "--help")
