@@ -138,7 +138,10 @@ def _plain_network(rng: np.random.Generator, family: str, r: int) -> tuple[str, 
         return f"vgg-{r}-{w:g}", networks.vgg_like(r, w, str(rng.choice(list(networks.VGG_CONFIGS))), hidden or None)
     depths = ((2, 2, 2, 2), (3, 4, 6, 3))[int(rng.integers(2))]
     bottleneck = bool(rng.random() < 0.4)
-    return f"resnet-{r}-{w:g}", networks.resnet_like(r, w, depths, bottleneck)
+    # a third of the bottlenecks wide (Wide ResNet's doubled inner path: 3x3 convs of up to
+    # 1024 -> 1024 channels and 9 M weights at w = 1), which no other family reaches
+    mid = 2.0 if bottleneck and w <= 1.0 and rng.random() < 1 / 3 else 1.0
+    return f"resnet-{r}-{w:g}" + ("-wide" if mid != 1.0 else ""), networks.resnet_like(r, w, depths, bottleneck, mid_width=mid)
 
 
 def _divisor(rng: np.random.Generator) -> int:
@@ -294,8 +297,8 @@ class KernelSampler:
 
 # --------------------------------------------------------------------------- whole models
 def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
-    """(name, role, kernels) of the whole models a build measures: 41 calibration models
-    spanning each family's resolutions, widths, weight sizes and kernel counts (0.06 M to 35 M weights:
+    """(name, role, kernels) of the whole models a build measures: 42 calibration models
+    spanning each family's resolutions, widths, weight sizes and kernel counts (0.06 M to 67 M weights:
     the spill form of :mod:`edgelat.predictors.calibration` needs models on both
     sides of the device's cache) -- MobileNet-like ones, and plain and residual CNNs
     (VGG, AlexNet, a ResNet's main path) -- and six held out. Benchmarks that claim
@@ -337,6 +340,10 @@ def default_models() -> list[tuple[str, str, list[KernelSpec]]]:
         ("resnet-basic-160-1-d3463", networks.resnet_like(160, 1.0, (3, 4, 6, 3))),
         ("resnet-bottleneck-192-0.75", networks.resnet_like(192, 0.75, (3, 4, 6, 3), bottleneck=True)),
         ("resnet-basic-128-1.5", networks.resnet_like(128, 1.5, (2, 2, 2, 2))),
+        # convs whose weights outgrow the cache (Wide ResNet's 9 M-weight 3x3s): the spill form
+        # otherwise learns what evicted weights cost from VGG's and AlexNet's fc heads alone,
+        # where nothing hides the fetch
+        ("resnet-wide-160-1-d3463", networks.resnet_like(160, 1.0, (3, 4, 6, 3), bottleneck=True, mid_width=2.0)),
     ]
     # many small kernels (68 to 169, tens of microseconds each): where a whole model is mostly
     # the per-kernel costs that a run pays once, so that the count term is fitted, not extrapolated

@@ -233,16 +233,21 @@ def alexnet_like(resolution: int = 224, width: float = 1.0, fc_hidden: int | Non
 
 
 def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int] = (2, 2, 2, 2),
-                bottleneck: bool = False, classes: int = 1000) -> list[KernelSpec]:
+                bottleneck: bool = False, classes: int = 1000, mid_width: float = 1.0) -> list[KernelSpec]:
     """A ResNet's main path (He et al. 2016) as a chain: 7x7 stride-2 stem, 3x3 max pool, four
     stages of basic blocks (two 3x3 convs) or bottlenecks (1x1, 3x3, 1x1 to 4x), the block's
     closing shortcut add and relu as kernels of their own (as PyTorch exports them), global
     pool, one fc. The add's second operand is the block's input (see
     :func:`edgelat.profiler.lowering.lower`); where the block changes the shape a real ResNet
     projects that input with a 1x1 conv, which a chain cannot hold, so those blocks add
-    an earlier tensor of their output's shape instead."""
+    an earlier tensor of their output's shape instead.
+
+    ``mid_width`` widens a bottleneck's inner 1x1 -> 3x3 -> 1x1 path and keeps its output:
+    2 is Wide ResNet-50-2 (Zagoruyko & Komodakis 2016, as torchvision builds it), whose 3x3
+    convs reach 1024 -> 1024 channels."""
     _check_resolution(resolution)
     _check_width(width)
+    _check_width(mid_width)
     if len(depths) != 4 or any(d < 1 for d in depths):
         raise BadInput(f"a ResNet needs 4 stage depths >= 1, got {list(depths)}")
     stem = make_divisible(64 * width)
@@ -251,8 +256,9 @@ def resnet_like(resolution: int = 224, width: float = 1.0, depths: Sequence[int]
     specs.append(KernelSpec("maxpool", h, h, stem, kernel=3, stride=2))
     h, cin = same_out(h, 2), stem
     for stage, depth in enumerate(depths):
-        mid = make_divisible(64 * 2**stage * width)
-        cout = 4 * mid if bottleneck else mid
+        planes = make_divisible(64 * 2**stage * width)
+        cout = 4 * planes if bottleneck else planes
+        mid = make_divisible(planes * mid_width) if bottleneck else planes
         for i in range(depth):
             s = 2 if stage and i == 0 else 1
             if bottleneck:

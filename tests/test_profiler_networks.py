@@ -194,6 +194,29 @@ def test_resnet_like_holds_resnet34s_kernels_in_order_shortcut_adds_included(tmp
     assert sum(k.startswith("add:") for k in ours) == 16
 
 
+def test_wide_bottlenecks_hold_wide_resnet50_2s_kernels_in_order(tmp_path):
+    """mid_width=2 is torchvision's Wide ResNet-50-2: the exported model's kernel sequence
+    without its four shortcut projections (the 3x3s reach 1024 -> 1024 channels)."""
+    import sys
+
+    from edgelat.predictors.fusion import FusionRules
+    from edgelat.predictors.graph import split_model
+    from edgelat.profiler.networks import resnet_like
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import real_models
+
+    path = real_models.materialize("wide_resnet50_2", tmp_path, single_file=True)
+    real = [k.key for k in split_model(path.read_bytes(), "onnx", FusionRules()).kernels]
+    ours = [s.key for s in resnet_like(224, 1.0, (3, 4, 6, 3), bottleneck=True, mid_width=2.0)]
+    projections = ["conv2d:h56,w56,cin64,cout256,k1,s1", "conv2d:h56,w56,cin256,cout512,k1,s2",
+                   "conv2d:h28,w28,cin512,cout1024,k1,s2", "conv2d:h14,w14,cin1024,cout2048,k1,s2"]
+    assert [k for k in real if k not in projections] == ours
+    assert "conv2d:h7,w7,cin1024,cout1024,k3,s1,relu" in ours
+    # the default keeps ResNet-50's inner width
+    assert "conv2d:h7,w7,cin512,cout512,k3,s1,relu" in [s.key for s in resnet_like(224, 1.0, (3, 4, 6, 3), True)]
+
+
 def test_a_chains_shortcut_add_reads_the_blocks_input():
     """In a chain, add takes its second operand from the block's input (identity shortcut), or
     from its own first operand where the block changed the shape."""
