@@ -215,6 +215,8 @@ def test_wide_bottlenecks_hold_wide_resnet50_2s_kernels_in_order(tmp_path):
     assert "conv2d:h7,w7,cin1024,cout1024,k3,s1,relu" in ours
     # the default keeps ResNet-50's inner width
     assert "conv2d:h7,w7,cin512,cout512,k3,s1,relu" in [s.key for s in resnet_like(224, 1.0, (3, 4, 6, 3), True)]
+    with pytest.raises(BadInput, match="width multiplier must be positive"):
+        resnet_like(224, 1.0, (3, 4, 6, 3), bottleneck=True, mid_width=0)
 
 
 def test_a_chains_shortcut_add_reads_the_blocks_input():

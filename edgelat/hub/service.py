@@ -106,10 +106,10 @@ class HubServicer(pb_grpc.HubServicer):
         self.on_submit = threading.Event()  # the runner looks for work when set
         self.runner: Any = None  # the hub's Runner: Submit hands it the lease it took for a free device
         self.tables: Any = None  # the hub's SharedTables: reads of its tables use tables.fresh_db()
-        self._presence = threading.Lock()
+        self._presence = threading.Lock()  # agents going online/offline, in the store and the fleet together
         self._seen_lock = threading.Lock()
         self._seen_due: set[str] = set()  # agents whose last-seen time waits to be written
-        self._seen_flushed = 0.0  # agents going online/offline, in the store and the fleet together
+        self._seen_flushed = 0.0  # when the agents due were last written together
 
     # -- auth ---------------------------------------------------------------------------
 
