@@ -398,6 +398,12 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
                 proc.kill()
     done = [r for r in rows if r.state == "done"]
     waits = sorted((r.leased_at - r.created_at) * 1000 for r in rows if r.leased_at is not None)
+    if args.waits:
+        t0 = min(r.created_at for r in rows)
+        with open(f"{args.waits}.{name}.csv", "w") as f:
+            f.write("submitted_s,wait_ms\n")
+            for r in sorted((r for r in rows if r.leased_at is not None), key=lambda r: r.created_at):
+                f.write(f"{r.created_at - t0:.4f},{(r.leased_at - r.created_at) * 1000:.2f}\n")
     span = max(r.finished_at for r in done) - min(r.created_at for r in rows) if done else float("nan")
     failed = [r for r in rows if r.state == "failed"]
     return dict(setup=name, hubs=hubs, jobs=len(rows), done=len(done), failed=len(failed),
@@ -431,6 +437,8 @@ def main() -> int:
     ap.add_argument("--profile-hub", default=None, metavar="PREFIX",
                     help="run each hub under cProfile (all threads; slower) and write PREFIX.SETUP-hubN.pstats")
     ap.add_argument("--logs", default=None, metavar="DIR", help="keep each hub's log in DIR")
+    ap.add_argument("--waits", default=None, metavar="PREFIX",
+                    help="write each job's submit time and submit->lease wait to PREFIX.SETUP.csv")
     ap.add_argument("--pg", default=None, help="postgresql://... (default: EDGELAT_TEST_PG or a throwaway cluster)")
     args = ap.parse_args()
     if min(args.jobs, args.agents, args.users, args.workers) < 1 or args.rate <= 0:

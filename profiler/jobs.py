@@ -114,6 +114,7 @@ def profile_kernels(
     sentinel: bool = True,
     sentinel_every_s: float = DEFAULT_SENTINEL_EVERY_S,
     sentinel_opening: Carried | None = None,
+    sentinel_close: bool = True,
 ) -> JobSummary:
     """Measure each kernel not yet in the device's table (all of them with ``force``).
 
@@ -127,9 +128,11 @@ def profile_kernels(
     summary's ``interrupted`` says why and how many rows were kept, so the caller
     can tell the user to rerun. ``sentinel_opening``: the last check of the run before on this
     device (:meth:`DriftSentinel.carried`, same config and rounds) starts this one while it is fresh.
+    ``sentinel_close`` False: the closing check only when one is due; rows after the last check
+    wait in ``summary.carried`` for the next run's first check (a chain of short jobs on one device).
     """
     return profile_items(db, device, client, runner.kernel_items(specs, config.model_format), config, protocol,
-                         force, progress, rounds, chunk, sentinel, sentinel_every_s, sentinel_opening)
+                         force, progress, rounds, chunk, sentinel, sentinel_every_s, sentinel_opening, sentinel_close)
 
 
 def profile_items(
@@ -146,13 +149,15 @@ def profile_items(
     sentinel: bool = True,
     sentinel_every_s: float = DEFAULT_SENTINEL_EVERY_S,
     sentinel_opening: Carried | None = None,
+    sentinel_close: bool = True,
 ) -> JobSummary:
     """:func:`profile_kernels` for runner items (catalog kernels, kernels cut out of a file)."""
     started = time.perf_counter()
     drift = DriftSentinel(db, device, client, config, rounds, sentinel_every_s, started,
                           opening=sentinel_opening) if sentinel else None
     run = runner.run(db, device, client, config, protocol, items,
-                     runner.RunOptions(group=chunk, rounds=rounds, again=force, progress=progress, sentinel=drift))
+                     runner.RunOptions(group=chunk, rounds=rounds, again=force, progress=progress, sentinel=drift,
+                                       close_sentinel=sentinel_close))
     summary = JobSummary(device=device, config=config, requested=run.requested, skipped=run.skipped,
                          measured=run.measured, unstable=run.unstable, failed=run.failed,
                          measured_seconds=run.measured_seconds, rounds=max(0, rounds))

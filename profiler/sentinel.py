@@ -6,7 +6,9 @@ several percent, all in the same direction. A profiling job measures the
 sentinel kernels at its start, between its chunks and at its end; their
 medians, relative to the first ones ever stored for the device + runtime config
 (its reference state), give the device's *level* (1.05 = 5% slower than the
-reference). Every row stores the level it was measured at, and its median
+reference). On a hub, consecutive short jobs on one device form one run: a
+job opens with the check before it while that is fresh, and closes with one
+only when a check is due (:class:`Carried`). Every row stores the level it was measured at, and its median
 divided by it: the figure in the reference state.
 
 The kernels are cheap catalog kernels of three kinds (a dense convolution: the
@@ -88,10 +90,13 @@ def sentinel_models(fmt: str) -> tuple[bytes, ...]:
 @dataclass(frozen=True)
 class Carried:
     """A run's last check and when it ended (``time.perf_counter``): the opening check of the next
-    run on the same device, runtime config and rounds while it is fresher than the sentinel's period."""
+    run on the same device, runtime config and rounds while it is fresher than the sentinel's period.
+    ``pending``: rows stored after that check by a run that did not close itself (no check was
+    due); the next run's first check brackets them, as the next check of one run would."""
 
     check: SentinelCheck
     ended: float
+    pending: tuple[str, ...] = ()
 
     def fresh(self, every_s: float) -> bool:
         return time.perf_counter() - self.ended < every_s
@@ -116,6 +121,7 @@ class DriftSentinel:
         self.seconds = 0.0  # inside the sentinel's timed runs
         self._items: list[BenchmarkItem] | None = None
         self._pending: list[str] = []  # rows stored since the last check
+        self._left: tuple[float | None, list[str]] | None = None  # a stale opening's pending rows and level
         self._last_at = 0.0
         if opening is not None and opening.fresh(every_s):
             # the check that ended the run before on this device stands for this run's start, as a
@@ -123,10 +129,13 @@ class DriftSentinel:
             c = opening.check
             self.checks.append(SentinelCheck(opening.ended - self.started, c.level, dict(c.medians), c.note))
             self._last_at = opening.ended
+            self._pending = list(opening.pending)
+        elif opening is not None and opening.pending:
+            self._left = (opening.check.level, list(opening.pending))
 
     def carried(self) -> "Carried | None":
         """The last check, for the next run on this device to start from (None: no check)."""
-        return Carried(self.checks[-1], self._last_at) if self.checks else None
+        return Carried(self.checks[-1], self._last_at, tuple(self._pending)) if self.checks else None
 
     @property
     def last(self) -> SentinelCheck | None:
@@ -177,6 +186,12 @@ class DriftSentinel:
         if both is not None and self._pending:
             store.set_sentinel_level(self.db, self.device, self.config, self._pending, both)
         self._pending = []
+        if self._left is not None:  # rows a stale opening left pending: between its check and this one
+            left_level, keys = self._left
+            self._left = None
+            late = bracket(left_level, level)
+            if late is not None:
+                store.set_sentinel_level(self.db, self.device, self.config, keys, late)
         self.checks.append(check)
         self._last_at = time.perf_counter()
         return check

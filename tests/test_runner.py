@@ -218,6 +218,38 @@ def test_model_file_prediction_reaches_no_device_client_registry_or_runner():
     assert "edgelat.profiler.jobs" in _imports("edgelat/on_demand.py")
 
 
+def test_runs_that_do_not_close_leave_their_rows_to_the_next_runs_first_check(tmp_path):
+    """The hub's chain of short jobs on one device (``sentinel_close=False``): a run closes only when a
+    check is due; its rows travel in the carried check, a fresh opening takes them on (no check of its
+    own), and the first check after them (here a stale opening's) brackets them with the level before."""
+    from edgelat.profiler.jobs import profile_kernels
+    from edgelat.profiler.sentinel import Carried
+
+    db = open_db(tmp_path / "e.db")
+    sentinel_keys = {s.key for s in SENTINEL_SPECS}
+    level = {"now": 2.0}  # the device's sentinel kernels: 2 ms, then 8 ms (level 4)
+    device = Scripted(medians=lambda tag, n: level["now"] if tag in sentinel_keys else 1.0)
+    first = profile_kernels(db, "board", device, SPECS[:1], CONFIG, FAST, rounds=0, sentinel_close=False)
+    assert [len(b) for b in device.batches] == [3, 1]  # the opening check and the kernel: no closing check
+    assert first.carried.pending == (SPECS[0].key,)
+    second = profile_kernels(db, "board", device, SPECS[1:2], CONFIG, FAST, rounds=0, sentinel_close=False,
+                             sentinel_opening=first.carried)
+    assert [len(b) for b in device.batches] == [3, 1, 1]  # opened by the first run's check: no check at all
+    assert second.carried.pending == (SPECS[0].key, SPECS[1].key)
+    assert {r["kernel_key"]: r["sentinel_level"] for r in kernel_rows(db, "board", CONFIG)} == \
+        {SPECS[0].key: 1.0, SPECS[1].key: 1.0}  # the level before them, until a check after them is in
+    level["now"] = 8.0
+    stale = Carried(second.carried.check, second.carried.ended - 3600.0, second.carried.pending)
+    third = profile_kernels(db, "board", device, SPECS[2:3], CONFIG, FAST, rounds=0, sentinel_close=False,
+                            sentinel_opening=stale)
+    assert [len(b) for b in device.batches] == [3, 1, 1, 3, 1] and [c.level for c in third.sentinel] == [4.0]
+    levels = {r["kernel_key"]: r["sentinel_level"] for r in kernel_rows(db, "board", CONFIG)}
+    assert levels[SPECS[0].key] == levels[SPECS[1].key] == pytest.approx(2.0)  # sqrt(1 * 4)
+    assert levels[SPECS[2].key] == 4.0 and third.carried.pending == (SPECS[2].key,)
+    history = db.execute("select item_key, sentinel_level from measurement_history where kind = 'kernel'").fetchall()
+    assert sorted(history) == sorted(levels.items())  # the history's rows move with them
+
+
 def test_a_fresh_closing_check_opens_the_next_run_and_a_stale_one_does_not(tmp_path):
     """Consecutive short jobs on one device (the hub's): the check that closed one run opens the
     next while fresher than the sentinel's period, as a check between two chunks would; its rows

@@ -115,13 +115,14 @@ def run_profile_ops(db: Any, device: str, client: Any, job: dict[str, Any], repo
     already = 0
     if params.get("force"):
         specs, already = _older_than_job(db, device, config, specs, job)
-    # the device's last sentinel check on this agent stream, while fresh, opens this job (consecutive
-    # short jobs on one device are checked as the chunks of one run are)
+    # the device's last sentinel check on this agent stream, while fresh, opens this job, and the job
+    # closes with a check only when one is due: consecutive short jobs on one device are checked as
+    # the chunks of one run are (rows after the last check wait for the next job's first one)
     carry = getattr(client, "carried", None)
     key = (config, extra.get("rounds"))
     summary = profile_kernels(db, device, client, specs, config, protocol(params), force=bool(params.get("force")),
                               progress=on_result, sentinel_opening=None if carry is None else carry.get(key),
-                              **extra)
+                              sentinel_close=carry is None, **extra)
     if carry is not None and summary.carried is not None:
         carry[key] = summary.carried
     summary.requested += already
