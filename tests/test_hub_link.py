@@ -11,11 +11,13 @@ from hub_helpers import FAST, running_hub, running_link, tokens, wait_final, wai
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.server import CHUNK_BYTES
 from edgelat.values import BenchmarkItem, RuntimeConfig
+from edgelat.devices.registry import Registry
 from edgelat.errors import AgentUnreachable
 from edgelat.hub.client import HubClient
 from edgelat.lut import store
 from edgelat.profiler.builders import build_model
 from edgelat.profiler.presets import get_preset
+from edgelat.profiler.sentinel import SENTINEL_SPECS
 
 
 def test_tunnel_uploads_in_chunks_and_reports_per_item_errors(tmp_path):
@@ -23,13 +25,23 @@ def test_tunnel_uploads_in_chunks_and_reports_per_item_errors(tmp_path):
         tok = tokens(hub)
         with running_link(hub, tok["agent"]) as agent:
             client = hub.fleet.client("dev1")
-            assert client.describe()["arch"]
+            facts = client.describe()
+            assert facts["arch"]
+            servicer = agent.link.servicers["dev1"]
+            # the sentinel's models, for each format the device's runtimes read, were put before the welcome
+            formats = {RuntimeConfig(runtime=r).model_format for r in facts["runtimes"]}
+            readied = servicer.models_received
+            assert formats and readied == len(SENTINEL_SPECS) * len(formats)
+            # and the device is in the registry of the hub's tables, reached through the hub
+            try:
+                assert Registry(hub.tables.db()).get("dev1").transport == {"type": "hub"}
+            finally:
+                hub.tables.close_thread_db()
             junk = bytes(range(256)) * (CHUNK_BYTES // 256 * 2 + 3)  # three chunks, not a model
             sha = client.put_model(junk)
             assert sha == sha256_bytes(junk) and client.has_model(sha)
-            servicer = agent.link.servicers["dev1"]
-            assert servicer.models_received == 1
-            assert client.put_model(junk) == sha and servicer.models_received == 1  # sent once
+            assert servicer.models_received == readied + 1
+            assert client.put_model(junk) == sha and servicer.models_received == readied + 1  # sent once
             good = client.put_model(build_model(get_preset("smoke")[0], "onnx"))
             results = list(client.benchmark_batch([BenchmarkItem(sha, "onnx", "junk"), BenchmarkItem(good, "onnx", "ok")],
                                                   RuntimeConfig(), FAST))

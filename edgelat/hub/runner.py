@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from edgelat.errors import AgentUnreachable, EdgelatError
 from edgelat.hub.kinds import KINDS, Stop
@@ -37,6 +37,10 @@ MANY_DEVICES = 64
 MAX_JOB_THREADS = 2048
 #: times a job is run again where it stopped when the hub's tables stayed locked
 TABLES_LOCKED_TRIES = 4
+#: longest a job waits for its device's preparation (then it does what is left itself)
+PREPARE_WAIT_S = 30.0
+#: longest one request of a device's preparation may take
+PREPARE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Runner:
         self._lock = threading.Lock()
         self._dispatcher: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
+        self._ready: dict[str, threading.Event] = {}  # device -> set once readied after dialling in (prepare)
         self.jobs_run = 0
 
     def start(self) -> None:
@@ -99,6 +104,62 @@ class Runner:
             if seen != marker:
                 marker = seen
                 self.wake.set()
+
+    def prepare(self, conn: Any, then: Callable[[], None]) -> None:
+        """Ready the devices of an agent that just dialled in, then call ``then`` (the Connect stream
+        sends its welcome): each one's row in the tables' registry, and the drift sentinel's models
+        (for the formats its runtimes read) in its cache, so that its first job starts as any other.
+        A job leased for one of them meanwhile waits for this; what fails here, its first job does
+        itself. It runs on the jobs' threads, which keep their connection to the tables."""
+        ready = {device: threading.Event() for device in conn.devices}
+        with self._lock:
+            self._ready.update(ready)
+        try:
+            self._pool.submit(self._prepare, conn, ready, then)
+        except RuntimeError:  # the pool was shut down: the hub is stopping
+            for event in ready.values():
+                event.set()
+            then()
+
+    def _prepare(self, conn: Any, ready: dict[str, threading.Event], then: Callable[[], None]) -> None:
+        try:
+            for device, event in ready.items():
+                try:
+                    if not self._stop.is_set() and not conn.closed.is_set():
+                        self._prepare_one(conn, device)
+                except AgentUnreachable as exc:  # gone or not answering: nothing more to ready on it
+                    log.info("devices of agent %s not readied (%s); their first jobs do it", conn.agent_id, exc)
+                    break
+                except (EdgelatError, sqlite3.Error) as exc:
+                    log.info("device %s not readied (%s); its first job does it", device, exc)
+                except Exception:
+                    log.exception("readying device %s failed; its first job does it", device)
+                finally:
+                    event.set()
+        finally:
+            for event in ready.values():
+                event.set()
+            then()
+
+    def _prepare_one(self, conn: Any, device: str) -> None:
+        from edgelat.hub.link import TunnelClient
+        from edgelat.profiler.sentinel import sentinel_models
+        from edgelat.values import RuntimeConfig
+
+        self._enroll(self.tables.db(), device, conn)
+        runtimes = (conn.devices.get(device) or {}).get("runtimes")
+        names = list(runtimes) if isinstance(runtimes, (dict, list)) and runtimes else [RuntimeConfig().runtime]
+        client = TunnelClient(conn, device, PREPARE_TIMEOUT_S)
+        for fmt in sorted({RuntimeConfig(runtime=str(n)).model_format for n in names}):
+            for data in sentinel_models(fmt):
+                client.put_model(data)
+
+    def _await_ready(self, device: str) -> None:
+        """Wait for the device's preparation (see :meth:`prepare`), if it is under way."""
+        with self._lock:
+            event = self._ready.get(device)
+        if event is not None and not event.wait(PREPARE_WAIT_S):
+            log.info("device %s still being readied after %g s; its job goes on", device, PREPARE_WAIT_S)
 
     def stop(self, wait_s: float = 5.0) -> None:
         """Stop leasing; running jobs stop at their next progress report (their leases expire)."""
@@ -230,6 +291,7 @@ class Runner:
         looked = False
         try:
             log.debug("job %s (%s on %s for %s) leased", job["id"], job["kind"], device, job.get("user"))
+            self._await_ready(device)
             client = self.fleet.client(device)
             db = self.tables.db()
             self._catch_up(device)  # what other hubs measured is not measured again
@@ -305,14 +367,14 @@ class Runner:
         except EdgelatError as exc:
             log.warning("rows not published yet: %s", exc)
 
-    def _enroll(self, db: Any, device: str) -> None:
+    def _enroll(self, db: Any, device: str, conn: Any = None) -> None:
         """Put a device that dialled in into the registry of the hub's tables (once per device)."""
         if device in self._enrolled:
             return
         from edgelat.devices.enroll import enroll_dialled
         from edgelat.devices.registry import Registry
 
-        conn = self.fleet.connection(device)
+        conn = conn if conn is not None else self.fleet.connection(device)
         enroll_dialled(Registry(db), device, dict(conn.devices.get(device) or {}) if conn is not None else {})
         self._enrolled.add(device)
 

@@ -10,6 +10,7 @@ codes with one line the client shows as is.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -162,7 +163,11 @@ class HubServicer(pb_grpc.HubServicer):
         reader = threading.Thread(target=self._read, args=(conn, request_iterator), daemon=True,
                                   name=f"edgelat-hub-agent-{conn.agent_id}")
         reader.start()
-        yield pb.HubMessage(welcome=pb.Welcome(hub_id=self.hub_id, heartbeat_s=self.heartbeat_s))
+        welcome = pb.HubMessage(welcome=pb.Welcome(hub_id=self.hub_id, heartbeat_s=self.heartbeat_s))
+        if self.runner is None:
+            yield welcome
+        else:  # the welcome follows the devices' preparation on this stream (an agent answers requests at once)
+            self.runner.prepare(conn, functools.partial(conn.send, welcome))
         try:
             yield from conn.outgoing()
         finally:
