@@ -16,6 +16,7 @@ change, so watermarks stay valid.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -39,12 +40,13 @@ _NAME = select(meta.c.value).where(meta.c.key == "tables_log")
 # PostgreSQL: the append lock and every row in one statement, run without a transaction around it (its
 # lock is held until it commits). The lock is taken before any row is made: each row joins its result,
 # and the sort below the insert reads every row first.
+# The rows travel as one JSON array of [table, key, row] (json.dumps is C; a TEXT[] parameter is
+# escaped element by element in Python).
 _PG_APPEND = text(
     "WITH lock AS (SELECT pg_advisory_xact_lock(:p_key) AS held)"
     " INSERT INTO hub_table_log (origin, tbl, key, row, at)"
-    " SELECT u.origin, u.tbl, u.key, u.row, CAST(:p_at AS DOUBLE PRECISION)"
-    " FROM unnest(CAST(:p_origin AS TEXT[]), CAST(:p_tbl AS TEXT[]), CAST(:p_keys AS TEXT[]),"
-    " CAST(:p_rows AS TEXT[])) WITH ORDINALITY AS u(origin, tbl, key, row, n) CROSS JOIN lock"
+    " SELECT CAST(:p_origin AS TEXT), u.e->>0, u.e->>1, u.e->>2, CAST(:p_at AS DOUBLE PRECISION)"
+    " FROM json_array_elements(CAST(:p_entries AS JSON)) WITH ORDINALITY AS u(e, n) CROSS JOIN lock"
     " ORDER BY u.n RETURNING id")
 
 
@@ -61,8 +63,8 @@ def append(store: Any, origin: str, changes: list[Change]) -> list[int]:
     rows = [{"origin": origin, "tbl": c.table, "key": c.key, "row": dump_row(c.row), "at": now} for c in changes]
 
     if store.is_postgresql:
-        params = {"p_key": _APPEND_LOCK, "p_origin": [origin] * len(rows), "p_tbl": [r["tbl"] for r in rows],
-                  "p_keys": [r["key"] for r in rows], "p_rows": [r["row"] for r in rows], "p_at": now}
+        entries = json.dumps([[r["tbl"], r["key"], r["row"]] for r in rows])
+        params = {"p_key": _APPEND_LOCK, "p_origin": origin, "p_entries": entries, "p_at": now}
         # ids come from one sequence, in the order the rows go in (the statement's sort): in input order
         return sorted(r.id for r in store.transaction(lambda c: c.execute(_PG_APPEND, params).all(), write=False))
     return store.transaction(lambda c: [r.id for r in c.execute(_INSERT, rows)])
