@@ -33,6 +33,16 @@ PICK = text(
     '  ORDER BY j.priority, j."user", j.created_at LIMIT 1) h ON true'
 )
 
+#: Each user's next queued job for one device (priority, then submit time), with the user's running
+#: jobs: what leasing that device chooses among (highest priority first).
+PICK_DEVICE = text(
+    'SELECT h.id, h."user", h.priority, h.created_at,'
+    ' (SELECT count(*) FROM hub_jobs r WHERE r.state = \'running\' AND r."user" = h."user") AS running'
+    ' FROM (SELECT DISTINCT ON (j."user") j.id, j."user", j.priority, j.created_at FROM hub_jobs j'
+    '  WHERE j.state = \'queued\' AND j.device = :p_device ORDER BY j."user", j.priority DESC, j.created_at) h'
+    ' ORDER BY h.priority DESC'
+)
+
 #: Queue a job and read its device (None: never seen), in one statement.
 SUBMIT = text(
     'WITH job AS (INSERT INTO hub_jobs (id, "user", kind, device, config, params, priority, state, done, total,'

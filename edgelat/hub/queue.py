@@ -660,8 +660,11 @@ class HubStore:
                 self._notify_hubs(conn, device)
             return conn.execute(self._q.device_row, {"p_device": device}).first(), lease
 
-        if self._pg and lease_ttl_s is None:  # one statement, leased by a dispatcher (see _submit_pg)
+        if self._pg:  # one statement (see _submit_pg); a device free here then leases in two more
             dev, lease = self._submit_pg(values), None
+            if lease_ttl_s is not None and dev is not None and dev.hub_id == self.hub_id and dev.online \
+                    and dev.busy_job is None and not dev.quarantined:
+                lease = self._lease_device_pg(device, float(lease_ttl_s))
         else:
             try:
                 dev, lease = self._hot_tx(lambda c: run(c, lease_ttl_s is not None))
@@ -673,7 +676,10 @@ class HubStore:
             job = lease.job
         else:
             job = self._job_dict(SimpleNamespace(**{**{c.name: None for c in t_jobs.c}, **values}))
-        return job, None if dev is None else self._device_dict(dev, self._now()), lease
+        shown = None if dev is None else self._device_dict(dev, self._now())
+        if shown is not None and lease is not None and self._pg:  # read before the lease took it
+            shown.update(state="busy", job=lease.job["id"])
+        return job, shown, lease
 
     def _submit_pg(self, values: dict) -> Any:
         """PostgreSQL: queue the job and read its device in one statement; tell the other hubs only
@@ -683,6 +689,23 @@ class HubStore:
         if dev is not None and dev.online and dev.hub_id != self.hub_id:
             self._tx(lambda c: self._notify_hubs(c, values["device"]), write=False)
         return dev
+
+    def _lease_device_pg(self, device: str, ttl_s: float) -> Lease | None:
+        """PostgreSQL: lease one device's next job, as ``lease(devices=[device])`` would, in two
+        statements and no transaction around them: each user's next job for it, then the claim of
+        the first by (running, leased recently, submit time), which re-checks job and device.
+        None: no job waits, or the device was taken meanwhile."""
+        def run(conn: Connection) -> Lease | None:
+            now = self._now()
+            rows = conn.execute(pg_statements.PICK_DEVICE, {"p_device": device}).all()
+            if not rows:
+                return None
+            heads = [r for r in rows if r.priority == rows[0].priority]
+            best = min(heads, key=lambda r: (r.running, self._recent(r.user, now), r.created_at))
+            base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
+            return self._claim(conn, best.id, device, best.user, now, ttl_s, base, free_only=True)
+
+        return self._tx(run, write=False, retry_integrity=True)
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
@@ -911,9 +934,11 @@ class HubStore:
                                         {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s})
             return row.device, waiting, lease
 
-        if self._pg and next_ttl_s is None:  # one statement; the next job is leased by a dispatcher
+        if self._pg:  # one statement; a device with work waiting then leases in two more
             row = self._tx(lambda c: c.execute(pg_statements.FINISH, params).first(), write=False)
             got = None if row is None else (row.device, bool(row.waiting), None)
+            if got is not None and got[1] and next_ttl_s is not None:
+                got = (got[0], True, self._lease_device_pg(got[0], float(next_ttl_s)))
         else:
             try:
                 got = self._hot_tx(lambda c: run(c, next_ttl_s is not None))
