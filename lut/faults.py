@@ -134,9 +134,10 @@ def preflight(path: Path) -> None:
     if not checked and _truncated(path):
         raise corrupt(path, f"is truncated ({size} bytes, shorter than its header says)")
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        # access() first, existence after: another connection closing between the two may
-        # remove its -wal/-shm, which access() then reports as not writable
-        if not os.access(p, os.W_OK) and p.exists():
+        # access() first, existence after, access() again: another connection closing between the
+        # first two may remove its -wal/-shm (access() then says not writable) and one opening
+        # may make it again before exists() looks; only a file still refused is read-only
+        if not os.access(p, os.W_OK) and p.exists() and not os.access(p, os.W_OK):
             raise StoreReadOnly(
                 f"{p} is read-only: make it writable (chmod u+w {p}) or set EDGELAT_HOME to a writable folder"
             )

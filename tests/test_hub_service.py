@@ -59,6 +59,30 @@ def test_profile_ops_job_runs_on_an_agent_that_dialled_out(tmp_path):
             assert _rows() == (len(SPECS), len(SPECS))
 
 
+def test_short_jobs_on_one_device_share_the_sentinel_checks_of_one_run(tmp_path):
+    """Back-to-back one-kernel jobs on a device: the first opens with a check, the next ones open
+    with it and leave their closing check to a later job (none is due), as the chunks of one run
+    would; every row keeps the level of the check before it."""
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]), HubClient(hub.address, tok["user"]) as client:
+            finals = []
+            for key in SPECS[:3]:
+                job, _ = client.submit("profile-ops", "dev1", {"runtime": "onnxruntime", "threads": 1},
+                                       _params([key]))
+                finals.append(wait_final(client, job["id"]))
+    assert [f["state"] for f in finals] == ["done"] * 3, finals
+    assert [len(f["result"]["sentinel"]["checks"]) for f in finals] == [1, 1, 1]
+    db = store.open_db()
+    try:
+        checks = db.execute("select level from sentinel_checks where device = 'dev1'").fetchall()
+        levels = {r["kernel_key"]: r["sentinel_level"] for r in store.kernel_rows(db, "dev1")}
+    finally:
+        db.close()
+    assert len(checks) == 1  # one check for the three jobs (each used to close with its own)
+    assert set(levels) == set(SPECS[:3]) and set(levels.values()) == {checks[0][0]}
+
+
 def test_a_job_whose_agent_vanished_resumes_on_the_next_agent(tmp_path):
     with running_hub(tmp_path) as hub:
         tok = tokens(hub)

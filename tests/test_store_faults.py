@@ -556,3 +556,40 @@ def test_a_journal_file_removed_by_another_connection_mid_check_is_not_read_only
     monkeypatch.setattr(faults.os, "access", racing_access)
     faults.preflight(db_path)  # no StoreReadOnly
     conn.close()
+
+
+def test_a_journal_file_made_again_while_it_was_checked_is_not_called_read_only(tmp_path, monkeypatch):
+    """Another connection closing removes the -shm file just as access() looks (it says "not
+    writable") and one opening makes it again before exists() does: the file is writable, and
+    opening the database must not fail as read-only (a hub's job did, once, under load)."""
+    from edgelat.lut import faults
+
+    path = tmp_path / "e.db"
+    conn = sqlite3.connect(path)
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("create table t (x)")
+    conn.commit()
+    shm = Path(f"{path}-shm")
+    assert shm.exists()
+    calls = {"n": 0}
+    real = os.access
+
+    def racing(p, mode, *args, **kwargs):
+        if Path(p) == shm:
+            calls["n"] += 1
+            if calls["n"] == 1:  # gone for that instant
+                return False
+        return real(p, mode, *args, **kwargs)
+
+    monkeypatch.setattr(faults.os, "access", racing)
+    try:
+        faults.preflight(path)  # no StoreReadOnly
+        assert calls["n"] == 2
+        os.chmod(shm, 0o444)
+        if real(shm, os.W_OK):  # root: permissions do not stop it, so nothing to refuse
+            return
+        calls["n"] = 1  # past the race: a file that stays refused is still reported
+        with pytest.raises(faults.StoreReadOnly, match="-shm is read-only"):
+            faults.preflight(path)
+    finally:
+        conn.close()
