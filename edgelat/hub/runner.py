@@ -143,7 +143,7 @@ class Runner:
 
     def _prepare_one(self, conn: Any, device: str) -> None:
         from edgelat.hub.link import TunnelClient
-        from edgelat.profiler.sentinel import sentinel_models
+        from edgelat.profiler.sentinel import put_models
         from edgelat.values import RuntimeConfig
 
         self._enroll(self.tables.db(), device, conn)
@@ -151,8 +151,7 @@ class Runner:
         names = list(runtimes) if isinstance(runtimes, (dict, list)) and runtimes else [RuntimeConfig().runtime]
         client = TunnelClient(conn, device, PREPARE_TIMEOUT_S)
         for fmt in sorted({RuntimeConfig(runtime=str(n)).model_format for n in names}):
-            for data in sentinel_models(fmt):
-                client.put_model(data)
+            put_models(client, fmt)
 
     def _await_ready(self, device: str) -> None:
         """Wait for the device's preparation (see :meth:`prepare`), if it is under way."""
