@@ -534,18 +534,24 @@ def test_a_stored_kernel_predictor_is_data_and_predicts_as_before(tmp_path):
         assert loaded.cv_pred_ == model.cv_pred_ and loaded.choice_ == model.choice_
 
 
+def _wal_with_shm(path: Path) -> tuple[sqlite3.Connection, Path]:
+    """A WAL database held open (so its -shm file exists): the connection and that file."""
+    conn = sqlite3.connect(path)
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("create table t (x)")
+    conn.commit()
+    shm = Path(f"{path}-shm")
+    assert shm.exists()
+    return conn, shm
+
+
 def test_a_journal_file_removed_by_another_connection_mid_check_is_not_read_only(tmp_path, monkeypatch):
     """Another connection closing may delete its -shm between our checks (seen with many hub job
     threads on one table): a file that vanished is not a read-only one."""
     from edgelat.lut import faults
 
     db_path = tmp_path / "edgelat.db"
-    conn = sqlite3.connect(db_path)
-    conn.execute("pragma journal_mode=wal")
-    conn.execute("create table t (x)")
-    conn.commit()
-    shm = Path(f"{db_path}-shm")
-    assert shm.exists()
+    conn, shm = _wal_with_shm(db_path)
     real_access = os.access
 
     def racing_access(p, mode, *a, **kw):
@@ -565,12 +571,7 @@ def test_a_journal_file_made_again_while_it_was_checked_is_not_called_read_only(
     from edgelat.lut import faults
 
     path = tmp_path / "e.db"
-    conn = sqlite3.connect(path)
-    conn.execute("pragma journal_mode=wal")
-    conn.execute("create table t (x)")
-    conn.commit()
-    shm = Path(f"{path}-shm")
-    assert shm.exists()
+    conn, shm = _wal_with_shm(path)
     calls = {"n": 0}
     real = os.access
 
