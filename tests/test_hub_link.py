@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from agent_helpers import free_port
-from hub_helpers import FAST, running_hub, running_link, tokens, wait_final, wait_for
+from hub_helpers import FAST, FAST_DICT, running_hub, running_link, tokens, wait_final, wait_for
 
 from edgelat.agents.cache import sha256_bytes
 from edgelat.agents.server import CHUNK_BYTES
@@ -144,3 +144,44 @@ def test_tls_hub_agent_and_user(tmp_path):
             stop.set()
             thread.join(10)
             link.close()
+
+
+def test_a_job_leased_while_its_device_is_readied_waits_for_it(tmp_path, monkeypatch):
+    """A job for a device that dialled in is leased at once (the device is online), but nothing
+    is measured on it before the hub has readied it: no benchmark on a device while its models
+    are still arriving."""
+    import threading
+    import time
+
+    from edgelat.hub.link import TunnelClient
+    from edgelat.hub.runner import Runner
+
+    readied: list[float] = []
+    benchmarked: list[float] = []
+    release = threading.Event()
+    prepare_one, batch = Runner._prepare_one, TunnelClient.benchmark_batch
+
+    def slow_prepare(self, conn, device):
+        release.wait(20)  # held until the job has been submitted and leased
+        prepare_one(self, conn, device)
+        readied.append(time.monotonic())
+
+    def timed_batch(self, *args, **kwargs):
+        benchmarked.append(time.monotonic())
+        return batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, "_prepare_one", slow_prepare)
+    monkeypatch.setattr(TunnelClient, "benchmark_batch", timed_batch)
+    with running_hub(tmp_path) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"], wait=False) as agent, HubClient(hub.address, tok["user"]) as client:
+            wait_for(lambda: hub.fleet.connection("dev1") is not None, 20, "the agent's hello")
+            job, note = client.submit("profile-ops", "dev1", {"runtime": "onnxruntime", "threads": 1},
+                                      {"specs": [get_preset("smoke")[0].key], "protocol": FAST_DICT, "rounds": 0})
+            assert note == ""  # online: the device's state does not wait for its readying
+            wait_for(lambda: client.get(job["id"])["state"] == "running", 20, "the lease")
+            assert not agent.link.connected.is_set() and not benchmarked  # not welcomed, nothing measured
+            release.set()
+            final = wait_final(client, job["id"])
+    assert final["state"] == "done", final
+    assert readied and benchmarked and min(benchmarked) > readied[0]
