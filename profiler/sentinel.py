@@ -8,8 +8,8 @@ medians, relative to the first ones ever stored for the device + runtime config
 (its reference state), give the device's *level* (1.05 = 5% slower than the
 reference). On a hub, consecutive short jobs on one device form one run: a
 job opens with the check before it while that is fresh, and closes with one
-only when a check is due (:class:`Carried`). Every row stores the level it was measured at, and its median
-divided by it: the figure in the reference state.
+only when a check is due (:class:`Carried`). Every row stores the level it was
+measured at, and its median divided by it: the figure in the reference state.
 
 The kernels are cheap catalog kernels of three kinds (a dense convolution: the
 compute units; a depthwise convolution: vector units and memory; a fully
@@ -168,7 +168,8 @@ class DriftSentinel:
 
         if self._items is None:
             fmt = self.config.model_format
-            self._items = [BenchmarkItem(sha, fmt, s.key) for s, sha in zip(SENTINEL_SPECS, put_models(self.client, fmt))]
+            shas = put_models(self.client, fmt)
+            self._items = [BenchmarkItem(sha, fmt, s.key) for s, sha in zip(SENTINEL_SPECS, shas)]
         results = list(stream(self.client, self._items, self.config, SENTINEL_PROTOCOL, self.rounds))
         medians = {r.tag: r.latency.median for r in results if r.ok and r.latency is not None}
         self.seconds += sum(r.latency.mean * r.latency.n / 1000.0 for r in results if r.ok and r.latency is not None)
