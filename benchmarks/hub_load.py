@@ -11,7 +11,9 @@ it, row stored in the hub's tables).
 
 Printed per setup: jobs/s (jobs done over the time from the first submit to the last
 finish), p50/p99 time from submit to lease (the queue's own timestamps, ``created_at`` and
-``leased_at``), each hub process's peak RSS (VmHWM) and the hubs' CPU time per job. Setups:
+``leased_at``), each hub process's peak RSS (VmHWM) and the CPU time per job of the hubs, the
+fake agents, the users and (a throwaway cluster's) the PostgreSQL server: on a 2-core machine
+they share the cores, and the sum bounds the rate. Setups:
 one hub on SQLite; then two hubs on one PostgreSQL (agents and users split between them), on ``--pg URL``,
 ``EDGELAT_TEST_PG`` or a throwaway cluster (the tests' ``tests/hub_db.py``), when one can
 be had.
@@ -285,6 +287,34 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def server_cpu_seconds(postmaster: int | None) -> float:
+    """CPU of a PostgreSQL server so far: its postmaster with the backends it reaped, and the live
+    ones (NaN when unknown: a server given by --pg, or one not readable here)."""
+    if postmaster is None:
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster or ppid == postmaster:
+            total += sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
+
+
+def postmaster_pid(cluster: object | None) -> int | None:
+    """The throwaway cluster's server process (None for a server given by --pg)."""
+    try:
+        return int((Path(cluster.dir) / "data" / "postmaster.pid").read_text().split()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -301,7 +331,8 @@ def kernel_keys(count: int) -> list[str]:
     return keys[:count]
 
 
-def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Path) -> dict:
+def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Path,
+              server: int | None = None) -> dict:
     from sqlalchemy import create_engine, text
 
     from edgelat.hub.queue import HubStore
@@ -334,6 +365,7 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
 
         own = os.times()
         own_cpu0 = own.user + own.system  # the users' submits (and this loop's polls) from here on
+        server_cpu0 = server_cpu_seconds(server)
         per_device = -(-args.jobs // args.agents)
         keys = kernel_keys(per_device)
         errors: list[str] = []
@@ -378,6 +410,7 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
         rss = [peak_rss_mib(p.pid) for p, _ in procs]
         cpu = sum(cpu_seconds(p.pid) for p, _ in procs)
         agents_cpu = sum(cpu_seconds(p.pid) for p, _ in workers)
+        server_cpu = server_cpu_seconds(server) - server_cpu0
         own = os.times()
         own_cpu = own.user + own.system - own_cpu0
         with engine.connect() as conn:
@@ -413,7 +446,8 @@ def run_setup(name: str, url: str, hubs: int, args: argparse.Namespace, tmp: Pat
                 rss_mib=rss, cpu_ms_per_job=cpu * 1000 / len(done) if done else float("nan"), connect_s=connect_s,
                 unfinished=len(rows) - len(done) - len(failed),
                 agents_ms_per_job=agents_cpu * 1000 / len(done) if done else float("nan"),
-                users_ms_per_job=own_cpu * 1000 / len(done) if done else float("nan"))
+                users_ms_per_job=own_cpu * 1000 / len(done) if done else float("nan"),
+                server_ms_per_job=server_cpu * 1000 / len(done) if done else float("nan"))
 
 
 def _pg_url(arg: str | None) -> tuple[str | None, object | None, str]:
@@ -460,7 +494,7 @@ def main() -> int:
                     if url is None:
                         print(f"postgresql: skipped ({why})", flush=True)
                         continue
-                    r = run_setup(name, url, 2, args, tmp)
+                    r = run_setup(name, url, 2, args, tmp, postmaster_pid(cluster))
                 else:
                     print(f"{name}: unknown setup (one of {', '.join(SETUPS)})")
                     rc = 2
@@ -479,7 +513,9 @@ def main() -> int:
               f"{r['span_s']:.1f} s = {r['jobs_per_s']:.1f} jobs/s; submit->lease p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; hub peak RSS {rss} MiB; "
               f"hub CPU {r['cpu_ms_per_job']:.1f} ms per job (all hubs, start-up included; fake agents "
-              f"{r['agents_ms_per_job']:.1f}, users {r['users_ms_per_job']:.1f}); "
+              f"{r['agents_ms_per_job']:.1f}, users {r['users_ms_per_job']:.1f}"
+              + (f", PostgreSQL server {r['server_ms_per_job']:.1f} from the first submit on"
+                 if r["server_ms_per_job"] == r["server_ms_per_job"] else "") + "); "
               f"agents connected in {r['connect_s']:.1f} s; failed {r['failed']}, unfinished {r['unfinished']}",
               flush=True)
         for e in r["first_errors"]:
