@@ -207,6 +207,9 @@ class HubLink:
         channel = self._channel()
         call = pb_grpc.HubStub(channel).Connect(outgoing(), metadata=self._metadata)
         self._call = call
+        # from the hello on: the hub readies the devices (model uploads) before its welcome, and a
+        # slow upload must not look like a silent agent
+        threading.Thread(target=beat, daemon=True, name="edgelat-link-heartbeat").start()
 
         def watch_stop() -> None:
             while not ended.wait(0.2):
@@ -224,7 +227,6 @@ class HubLink:
                     self.sessions += 1
                     if msg.welcome.heartbeat_s > 0:
                         self.heartbeat_s = min(self.heartbeat_s, msg.welcome.heartbeat_s)
-                    threading.Thread(target=beat, daemon=True, name="edgelat-link-heartbeat").start()
                     self.connected.set()
                     log.info("connected to hub %s (%s) as %s serving %s", self.address, msg.welcome.hub_id,
                              self.agent_id, ", ".join(self.servicers))

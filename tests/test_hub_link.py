@@ -185,3 +185,25 @@ def test_a_job_leased_while_its_device_is_readied_waits_for_it(tmp_path, monkeyp
             final = wait_final(client, job["id"])
     assert final["state"] == "done", final
     assert readied and benchmarked and min(benchmarked) > readied[0]
+
+
+def test_an_agent_whose_devices_are_readied_slowly_is_not_dropped_as_silent(tmp_path, monkeypatch):
+    """Readying takes longer than the hub's heartbeat timeout (slow uploads to a phone): the agent
+    heartbeats from its hello on, so the hub keeps its stream and welcomes it once, not again and again."""
+    import time
+
+    from edgelat.hub.runner import Runner
+
+    prepare_one = Runner._prepare_one
+
+    def slow_prepare(self, conn, device):
+        time.sleep(2.5)  # quiet on the stream for longer than the 1 s heartbeat timeout below
+        prepare_one(self, conn, device)
+
+    monkeypatch.setattr(Runner, "_prepare_one", slow_prepare)
+    with running_hub(tmp_path, heartbeat_timeout_s=1.0) as hub:
+        tok = tokens(hub)
+        with running_link(hub, tok["agent"]) as agent:
+            assert agent.link.sessions == 1
+            time.sleep(1.5)  # and it stays
+            assert agent.link.sessions == 1 and hub.fleet.connection("dev1") is not None
