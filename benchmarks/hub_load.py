@@ -114,14 +114,13 @@ async def _fake_agent(channel, token: str, agent_id: str, device: str, connected
 
         call = stub.Connect(outgoing(), metadata=(("authorization", f"Bearer {token}"),))
         uploads: dict[int, tuple[str, int, list[bytes]]] = {}
-        beater = None
+        beater = asyncio.ensure_future(beat())  # from the hello on, as the real agent's link
         try:
             async for msg in call:
                 kind = msg.WhichOneof("body")
                 rid = msg.request_id
                 if kind == "welcome":
                     connected[0] += 1
-                    beater = asyncio.ensure_future(beat())
                 elif kind == "describe":
                     reply(rid, describe=apb.DescribeResponse(name=device, kind=FACTS["kind"], arch=FACTS["arch"],
                                                              agent_version=__version__, facts_json=json.dumps(FACTS)))
