@@ -626,9 +626,10 @@ class HubStore:
     def submit_and_lease(self, user: str, kind: str, device: str, config: dict, params: dict, priority: int = 0,
                          lease_ttl_s: float | None = None) -> tuple[dict, dict | None, Lease | None]:
         """:meth:`submit_job`; with ``lease_ttl_s``, when the device is free and served through this
-        hub, also lease its next job (the one just queued, unless an earlier one waits) in the same
-        transaction, as ``lease(devices=[device])`` would. The third value is that lease, for the
-        caller to run (None: none taken; the job waits for the dispatcher)."""
+        hub, also lease its next job (the one just queued, unless an earlier one waits) as
+        ``lease(devices=[device])`` would: in the queueing transaction on SQLite, in single statements
+        right after it on PostgreSQL (each re-checks job and device). The third value is that lease,
+        for the caller to run (None: none taken; the job waits for the dispatcher)."""
         _name(user, "the submitting user")
         _name(kind, "the job kind")
         _name(device, "the device")
@@ -900,9 +901,10 @@ class HubStore:
     def finish_then_lease(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
                           done: int | None = None, total: int | None = None,
                           next_ttl_s: float | None = None) -> tuple[bool, Lease | None]:
-        """:meth:`finish`; with ``next_ttl_s``, also lease the device's next job in the same
-        transaction, as ``lease(devices=[device])`` would (a device with work waiting goes on
-        without a round through the dispatcher). Returns (finished, the next lease or None)."""
+        """:meth:`finish`; with ``next_ttl_s``, also lease the device's next job as
+        ``lease(devices=[device])`` would (a device with work waiting goes on without a round through
+        the dispatcher): in the same transaction on SQLite, in single statements right after the
+        finish on PostgreSQL. Returns (finished, the next lease or None)."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
         for v, what in ((done, "done"), (total, "total")):
