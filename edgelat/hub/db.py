@@ -86,15 +86,16 @@ def sqlite_write_lock(url: URL) -> threading.Lock:
         return _SQLITE_WRITERS.setdefault(key, threading.Lock())
 
 
+def pg_connect_args(hub_id: str) -> dict:
+    """What every connection of a hub to PostgreSQL is opened with: the hub's id names it
+    (pg_stat_activity), and an unreachable server is given up on after 10 s."""
+    return {"connect_timeout": 10, "application_name": f"edgelat-hub {hub_id}"[:63]}
+
+
 def pg_engine(url: URL, pool_size: int, hub_id: str) -> Engine:
-    """PostgreSQL through psycopg 3; the hub's id names its connections (pg_stat_activity)."""
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_timeout=60,
-        connect_args={"connect_timeout": 10, "application_name": f"edgelat-hub {hub_id}"[:63]},
-    )
+    """PostgreSQL through psycopg 3."""
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=60,
+                         connect_args=pg_connect_args(hub_id))
 
 
 def db_error(exc: BaseException, shown: str) -> HubDatabaseError:
@@ -110,7 +111,7 @@ def db_error(exc: BaseException, shown: str) -> HubDatabaseError:
     elif isinstance(exc, DBAPIError) and exc.connection_invalidated or any(
             w in low for w in ("connection refused", "could not connect", "connection failed",
                                "timeout expired", "no such host", "name or service",
-                               "server closed", "terminating connection")):
+                               "server closed", "terminating connection", "couldn't get a connection")):
         what = "is unreachable"
     elif "locked" in low or "busy" in low:
         what = "stayed locked by another process"

@@ -92,3 +92,6 @@ CLAIM = text(
     ' RETURNING hub_jobs.*)'
     ' SELECT * FROM job'
 )
+
+#: What the hub runs on its plain connections (:mod:`edgelat.hub.raw_pg`).
+HOT = (PICK, PICK_DEVICE, SUBMIT, FINISH, HEARTBEAT, CLAIM)

@@ -42,11 +42,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from edgelat.errors import BadInput, EdgelatError, UnknownDevice
-from edgelat.hub import pg_statements, raw_sqlite, schema
+from edgelat.hub import pg_statements, raw_pg, raw_sqlite, schema
 from edgelat.hub.db import (
     db_error,
     is_transient,
     normalize_url,
+    pg_connect_args,
     pg_engine,
     sqlite_engine,
     sqlite_write_lock,
@@ -55,7 +56,6 @@ from edgelat.hub.errors import AuthError, Forbidden, HubDatabaseError, JobNotFou
 from edgelat.hub.schema import devices as t_devices
 from edgelat.hub.schema import jobs as t_jobs
 from edgelat.hub.statements import (
-    PG_CLAIM,
     PRIORITY_CEILING,
     TOP_USERS_FAIR,
     Statements,
@@ -190,6 +190,9 @@ class HubStore:
         # SQLite: the hot transactions' statements compiled once, run on plain connections (raw_sqlite)
         self._raw: raw_sqlite.Connections | None = None
         self._raw_sql: dict[int, raw_sqlite.Compiled] = {}
+        # PostgreSQL: the one-statement steps compiled once, run on a pool of plain connections (raw_pg)
+        self._pg_pool: Any = None
+        self._pg_sql: dict[int, raw_pg.Compiled] = {}
 
     # ------------------------------------------------------------------ engine
     def open(self) -> "HubStore":
@@ -217,6 +220,13 @@ class HubStore:
                     {"insert_job": list(SUBMIT_COLUMNS)})
                 self._raw = raw_sqlite.Connections(url.database)
             self._tx(self._create_schema)
+            if self._pg:
+                from edgelat.hub import table_log
+
+                self._pg_sql = raw_pg.compile_statements(
+                    [*pg_statements.HOT, self._q.progress, self._q.notify, *table_log.PG_HOT], engine.dialect)
+                connect = dict(engine.dialect.create_connect_args(engine.url)[1], **pg_connect_args(self.hub_id))
+                self._pg_pool = raw_pg.pool(connect, 2 * self._pool_size, f"edgelat-hub {self.hub_id}")
         except BaseException:
             engine.dispose()
             self._engine = None
@@ -232,6 +242,9 @@ class HubStore:
         if self._raw is not None:
             self._raw.close()
             self._raw = None
+        if self._pg_pool is not None:
+            self._pg_pool.close()
+            self._pg_pool = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -370,6 +383,38 @@ class HubStore:
             except (sqlite3.Error, OSError, ValueError) as exc:
                 raise db_error(exc, self._shown) from None
         raise _Retry()
+
+    def _quick(self, fn: Callable[[Any], _T], *, retry_integrity: bool = False, attempts: int = 8) -> _T:
+        """PostgreSQL: ``fn`` runs statements of :data:`pg_statements.HOT` (and the few others compiled
+        at open), each its own transaction, on a pooled plain connection (:mod:`edgelat.hub.raw_pg`);
+        lost races and connections the server dropped are retried as :meth:`_tx` retries them."""
+        if self._pg_pool is None:
+            return self._tx(fn, write=False, retry_integrity=retry_integrity, attempts=attempts)
+        for attempt in range(attempts):
+            try:
+                with self._pg_pool.connection() as raw:
+                    return fn(raw_pg.Connection(raw, self._pg_sql))
+            except _Retry:
+                if attempt == attempts - 1:
+                    raise
+            except EdgelatError:
+                raise
+            except Exception as exc:  # psycopg's and the pool's errors
+                if raw_pg.broken(exc):
+                    self._pg_pool.check()  # drop the other connections the server closed too
+                if attempt < attempts - 1 and raw_pg.is_transient(exc, retry_integrity):
+                    time.sleep(0.001 * (attempt + 1))
+                    continue
+                if isinstance(exc, (raw_pg.Error, OSError, ValueError)):
+                    raise db_error(exc, self._shown) from None
+                raise
+        raise _Retry()
+
+    def quick(self, fn: Callable[[Any], _T]) -> _T:
+        """Run ``fn(connection)``, whose statements each commit on their own, on this store's database
+        (PostgreSQL: the pooled plain connections, for the statements compiled at open): for the
+        table log's append and reads."""
+        return self._quick(fn)
 
     def transaction(self, fn: Callable[[Connection], _T], *, write: bool = True) -> _T:
         """Run ``fn(connection)`` in one transaction on this store's database (lost races retried,
@@ -543,7 +588,7 @@ class HubStore:
             return conn.execute(q.renew_leases, params).rowcount
 
         if self._pg:
-            return self._tx(lambda c: c.execute(pg_statements.HEARTBEAT, params).rowcount, write=False)
+            return self._quick(lambda c: c.execute(pg_statements.HEARTBEAT, params).rowcount)
         return self._tx(run)
 
     def heartbeat_many(self, agent_ids: list[str]) -> None:
@@ -686,9 +731,9 @@ class HubStore:
         """PostgreSQL: queue the job and read its device in one statement; tell the other hubs only
         when the device is served through another one (this hub's dispatchers were told; a device
         offline now is leased by the hub it comes back to, which looks for work when it does)."""
-        dev = self._tx(lambda c: c.execute(pg_statements.SUBMIT, values).first(), write=False)
+        dev = self._quick(lambda c: c.execute(pg_statements.SUBMIT, values).first())
         if dev is not None and dev.online and dev.hub_id != self.hub_id:
-            self._tx(lambda c: self._notify_hubs(c, values["device"]), write=False)
+            self._quick(lambda c: self._notify_hubs(c, values["device"]))
         return dev
 
     def _lease_device_pg(self, device: str, ttl_s: float) -> Lease | None:
@@ -706,7 +751,7 @@ class HubStore:
             base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
             return self._claim(conn, best.id, device, best.user, now, ttl_s, base, free_only=True)
 
-        return self._tx(run, write=False, retry_integrity=True)
+        return self._quick(run, retry_integrity=True)
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
@@ -734,8 +779,7 @@ class HubStore:
                 return None
         try:
             if self._pg and names is None:  # one statement to pick, one to claim: no transaction around them
-                lease = self._tx(lambda c: self._lease_pg(c, float(ttl_s)), write=False, retry_integrity=True,
-                                 attempts=12)
+                lease = self._quick(lambda c: self._lease_pg(c, float(ttl_s)), retry_integrity=True, attempts=12)
             else:
                 lease = self._tx(lambda c: self._lease_tx(c, names, float(ttl_s)), retry_integrity=True,
                                  attempts=12)
@@ -842,7 +886,7 @@ class HubStore:
         q = self._q
         if self._pg:
             lease_id = uuid.uuid4().hex
-            row = conn.execute(PG_CLAIM, dict(
+            row = conn.execute(pg_statements.CLAIM, dict(
                 base, p_device=device, p_id=job_id, p_lease=lease_id, p_ttl=ttl_s, p_expires=now + ttl_s,
                 p_now=now)).first()
             if row is None:
@@ -889,7 +933,7 @@ class HubStore:
         params = {"p_lease": lease_id, "p_done": done, "p_total": total,
                   "p_message": str(message or "")[:2000], "p_now": self._now()}
         if self._pg:  # one statement: PostgreSQL runs it without a transaction around it
-            return self._tx(lambda c: c.execute(self._q.progress, params).rowcount, write=False) == 1
+            return self._quick(lambda c: c.execute(self._q.progress, params).rowcount) == 1
         return self._hot_tx(lambda c: c.execute(self._q.progress, params).rowcount) == 1
 
     def finish(self, lease_id: str, state: str, error: str | None = None, result: dict | None = None,
@@ -937,7 +981,7 @@ class HubStore:
             return row.device, waiting, lease
 
         if self._pg:  # one statement; a device with work waiting then leases in two more
-            row = self._tx(lambda c: c.execute(pg_statements.FINISH, params).first(), write=False)
+            row = self._quick(lambda c: c.execute(pg_statements.FINISH, params).first())
             got = None if row is None else (row.device, bool(row.waiting), None)
             if got is not None and got[1] and next_ttl_s is not None:
                 got = (got[0], True, self._lease_device_pg(got[0], float(next_ttl_s)))

@@ -5,7 +5,7 @@ SQLAlchemy's execution machinery (pool checkout, events, result wrapping) they c
 times what SQLite takes to run them. Here the same statements (:mod:`edgelat.hub.statements`)
 are compiled once to SQL text, and run on one plain connection per thread in a ``BEGIN
 IMMEDIATE`` transaction under the store's write lock, exactly as the engine's would be.
-PostgreSQL keeps the engine.
+PostgreSQL has its own twin, :mod:`edgelat.hub.raw_pg`.
 """
 
 from __future__ import annotations

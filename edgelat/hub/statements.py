@@ -39,23 +39,6 @@ TOP_USERS_FAIR = text(
     ' FROM u WHERE u.name IS NOT NULL'
 )
 
-# PostgreSQL: take the device and start the job in one statement (one round trip instead of two). Returns the job's row, or nothing when the device or the job
-# was taken meanwhile (the caller rolls back and tries again).
-PG_CLAIM = text(
-    'WITH dev AS ('
-    ' UPDATE hub_devices SET busy_job = :p_id'
-    ' WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
-    ' AND last_seen >= :p_cutoff RETURNING agent_id'
-    '), job AS ('
-    ' UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
-    ' lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
-    ' leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
-    ' version = hub_jobs.version + 1'
-    ' FROM dev WHERE hub_jobs.id = :p_id AND hub_jobs.state = \'queued\''
-    ' RETURNING hub_jobs.*'
-    ') SELECT * FROM job'
-)
-
 
 def free_device():
     """A device that can take a job now: online via this hub, seen lately, idle, not quarantined."""

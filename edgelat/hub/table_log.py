@@ -48,6 +48,8 @@ _PG_APPEND = text(
     " SELECT CAST(:p_origin AS TEXT), u.e->>0, u.e->>1, u.e->>2, CAST(:p_at AS DOUBLE PRECISION)"
     " FROM json_array_elements(CAST(:p_entries AS JSON)) WITH ORDINALITY AS u(e, n) CROSS JOIN lock"
     " ORDER BY u.n RETURNING id")
+#: what the store runs on its plain connections (PostgreSQL; see HubStore.quick)
+PG_HOT = (_PG_APPEND, _AFTER)
 
 
 def log_name(store: Any) -> str:
@@ -66,14 +68,13 @@ def append(store: Any, origin: str, changes: list[Change]) -> list[int]:
         entries = json.dumps([[r["tbl"], r["key"], r["row"]] for r in rows])
         params = {"p_key": _APPEND_LOCK, "p_origin": origin, "p_entries": entries, "p_at": now}
         # ids come from one sequence, in the order the rows go in (the statement's sort): in input order
-        return sorted(r.id for r in store.transaction(lambda c: c.execute(_PG_APPEND, params).all(), write=False))
+        return sorted(r.id for r in store.quick(lambda c: c.execute(_PG_APPEND, params).all()))
     return store.transaction(lambda c: [r.id for r in c.execute(_INSERT, rows)])
 
 
 def after(store: Any, watermark: int, limit: int) -> list[Entry]:
     """Entries after ``watermark``, in log order, at most ``limit``."""
-    rows = store.transaction(lambda c: c.execute(_AFTER, {"p_after": watermark, "p_limit": limit}).all(),
-                             write=False)
+    rows = store.quick(lambda c: c.execute(_AFTER, {"p_after": watermark, "p_limit": limit}).all())
     return [Entry(r.id, r.origin, r.tbl, r.key, load_row(r.row)) for r in rows]
 
 
