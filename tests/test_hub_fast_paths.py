@@ -111,6 +111,18 @@ def test_a_finish_leases_the_devices_next_job_by_fair_share(make_store: Callable
     assert store.finish_then_lease(other.lease_id, "done", next_ttl_s=30) == (True, None)  # nothing waits
 
 
+def test_a_finish_leases_the_user_who_leased_less_lately_first(make_store: Callable[..., HubStore]) -> None:
+    store = make_store()
+    _online(store, "rack", ["dev1"])
+    first = store.submit_and_lease("alice", "profile-ops", "dev1", {}, {}, lease_ttl_s=30)[2]
+    alices = store.submit("alice", "profile-ops", "dev1", {}, {})
+    bobs = store.submit("bob", "profile-ops", "dev1", {}, {})  # later; neither runs anything once first ends
+    done, nxt = store.finish_then_lease(first.lease_id, "done", next_ttl_s=30)
+    assert done and nxt.job["id"] == bobs  # alice leased through this hub a moment ago, bob not
+    done, nxt = store.finish_then_lease(nxt.lease_id, "done", next_ttl_s=30)
+    assert done and nxt.job["id"] == alices
+
+
 def test_heartbeats_of_many_agents_go_in_one_write(make_store: Callable[..., HubStore]) -> None:
     clock = Clock()
     store = make_store(clock=clock)

@@ -33,14 +33,29 @@ PICK = text(
     '  ORDER BY j.priority, j."user", j.created_at LIMIT 1) h ON true'
 )
 
-#: Each user's next queued job for one device (priority, then submit time), with the user's running
-#: jobs: what leasing that device chooses among (highest priority first).
-PICK_DEVICE = text(
-    'SELECT h.id, h."user", h.priority, h.created_at,'
-    ' (SELECT count(*) FROM hub_jobs r WHERE r.state = \'running\' AND r."user" = h."user") AS running'
-    ' FROM (SELECT DISTINCT ON (j."user") j.id, j."user", j.priority, j.created_at FROM hub_jobs j'
-    '  WHERE j.state = \'queued\' AND j.device = :p_device ORDER BY j."user", j.priority DESC, j.created_at) h'
-    ' ORDER BY h.priority DESC'
+#: Lease one device's next job in one statement: each user's next queued job for the device (priority,
+#: then submit time); of those the first by priority, then fair share (the user's running jobs, then
+#: ``:p_recent``, a JSON object of each user's recent leases through this hub, then submit time);
+#: claimed as :data:`CLAIM` claims (the job locked while still queued, the
+#: device taken only with it). The job's row, or nothing (no job waits, or it was taken meanwhile).
+LEASE_DEVICE = text(
+    'WITH head AS (SELECT h.id FROM (SELECT DISTINCT ON (j."user") j.id, j."user", j.priority, j.created_at'
+    '  FROM hub_jobs j WHERE j.state = \'queued\' AND j.device = :p_device'
+    '  ORDER BY j."user", j.priority DESC, j.created_at) h'
+    ' ORDER BY h.priority DESC,'
+    '  (SELECT count(*) FROM hub_jobs r WHERE r.state = \'running\' AND r."user" = h."user"),'
+    '  COALESCE(CAST(CAST(:p_recent AS JSON) ->> h."user" AS DOUBLE PRECISION), 0), h.created_at LIMIT 1),'
+    ' pick AS (SELECT j.id FROM hub_jobs j JOIN head ON j.id = head.id WHERE j.state = \'queued\''
+    '  FOR UPDATE OF j SKIP LOCKED),'
+    ' dev AS (UPDATE hub_devices SET busy_job = pick.id FROM pick'
+    '  WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
+    '  AND last_seen >= :p_cutoff RETURNING agent_id),'
+    ' job AS (UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
+    '  lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
+    '  leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
+    '  version = hub_jobs.version + 1'
+    '  FROM dev, pick WHERE hub_jobs.id = pick.id AND hub_jobs.state = \'queued\' RETURNING hub_jobs.*)'
+    ' SELECT * FROM job'
 )
 
 #: Queue a job and read its device (None: never seen), in one statement.
@@ -94,4 +109,4 @@ CLAIM = text(
 )
 
 #: What the hub runs on its plain connections (:mod:`edgelat.hub.raw_pg`).
-HOT = (PICK, PICK_DEVICE, SUBMIT, FINISH, HEARTBEAT, CLAIM)
+HOT = (PICK, LEASE_DEVICE, SUBMIT, FINISH, HEARTBEAT, CLAIM)

@@ -737,21 +737,22 @@ class HubStore:
         return dev
 
     def _lease_device_pg(self, device: str, ttl_s: float) -> Lease | None:
-        """PostgreSQL: lease one device's next job, as ``lease(devices=[device])`` would, in two
-        statements and no transaction around them: each user's next job for it, then the claim of
-        the first by (running, leased recently, submit time), which re-checks job and device.
-        None: no job waits, or the device was taken meanwhile."""
-        def run(conn: Connection) -> Lease | None:
-            now = self._now()
-            rows = conn.execute(pg_statements.PICK_DEVICE, {"p_device": device}).all()
-            if not rows:
-                return None
-            heads = [r for r in rows if r.priority == rows[0].priority]
-            best = min(heads, key=lambda r: (r.running, self._recent(r.user, now), r.created_at))
-            base = {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s}
-            return self._claim(conn, best.id, device, best.user, now, ttl_s, base, free_only=True)
-
-        return self._quick(run, retry_integrity=True)
+        """PostgreSQL: lease one device's next job, as ``lease(devices=[device])`` would, in one
+        statement (:data:`pg_statements.LEASE_DEVICE`), which re-checks job and device. None: no job
+        waits, or the device or the job was taken meanwhile."""
+        now = self._now()
+        with self._shares_lock:
+            users = list(self._shares)
+        recent = json.dumps({u: self._recent(u, now) for u in users})
+        lease_id = uuid.uuid4().hex
+        params = {"p_device": device, "p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s,
+                  "p_recent": recent, "p_lease": lease_id, "p_ttl": ttl_s, "p_expires": now + ttl_s, "p_now": now}
+        row = self._quick(lambda c: c.execute(pg_statements.LEASE_DEVICE, params).first(), retry_integrity=True)
+        if row is None:
+            return None
+        self._count_lease(row.user, now)
+        return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent, device=device,
+                     expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
 
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
