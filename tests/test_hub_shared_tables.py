@@ -11,7 +11,7 @@ from hub_helpers import FAST_DICT, running_hub, running_link, tokens, wait_final
 
 from edgelat.hub.client import HubClient
 from edgelat.hub.queue import HubStore
-from edgelat.hub import shared_tables
+from edgelat.hub import shared_tables, table_log
 from edgelat.hub.shared_tables import SharedTables
 from edgelat.lut import replica, store
 from edgelat.profiler.presets import get_preset
@@ -122,6 +122,10 @@ def test_rows_published_twice_or_changed_on_two_hubs_end_the_same_everywhere(tmp
         assert [r[0] for r in a.db().execute("select kernel_key from sentinel_reference")] == ["k1"]
         assert a.push() == 0 and b.pull() == 0  # nothing echoes back
         assert replica.watermark(a.db()) == replica.watermark(b.db()) > 0
+        # a hub reads its own entries back without their rows (it skips them), the others' whole
+        seen = table_log.after(hub_db, 0, 100, me=a.replica)
+        assert {e.origin for e in seen} == {a.replica, b.replica}
+        assert all((e.row is None) == (e.origin == a.replica) for e in seen if e.table == "sentinel_checks")
     finally:
         for r in replicas:
             r.stop()
@@ -204,7 +208,6 @@ def test_a_compacted_log_brings_lagging_and_late_hubs_to_the_same_rows(tmp_path,
     nothing they took in comes back to the log."""
     from sqlalchemy import text
 
-    from edgelat.hub import table_log
     from edgelat.values import BenchmarkResult, LatencySummary
 
     def kernel(db, key: str, median: float) -> None:

@@ -125,7 +125,7 @@ class SharedTables:
         db = self.db()
         changed = 0
         while True:
-            entries = table_log.after(self.store, replica.watermark(db), BATCH)
+            entries = table_log.after(self.store, replica.watermark(db), BATCH, self.replica or "")
             for start in range(0, len(entries), APPLY_BATCH):
                 changed += replica.apply(db, entries[start:start + APPLY_BATCH])
             if len(entries) < BATCH:

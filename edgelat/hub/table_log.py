@@ -20,7 +20,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, case, func, select, text
 from sqlalchemy.engine import Connection
 
 from edgelat.hub.schema import meta, table_log
@@ -34,7 +34,9 @@ KEEP_TAIL = 10_000
 #: entries compacted per transaction
 COMPACT_STEP = 5_000
 _INSERT = table_log.insert().returning(table_log.c.id, sort_by_parameter_order=True)
-_AFTER = (select(table_log.c.id, table_log.c.origin, table_log.c.tbl, table_log.c.key, table_log.c.row)
+# a replica's own entries come back without their row: it wrote them, and skips them
+_AFTER = (select(table_log.c.id, table_log.c.origin, table_log.c.tbl, table_log.c.key,
+                 case((table_log.c.origin == bindparam("p_me"), None), else_=table_log.c.row).label("row"))
           .where(table_log.c.id > bindparam("p_after")).order_by(table_log.c.id).limit(bindparam("p_limit")))
 _NAME = select(meta.c.value).where(meta.c.key == "tables_log")
 # PostgreSQL: the append lock and every row in one statement, run without a transaction around it (its
@@ -72,9 +74,10 @@ def append(store: Any, origin: str, changes: list[Change]) -> list[int]:
     return store.transaction(lambda c: [r.id for r in c.execute(_INSERT, rows)])
 
 
-def after(store: Any, watermark: int, limit: int) -> list[Entry]:
-    """Entries after ``watermark``, in log order, at most ``limit``."""
-    rows = store.quick(lambda c: c.execute(_AFTER, {"p_after": watermark, "p_limit": limit}).all())
+def after(store: Any, watermark: int, limit: int, me: str = "") -> list[Entry]:
+    """Entries after ``watermark``, in log order, at most ``limit``; those of replica ``me`` without
+    their row (it has them: :func:`edgelat.lut.replica.apply` skips them)."""
+    rows = store.quick(lambda c: c.execute(_AFTER, {"p_after": watermark, "p_limit": limit, "p_me": me}).all())
     return [Entry(r.id, r.origin, r.tbl, r.key, load_row(r.row)) for r in rows]
 
 
