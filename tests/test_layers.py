@@ -58,7 +58,6 @@ KNOWN_SQL: dict[str, str] = {
     "edgelat.hub.raw_sqlite": "the hub queue's hot statements on plain sqlite3 connections",
     "edgelat.hub.raw_pg": "the hub queue's one-statement steps on pooled plain psycopg connections",
     "edgelat.hub.statements": "the hub queue's prepared statements",
-    "edgelat.hub.pg_statements": "the hub queue's PostgreSQL statements, one round trip each",
     "edgelat.hub.table_log": "the log of table changes that hubs on one database share, in that database",
 }
 
