@@ -58,12 +58,30 @@ LEASE_DEVICE = text(
     ' SELECT * FROM job'
 )
 
-#: Queue a job and read its device (None: never seen), in one statement.
+#: Queue a job and, with ``:p_take``, lease it at once when its device is free through this hub and no
+#: other job waits for it (as :data:`CLAIM` would: the device taken only with the job, which then
+#: starts as running). Returns the device as it was before (``device``, JSON; null: never seen) and
+#: the job's row (``job``, JSON).
 SUBMIT = text(
-    'WITH job AS (INSERT INTO hub_jobs (id, "user", kind, device, config, params, priority, state, done, total,'
-    ' message, attempts, created_at, updated_at, version) VALUES (:id, :user, :kind, :device, :config, :params,'
-    ' :priority, :state, :done, :total, :message, :attempts, :created_at, :updated_at, :version))'
-    ' SELECT * FROM hub_devices WHERE name = :device'
+    'WITH dev AS (UPDATE hub_devices SET busy_job = :id WHERE name = :device AND CAST(:p_take AS BOOLEAN)'
+    ' AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0 AND last_seen >= :p_cutoff'
+    ' AND NOT EXISTS (SELECT 1 FROM hub_jobs q WHERE q.state = \'queued\' AND q.device = :device)'
+    ' RETURNING agent_id, true AS taken),'
+    ' job AS (INSERT INTO hub_jobs (id, "user", kind, device, config, params, priority, state, done, total,'
+    ' message, attempts, created_at, updated_at, version, lease_id, lease_agent, lease_ttl, lease_expires,'
+    ' started_at, leased_at, agent_id, hub_id)'
+    ' SELECT :id, :user, :kind, :device, :config, :params, :priority,'
+    ' CASE WHEN dev.taken IS NULL THEN :state ELSE \'running\' END, :done, :total, :message, :attempts,'
+    ' :created_at, :updated_at, :version + CASE WHEN dev.taken IS NULL THEN 0 ELSE 1 END,'
+    ' CASE WHEN dev.taken IS NULL THEN NULL ELSE CAST(:p_lease AS TEXT) END, dev.agent_id,'
+    ' CASE WHEN dev.taken IS NULL THEN NULL ELSE CAST(:p_ttl AS DOUBLE PRECISION) END,'
+    ' CASE WHEN dev.taken IS NULL THEN NULL ELSE CAST(:p_expires AS DOUBLE PRECISION) END,'
+    ' CASE WHEN dev.taken IS NULL THEN NULL ELSE CAST(:p_now AS DOUBLE PRECISION) END,'
+    ' CASE WHEN dev.taken IS NULL THEN NULL ELSE CAST(:p_now AS DOUBLE PRECISION) END, dev.agent_id,'
+    ' CASE WHEN dev.taken IS NULL THEN NULL ELSE CAST(:p_hub AS TEXT) END'
+    ' FROM (SELECT 1) AS one LEFT JOIN dev ON true RETURNING *)'
+    ' SELECT (SELECT row_to_json(d) FROM hub_devices d WHERE d.name = :device) AS device,'
+    ' (SELECT row_to_json(job) FROM job) AS job'
 )
 
 #: End a running job and free its device (its failure streak cleared when it is done); returns the

@@ -706,11 +706,8 @@ class HubStore:
                 self._notify_hubs(conn, device)
             return conn.execute(self._q.device_row, {"p_device": device}).first(), lease
 
-        if self._pg:  # one statement (see _submit_pg); a device free here then leases in two more
-            dev, lease = self._submit_pg(values), None
-            if lease_ttl_s is not None and dev is not None and dev.hub_id == self.hub_id and dev.online \
-                    and dev.busy_job is None and not dev.quarantined:
-                lease = self._lease_device_pg(device, float(lease_ttl_s))
+        if self._pg:  # one statement (see _submit_pg)
+            dev, lease = self._submit_pg(values, lease_ttl_s)
         else:
             try:
                 dev, lease = self._hot_tx(lambda c: run(c, lease_ttl_s is not None))
@@ -727,14 +724,32 @@ class HubStore:
             shown.update(state="busy", job=lease.job["id"])
         return job, shown, lease
 
-    def _submit_pg(self, values: dict) -> Any:
-        """PostgreSQL: queue the job and read its device in one statement; tell the other hubs only
-        when the device is served through another one (this hub's dispatchers were told; a device
-        offline now is leased by the hub it comes back to, which looks for work when it does)."""
-        dev = self._quick(lambda c: c.execute(pg_statements.SUBMIT, values).first())
+    def _submit_pg(self, values: dict, ttl_s: float | None) -> tuple[Any, Lease | None]:
+        """PostgreSQL: queue the job and read its device in one statement, which with ``ttl_s`` also
+        leases the job when its device is free here and nothing else waits for it. A device free here
+        with other jobs waiting then leases the first of them (:meth:`_lease_device_pg`). The other
+        hubs are told only when the device is served through another one (this hub's dispatchers
+        were told; a device offline now is leased by the hub it comes back to)."""
+        now = self._now()
+        lease_id = uuid.uuid4().hex
+        take = ttl_s is not None
+        ttl = float(ttl_s) if take else 0.0
+        params = dict(values, p_take=take, p_hub=self.hub_id, p_cutoff=now - self.offline_after_s, p_lease=lease_id,
+                      p_ttl=ttl, p_expires=now + ttl, p_now=now)
+        got = self._quick(lambda c: c.execute(pg_statements.SUBMIT, params).first())
+        dev = None if got.device is None else SimpleNamespace(**got.device)
+        job = SimpleNamespace(**got.job)
+        lease = None
+        if job.state == "running":
+            self._count_lease(job.user, now)
+            lease = Lease(lease_id=lease_id, job=self._job_dict(job), agent_id=job.lease_agent,
+                          device=job.device, expires_at=_iso(now + ttl), ttl_s=ttl)
+        elif take and dev is not None and dev.hub_id == self.hub_id and dev.online and dev.busy_job is None \
+                and not dev.quarantined:
+            lease = self._lease_device_pg(values["device"], ttl)
         if dev is not None and dev.online and dev.hub_id != self.hub_id:
             self._quick(lambda c: self._notify_hubs(c, values["device"]))
-        return dev
+        return dev, lease
 
     def _lease_device_pg(self, device: str, ttl_s: float) -> Lease | None:
         """PostgreSQL: lease one device's next job, as ``lease(devices=[device])`` would, in one
