@@ -45,7 +45,7 @@ LEASE_DEVICE = text(
     ' ORDER BY h.priority DESC,'
     '  (SELECT count(*) FROM hub_jobs r WHERE r.state = \'running\' AND r."user" = h."user"),'
     '  COALESCE(CAST(CAST(:p_recent AS JSON) ->> h."user" AS DOUBLE PRECISION), 0), h.created_at LIMIT 1),'
-    ' pick AS (SELECT j.id FROM hub_jobs j JOIN head ON j.id = head.id WHERE j.state = \'queued\''
+    ' pick AS (SELECT j.id FROM hub_jobs j WHERE j.id = (SELECT id FROM head) AND j.state = \'queued\''
     '  FOR UPDATE OF j SKIP LOCKED),'
     ' dev AS (UPDATE hub_devices SET busy_job = pick.id FROM pick'
     '  WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
@@ -54,7 +54,7 @@ LEASE_DEVICE = text(
     '  lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
     '  leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
     '  version = hub_jobs.version + 1'
-    '  FROM dev, pick WHERE hub_jobs.id = pick.id AND hub_jobs.state = \'queued\' RETURNING hub_jobs.*)'
+    '  FROM dev WHERE hub_jobs.id = (SELECT id FROM pick) AND hub_jobs.state = \'queued\' RETURNING hub_jobs.*)'
     ' SELECT * FROM job'
 )
 
@@ -91,7 +91,8 @@ FINISH = text(
     ' finished_at = :p_now, updated_at = :p_now, version = version + 1,'
     ' done = COALESCE(CAST(:p_done AS INTEGER), done), total = COALESCE(CAST(:p_total AS INTEGER), total),'
     ' lease_id = NULL, lease_agent = NULL, lease_expires = NULL'
-    ' WHERE lease_id = :p_lease AND state = \'running\' RETURNING id, device),'
+    ' WHERE id = (SELECT l.id FROM hub_jobs l WHERE l.lease_id = :p_lease) AND state = \'running\''
+    ' RETURNING id, device),'
     ' dev AS (UPDATE hub_devices SET busy_job = NULL,'
     ' fail_streak = CASE WHEN :p_state = \'done\' THEN 0 ELSE fail_streak END,'
     ' last_error = CASE WHEN :p_state = \'done\' THEN NULL ELSE last_error END'
@@ -107,6 +108,15 @@ HEARTBEAT = text(
     ' d AS (UPDATE hub_devices SET last_seen = :p_now WHERE agent_id = :p_agent AND hub_id = :p_hub AND online = 1)'
     ' UPDATE hub_jobs SET lease_expires = :p_now + lease_ttl'
     ' WHERE lease_agent = :p_agent AND hub_id = :p_hub AND state = \'running\''
+)
+
+#: Several agents are alive (:data:`HEARTBEAT` for each of ``:p_agents``, a list), in one statement.
+HEARTBEAT_MANY = text(
+    'WITH a AS (UPDATE hub_agents SET last_seen = :p_now WHERE id = ANY(CAST(:p_agents AS TEXT[]))),'
+    ' d AS (UPDATE hub_devices SET last_seen = :p_now WHERE agent_id = ANY(CAST(:p_agents AS TEXT[]))'
+    ' AND hub_id = :p_hub AND online = 1)'
+    ' UPDATE hub_jobs SET lease_expires = :p_now + lease_ttl'
+    ' WHERE lease_agent = ANY(CAST(:p_agents AS TEXT[])) AND hub_id = :p_hub AND state = \'running\''
 )
 
 #: Lease a picked job: lock it (skipped when another lease holds it), then take its device only if
@@ -127,4 +137,4 @@ CLAIM = text(
 )
 
 #: What the hub runs on its plain connections (:mod:`edgelat.hub.raw_pg`).
-HOT = (PICK, LEASE_DEVICE, SUBMIT, FINISH, HEARTBEAT, CLAIM)
+HOT = (PICK, LEASE_DEVICE, SUBMIT, FINISH, HEARTBEAT, HEARTBEAT_MANY, CLAIM)

@@ -597,6 +597,10 @@ class HubStore:
         if not agent_ids:
             return
         now = self._now()
+        if self._pg:  # one statement: a transaction of three statements per agent held every device's row
+            params = {"p_agents": sorted(set(agent_ids)), "p_hub": self.hub_id, "p_now": now}
+            self._quick(lambda c: c.execute(pg_statements.HEARTBEAT_MANY, params))
+            return
         rows = [{"p_agent": a, "p_hub": self.hub_id, "p_now": now} for a in sorted(set(agent_ids))]
         q = self._q
 
