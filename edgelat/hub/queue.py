@@ -773,6 +773,17 @@ class HubStore:
         return Lease(lease_id=lease_id, job=self._job_dict(row), agent_id=row.lease_agent, device=device,
                      expires_at=_iso(now + ttl_s), ttl_s=ttl_s)
 
+    def work_since(self, marker: int) -> tuple[int, list[str] | None]:
+        """The new marker and the devices work may wait for since ``marker`` (None: any device)."""
+        return self._signal.since(marker)
+
+    def lease_device(self, device: str, ttl_s: float = 30.0) -> Lease | None:
+        """:meth:`lease` for one device (PostgreSQL: one statement)."""
+        _check_ttl(ttl_s)
+        if self._pg:
+            return self._lease_device_pg(device, float(ttl_s))
+        return self.lease(devices=[device], ttl_s=ttl_s)
+
     def lease(self, devices: list[str] | None = None, ttl_s: float = 30.0) -> Lease | None:
         """Take the next job for a free device served through this hub, or None when there is none.
 

@@ -91,19 +91,32 @@ class Runner:
             threading.Thread(target=self._hear_other_hubs, daemon=True, name="edgelat-hub-hear").start()
 
     def _hear_other_hubs(self) -> None:
-        """PostgreSQL: wake the dispatcher when another hub says work may wait for a device served
-        here (a job queued through it, say), instead of at the next poll."""
+        """PostgreSQL: when another hub says work may wait for devices served here (jobs queued
+        through it, say), lease each of them that this hub is not running a job on, one statement
+        each, instead of waiting for the next poll; the dispatcher is woken when the news names no
+        device. (A device this hub runs a job on leases its next job when that one finishes.)"""
         marker = self.store.work_marker()
         while not self._stop.is_set():
             try:
                 seen = self.store.wait_for_work(marker, 1.0)
+                if seen == marker:
+                    continue
+                marker, devices = self.store.work_since(marker)
+                if devices is None:
+                    self.wake.set()
+                    continue
+                for device in devices:
+                    with self._lock:
+                        if device in self._busy:
+                            continue
+                    if self.fleet.connection(device) is None or self._stop.is_set():
+                        continue
+                    lease = self.store.lease_device(device, ttl_s=self.lease_ttl_s)
+                    if lease is not None:
+                        self.adopt(lease)
             except EdgelatError as exc:
                 log.warning("hub notifications: %s", exc)
                 self._stop.wait(1.0)
-                continue
-            if seen != marker:
-                marker = seen
-                self.wake.set()
 
     def prepare(self, conn: Any, then: Callable[[], None]) -> None:
         """Ready the devices of an agent that just dialled in, then call ``then`` (the Connect stream

@@ -68,6 +68,23 @@ class WorkSignal:
                             del self._by_device[name]
             return self._epoch
 
+    def since(self, marker: int) -> tuple[int, list[str] | None]:
+        """The new marker and the devices announced after ``marker`` (None: any device may have work,
+        or more happened than is remembered)."""
+        with self._lock:
+            if marker >= self._epoch:
+                return self._epoch, []
+            if not self._recent or self._recent[0][0] > marker + 1:
+                return self._epoch, None
+            devices: list[str] = []
+            for epoch, device in self._recent:
+                if epoch <= marker:
+                    continue
+                if device is None:
+                    return self._epoch, None
+                devices.append(device)
+            return self._epoch, list(dict.fromkeys(devices))
+
     def _missed(self, marker: int, wanted: set[str] | None) -> bool:
         """Whether something for ``wanted`` happened after ``marker`` (called with the lock held)."""
         if marker >= self._epoch:
