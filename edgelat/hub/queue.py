@@ -676,8 +676,9 @@ class HubStore:
                          lease_ttl_s: float | None = None) -> tuple[dict, dict | None, Lease | None]:
         """:meth:`submit_job`; with ``lease_ttl_s``, when the device is free and served through this
         hub, also lease its next job (the one just queued, unless an earlier one waits) as
-        ``lease(devices=[device])`` would: in the queueing transaction on SQLite, in single statements
-        right after it on PostgreSQL (each re-checks job and device). The third value is that lease,
+        ``lease(devices=[device])`` would: in the queueing transaction on SQLite; on PostgreSQL in the
+        queueing statement when nothing else waits for the device, else in one more statement (each
+        re-checks job and device). The third value is that lease,
         for the caller to run (None: none taken; the job waits for the dispatcher)."""
         _name(user, "the submitting user")
         _name(kind, "the job kind")
@@ -978,7 +979,7 @@ class HubStore:
                           next_ttl_s: float | None = None) -> tuple[bool, Lease | None]:
         """:meth:`finish`; with ``next_ttl_s``, also lease the device's next job as
         ``lease(devices=[device])`` would (a device with work waiting goes on without a round through
-        the dispatcher): in the same transaction on SQLite, in single statements right after the
+        the dispatcher): in the same transaction on SQLite, in one statement right after the
         finish on PostgreSQL. Returns (finished, the next lease or None)."""
         if state not in ("done", "failed"):
             raise BadInput(f"a leased job finishes as done or failed, not {state!r}")
@@ -1011,7 +1012,7 @@ class HubStore:
                                         {"p_hub": self.hub_id, "p_cutoff": now - self.offline_after_s})
             return row.device, waiting, lease
 
-        if self._pg:  # one statement; a device with work waiting then leases in two more
+        if self._pg:  # one statement; a device with work waiting then leases in one more
             row = self._quick(lambda c: c.execute(pg_statements.FINISH, params).first())
             got = None if row is None else (row.device, bool(row.waiting), None)
             if got is not None and got[1] and next_ttl_s is not None:
