@@ -33,6 +33,20 @@ PICK = text(
     '  ORDER BY j.priority, j."user", j.created_at LIMIT 1) h ON true'
 )
 
+# The end of a lease, after a CTE ``pick`` that holds the chosen queued job's id (locked): take the
+# device only with the job, then start the job; the job's row, or nothing.
+_TAKE = (
+    ' dev AS (UPDATE hub_devices SET busy_job = pick.id FROM pick'
+    '  WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
+    '  AND last_seen >= :p_cutoff RETURNING agent_id),'
+    ' job AS (UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
+    '  lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
+    '  leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
+    '  version = hub_jobs.version + 1'
+    '  FROM dev WHERE hub_jobs.id = (SELECT id FROM pick) AND hub_jobs.state = \'queued\' RETURNING hub_jobs.*)'
+    ' SELECT * FROM job'
+)
+
 #: Lease one device's next job in one statement: each user's next queued job for the device (priority,
 #: then submit time); of those the first by priority, then fair share (the user's running jobs, then
 #: ``:p_recent``, a JSON object of each user's recent leases through this hub, then submit time);
@@ -47,15 +61,7 @@ LEASE_DEVICE = text(
     '  COALESCE(CAST(CAST(:p_recent AS JSON) ->> h."user" AS DOUBLE PRECISION), 0), h.created_at LIMIT 1),'
     ' pick AS (SELECT j.id FROM hub_jobs j WHERE j.id = (SELECT id FROM head) AND j.state = \'queued\''
     '  FOR UPDATE OF j SKIP LOCKED),'
-    ' dev AS (UPDATE hub_devices SET busy_job = pick.id FROM pick'
-    '  WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
-    '  AND last_seen >= :p_cutoff RETURNING agent_id),'
-    ' job AS (UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
-    '  lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
-    '  leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
-    '  version = hub_jobs.version + 1'
-    '  FROM dev WHERE hub_jobs.id = (SELECT id FROM pick) AND hub_jobs.state = \'queued\' RETURNING hub_jobs.*)'
-    ' SELECT * FROM job'
+    + _TAKE
 )
 
 #: Queue a job and, with ``:p_take``, lease it at once when its device is free through this hub and no
@@ -124,16 +130,7 @@ HEARTBEAT_MANY = text(
 #: taken meanwhile. Nothing changes unless both are taken (a lone statement commits what it did).
 CLAIM = text(
     'WITH pick AS (SELECT id FROM hub_jobs WHERE id = :p_id AND state = \'queued\' FOR UPDATE SKIP LOCKED),'
-    ' dev AS (UPDATE hub_devices SET busy_job = pick.id FROM pick'
-    ' WHERE name = :p_device AND hub_id = :p_hub AND online = 1 AND busy_job IS NULL AND quarantined = 0'
-    ' AND last_seen >= :p_cutoff RETURNING agent_id),'
-    ' job AS (UPDATE hub_jobs SET state = \'running\', lease_id = :p_lease, lease_agent = dev.agent_id,'
-    ' lease_ttl = :p_ttl, lease_expires = :p_expires, started_at = COALESCE(hub_jobs.started_at, :p_now),'
-    ' leased_at = :p_now, agent_id = dev.agent_id, hub_id = :p_hub, updated_at = :p_now,'
-    ' version = hub_jobs.version + 1'
-    ' FROM dev WHERE hub_jobs.id = :p_id AND hub_jobs.state = \'queued\''
-    ' RETURNING hub_jobs.*)'
-    ' SELECT * FROM job'
+    + _TAKE
 )
 
 #: What the hub runs on its plain connections (:mod:`edgelat.hub.raw_pg`).
