@@ -5,8 +5,9 @@ every command uses); hubs on one database exchange what changed through the tabl
 :mod:`edgelat.hub.table_log`. A hub takes in the others' entries before it runs a job (so a
 resumed or repeated job skips what another hub measured) and before it serves reads, and
 publishes the rows its jobs wrote when each job ends; a background thread does both every
-:data:`SYNC_EVERY_S` for long jobs, and compacts the log every :data:`COMPACT_EVERY_S`
-(:func:`edgelat.hub.table_log.compact`: one hub at a time does it). One hub on its own
+:data:`SYNC_EVERY_S` for long jobs, and each time compacts up to :data:`COMPACT_PER_ROUND` more
+entries of the log (:func:`edgelat.hub.table_log.compact`: one hub at a time does it; a little at
+a time, as the log grows, so that it never costs a burst). One hub on its own
 (SQLite queue) shares nothing: the calls below then only hand out the tables.
 
 Each worker thread keeps its connection to the tables open between jobs.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -38,8 +38,8 @@ APPLY_BATCH = 200
 #: seconds a write to the hub's tables waits for SQLite's lock: the jobs' threads, taking in and
 #: publishing all write to one file, and a job waiting its turn is better than a job failed
 TABLES_BUSY_S = 300.0
-#: seconds between two compactions of the log by this hub
-COMPACT_EVERY_S = 60.0
+#: log entries compacted per round at most (more than the log grows by in a second at full load)
+COMPACT_PER_ROUND = 1000
 
 
 class SharedTables:
@@ -94,14 +94,11 @@ class SharedTables:
             db.close()
 
     def _loop(self) -> None:
-        compacted = time.monotonic()
         while not self._stop.wait(SYNC_EVERY_S):
             try:
                 self.push()
                 self.pull()
-                if time.monotonic() - compacted >= COMPACT_EVERY_S:
-                    compacted = time.monotonic()
-                    table_log.compact(self.store)
+                table_log.compact(self.store, step=COMPACT_PER_ROUND, max_steps=1)
             except EdgelatError as exc:
                 log.warning("shared tables: %s", exc)
             except Exception:  # noqa: BLE001 - the hub goes on; the next round tries again

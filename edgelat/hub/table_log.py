@@ -112,20 +112,24 @@ def entries(store: Any) -> int:
     return int(store.transaction(lambda c: c.execute(_COUNT).scalar_one(), write=False))
 
 
-def compact(store: Any, keep: int = KEEP_TAIL, step: int = COMPACT_STEP) -> int:
+def compact(store: Any, keep: int = KEEP_TAIL, step: int = COMPACT_STEP, max_steps: int | None = None) -> int:
     """Compact the log up to all but its last ``keep`` entries; returns how many entries were dropped.
 
     Each step covers the entries after the compaction point, up to ``step`` of them: it drops every
-    earlier entry of the rows they name, and moves the point, in one transaction. Hubs that call it
-    at once take turns (a PostgreSQL hub finding another at it leaves it to that one)."""
+    earlier entry of the rows they name, and moves the point, in one transaction; ``max_steps``
+    stops after that many (a hub compacts a little at a time, so a long log never costs a burst).
+    Hubs that call it at once take turns (a PostgreSQL hub finding another at it leaves it to that one)."""
     if keep < 0 or step < 1:
         raise ValueError("compact needs keep >= 0 and step >= 1")
     dropped = 0
-    while True:
+    steps = 0
+    while max_steps is None or steps < max_steps:
         got = store.transaction(lambda c: _compact_step(c, store.is_postgresql, keep, step))
         if got is None:
             return dropped
         dropped += got
+        steps += 1
+    return dropped
 
 
 def _compact_step(conn: Connection, pg: bool, keep: int, step: int) -> int | None:
