@@ -8,6 +8,10 @@ Usage: python benchmarks/hub_faults.py [--lease-ttl-s 5] [--heartbeat-timeout-s 
    the job finishes when an agent serves the device again.
 3. The agent freezes mid-job (``SIGSTOP``: the connection stays open but says nothing): the hub
    drops it after the heartbeat timeout and requeues the job; a fresh agent finishes it.
+4. Two hubs on one PostgreSQL (``--pg URL``, ``EDGELAT_TEST_PG`` or a throwaway cluster), an agent
+   on each, jobs for both devices submitted through both hubs: no job leased twice (each done on
+   its first lease, through the hub its device dialled), no row lost or stored twice, and each
+   hub's tables hold the other's rows.
 
 For each it prints whether every job finished, the rows expected, lost and duplicated (a kernel
 measured twice shows as a second history row), and the time from the fault to the job being
@@ -32,6 +36,8 @@ from edgelat.hub.queue import HubStore
 from edgelat.profiler.presets import get_preset
 
 PROTOCOL = {"warmup": 1, "min_runs": 5, "max_runs": 20, "max_seconds": 0.2}
+#: the drills' jobs run long enough for a fault to hit them mid-job (each prints whether it did)
+DRILL_PROTOCOL = {"warmup": 1, "min_runs": 300, "max_runs": 300, "max_seconds": 2.0}
 CLI = [sys.executable, "-c", "from edgelat.cli import main; main()"]
 
 
@@ -91,18 +97,97 @@ def rows(hub_home: Path, device: str, keys: list[str], threads: int) -> tuple[in
         db.close()
 
 
-def report(name: str, job: dict[str, Any], expected: int, stored: int, history: int, requeue_s: float) -> None:
+def report(name: str, job: dict[str, Any], expected: int, stored: int, history: int, requeue_s: float,
+           hit: bool) -> None:
     print(f"== {name}")
+    print(f"   the fault hit the job mid-job: {'yes' if hit else 'NO (it had finished: this drill proves nothing)'}")
     print(f"   job {job['id'][:12]}: {job['state']} (every job finished: {'yes' if job['state'] == 'done' else 'NO'})")
     print(f"   rows expected {expected}, stored {stored}, lost {max(0, expected - stored)}, "
           f"duplicated {max(0, history - stored)}")
     print(f"   time from the fault to the job back in the queue or on a new lease: {requeue_s:.1f} s")
 
 
+def two_hubs(pg_url: str, keys: list[str], per_device: int) -> None:
+    """Drill 4: two hubs on one PostgreSQL, agents split between them, jobs through both."""
+    devices = ("dev1", "dev2")
+    with tempfile.TemporaryDirectory(prefix="edgelat-hub-faults-pg-") as tmp:
+        root = Path(tmp)
+        with HubStore(pg_url).open() as store:
+            (root / "user.tok").write_text(store.create_token("alice", "user"))
+            for device in devices:
+                (root / f"{device}.tok").write_text(store.create_token(f"lab-{device}", "agent", devices=[device]))
+        for tok in root.glob("*.tok"):
+            tok.chmod(0o600)
+        procs: list[subprocess.Popen] = []
+        clients: list[HubClient] = []
+        homes = [root / "hub-a", root / "hub-b"]
+        try:
+            addresses = []
+            for home in homes:
+                address = f"127.0.0.1:{free_port()}"
+                procs.append(start(["hub", "serve", "--listen", address, "--db", pg_url], home, "edgelat hub listening"))
+                addresses.append(address)
+            for device, address in zip(devices, addresses):  # dev1 dials hub A, dev2 hub B
+                procs.append(start(["agent", "serve", "--hub", address, "--token-file", str(root / f"{device}.tok"),
+                                    "--name", device, "--cache-dir", str(root / f"agent-{device}")],
+                                   root / f"agent-{device}", "connected to hub"))
+            user = (root / "user.tok").read_text().strip()
+            clients = [HubClient(address, user) for address in addresses]
+            served_by = {d["name"]: d.get("hub_id") for d in clients[0].devices()}
+            jobs = []
+            for i in range(per_device):  # each job its own thread count: its own rows
+                for k, device in enumerate(devices):
+                    client = clients[(i + k) % 2]  # through either hub, whichever serves the device
+                    job, _ = client.submit("profile-ops", device, {"threads": 1 + i},
+                                           {"specs": keys, "protocol": PROTOCOL, "rounds": 0})
+                    jobs.append(job["id"])
+            final = [wait(clients[0], j, lambda j: j["state"] in FINAL) for j in jobs]
+            done = sum(j["state"] == "done" for j in final)
+            again = sum(int(j.get("attempts") or 0) > 0 for j in final)
+            wrong_hub = sum(j.get("hub_id") != served_by.get(j["device"]) for j in final)
+            expected = len(jobs) * len(keys)
+            counts: list[tuple[int, int]] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the other hub takes the rows in within a round or two
+                counts = []
+                for home in homes:
+                    per_home = [rows(home, d, keys, 1 + i) for d in devices for i in range(per_device)]
+                    counts.append((sum(s for s, _ in per_home), sum(h for _, h in per_home)))
+                if all(stored == expected for stored, _ in counts):
+                    break
+                time.sleep(0.5)
+        finally:
+            for client in clients:
+                client.close()
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+    print("== two hubs on one PostgreSQL, an agent on each, jobs submitted through both")
+    print(f"   jobs {len(jobs)}: done {done} (every job finished: {'yes' if done == len(jobs) else 'NO'}), "
+          f"leased more than once {again}, run by a hub its device did not dial {wrong_hub}")
+    for name, (stored, history) in zip(("hub A", "hub B"), counts):
+        print(f"   {name}'s tables: rows expected {expected}, stored {stored}, lost {max(0, expected - stored)}, "
+              f"duplicated {max(0, history - stored)}")
+
+
+def _pg_url(arg: str | None) -> tuple[str | None, Any, str]:
+    """A PostgreSQL URL, the throwaway cluster we started (to stop later), or why there is none."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from hub_db import given_or_throwaway  # the throwaway cluster the tests use
+
+    return given_or_throwaway(arg)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lease-ttl-s", type=float, default=5.0)
     parser.add_argument("--heartbeat-timeout-s", type=float, default=5.0)
+    parser.add_argument("--pg", default=None, help="postgresql://... for drill 4 (default: EDGELAT_TEST_PG or a "
+                        "throwaway cluster)")
     args = parser.parse_args()
     keys = [s.key for s in get_preset("smoke")]
     with tempfile.TemporaryDirectory(prefix="edgelat-hub-faults-") as tmp:
@@ -126,38 +211,41 @@ def main() -> None:
         try:
             # 1. kill -9 the hub mid-job, restart it on the same database.
             job, _ = client.submit("profile-ops", "dev1", {"threads": 1},
-                                   {"specs": keys, "protocol": PROTOCOL, "rounds": 0})
+                                   {"specs": keys, "protocol": DRILL_PROTOCOL, "rounds": 0})
             before = wait(client, job["id"], lambda j: j["done"] >= 5)
             kill9(hub)
             fault = time.monotonic()
+            hit = before["done"] < len(keys)  # the hub died with it: it finished only if all rows were in
             hub = start(hub_args, hub_home, "edgelat hub listening")
             wait(client, job["id"], lambda j: j["state"] == "queued" or j.get("hub_id") != before.get("hub_id")
                  or j["state"] in FINAL)
             requeue_s = time.monotonic() - fault
             final = wait(client, job["id"], lambda j: j["state"] in FINAL)
             stored, history = rows(hub_home, "dev1", keys, 1)
-            report("kill -9 the hub mid-job, restart it", final, len(keys), stored, history, requeue_s)
+            report("kill -9 the hub mid-job, restart it", final, len(keys), stored, history, requeue_s, hit)
 
             # 2. kill -9 the agent mid-job (another thread count: new rows), then start it again.
             job, _ = client.submit("profile-ops", "dev1", {"threads": 2},
-                                   {"specs": keys, "protocol": PROTOCOL, "rounds": 0})
+                                   {"specs": keys, "protocol": DRILL_PROTOCOL, "rounds": 0})
             wait(client, job["id"], lambda j: j["done"] >= 5)
             kill9(agent)
             fault = time.monotonic()
+            hit = client.get(job["id"])["state"] not in FINAL
             wait(client, job["id"], lambda j: j["state"] == "queued" or j["state"] in FINAL)
             requeue_s = time.monotonic() - fault
             agent = start(agent_args, agent_home, "connected to hub")
             final = wait(client, job["id"], lambda j: j["state"] in FINAL)
             stored2, history2 = rows(hub_home, "dev1", keys, 2)
-            report("kill -9 the agent mid-job, start it again", final, len(keys), stored2, history2, requeue_s)
+            report("kill -9 the agent mid-job, start it again", final, len(keys), stored2, history2, requeue_s, hit)
 
             # 3. The agent freezes (SIGSTOP: its connection stays open, no heartbeat comes): the hub
             #    drops it after the heartbeat timeout and requeues the job; a new agent finishes it.
             job, _ = client.submit("profile-ops", "dev1", {"threads": 3},
-                                   {"specs": keys, "protocol": PROTOCOL, "rounds": 0})
+                                   {"specs": keys, "protocol": DRILL_PROTOCOL, "rounds": 0})
             wait(client, job["id"], lambda j: j["done"] >= 5)
             agent.send_signal(signal.SIGSTOP)
             fault = time.monotonic()
+            hit = client.get(job["id"])["state"] not in FINAL
             wait(client, job["id"], lambda j: j["state"] == "queued" or j["state"] in FINAL)
             requeue_s = time.monotonic() - fault
             kill9(agent)
@@ -165,7 +253,7 @@ def main() -> None:
             final = wait(client, job["id"], lambda j: j["state"] in FINAL)
             stored3, history3 = rows(hub_home, "dev1", keys, 3)
             report(f"the agent freezes mid-job (heartbeat timeout {args.heartbeat_timeout_s:g} s), a new one "
-                   "starts", final, len(keys), stored3, history3, requeue_s)
+                   "starts", final, len(keys), stored3, history3, requeue_s, hit)
         finally:
             client.close()
             for proc in (agent, hub):
@@ -175,6 +263,17 @@ def main() -> None:
                         proc.wait(15)
                     except subprocess.TimeoutExpired:
                         proc.kill()
+
+
+    pg_url, cluster, why = _pg_url(args.pg)
+    if pg_url is None:
+        print(f"== two hubs on one PostgreSQL: not run ({why})")
+        return
+    try:
+        two_hubs(pg_url, keys[:5], per_device=4)
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":
