@@ -62,6 +62,17 @@ def start(args: list[str], home: Path, expect: str, timeout_s: float = 60.0) -> 
     return proc
 
 
+def stop(*procs: subprocess.Popen) -> None:
+    """Stop each process still running (terminate, then kill after 15 s)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def kill9(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -159,13 +170,7 @@ def two_hubs(pg_url: str, keys: list[str], per_device: int) -> None:
         finally:
             for client in clients:
                 client.close()
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            stop(*reversed(procs))
     print("== two hubs on one PostgreSQL, an agent on each, jobs submitted through both")
     print(f"   jobs {len(jobs)}: done {done} (every job finished: {'yes' if done == len(jobs) else 'NO'}), "
           f"leased more than once {again}, run by a hub its device did not dial {wrong_hub}")
@@ -256,14 +261,7 @@ def main() -> None:
                    "starts", final, len(keys), stored3, history3, requeue_s, hit)
         finally:
             client.close()
-            for proc in (agent, hub):
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-
+            stop(agent, hub)
 
     pg_url, cluster, why = _pg_url(args.pg)
     if pg_url is None:
