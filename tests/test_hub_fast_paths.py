@@ -123,6 +123,16 @@ def test_a_finish_leases_the_user_who_leased_less_lately_first(make_store: Calla
     assert done and nxt.job["id"] == alices
 
 
+def test_lease_device_takes_that_devices_next_job_only(make_store: Callable[..., HubStore]) -> None:
+    store = make_store()
+    _online(store, "rack", ["dev1", "dev2"])
+    other = store.submit("alice", "profile-ops", "dev2", {}, {})
+    mine = store.submit("alice", "profile-ops", "dev1", {}, {})
+    lease = store.lease_device("dev1", ttl_s=30)
+    assert lease is not None and lease.job["id"] == mine and store.get(other)["state"] == "queued"
+    assert store.lease_device("dev1", ttl_s=30) is None  # busy now
+
+
 def test_heartbeats_of_many_agents_go_in_one_write(make_store: Callable[..., HubStore]) -> None:
     clock = Clock()
     store = make_store(clock=clock)

@@ -72,3 +72,13 @@ def test_a_claim_of_a_job_no_longer_queued_leaves_its_device_free(make_store: Ca
     got = store._quick(lambda c: store._claim(c, job, "dev1", "alice", now, 30.0, base, free_only=True))  # noqa: SLF001
     assert got is None
     assert store.device("dev1")["state"] == "online" and store.device("dev1")["job"] is None
+
+
+def test_a_hub_that_waits_too_long_for_a_pooled_connection_says_unreachable_in_one_line() -> None:
+    from psycopg_pool import PoolTimeout
+
+    from edgelat.hub.db import db_error
+
+    error = db_error(PoolTimeout("couldn't get a connection after 60.00 sec"), "postgresql://hub@db/edgelat")
+    assert "postgresql://hub@db/edgelat is unreachable" in str(error) and "\n" not in str(error)
+    assert not raw_pg.is_transient(PoolTimeout("couldn't get a connection"), integrity_ok=True)  # not retried

@@ -122,11 +122,15 @@ def db_error(exc: BaseException, shown: str) -> HubDatabaseError:
     return HubDatabaseError(f"hub database {shown} {what}: {detail}")
 
 
+#: PostgreSQL's lost races, worth trying again: deadlock, serialisation failure, lock not available
+RETRY_SQLSTATES = ("40P01", "40001", "55P03")
+
+
 def is_transient(exc: BaseException, integrity_ok: bool) -> bool:
     """A lost race worth retrying: deadlock, serialisation failure, lock not available, a pooled
     connection the server dropped (the pool reconnects), or (``integrity_ok``) a unique violation."""
     orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) in ("40P01", "40001", "55P03"):
+    if getattr(orig, "sqlstate", None) in RETRY_SQLSTATES:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True

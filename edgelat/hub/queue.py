@@ -405,7 +405,7 @@ class HubStore:
                 if attempt < attempts - 1 and raw_pg.is_transient(exc, retry_integrity):
                     time.sleep(0.001 * (attempt + 1))
                     continue
-                if isinstance(exc, (raw_pg.Error, OSError, ValueError)):
+                if raw_pg.is_driver_error(exc) or isinstance(exc, (OSError, ValueError)):
                     raise db_error(exc, self._shown) from None
                 raise
         raise _Retry()

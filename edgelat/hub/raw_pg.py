@@ -11,16 +11,13 @@ on the server at first use. Everything else keeps the engine. The SQLite twin is
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
-try:
-    from psycopg import Error
-except ImportError:  # psycopg is only needed with PostgreSQL
-    class Error(Exception):  # type: ignore[no-redef]
-        """Never raised: stands for psycopg's errors where psycopg is missing."""
+from edgelat.hub.db import RETRY_SQLSTATES
+from edgelat.hub.raw_sqlite import Result
 
 #: (SQL text with ``%(name)s`` marks, the values the statement itself binds, by name)
 Compiled = tuple[str, dict[str, Any]]
@@ -39,34 +36,6 @@ def compile_statements(statements: Iterable[ClauseElement], dialect: Dialect) ->
         fixed = {k: v for k, v in compiled.construct_params(_check=False).items() if k not in given}
         out[id(stmt)] = (str(compiled), fixed)
     return out
-
-
-class Result:
-    """What the store reads off an executed statement (the part of SQLAlchemy's result it uses)."""
-
-    def __init__(self, rowcount: int, rows: list[Any]) -> None:
-        self.rowcount = max(rowcount, len(rows))
-        self._rows = rows
-
-    def first(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def one(self) -> Any:
-        if len(self._rows) != 1:
-            raise LookupError(f"expected one row, got {len(self._rows)}")
-        return self._rows[0]
-
-    def all(self) -> list[Any]:
-        return list(self._rows)
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows)
 
 
 class Connection:
@@ -94,9 +63,16 @@ def is_transient(exc: BaseException, integrity_ok: bool) -> bool:
     from psycopg_pool import PoolTimeout
 
     state = getattr(exc, "sqlstate", None)
-    if state in ("40P01", "40001", "55P03") or (integrity_ok and state == "23505"):
+    if state in RETRY_SQLSTATES or (integrity_ok and state == "23505"):
         return True
     return broken(exc) and not isinstance(exc, PoolTimeout)
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is psycopg's (or its pool's, a subclass): the database said no, or went away."""
+    import psycopg
+
+    return isinstance(exc, psycopg.Error)
 
 
 def broken(exc: BaseException) -> bool:

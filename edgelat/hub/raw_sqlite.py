@@ -50,15 +50,21 @@ def compile_statements(statements: Any, extra: dict[str, ClauseElement], dialect
 
 
 class Result:
-    """What the store reads off an executed statement (the part of SQLAlchemy's result it uses)."""
+    """What the store reads off an executed statement (the part of SQLAlchemy's result it uses):
+    the rows a SELECT or RETURNING gave (named tuples) and the rows it changed. Shared with
+    :mod:`edgelat.hub.raw_pg`."""
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self.rowcount = cursor.rowcount
-        self._rows: list[Any] = []
+    def __init__(self, rowcount: int, rows: list[Any]) -> None:
+        self.rowcount = max(rowcount, len(rows))
+        self._rows = rows
+
+    @classmethod
+    def of(cls, cursor: sqlite3.Cursor) -> "Result":
+        rows: list[Any] = []
         if cursor.description is not None:  # a SELECT, or RETURNING: the rows it returned
             row_type = _row_type(tuple(d[0] for d in cursor.description))
-            self._rows = [row_type(*r) for r in cursor.fetchall()]
-            self.rowcount = max(self.rowcount, len(self._rows))
+            rows = [row_type(*r) for r in cursor.fetchall()]
+        return cls(cursor.rowcount, rows)
 
     def first(self) -> Any:
         return self._rows[0] if self._rows else None
@@ -98,8 +104,8 @@ class Connection:
     def execute(self, stmt: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Result:
         sql, slots = self._compiled[id(stmt)]
         if isinstance(params, list):
-            return Result(self.raw.executemany(sql, [_values(slots, p) for p in params]))
-        return Result(self.raw.execute(sql, _values(slots, params or {})))
+            return Result.of(self.raw.executemany(sql, [_values(slots, p) for p in params]))
+        return Result.of(self.raw.execute(sql, _values(slots, params or {})))
 
 
 def _values(slots: tuple[Any, ...], params: dict[str, Any]) -> list[Any]:
