@@ -207,19 +207,22 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor({self.device!r}, {self.config.key()!r})"
 
-    def predict(self, model: str | Path | Any, measure_missing: bool = True, sustained: bool = False) -> Prediction:
+    def predict(self, model: str | Path | Any, measure_missing: bool = True, sustained: bool = False,
+                speed_check: bool = True) -> Prediction:
         """Predicted latency of a model file or ``onnx.ModelProto``; kernels nothing can price are
         measured on the device when ``measure_missing`` and it is reachable. Warm by default (what
         ``Device.profile_model`` measures); ``sustained`` predicts ``profile_model(sustained=True)``.
-        ``r.state`` says which. From a hub's tables nothing is measured: kernels nothing can price
-        are named in the error."""
+        ``r.state`` says which. ``speed_check`` (warm, device reachable): the build's held-out models
+        are measured again first and the figure scaled to the device's speed now
+        (``r.details["speed"]`` says by how much, or why not). From a hub's tables nothing is
+        measured: kernels nothing can price are named in the error."""
         from edgelat.on_demand import predict_model_file
 
         with _reading(self.hub, self.token_file, self.device), _model_path(model) as path:
             db, _ = _open()
             out = predict_model_file(db, self.device, self.config, path,
                                      measure_missing=measure_missing and self.hub is None,
-                                     state="sustained" if sustained else "warm")
+                                     state="sustained" if sustained else "warm", speed_check=speed_check)
         if not isinstance(model, (str, Path)):
             out["model"] = "<onnx.ModelProto>"
         return Prediction(device=self.device, model=out["model"], latency_ms=float(out["latency_ms"]),

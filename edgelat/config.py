@@ -64,6 +64,12 @@ def db_path() -> Path:
     return instead if instead is not None else home() / DB_NAME
 
 
+def reading_copy() -> bool:
+    """Whether this call reads a copy of a hub's tables (:func:`reading_db`): nothing it
+    measures would belong to them."""
+    return _db_instead.get() is not None
+
+
 @contextmanager
 def reading_db(path: str | Path) -> Iterator[None]:
     """Make :func:`db_path` name ``path`` for this thread's calls until the block ends: how a read

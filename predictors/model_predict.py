@@ -28,6 +28,7 @@ from edgelat.errors import BadInput, CorruptModel
 from edgelat.lut.store import kernel_medians, model_median
 from edgelat.predictors.fusion import FusionRules
 from edgelat.predictors.graph import Split, UnknownKernel, split_model
+from edgelat.predictors.speed import SpeedCheck, scaled
 from edgelat.predictors.uncertainty import coverage, interval, kernel_sd_ms, unsure_kernels
 from edgelat.profiler.intake import ModelFile, model_ref_for, read_model
 from edgelat.profiler.ops import KernelSpec
@@ -144,12 +145,15 @@ def unsure_keys(db: sqlite_utils.Database, query: ModelQuery) -> list[str]:
 
 
 def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[str] = (),
-           why_unmeasured: str = "measuring on demand was turned off", state: str = "warm") -> dict[str, Any]:
+           why_unmeasured: str = "measuring on demand was turned off", state: str = "warm",
+           speed: SpeedCheck | None = None) -> dict[str, Any]:
     """The prediction (see :func:`predict_model_file`); ``measured_now`` are the keys the caller
     measured for it. Kernels nothing answers raise BadInput with ``why_unmeasured``. ``state``
     (``warm``, what ``profile model`` measures, or ``sustained``, what ``profile model
     --sustained`` measures; :mod:`edgelat.profiler.states`) picks the calibration and the
-    measured row compared; the answer's ``state`` says it."""
+    measured row compared; the answer's ``state`` says it. ``speed``: the caller's speed check
+    (:mod:`edgelat.predictors.speed`): with a factor, the figure is the build's times it (kernels
+    measured now are first taken back to the build's terms), and the answer's ``speed`` says so."""
     from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights
     from edgelat.profiler.states import check_state, state_ref
 
@@ -168,8 +172,16 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
         notes.append("the calibration was fitted before states were recorded (on settled whole models); "
                      "rebuild with 'edgelat predictor build' for one per state")
     calibrated = cal is not None and not cal.is_identity
-    parts = group_sums(split.items, [r["predicted_ms"] for r in rows])
-    latency = float(cal.predict([parts], [len(rows)], [kernel_weights(split.items)])[0]) if calibrated else total
+    factor = None
+    if speed is not None and speed.factor is not None:
+        raw = group_sums(split.items, [r["predicted_ms"] for r in rows])
+        factor = speed.factor_for(float(raw[:2].sum() / raw.sum()) if raw.sum() > 0 else 0.0)
+    build_ms = scaled([r["predicted_ms"] for r in rows], [r["source"] for r in rows], factor)
+    parts = group_sums(split.items, build_ms)
+    latency = float(cal.predict([parts], [len(rows)], [kernel_weights(split.items)])[0]) if calibrated else sum(build_ms)
+    latency *= factor or 1.0
+    if speed is not None and speed.note:
+        notes.append(speed.note)
 
     low, high, interval_note = interval(latency, rows, kernel_sd_ms(rows, predictor), cal)
     measured = model_median(db, device, config, state_ref(model_ref_for(query.model.data), state))
@@ -190,6 +202,7 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
         "kernels_sum_ms": total,
         "calibrated": calibrated,
         "calibration": {"form": cal.form_, "coef": [float(c) for c in cal.coef_]} if calibrated else None,
+        "speed": None if speed is None else {**speed.to_dict(), "applied": factor},
         "fusion_rules": query.rules.source,
         "kernels": rows,
         "exact_hits": int(sum(r["exact_table_hit"] for r in rows)),

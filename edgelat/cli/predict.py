@@ -89,6 +89,10 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
 @click.option("--sustained", is_flag=True,
               help="With a model file: predict the sustained state, what 'profile model --sustained' measures "
                    "(after the device has settled under load). Default: warm, what 'profile model' measures.")
+@click.option("--no-speed-check", "no_speed_check", is_flag=True,
+              help="With a model file: answer with the device's speed when its predictor was built. By default "
+                   "a warm prediction first measures the build's held-out whole models again (a few seconds) and "
+                   "scales the figure to the device's speed now, as 'profile model' would find it.")
 @runtime_options
 @hub_reads(refused={"measure_if_unsure": "--measure-if-unsure measures on the device, which a read through a hub "
                                          "cannot do: profile the kernels through the hub ('edgelat profile ops'), "
@@ -96,7 +100,7 @@ def import_archs(csv_path: str, space_name: str, devices: str | None, source: st
 @json_option
 def predict(model_path: str | None, device: str, space_name: str | None, arch: str | None,
             archs_csv: str | None, out_path: str | None, measure_if_unsure: bool, sustained: bool,
-            runtime_config: Any, as_json: bool) -> None:
+            no_speed_check: bool, runtime_config: Any, as_json: bool) -> None:
     """Predict the latency of a model file or of search-space architectures on a device.
 
     For an imported device (known only from imported measurements) the runtime
@@ -116,10 +120,12 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
     if model_path:
         if arch or archs_csv or out_path:
             raise BadInput("--arch, --archs and --out go with --space, not with a model file")
-        _predict_model(model_path, device, runtime_config, as_json, measure_if_unsure, sustained)
+        _predict_model(model_path, device, runtime_config, as_json, measure_if_unsure, sustained, not no_speed_check)
         return
     if measure_if_unsure:
         raise BadInput("--measure-if-unsure goes with a model file")
+    if no_speed_check:
+        raise BadInput("--no-speed-check goes with a model file")
     if sustained:
         raise BadInput("--sustained goes with a model file")
     if not space_name:
@@ -164,13 +170,13 @@ def predict(model_path: str | None, device: str, space_name: str | None, arch: s
 
 
 def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_if_unsure: bool,
-                   sustained: bool = False) -> None:
+                   sustained: bool = False, speed_check: bool = True) -> None:
     from edgelat.on_demand import predict_model_file
 
     db, registry = open_registry()
     registry.get(device)
     data = predict_model_file(db, device, config, path, measure_if_unsure=measure_if_unsure,
-                              state="sustained" if sustained else "warm")
+                              state="sustained" if sustained else "warm", speed_check=speed_check)
     if as_json:
         emit_json(data)
         return
@@ -189,6 +195,8 @@ def _predict_model(path: str, device: str, config: Any, as_json: bool, measure_i
     click.echo(title)
     cov = data.get("coverage") or {}
     click.echo("from: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cov.items() if v > 0))
+    if (data.get("speed") or {}).get("note"):
+        click.echo(data["speed"]["note"])
     if data.get("latency_ms_low") is None and data.get("interval"):
         click.echo(data["interval"])
     table = Table(show_edge=False)

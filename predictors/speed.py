@@ -1,0 +1,99 @@
+"""The speed check: how fast the device runs whole models now, against when its predictor was built.
+
+A prediction is made of figures measured during the build: the kernels, and the whole
+models its calibration was fitted on. A device's speed moves over hours and days (a
+shared host's neighbours, a phone's power and thermal state), so a prediction made a
+day later answers for the device as it was then, while ``profile model`` measures it
+as it is now. The check measures a few whole models again -- the build's held-out
+models, which it measured warm right before fitting and which no fit used -- and the
+geometric mean of now / then is the ``factor`` the warm prediction is scaled by.
+
+Why whole models and not the drift sentinel (:mod:`edgelat.profiler.sentinel`): the
+sentinel's kernels are small and stay in cache, so it does not see a neighbour that
+takes memory bandwidth, which slows whole models with large weights most; whole
+models measured the way the calibration measured them see what the calibration saw.
+What it came to on one machine: ``docs/calibration.md``.
+
+This module is the arithmetic (no device): :mod:`edgelat.on_demand` finds the probes,
+measures them through the runner and hands the :class:`SpeedCheck` to
+:func:`edgelat.predictors.model_predict.answer`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: fewest probes measured now that make a factor (one alone is one measurement's noise)
+MIN_PROBES = 2
+#: weight, in probes, of the pull of each kind's factor toward the plain one (see :meth:`SpeedCheck.of`)
+KIND_PRIOR = 0.5
+
+
+@dataclass
+class SpeedCheck:
+    """One check: ``factor`` (now / then over all probes, 0.94 = 6% faster now; None: no check,
+    ``note`` says why), per probe its name, ``then_ms`` (measured by the build), ``now_ms`` and
+    ``block_share`` (the share of its kernel sum in inverted-residual blocks), and ``by_kind``:
+    the factors of inverted-residual blocks and of every other kernel (``kind_factors``).
+
+    Why two kinds: the two use a core differently (depthwise convolutions and their
+    expansions move activations through the caches; dense convolutions and fc layers keep the
+    multipliers busy), and a neighbour that takes one resource slows one kind more. The
+    held-out models are three MobileNet-like and three plain or residual networks; each
+    kind's factor is fitted on the log ratios of the probes, by their block share, pulled
+    toward the plain factor with the weight of :data:`KIND_PRIOR` probes."""
+
+    factor: float | None
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+    by_kind: tuple[float, float] | None = None  # (inverted-residual blocks, everything else)
+
+    @classmethod
+    def of(cls, then_now: dict[str, tuple[float, float | None]], block_share: dict[str, float] | None = None
+           ) -> "SpeedCheck":
+        """From ``{name: (then_ms, now_ms)}`` (``now_ms`` None: that probe failed now) and, per
+        probe, its block share (without it, one factor for every kernel)."""
+        shares = block_share or {}
+        probes = [{"name": n, "then_ms": t, "now_ms": m, "block_share": shares.get(n)} for n, (t, m) in then_now.items()]
+        ok = [(n, t, m) for n, (t, m) in then_now.items() if m is not None and m > 0 and t > 0]
+        if len(ok) < MIN_PROBES:
+            return cls(None, probes, f"no speed check: {len(ok)} of the build's held-out models measured now "
+                                     f"(at least {MIN_PROBES} needed)")
+        logs = np.array([math.log(m / t) for _, t, m in ok])
+        factor = math.exp(float(logs.mean()))
+        by_kind = None
+        if all(n in shares for n, _, _ in ok):
+            s = np.array([shares[n] for n, _, _ in ok])
+            A = np.vstack([np.column_stack([s, 1 - s]), math.sqrt(KIND_PRIOR) * np.eye(2)])
+            y = np.concatenate([logs, math.sqrt(KIND_PRIOR) * np.full(2, logs.mean())])
+            a, b = np.linalg.lstsq(A, y, rcond=None)[0]
+            by_kind = (math.exp(float(a)), math.exp(float(b)))
+        how = "faster" if factor < 1 else "slower"
+        note = (f"speed check: the device ran {len(ok)} of its build's held-out models {100 * abs(1 - factor):.1f}% "
+                f"{how} now than when the predictor was built (factor {factor:.3f}")
+        note += f"; {by_kind[0]:.3f} for inverted-residual blocks, {by_kind[1]:.3f} for other kernels)" if by_kind else ")"
+        return cls(factor, probes, note + "; the prediction is scaled by it")
+
+    def factor_for(self, block_share: float) -> float | None:
+        """The factor of a model whose kernel sum has ``block_share`` in inverted-residual blocks."""
+        if self.factor is None or self.by_kind is None:
+            return self.factor
+        a, b = self.by_kind
+        return math.exp(block_share * math.log(a) + (1 - block_share) * math.log(b))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"factor": self.factor, "by_kind": None if self.by_kind is None else
+                {"inverted-residual": self.by_kind[0], "other": self.by_kind[1]}, "probes": self.probes,
+                "note": self.note}
+
+
+def scaled(ms: list[float], sources: list[str], factor: float | None) -> list[float]:
+    """Kernel figures in the build's terms: those measured now (``measured-now``) divided by the
+    factor, the build's own (table, regressor) as they are."""
+    if not factor:
+        return list(ms)
+    return [v / factor if s == "measured-now" else v for v, s in zip(ms, sources)]
