@@ -96,22 +96,33 @@ class TableLatency(LatencyModel):
         self.table_ = np.append(table_ms, 0.0)  # slot -1 (absent kernel) costs nothing
         self.missing = list(missing)
         self.calibration = None if calibration is None or calibration.is_identity else calibration
-        if self.calibration is not None:
-            from edgelat.predictors.calibration import GROUPS, kernel_group
+        #: a :class:`~edgelat.predictors.speed.SpeedCheck` (set by the caller that made one): with a
+        #: factor, each architecture's figure is scaled to the device's speed now, as predict scales
+        self.speed: Any = None
+        from edgelat.predictors.calibration import GROUPS, kernel_group
 
-            # per-group prices (one column per calibration group) and weights, slot -1 zero
-            groups = np.zeros((len(vocab) + 1, len(GROUPS)))
-            groups[np.arange(len(vocab)), [kernel_group(k) for k in vocab]] = table_ms
-            self.group_table_ = groups
+        # per-group prices (one column per calibration group), slot -1 zero
+        groups = np.zeros((len(vocab) + 1, len(GROUPS)))
+        groups[np.arange(len(vocab)), [kernel_group(k) for k in vocab]] = table_ms
+        self.group_table_ = groups
+        if self.calibration is not None:
             # each kernel's weights as the spill term counts them (up to the knot), so that a sum
             # over an architecture's kernels is what predict computes from the kernel list
             self.params_ = self.calibration.counted_weights(np.array([k.params() for k in vocab] + [0], dtype=np.float64))
 
-    def _calibrated(self, ids: np.ndarray) -> np.ndarray:
+    def _priced(self, ids: np.ndarray) -> np.ndarray:
         parts = np.take(self.group_table_, ids, axis=0).sum(axis=1)
-        counts = (ids >= 0).sum(axis=1)
-        weights = np.take(self.params_, ids).sum(axis=1)
-        return self.calibration.predict(parts, counts, weights)
+        if self.calibration is None:
+            out = parts.sum(axis=1)
+        else:
+            counts = (ids >= 0).sum(axis=1)
+            weights = np.take(self.params_, ids).sum(axis=1)
+            out = self.calibration.predict(parts, counts, weights)
+        if self.speed is not None and self.speed.factor is not None:
+            total = parts.sum(axis=1)
+            share = np.divide(parts[:, :2].sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
+            out = out * self.speed.factor_for(share)
+        return out
 
     def predict(self, pop: np.ndarray) -> np.ndarray:
         pop = self.space.check(pop)
@@ -119,10 +130,10 @@ class TableLatency(LatencyModel):
         with _blas_context(pop.shape[0]):
             for i in range(0, pop.shape[0], CHUNK):
                 ids = self.space.kernel_ids(pop[i : i + CHUNK])
-                if self.calibration is None:
+                if self.calibration is None and self.speed is None:
                     out[i : i + CHUNK] = np.take(self.table_, ids).sum(axis=1)
                 else:
-                    out[i : i + CHUNK] = self._calibrated(ids)
+                    out[i : i + CHUNK] = self._priced(ids)
         return out
 
     def describe(self) -> dict[str, object]:

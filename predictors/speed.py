@@ -76,14 +76,16 @@ class SpeedCheck:
         note = (f"speed check: the device ran {len(ok)} of its build's held-out models {100 * abs(1 - factor):.1f}% "
                 f"{how} now than when the predictor was built (factor {factor:.3f}")
         note += f"; {by_kind[0]:.3f} for inverted-residual blocks, {by_kind[1]:.3f} for other kernels)" if by_kind else ")"
-        return cls(factor, probes, note + "; the prediction is scaled by it")
+        return cls(factor, probes, note + "; the prediction is scaled by it", by_kind)
 
-    def factor_for(self, block_share: float) -> float | None:
-        """The factor of a model whose kernel sum has ``block_share`` in inverted-residual blocks."""
+    def factor_for(self, block_share: Any) -> Any:
+        """The factor of a model whose kernel sum has ``block_share`` (a number, or an array of
+        them) in inverted-residual blocks; None without a check."""
         if self.factor is None or self.by_kind is None:
             return self.factor
         a, b = self.by_kind
-        return math.exp(block_share * math.log(a) + (1 - block_share) * math.log(b))
+        out = np.exp(np.asarray(block_share, dtype=np.float64) * math.log(a / b) + math.log(b))
+        return float(out) if out.ndim == 0 else out
 
     def to_dict(self) -> dict[str, Any]:
         return {"factor": self.factor, "by_kind": None if self.by_kind is None else

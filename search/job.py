@@ -49,6 +49,7 @@ class SearchJob:
     compare_flops: bool = False
     protocol: MeasurementProtocol = dataclasses.field(default_factory=MeasurementProtocol)
     seed: int = 0
+    speed_check: bool = True  # scale the kernel predictor's figures to the device's speed now (as predict does)
 
 
 @dataclass
@@ -71,6 +72,7 @@ def make_job(
     mutate_prob: float = 0.1, mutation_ratio: float = 0.5, seed: int = 0, top: int = 5,
     accuracy_csv: str | None = None, accuracy_fn: str | None = None, unknown_archs: str = "nearest",
     validate: int = 0, validate_seconds: float = 10.0, compare_flops: bool = False, keep_cloud: bool = False,
+    speed_check: bool = True,
 ) -> SearchJob:
     """A checked :class:`SearchJob` from plain values (what the CLI and the API take): every
     input is checked here, before anything runs or is stored."""
@@ -101,7 +103,7 @@ def make_job(
                                    seed=seed, keep_cloud=keep_cloud)
     return SearchJob(space=space, device=device, config=config, constraints=constraints, objective=objective,
                      strategy=strategy, top=top, validate=validate, compare_flops=compare_flops,
-                     protocol=MeasurementProtocol(max_seconds=validate_seconds), seed=seed)
+                     protocol=MeasurementProtocol(max_seconds=validate_seconds), seed=seed, speed_check=speed_check)
 
 
 def run_search(db: sqlite_utils.Database, job: SearchJob,
@@ -121,6 +123,7 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     if job.validate and why_not:
         raise BadInput(f"cannot --validate: {why_not}")
     model = latency_source(db, job.device, job.config, job.space)
+    speed = _check_speed(db, job, model, client, say) if job.speed_check and not why_not else None
     energy, energy_note = energy_source(db, job.device, job.config, job.space)
     if c.max_energy_mj is not None and energy is None:
         raise BadInput(f"cannot constrain energy on {job.device!r}: {energy_note}; drop --max-energy")
@@ -135,6 +138,8 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     if model.kind.endswith("table") and model.missing:
         notes.append(f"{len(model.missing)} of the space's kernels are not in the table; "
                      "the kernel predictor priced them")
+    if speed is not None and speed.note:
+        notes.append(speed.note)
     if energy is not None and energy_note:
         notes.append(f"energy: {energy_note}")
     if job.validate:
@@ -159,7 +164,8 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
         "objective": job.objective.describe(),
         "latency_source": {"kind": model.kind, "missing_kernels": len(getattr(model, "missing", [])),
                            "measured_archs": len(model.lookup) if isinstance(model, MeasuredFirst) else 0,
-                           "calibrated": getattr(model, "calibration", None) is not None},
+                           "calibrated": getattr(model, "calibration", None) is not None,
+                           "speed": None if speed is None else speed.to_dict()},
         "energy_source": {"available": energy is not None, "note": energy_note or None},
         "constraints": c.to_dict(),
         "strategy": result.to_dict(),
@@ -170,6 +176,22 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     if comparison is not None:
         report["compare_flops"] = comparison
     return SearchOutcome(report=report, result=result, shown=shown)
+
+
+def _check_speed(db: sqlite_utils.Database, job: SearchJob, model: Any, client: Any,
+                 say: Callable[[str], None]) -> Any:
+    """The speed check predict makes (:mod:`edgelat.predictors.speed`), applied to the kernel
+    predictor's figures so that search and predict give one number for one network; None when
+    the latency comes from elsewhere (an architecture predictor, imported measurements)."""
+    from edgelat.predictors.latency import TableLatency
+    from edgelat.predictors.speed_probe import check_speed
+
+    inner = model.inner if isinstance(model, MeasuredFirst) else model
+    if not isinstance(inner, TableLatency):
+        return None
+    say(f"speed check: measuring the predictor build's held-out models on {job.device} again")
+    inner.speed = check_speed(db, job.device, job.config, client)
+    return inner.speed
 
 
 #: a winner predicted under this share of the latency budget is not held back by it

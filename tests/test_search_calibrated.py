@@ -61,6 +61,35 @@ def test_calibrated_table_equals_the_per_model_path(form):
     assert not np.allclose(got[:50], plain)  # the calibration really is applied
 
 
+def test_a_speed_check_scales_each_architecture_by_its_share_of_inverted_residual_blocks():
+    """The batched path applies the speed check's per-kind factor as predict does for one file:
+    exp(share * log(a) + (1 - share) * log(b)), share = the blocks' part of the kernel sum."""
+    from edgelat.predictors.speed import SpeedCheck
+
+    space = get_space("ofa-mbv3")
+    vocab = space.kernel_vocabulary()
+    rng = np.random.default_rng(3)
+    prices = rng.uniform(0.01, 0.5, len(vocab))
+    cal = _fitted("ratio+count", space, prices, rng)
+    model = TableLatency(space, "dev", "cfg", prices, calibration=cal)
+    pop = space.sample(np.random.default_rng(9), 30)
+    base = model.predict(pop)
+    model.speed = SpeedCheck(0.9, by_kind=(0.8, 1.1))
+    got = model.predict(pop)
+    index = {k.key: i for i, k in enumerate(vocab)}
+    shares = []
+    for i in range(len(pop)):
+        ks = space.kernels(pop[i])
+        parts = group_sums(ks, [prices[index[k.key]] for k in ks])
+        share = parts[:2].sum() / parts.sum()
+        shares.append(share)
+        assert got[i] == pytest.approx(base[i] * np.exp(share * np.log(0.8) + (1 - share) * np.log(1.1)), rel=1e-9)
+    assert np.ptp(shares) > 0.01  # architectures of different mixes got different factors
+    plain = TableLatency(space, "dev", "cfg", prices)
+    plain.speed = SpeedCheck(0.9)  # no calibration, one factor: the plain sum times it
+    np.testing.assert_allclose(plain.predict(pop), 0.9 * TableLatency(space, "dev", "cfg", prices).predict(pop))
+
+
 def test_identity_calibration_leaves_the_plain_sum():
     space = get_space("ofa-mbv3")
     prices = np.random.default_rng(0).uniform(0.01, 0.5, len(space.kernel_vocabulary()))

@@ -254,6 +254,32 @@ def test_energy_budget_without_a_sensor_quotes_the_table(tiny_db):
           match=f"cannot constrain energy on 'local': {sorted(notes)[0]}")
 
 
+def test_search_prices_at_the_speed_check_s_factor_as_predict_does(tiny_db, monkeypatch):
+    """Without a build's held-out models the check says why and changes nothing; with a factor,
+    each architecture's figure is the build's times it (here one factor for every kernel kind:
+    a budget that never binds keeps the same winners, so the figures compare one to one)."""
+    space_file, source = tiny_db
+    install_db(source)
+    args = ["search", "--space", str(space_file), "--device", "local", "--max-latency", "1000", "--generations", "5",
+            "--population", "12", "--json"]
+    plain = json.loads(run(*args).stdout)
+    speed = plain["latency_source"]["speed"]
+    assert speed["factor"] is None and "left 0 held-out models" in speed["note"] and speed["note"] in plain["notes"]
+    from edgelat.predictors import speed_probe
+    from edgelat.predictors.speed import SpeedCheck
+
+    monkeypatch.setattr(speed_probe, "check_speed",
+                        lambda db, device, config, client=None: SpeedCheck(0.5, note="speed check: half as long now"))
+    scaled = json.loads(run(*args).stdout)
+    assert scaled["latency_source"]["speed"]["factor"] == 0.5 and "speed check: half as long now" in scaled["notes"]
+    assert [r["arch"] for r in scaled["results"]] == [r["arch"] for r in plain["results"]]
+    for a, b in zip(scaled["results"], plain["results"]):
+        assert a["predicted_latency_ms"] == pytest.approx(0.5 * b["predicted_latency_ms"])
+    off = json.loads(run(*args, "--no-speed-check").stdout)
+    assert off["latency_source"]["speed"] is None
+    assert [r["predicted_latency_ms"] for r in off["results"]] == [r["predicted_latency_ms"] for r in plain["results"]]
+
+
 def test_compare_flops_measures_both(tiny_db):
     space_file, source = tiny_db
     install_db(source)

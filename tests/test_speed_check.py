@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from edgelat.cli import main
 from edgelat.errors import AgentUnreachable
 from edgelat.lut.store import model_median, open_db
-from edgelat.on_demand import check_speed, predict_model_file
+from edgelat.on_demand import predict_model_file
+from edgelat.predictors.speed_probe import check_speed
 from edgelat.predictors import sampling
 from edgelat.predictors.calibration import record_model
 from edgelat.predictors.graph import split_model
@@ -35,6 +36,24 @@ def test_the_factor_is_the_geometric_mean_of_now_over_then_of_the_probes_that_ra
     assert [p["name"] for p in check.probes] == ["a", "b", "c"] and check.probes[2]["now_ms"] is None
     one = SpeedCheck.of({"a": (4.0, 1.0), "c": (2.0, None)})
     assert one.factor is None and one.note.startswith("no speed check: 1 of the build's held-out models")
+
+
+def test_each_kind_gets_its_own_factor_pulled_toward_the_plain_one():
+    """Two MobileNet-like probes 10% faster, two plain ones unchanged: blocks get a factor below
+    the plain one, other kernels one above it, each pulled toward it by KIND_PRIOR."""
+    from edgelat.predictors.speed import KIND_PRIOR
+
+    check = SpeedCheck.of({"m1": (2.0, 1.8), "m2": (4.0, 3.6), "o1": (10.0, 10.0), "o2": (5.0, 5.0)},
+                          {"m1": 1.0, "m2": 1.0, "o1": 0.0, "o2": 0.0})
+    g = math.sqrt(0.9)  # the plain factor: geometric mean over the four
+    assert check.factor == pytest.approx(g)
+    a, b = check.by_kind
+    assert a == pytest.approx(math.exp((2 * math.log(0.9) + KIND_PRIOR * math.log(g)) / (2 + KIND_PRIOR)))
+    assert b == pytest.approx(math.exp(KIND_PRIOR * math.log(g) / (2 + KIND_PRIOR)))
+    assert check.factor_for(1.0) == pytest.approx(a) and check.factor_for(0.0) == pytest.approx(b)
+    assert check.factor_for(0.5) == pytest.approx(math.sqrt(a * b))
+    assert "for inverted-residual blocks" in check.note
+    assert SpeedCheck.of({"m1": (2.0, 1.8), "o1": (10.0, 10.0)}).by_kind is None  # no shares: one factor
 
 
 @pytest.fixture

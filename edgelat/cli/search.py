@@ -49,6 +49,10 @@ from edgelat.errors import BadInput
               help="Time cap per validated model.")
 @click.option("--compare-flops", is_flag=True,
               help="Also search under a FLOPs budget matched to the latency winner, and compare (measured when possible).")
+@click.option("--no-speed-check", "no_speed_check", is_flag=True,
+              help="Price with the device's speed when its predictor was built. By default the build's held-out "
+                   "whole models are measured again first (a few seconds) and the kernel predictor's figures "
+                   "scaled to the device's speed now, as 'predict' does.")
 @click.option("--out", "out_csv", default=None, metavar="CSV", help="Write the results to a CSV file.")
 @click.option("--plot", "plot_png", default=None, metavar="PNG", help="Write a score-vs-latency PNG with the constraint.")
 @hub_options
@@ -59,7 +63,8 @@ def search_cmd(
     space_name: str, device: str, max_latency: float | None, max_energy: float | None, max_memory: float | None,
     max_params: float | None, pareto: bool, population: int, generations: int | None, parents: float,
     mutate_prob: float, mutation_ratio: float, seed: int, top: int, accuracy_csv: str | None, unknown_archs: str,
-    accuracy_fn: str | None, validate: int, validate_seconds: float, compare_flops: bool, out_csv: str | None,
+    accuracy_fn: str | None, validate: int, validate_seconds: float, compare_flops: bool, no_speed_check: bool,
+    out_csv: str | None,
     plot_png: str | None, as_json: bool, runtime_config: Any, hub: str | None = None,
     hub_token_file: str | None = None, detach: bool = False,
 ) -> None:
@@ -92,7 +97,8 @@ def search_cmd(
                       max_memory_mb=max_memory, max_params_m=max_params, pareto=pareto, population=population,
                       generations=generations, parents=parents, mutate_prob=mutate_prob,
                       mutation_ratio=mutation_ratio, seed=seed, top=top, unknown_archs=unknown_archs,
-                      validate=validate, validate_seconds=validate_seconds, compare_flops=compare_flops)
+                      validate=validate, validate_seconds=validate_seconds, compare_flops=compare_flops,
+                      speed_check=not no_speed_check)
         config = {k: v for k, v in runtime_config.to_dict().items() if k != "version"}
         done = submit(hub, hub_token_file, "search", device, config, params, detach, as_json, "searching")
         if done is None:
@@ -113,7 +119,7 @@ def search_cmd(
                    generations=generations, parents=parents, mutate_prob=mutate_prob, mutation_ratio=mutation_ratio,
                    seed=seed, top=top, accuracy_csv=accuracy_csv, accuracy_fn=accuracy_fn, unknown_archs=unknown_archs,
                    validate=validate, validate_seconds=validate_seconds, compare_flops=compare_flops,
-                   keep_cloud=plot_path is not None)
+                   keep_cloud=plot_path is not None, speed_check=not no_speed_check)
     db, registry = open_registry()
     registry.get(device)
     space, objective = job.space, job.objective

@@ -248,7 +248,7 @@ SEARCH_PARAMS: dict[str, tuple[tuple[type, ...], bool]] = {
     "population": ((int,), False), "generations": ((int,), True), "parents": ((int, float), False),
     "mutate_prob": ((int, float), False), "mutation_ratio": ((int, float), False), "seed": ((int,), False),
     "top": ((int,), False), "unknown_archs": ((str,), False), "validate": ((int,), False),
-    "validate_seconds": ((int, float), False), "compare_flops": ((bool,), False),
+    "validate_seconds": ((int, float), False), "compare_flops": ((bool,), False), "speed_check": ((bool,), False),
 }
 
 
