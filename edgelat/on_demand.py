@@ -91,7 +91,7 @@ def predict_model_file(
         speed = SpeedCheck(None, note=f"no speed check: {why}; the figure is the device's speed when the predictor "
                                       "was built")
     elif speed_check:
-        speed = check_speed(db, device, config, registry, client) if state == "warm" else \
+        speed = check_speed(db, device, config, client) if state == "warm" else \
             SpeedCheck(None, note=f"no speed check in the {state} state (the build's held-out models were measured warm)")
     return model_predict.answer(db, query, measured_now, state=state, speed=speed)
 

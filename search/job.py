@@ -123,10 +123,10 @@ def run_search(db: sqlite_utils.Database, job: SearchJob,
     if job.validate and why_not:
         raise BadInput(f"cannot --validate: {why_not}")
     model = latency_source(db, job.device, job.config, job.space)
-    speed = _check_speed(db, job, model, client, say) if job.speed_check and not why_not else None
     energy, energy_note = energy_source(db, job.device, job.config, job.space)
     if c.max_energy_mj is not None and energy is None:
         raise BadInput(f"cannot constrain energy on {job.device!r}: {energy_note}; drop --max-energy")
+    speed = _check_speed(db, job, model, client, say) if job.speed_check and not why_not else None
     ev = Evaluator(job.space, model.predict, job.objective, energy)
     say(f"searching {job.space.name} on {job.device} ({model.kind} latency)")
     result = job.strategy.run(ev, c)
