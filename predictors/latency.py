@@ -130,7 +130,7 @@ class TableLatency(LatencyModel):
         with _blas_context(pop.shape[0]):
             for i in range(0, pop.shape[0], CHUNK):
                 ids = self.space.kernel_ids(pop[i : i + CHUNK])
-                if self.calibration is None and self.speed is None:
+                if self.calibration is None and (self.speed is None or self.speed.factor is None):
                     out[i : i + CHUNK] = np.take(self.table_, ids).sum(axis=1)
                 else:
                     out[i : i + CHUNK] = self._priced(ids)
