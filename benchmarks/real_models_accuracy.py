@@ -7,7 +7,9 @@ exporter wrote them (weights stripped there, rebuilt here from a fixed seed by
 For each model, in one run:
 1. predicted: ``predict_model_file`` on ``local`` from the file (kernels outside the table and the
    regressors are measured on the fly, as ``edgelat predict`` does; the coverage column says how much
-   of the total came from exact table hits, regressors and on-the-fly measurements);
+   of the total came from exact table hits, regressors and on-the-fly measurements), with its speed
+   check (the build's held-out models measured again, :mod:`edgelat.predictors.speed`; the line
+   "speed check" gives the factors);
 2. measured: ``edgelat profile model FILE --device local --json`` in a fresh process, the reference
    the issue names (onnxruntime timing the same file), with the same runtime config; ``--passes``
    times (default 3), each pass over all models, the median of them the reference. On a shared
@@ -186,7 +188,7 @@ def main() -> None:
                "predicted_ms": pred["latency_ms"], "measured_ms": measured, "measured_passes_ms": passes,
                "reference_moved": moved, "measured_stable": stable, "error": pred["latency_ms"] / measured - 1,
                "coverage": cov, "calibrated": pred.get("calibrated"), "low_ms": low, "high_ms": high,
-               "inside": None if low is None else bool(low <= measured <= high)}
+               "inside": None if low is None else bool(low <= measured <= high), "speed": pred.get("speed")}
         rows.append(row)
         cov_s = " ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(cov.items()))
         band = "" if low is None else f"  [{low:.2f}-{high:.2f}{'' if row['inside'] else ' MISSED'}]"
@@ -207,6 +209,14 @@ def main() -> None:
     for side in ("development", "held-out"):
         for fam in sorted({r["family"] for r in ok if r["split"] == side}):
             print(f"  {side} family {fam}: {_summary([r for r in ok if r['family'] == fam])}")
+    checked = [r["speed"] for r in ok if (r.get("speed") or {}).get("factor") is not None]
+    if checked:  # each prediction measured the build's held-out models again (predictors/speed.py)
+        applied = [c["applied"] for c in checked]
+        print(f"speed check: {len(checked)} of {len(ok)} predictions scaled, factor {min(c['factor'] for c in checked):.3f}"
+              f"-{max(c['factor'] for c in checked):.3f}, applied to each model {min(applied):.3f}-{max(applied):.3f}")
+    else:
+        notes = {(r.get("speed") or {}).get("note") for r in ok} - {None}
+        print(f"speed check: none applied{' (' + sorted(notes)[0] + ')' if notes else ''}")
     banded = [r for r in ok if r.get("inside") is not None]
     if banded:
         print(f"90% interval: the measured value fell inside for {sum(r['inside'] for r in banded)} of {len(banded)} "
