@@ -119,9 +119,9 @@ class TableLatency(LatencyModel):
             weights = np.take(self.params_, ids).sum(axis=1)
             out = self.calibration.predict(parts, counts, weights)
         if self.speed is not None and self.speed.factor is not None:
-            total = parts.sum(axis=1)
-            share = np.divide(parts[:, :2].sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
-            out = out * self.speed.factor_for(share)
+            from edgelat.predictors.speed import block_share
+
+            out = out * self.speed.factor_for(block_share(parts))
         return out
 
     def predict(self, pop: np.ndarray) -> np.ndarray:

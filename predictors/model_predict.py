@@ -28,7 +28,7 @@ from edgelat.errors import BadInput, CorruptModel
 from edgelat.lut.store import kernel_medians, model_median
 from edgelat.predictors.fusion import FusionRules
 from edgelat.predictors.graph import Split, UnknownKernel, split_model
-from edgelat.predictors.speed import SpeedCheck, scaled
+from edgelat.predictors.speed import SpeedCheck, block_share, scaled
 from edgelat.predictors.uncertainty import coverage, interval, kernel_sd_ms, unsure_kernels
 from edgelat.profiler.intake import ModelFile, model_ref_for, read_model
 from edgelat.profiler.ops import KernelSpec
@@ -174,8 +174,7 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
     calibrated = cal is not None and not cal.is_identity
     factor = None
     if speed is not None and speed.factor is not None:
-        raw = group_sums(split.items, [r["predicted_ms"] for r in rows])
-        factor = speed.factor_for(float(raw[:2].sum() / raw.sum()) if raw.sum() > 0 else 0.0)
+        factor = speed.factor_for(block_share(group_sums(split.items, [r["predicted_ms"] for r in rows])))
     build_ms = scaled([r["predicted_ms"] for r in rows], [r["source"] for r in rows], factor)
     parts = group_sums(split.items, build_ms)
     latency = float(cal.predict([parts], [len(rows)], [kernel_weights(split.items)])[0]) if calibrated else sum(build_ms)

@@ -93,6 +93,19 @@ class SpeedCheck:
                 "note": self.note}
 
 
+def block_share(parts: Any) -> Any:
+    """The share of a kernel sum in inverted-residual blocks, from its per-group parts
+    (:func:`~edgelat.predictors.calibration.group_sums`; one model's, or one row per model);
+    0 for an empty sum."""
+    from edgelat.predictors.calibration import GROUPS
+
+    p = np.asarray(parts, dtype=np.float64)
+    blocks = p[..., [GROUPS.index("block-se"), GROUPS.index("block")]].sum(axis=-1)
+    total = p.sum(axis=-1)
+    out = np.divide(blocks, total, out=np.zeros_like(total), where=total > 0)
+    return float(out) if out.ndim == 0 else out
+
+
 def scaled(ms: list[float], sources: list[str], factor: float | None) -> list[float]:
     """Kernel figures in the build's terms: those measured now (``measured-now``) divided by the
     factor, the build's own (table, regressor) as they are."""

@@ -6,12 +6,13 @@ job runner, storing nothing: the build's rows stay the "then"), for ``predict`` 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlite_utils
 
 from edgelat.errors import EdgelatError
-from edgelat.predictors.speed import MIN_PROBES, SpeedCheck
+from edgelat.predictors.speed import MIN_PROBES, SpeedCheck, block_share
 from edgelat.values import RuntimeConfig
 
 
@@ -24,7 +25,6 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
     from edgelat.predictors.calibration import measured_models
     from edgelat.predictors.sampling import default_models
     from edgelat.profiler import runner
-    from edgelat.profiler.builders import build_model
     from edgelat.profiler.jobs import model_ref_for
 
     fmt = config.model_format
@@ -33,7 +33,7 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
     for name, role, specs in default_models():
         if role != "holdout" or name not in kept:
             continue
-        data = build_model(specs, fmt, seed=0)
+        data = _probe_bytes(name, tuple(specs), fmt)
         if model_ref_for(data) != kept[name]["model_ref"]:  # built by another version of the builder
             continue
         items.append(runner.model_item(kept[name]["model_ref"], data, fmt, name))
@@ -58,6 +58,16 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
                          _block_shares(db, device, config, [kept[name] for name, _ in then.values()]))
 
 
+@functools.lru_cache(maxsize=16)
+def _probe_bytes(name: str, specs: tuple[Any, ...], fmt: str) -> bytes:
+    """A held-out model's file, built once per process (the builder is deterministic with seed 0,
+    as the build made it; a predict or search in a loop measures the probes each time, not
+    builds them)."""
+    from edgelat.profiler.builders import build_model
+
+    return build_model(list(specs), fmt, seed=0)
+
+
 def _block_shares(db: sqlite_utils.Database, device: str, config: RuntimeConfig,
                   models: list[dict[str, Any]]) -> dict[str, float] | None:
     """Per probe, the share of its kernel sum (as the device's predictor prices it) in
@@ -68,11 +78,7 @@ def _block_shares(db: sqlite_utils.Database, device: str, config: RuntimeConfig,
     predictor = KernelPredictor.load(db, device, config)
     if predictor is None or any(predictor.missing(m["kernels"]) for m in models):
         return None
-    out = {}
-    for m in models:
-        parts = group_sums(m["kernels"], predictor.predict_specs(m["kernels"]))
-        out[m["name"]] = float(parts[:2].sum() / parts.sum()) if parts.sum() > 0 else 0.0
-    return out
+    return {m["name"]: block_share(group_sums(m["kernels"], predictor.predict_specs(m["kernels"]))) for m in models}
 
 
 def _measure(db: sqlite_utils.Database, device: str, client: Any, config: RuntimeConfig, items: list[Any]) -> Any:
