@@ -38,11 +38,13 @@ class SpeedCheck:
     """One check: ``factor`` (now / then over all probes, 0.94 = 6% faster now; None: no check,
     ``note`` says why), per probe its name, ``then_ms`` (measured by the build), ``now_ms`` and
     ``block_share`` (the share of its kernel sum in inverted-residual blocks), and ``by_kind``:
-    the factors of inverted-residual blocks and of every other kernel (``kind_factors``).
+    the factors of inverted-residual blocks and of every other kernel.
 
-    Why two kinds: the two use a core differently (depthwise convolutions and their
-    expansions move activations through the caches; dense convolutions and fc layers keep the
-    multipliers busy), and a neighbour that takes one resource slows one kind more. The
+    Why two kinds (our reading of a few checks, docs/calibration.md): the two use a core
+    differently (depthwise convolutions and their expansions move activations through the
+    caches; dense convolutions and fc layers keep the multipliers busy), so a neighbour that
+    takes one resource can slow one kind more (in three of five checks of one build the day after
+    it, the MobileNet-like probes had sped up 3 to 5% more than the others; in two, as much). The
     held-out models are three MobileNet-like and three plain or residual networks; each
     kind's factor is fitted on the log ratios of the probes, by their block share, pulled
     toward the plain factor with the weight of :data:`KIND_PRIOR` probes."""
@@ -53,11 +55,11 @@ class SpeedCheck:
     by_kind: tuple[float, float] | None = None  # (inverted-residual blocks, everything else)
 
     @classmethod
-    def of(cls, then_now: dict[str, tuple[float, float | None]], block_share: dict[str, float] | None = None
+    def of(cls, then_now: dict[str, tuple[float, float | None]], shares: dict[str, float] | None = None
            ) -> "SpeedCheck":
         """From ``{name: (then_ms, now_ms)}`` (``now_ms`` None: that probe failed now) and, per
-        probe, its block share (without it, one factor for every kernel)."""
-        shares = block_share or {}
+        probe, its block share (:func:`block_share`; without them, one factor for every kernel)."""
+        shares = shares or {}
         probes = [{"name": n, "then_ms": t, "now_ms": m, "block_share": shares.get(n)} for n, (t, m) in then_now.items()]
         ok = [(n, t, m) for n, (t, m) in then_now.items() if m is not None and m > 0 and t > 0]
         if len(ok) < MIN_PROBES:
