@@ -87,12 +87,11 @@ def predict_model_file(
 
     speed = None
     if speed_check and (not measure_missing or reading_copy()):
-        why = "the tables are a hub's copy" if reading_copy() else "measuring on the device was turned off"
-        speed = SpeedCheck(None, note=f"no speed check: {why}; the figure is the device's speed when the predictor "
-                                      "was built")
+        speed = SpeedCheck.skipped("the tables are a hub's copy" if reading_copy() else
+                                   "measuring on the device was turned off")
     elif speed_check:
         speed = check_speed(db, device, config, client) if state == "warm" else \
-            SpeedCheck(None, note=f"no speed check in the {state} state (the build's held-out models were measured warm)")
+            SpeedCheck.skipped(f"not in the {state} state (the build's held-out models were measured warm)")
     return model_predict.answer(db, query, measured_now, state=state, speed=speed)
 
 

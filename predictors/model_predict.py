@@ -226,7 +226,8 @@ def predict_model_file(db: sqlite_utils.Database, device: str, config: RuntimeCo
     whole on the device; ``latency_ms_low``/``latency_ms_high`` (a 90%
     interval, ``None`` without a basis, see :mod:`edgelat.predictors.uncertainty`)
     and ``coverage`` (share of the kernel total from table hits, regressors and
-    kernels measured now). Kernels nothing answers raise BadInput; measuring
+    kernels measured now), ``speed`` (the caller's speed check, see :func:`answer`; None here).
+    Kernels nothing answers raise BadInput; measuring
     them first is :func:`edgelat.on_demand.predict_model_file`. ``state``: see :func:`answer`.
     """
     return answer(db, prepare(db, device, config, path), state=state)

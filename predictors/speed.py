@@ -55,6 +55,12 @@ class SpeedCheck:
     by_kind: tuple[float, float] | None = None  # (inverted-residual blocks, everything else)
 
     @classmethod
+    def skipped(cls, why: str, probes: list[dict[str, Any]] | None = None) -> "SpeedCheck":
+        """No check (``why``): the figure stays the build's, and the note says so."""
+        return cls(None, list(probes or []), f"no speed check: {why}; the figure is the device's speed when the "
+                                             "predictor was built")
+
+    @classmethod
     def of(cls, then_now: dict[str, tuple[float, float | None]], shares: dict[str, float] | None = None
            ) -> "SpeedCheck":
         """From ``{name: (then_ms, now_ms)}`` (``now_ms`` None: that probe failed now) and, per
@@ -63,8 +69,8 @@ class SpeedCheck:
         probes = [{"name": n, "then_ms": t, "now_ms": m, "block_share": shares.get(n)} for n, (t, m) in then_now.items()]
         ok = [(n, t, m) for n, (t, m) in then_now.items() if m is not None and m > 0 and t > 0]
         if len(ok) < MIN_PROBES:
-            return cls(None, probes, f"no speed check: {len(ok)} of the build's held-out models measured now "
-                                     f"(at least {MIN_PROBES} needed)")
+            return cls.skipped(f"{len(ok)} of the build's held-out models measured now (at least {MIN_PROBES} needed)",
+                               probes)
         logs = np.array([math.log(m / t) for _, t, m in ok])
         factor = math.exp(float(logs.mean()))
         by_kind = None

@@ -39,8 +39,8 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
         items.append(runner.model_item(kept[name]["model_ref"], data, fmt, name))
         then[kept[name]["model_ref"]] = (name, kept[name]["measured_ms"])
     if len(items) < MIN_PROBES:
-        return SpeedCheck(None, note=f"no speed check: the predictor build of {device} left {len(items)} held-out "
-                                     f"models to measure again (rebuild with 'edgelat predictor build')")
+        return SpeedCheck.skipped(f"the predictor build of {device} left {len(items)} held-out models to measure "
+                                  "again (rebuild with 'edgelat predictor build')")
     try:
         if client is not None:
             run = _measure(db, device, client, config, items)
@@ -48,11 +48,9 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
             with Registry(db).connect(device) as own:
                 run = _measure(db, device, own, config, items)
     except EdgelatError as exc:
-        return SpeedCheck(None, note=f"no speed check: {device} cannot be reached now ({exc}); the figure is the "
-                                     "device's speed when the predictor was built")
+        return SpeedCheck.skipped(f"{device} cannot be reached now ({exc})")
     if run.lost is not None:
-        return SpeedCheck(None, note=f"no speed check: {device} was lost while measuring ({run.lost}); the figure "
-                                     "is the device's speed when the predictor was built")
+        return SpeedCheck.skipped(f"{device} was lost while measuring ({run.lost})")
     now = {ref: r.latency.median for ref, r in run.results.items() if r.ok and r.latency is not None}
     return SpeedCheck.of({name: (ms, now.get(ref)) for ref, (name, ms) in then.items()},
                          _block_shares(db, device, config, [kept[name] for name, _ in then.values()]))

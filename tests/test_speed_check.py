@@ -116,6 +116,12 @@ def test_no_speed_check_says_why(built, monkeypatch):
     assert sustained["speed"]["factor"] is None and "sustained state" in sustained["speed"]["note"]
     off = predict_model_file(db, "local", CONFIG, path, measure_missing=False)
     assert off["speed"]["factor"] is None and "measuring on the device was turned off" in off["speed"]["note"]
+    from edgelat.config import db_path, reading_db
+
+    with reading_db(db_path()):  # as a read through a hub runs: nothing measured for a copy of its tables
+        copy = predict_model_file(db, "local", CONFIG, path)
+    assert copy["speed"]["factor"] is None and "the tables are a hub's copy" in copy["speed"]["note"]
+    assert copy["latency_ms"] == pytest.approx(off["latency_ms"])
 
     class Gone:  # the device went away: the runner reports it lost; the build's figure stands
         def put_model(self, data):
