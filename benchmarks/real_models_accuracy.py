@@ -147,6 +147,9 @@ def main() -> None:
             build = build_predictor(db, "local", client, config, args.budget_minutes * 60, progress=progress)
         print(f"# build: {build.kernels_total} kernels, {build.models_measured} whole models, "
               f"calibration {build.calibration.get('form', 'none')}, wall {(time.time() - t0) / 60:.1f} min", flush=True)
+        if build.layout:  # predictors/layout_probe.py: kernels alone and chained
+            print(f"# layout conversion: {build.layout['per_element_ms'] * 1e6:.4f} ns per element "
+                  f"(per round: {', '.join(f'{v * 1e6:.4f}' for v in build.layout['slopes'])})", flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="edgelat-rm-models-"))
     rows: list[dict] = []
@@ -188,7 +191,8 @@ def main() -> None:
                "predicted_ms": pred["latency_ms"], "measured_ms": measured, "measured_passes_ms": passes,
                "reference_moved": moved, "measured_stable": stable, "error": pred["latency_ms"] / measured - 1,
                "coverage": cov, "calibrated": pred.get("calibrated"), "low_ms": low, "high_ms": high,
-               "inside": None if low is None else bool(low <= measured <= high), "speed": pred.get("speed")}
+               "inside": None if low is None else bool(low <= measured <= high), "speed": pred.get("speed"),
+               "layout": pred.get("layout")}
         rows.append(row)
         cov_s = " ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(cov.items()))
         band = "" if low is None else f"  [{low:.2f}-{high:.2f}{'' if row['inside'] else ' MISSED'}]"
@@ -209,6 +213,11 @@ def main() -> None:
     for side in ("development", "held-out"):
         for fam in sorted({r["family"] for r in ok if r["split"] == side}):
             print(f"  {side} family {fam}: {_summary([r for r in ok if r['family'] == fam])}")
+    taken = [(r["model"], r["layout"]["saved_ms"] / (r["predicted_ms"] or 1)) for r in ok if r.get("layout")]
+    if taken:  # predictors/layout.py: conversions the kernels paid alone and the model does not make
+        lo, hi = min(taken, key=lambda t: t[1]), max(taken, key=lambda t: t[1])
+        print(f"layout conversions taken off the kernel sums: {100 * lo[1]:.1f}% ({lo[0]}) to {100 * hi[1]:.1f}% ({hi[0]}) "
+              "of the prediction", flush=True)
     checked = [r["speed"] for r in ok if (r.get("speed") or {}).get("factor") is not None]
     if checked:  # each prediction measured the build's held-out models again (predictors/speed.py)
         applied = [c["applied"] for c in checked]

@@ -25,6 +25,9 @@ sizes, the fitted knot of a hinge) and ``e`` (ms per weight fetched) are fitted.
 ``W(W0)`` counts each kernel's weights up to ``W0`` only: a kernel larger than
 the cache (a VGG's or AlexNet's classifier) streamed its weights from memory when
 measured alone too, so its own measurement already holds that cost.
+Before any form, each kernel's alone price loses the layout conversions it made alone and
+does not make inside the model (:mod:`edgelat.predictors.layout`, at the price per element the
+build measured on the device, ``layout_``), for the calibration models as for a user's model.
 What these came to on one machine, and the commands that reproduce them:
 ``docs/calibration.md``. The fit describes the device as it was when the models
 were measured: the build measures them after running them unmeasured for a while,
@@ -65,6 +68,7 @@ import sqlite_utils
 
 from edgelat.values import RuntimeConfig
 from edgelat.lut import predictors_store
+from edgelat.predictors.layout import LayoutCost, in_model_prices
 from edgelat.profiler.ops import KernelSpec
 from edgelat.profiler.states import DEFAULT_STATE, check_state, state_ref
 
@@ -91,6 +95,15 @@ def group_sums(items: Sequence[Any], ms: Sequence[float]) -> np.ndarray:
     for item, v in zip(items, ms):
         out[kernel_group(item)] += float(v)
     return out
+
+
+def model_parts(items: Sequence[Any], ms: Sequence[float], layout: LayoutCost | None,
+                links: Sequence[Any] | None = None) -> np.ndarray:
+    """What a calibration maps: the per-group sums (:func:`group_sums`) of a model's kernel
+    prices less the layout conversions the model does not make (``layout``: the device's
+    price, None for none; ``links``: the model's graph, see :attr:`~edgelat.predictors.graph.Split.links`;
+    None for a chain of kernels as the builder lowers it)."""
+    return group_sums(items, in_model_prices(items, links, ms, layout))
 
 
 def model_weights(items: Sequence[Any]) -> float:
@@ -281,12 +294,16 @@ class Calibration:
     ``range_``: the span of the calibration models (``sum_ms``, ``kernels``, ``weights``:
     [min, max] each) and ``ops_``, the kernel types they hold (set by
     :func:`fit_calibration`): outside them the map is extrapolated, and
-    :mod:`edgelat.predictors.uncertainty` widens the interval.
+    :mod:`edgelat.predictors.uncertainty` widens the interval. ``layout_``: the price per
+    element of the layout conversions taken off the kernel prices before the map (see
+    :func:`model_parts`), None when the build measured none; callers give the map the parts
+    :func:`model_parts` makes with it.
     """
 
     state_: str | None = DEFAULT_STATE
     range_: dict[str, list[float]] | None = None
     ops_: list[str] | None = None
+    layout_: LayoutCost | None = None  # the conversions taken off the kernel prices first (model_parts)
 
     # fewest calibration models each form needs before leave-one-out can judge it
     MIN_MODELS = {"identity": 0, "overhead": 1, "ratio": 2, "affine": 4, "ratio+count": 4, "ratio+count+spill": 8, "groups": 6, "groups+count": 8,
@@ -373,7 +390,8 @@ class Calibration:
 
     def _state_dict(self) -> dict[str, Any]:
         return {"form": self.form_, "coef": [float(c) for c in self.coef_], "n_models": self.n_models_,
-                "loo_mape": self.loo_mape_, "range": self.range_, "ops": self.ops_}
+                "loo_mape": self.loo_mape_, "range": self.range_, "ops": self.ops_,
+                "layout": None if self.layout_ is None else self.layout_.to_dict()}
 
     def save(self, db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> None:
         """Store this calibration as the one of its state (``state_``), keeping the other states'."""
@@ -419,6 +437,7 @@ class Calibration:
         cal.n_models_ = d["n_models"]
         cal.loo_mape_ = d["loo_mape"]
         cal.range_, cal.ops_ = d.get("range"), d.get("ops")
+        cal.layout_ = LayoutCost.from_dict(d.get("layout"))
         return cal
 
     @staticmethod
@@ -436,16 +455,18 @@ def model_family(name: str) -> str:
 
 
 def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfig, predictor,
-                    state: str = DEFAULT_STATE) -> Calibration | None:
+                    state: str = DEFAULT_STATE, layout: LayoutCost | None = None) -> Calibration | None:
     """Fit and store the calibration of ``state`` from the device's ``calibration`` models measured
-    in that state (None if it has none)."""
+    in that state (None if it has none), on their kernel prices less the layout conversions
+    ``layout`` prices (see :func:`model_parts`)."""
     models = measured_models(db, device, config, role="calibration", state=state)
     models = [m for m in models if not predictor.missing(m["kernels"])]
     if not models:
         return None
-    sums = [group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in models]
+    sums = [model_parts(m["kernels"], predictor.predict_specs(m["kernels"]), layout) for m in models]
     cal = Calibration(overhead_ms=run_overhead_ms(predictor))
     cal.state_ = state
+    cal.layout_ = layout
     cal.ops_ = sorted({k.op for m in models for k in m["kernels"]})
     cal.fit(
         sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models],

@@ -143,6 +143,8 @@ class UnknownKernel:
 
 
 Item = Union[KernelSpec, UnknownKernel]
+GRAPH_EDGE = -1  # in Split.links: a model input or output
+VIEW_EDGE = -2  # in Split.links: a view (Reshape, Flatten, ...) between two items
 
 
 @dataclass
@@ -155,6 +157,10 @@ class Split:
     layout: list[dict[str, str]] = field(default_factory=list)  # zero-cost views: {name, op_type}
     notes: list[str] = field(default_factory=list)  # approximations made, one line each
     folded: list[dict[str, str]] = field(default_factory=list)  # constant nodes folded at load: {name, op_type}
+    # per item, the items it reads from and the items that read it: an index into ``items``, or
+    # GRAPH_EDGE (a model input or output) or VIEW_EDGE (a zero-cost view in between). Empty when
+    # the split did not come from a graph.
+    links: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
     @property
     def kernels(self) -> list[KernelSpec]:
@@ -534,6 +540,7 @@ class _Matcher:
         self.producer = {t: i for i, p in enumerate(self.p) for t in p.outputs}
         self.resized: set[str] = set()  # outputs of convs/pools not padded "same" (see sized)
         self.extracted: dict[str, bytes] = {}  # one-node model per unknown-kernel key
+        self.taken: list[list[int]] = []  # the nodes behind each item, in emission order
 
     # helpers --------------------------------------------------------------
     def only(self, tensor: str) -> int | None:
@@ -634,7 +641,32 @@ class _Matcher:
     def take(self, nodes: list[int]) -> list[str]:
         for n in nodes:
             self.used[n] = True
+        self.taken.append(list(nodes))
         return [self.p[n].name for n in nodes]
+
+    def links(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Producers and consumers of each emitted item (see :attr:`Split.links`)."""
+        owner = {n: k for k, nodes in enumerate(self.taken) for n in nodes}
+        out = []
+        for nodes in self.taken:
+            inside = set(nodes)
+            prods: set[int] = set()
+            cons: set[int] = set()
+            for n in nodes:
+                for t in self.p[n].inputs:
+                    j = self.producer.get(t)
+                    if j is None:
+                        prods.add(GRAPH_EDGE)
+                    elif j not in inside:
+                        prods.add(owner.get(j, VIEW_EDGE))
+                for t in self.p[n].outputs:
+                    for c in self.cons.get(t, []):
+                        if c < 0:
+                            cons.add(GRAPH_EDGE)
+                        elif c not in inside:
+                            cons.add(owner.get(c, VIEW_EDGE))
+            out.append((tuple(sorted(prods)), tuple(sorted(cons))))
+        return out
 
     # patterns -------------------------------------------------------------
     def se_at(self, g: int) -> tuple[list[int], str] | None:
@@ -816,7 +848,7 @@ class _Matcher:
         if self.resized:
             notes.append(f"{len(self.resized)} conv/pool node(s) are not padded 'same'; each is priced as the catalog "
                          "kernel with its output size and work (input side = output side x stride)")
-        return Split(self.g.fmt, items, sources, layout, notes, list(self.g.folded))
+        return Split(self.g.fmt, items, sources, layout, notes, list(self.g.folded), self.links())
 
     def trailing_act(self, i: int, items: list, sources: list) -> None:
         """An activation fused into a TFLite pool/add op becomes its own kernel."""

@@ -105,13 +105,26 @@ class TableLatency(LatencyModel):
         groups = np.zeros((len(vocab) + 1, len(GROUPS)))
         groups[np.arange(len(vocab)), [kernel_group(k) for k in vocab]] = table_ms
         self.group_table_ = groups
+        self.kernel_group_ = np.array([kernel_group(k) for k in vocab] + [0])
+        #: the layout conversions taken off before the calibration, as predict takes them off a
+        #: model file's kernels (each architecture is a chain of its kernels)
+        self.layout_ = None
+        if self.calibration is not None and getattr(self.calibration, "layout_", None) is not None:
+            from edgelat.predictors.layout import ChainLayout
+
+            self.layout_ = ChainLayout(vocab, self.calibration.layout_)
         if self.calibration is not None:
             # each kernel's weights as the spill term counts them (up to the knot), so that a sum
             # over an architecture's kernels is what predict computes from the kernel list
             self.params_ = self.calibration.counted_weights(np.array([k.params() for k in vocab] + [0], dtype=np.float64))
 
     def _priced(self, ids: np.ndarray) -> np.ndarray:
-        parts = np.take(self.group_table_, ids, axis=0).sum(axis=1)
+        if self.layout_ is None:
+            parts = np.take(self.group_table_, ids, axis=0).sum(axis=1)
+        else:
+            ordered, prices = self.layout_.prices(ids, self.table_)
+            groups = np.take(self.kernel_group_, ordered)
+            parts = np.stack([np.where(groups == g, prices, 0.0).sum(axis=1) for g in range(self.group_table_.shape[1])], axis=1)
         if self.calibration is None:
             out = parts.sum(axis=1)
         else:

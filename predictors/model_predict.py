@@ -154,7 +154,8 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
     measured row compared; the answer's ``state`` says it. ``speed``: the caller's speed check
     (:mod:`edgelat.predictors.speed`): with a factor, the figure is the build's times it (kernels
     measured now are first taken back to the build's terms), and the answer's ``speed`` says so."""
-    from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights
+    from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights, model_parts
+    from edgelat.predictors.layout import saved_conversions
     from edgelat.profiler.states import check_state, state_ref
 
     check_state(state)
@@ -176,7 +177,8 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
     if speed is not None and speed.factor is not None:
         factor = speed.factor_for(block_share(group_sums(split.items, [r["predicted_ms"] for r in rows])))
     build_ms = scaled([r["predicted_ms"] for r in rows], [r["source"] for r in rows], factor)
-    parts = group_sums(split.items, build_ms)
+    layout = cal.layout_ if calibrated else None
+    parts = model_parts(split.items, build_ms, layout, split.links)
     latency = float(cal.predict([parts], [len(rows)], [kernel_weights(split.items)])[0]) if calibrated else sum(build_ms)
     latency *= factor or 1.0
     if speed is not None and speed.note:
@@ -202,6 +204,13 @@ def answer(db: sqlite_utils.Database, query: ModelQuery, measured_now: Sequence[
         "calibrated": calibrated,
         "calibration": {"form": cal.form_, "coef": [float(c) for c in cal.coef_]} if calibrated else None,
         "speed": None if speed is None else {**speed.to_dict(), "applied": factor},
+        # the layout conversions the kernels' alone prices hold and the model does not make,
+        # taken off before the calibration (None: the calibration takes none off)
+        "layout": None if layout is None else {
+            "conversions_not_made": int(sum(c for c, _ in saved_conversions(split.items, split.links))),
+            "saved_ms": float(sum(build_ms) - parts.sum()),
+            "per_element_ms": layout.per_element_ms,
+        },
         "fusion_rules": query.rules.source,
         "kernels": rows,
         "exact_hits": int(sum(r["exact_table_hit"] for r in rows)),

@@ -38,7 +38,7 @@ def _clean(m: dict[str, Any]) -> dict[str, Any]:
 def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConfig) -> dict[str, Any]:
     """The held-out figures of a device + config predictor (see the module docstring)."""
     from edgelat.devices.registry import Registry
-    from edgelat.predictors.calibration import Calibration, group_sums, kernel_weights, measured_models, run_overhead_ms
+    from edgelat.predictors.calibration import Calibration, kernel_weights, measured_models, model_parts, run_overhead_ms
     from edgelat.predictors.kernel import KernelPredictor, table_specs
 
     Registry(db).get(device)
@@ -74,7 +74,9 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     all_models = [m for m in measured_models(db, device, config) if not predictor.missing(m["kernels"])]
     cal_models = [m for m in all_models if m["role"] == "calibration"]
     overhead = run_overhead_ms(predictor)
-    parts = {m["model_ref"]: group_sums(m["kernels"], predictor.predict_specs(m["kernels"])) for m in all_models}
+    layout = None if cal is None or cal.is_identity else cal.layout_  # as predict applies it
+    prices = {m["model_ref"]: predictor.predict_specs(m["kernels"]) for m in all_models}
+    parts = {m["model_ref"]: model_parts(m["kernels"], prices[m["model_ref"]], layout) for m in all_models}
 
     def refit(models: list[dict[str, Any]]) -> Calibration:
         """The stored form fitted again on ``models``."""
@@ -86,7 +88,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     def unseen_parts(m: dict[str, Any]) -> Any:
         """Per-group sums of out-of-fold predictions (None if a kernel has none)."""
         preds = [predictor.cv_pred_.get(s.key) for s in m["kernels"]]
-        return None if any(p is None for p in preds) else group_sums(m["kernels"], preds)
+        return None if any(p is None for p in preds) else model_parts(m["kernels"], preds, layout)
 
     loo = {}
     if cal is not None and cal_models:
@@ -107,7 +109,7 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
     rows = []
     for m in all_models:
         is_cal = m["role"] == "calibration"
-        total = float(parts[m["model_ref"]].sum())
+        total = float(sum(prices[m["model_ref"]]))
         predicted = loo.get(m["model_ref"], total) if is_cal else calibrate(parts[m["model_ref"]], m, False)
         u = unseen_parts(m)
         rows.append(
@@ -142,7 +144,8 @@ def predictor_report(db: sqlite_utils.Database, device: str, config: RuntimeConf
             "uncalibrated_sum": block(rows, "kernels_sum_ms"),
             "rows": rows,
         },
-        "calibration": None if cal is None else {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_},
+        "calibration": None if cal is None else {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_,
+                                                 "layout": None if cal.layout_ is None else cal.layout_.to_dict()},
         "run_overhead_ms": overhead,
     }
 

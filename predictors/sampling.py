@@ -392,6 +392,7 @@ class BuildSummary:
     rounds: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     fusion: dict[str, str] = field(default_factory=dict)
+    layout: dict[str, Any] | None = None  # the layout probe's figures (edgelat.predictors.layout_probe)
     regressors: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     interrupted: str = ""
@@ -415,6 +416,7 @@ class BuildSummary:
             "failed": [{"key": k, "error": e} for k, e in self.failed[:20]],
             "failed_count": len(self.failed),
             "fusion": self.fusion,
+            "layout": self.layout,
             "regressors": self.regressors,
             "calibration": self.calibration,
             "interrupted": self.interrupted or None,
@@ -461,6 +463,7 @@ class Builder:
         models: Sequence[tuple[str, str, list[KernelSpec]]] | None = None,
         initial_size: int = INITIAL_SIZE,
         detect_fusion: bool = True,
+        measure_layout: bool = True,
         recheck_error: float = RECHECK_ERROR,
         passes: int = PASSES,
         model_passes: int = MODEL_PASSES,
@@ -477,6 +480,8 @@ class Builder:
         self.models = list(default_models() if models is None else models)
         self.initial_size = initial_size
         self.detect_fusion = detect_fusion
+        self.measure_layout = measure_layout
+        self._layout_cost = None  # LayoutCost the calibration takes off the kernel prices (edgelat.predictors.layout)
         self.recheck_error = recheck_error
         self.passes, self.model_passes, self.group = passes, model_passes, group
         # None: MODEL_SETTLE_S, but at most half the models' share of this budget
@@ -573,6 +578,33 @@ class Builder:
         self.summary.fusion = {f"{r['op']}+{r['act']}": r["verdict"] for r in verdict_rows(self.db, self.device, self.config)}
         return rules
 
+    def _layout(self) -> None:
+        """The device's price of a layout conversion (:mod:`edgelat.predictors.layout_probe`),
+        for runtimes that convert (:func:`edgelat.predictors.layout.converts`), measured in each
+        run of the build that has budget left; a build rerun with none left reuses the one
+        its last finished run kept, or calibrates without it."""
+        from edgelat.errors import AgentUnreachable, DeviceError
+        from edgelat.predictors.layout import LayoutCost, converts
+        from edgelat.predictors.layout_probe import measure_layout_cost
+
+        if not (self.measure_layout and converts(self.config)):
+            return
+        if self.left() <= 0:
+            kept = json.loads(self.state.get("summary_json") or "{}").get("layout")
+            if kept:
+                self.summary.layout, self._layout_cost = kept, LayoutCost.from_dict(kept)
+            return
+        self._phase = "layout"
+        self._say("measuring what a layout conversion costs (kernels alone and chained)")
+        t0 = time.perf_counter()
+        try:
+            probe = measure_layout_cost(self.db, self.device, self.client, self.config)
+        except (AgentUnreachable, DeviceError) as exc:
+            self._charge(time.perf_counter() - t0)
+            raise self._lost(exc) from None
+        self._charge(time.perf_counter() - t0)
+        self.summary.layout, self._layout_cost = probe.to_dict(), probe.cost
+
     def _whole_models(self, rules: FusionRules) -> None:
         from edgelat.predictors.calibration import record_model
         from edgelat.predictors.graph import split_model
@@ -648,6 +680,7 @@ class Builder:
     def run(self) -> BuildSummary:
         try:
             rules = self._fusion()
+            self._layout()
             sampler = KernelSampler(self.seed, rules)
             shares = sampler.type_shares()
             self._phase = "initial"
@@ -702,7 +735,7 @@ class Builder:
         }
         states = {}
         for state in STATES:
-            cal = fit_calibration(self.db, self.device, self.config, predictor, state)
+            cal = fit_calibration(self.db, self.device, self.config, predictor, state, self._layout_cost)
             if cal is not None:
                 states[state] = {"form": cal.form_, "coef": [float(c) for c in cal.coef_], "models": cal.n_models_,
                                  "loo_mape": cal.loo_mape_}

@@ -9,7 +9,8 @@ import pytest
 from edgelat.values import MeasurementProtocol, RuntimeConfig
 from edgelat.devices.registry import Registry
 from edgelat.lut.store import kernel_rows, model_rows, open_db
-from edgelat.predictors.calibration import Calibration, kernel_weights, measured_models, run_overhead_ms
+from edgelat.predictors.calibration import Calibration, kernel_weights, measured_models, model_parts, run_overhead_ms
+from edgelat.predictors.layout import LayoutCost
 from edgelat.predictors.kernel import KernelPredictor
 from edgelat.predictors.metrics import report as metrics_report
 from edgelat.predictors.report import plot_report, predictor_report
@@ -124,7 +125,10 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     sum_ms = float(predictor.predict_specs(networks.tiny_net(80)).sum())
     assert hold["kernels_sum_ms"] == pytest.approx(sum_ms)
     weights = kernel_weights(networks.tiny_net(80))
-    expected_pred = sum_ms if cal.is_identity else float(cal.predict([sum_ms], [n], [weights])[0])
+    # the build measured the device's layout conversion price and calibrated on prices less it
+    assert summary.layout is not None and cal.layout_ == LayoutCost.from_dict(summary.layout)
+    parts = model_parts(networks.tiny_net(80), predictor.predict_specs(networks.tiny_net(80)), cal.layout_)
+    expected_pred = sum_ms if cal.is_identity else float(cal.predict([parts], [n], [weights])[0])
     assert hold["predicted_ms"] == pytest.approx(expected_pred)
     expected = metrics_report([hold["measured_ms"]], [hold["predicted_ms"]])
     assert {k: v for k, v in rep["models"]["holdout"].items() if v is not None} == pytest.approx({k: v for k, v in expected.items() if k != "spearman"})
