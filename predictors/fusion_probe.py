@@ -127,7 +127,6 @@ def detect_fusion(
     import random
     from collections import Counter
 
-    from edgelat.errors import DeviceError
     from edgelat.profiler import runner
 
     pairs = list(pairs)
@@ -152,27 +151,17 @@ def detect_fusion(
     figures: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {p: [] for p in pairs}
     votes: dict[tuple[str, str], list[str]] = {p: [] for p in pairs}
 
-    def judge_group(done: runner.GroupDone) -> None:
-        pair = order[done.index]
-        got = {}
-        for tag, result in done.results.items():
-            if not result.ok or result.latency is None:
-                raise DeviceError(f"fusion probe {tag} failed on {device}: {result.error}")
-            got[tag] = (result.latency.median, result.latency.median * result.latency.rel_ci)
+    def judge_group(index: int, got: dict) -> None:
+        pair = order[index]
         fused_spec, first_spec, second_spec = probes[pair]
         (tf, nf), (ta, na), (tb, nb), (to, no) = (
-            got[fused_spec.key], got[first_spec.key], got[second_spec.key], got[OVERHEAD_SPEC.key])
+            (got[s.key].median, got[s.key].median * got[s.key].rel_ci)
+            for s in (fused_spec, first_spec, second_spec, OVERHEAD_SPEC))
         figures[pair].append((tf, ta, tb, to))
         votes[pair].append(judge(tf, ta, tb, to, nf + na + nb + no))
-        if progress is not None and (done.index + 1) % len(pairs) == 0:
-            r = (done.index + 1) // len(pairs)
-            progress(r, rounds, f"fusion probes, round {r}/{rounds}")
 
     # the probes serve only the verdicts: they are not stored as kernel rows
-    run = runner.run_groups(db, device, client, config, protocol, groups,
-                            runner.RunOptions(store=False, after_group=judge_group))
-    if run.lost is not None:
-        raise run.lost
+    runner.run_probes(db, device, client, config, protocol, groups, "fusion probe", judge_group, len(pairs), progress)
 
     verdicts = []
     for pair in pairs:

@@ -22,7 +22,6 @@ from typing import Any, Callable
 import numpy as np
 import sqlite_utils
 
-from edgelat.errors import DeviceError
 from edgelat.predictors.fusion_probe import PROBE_PROTOCOL
 from edgelat.predictors.layout import LayoutCost
 from edgelat.profiler.ops import KernelSpec
@@ -104,22 +103,11 @@ def measure_layout_cost(
             groups.append(group)
     saved: list[dict[str, float]] = [{} for _ in range(rounds)]
 
-    def take(done: runner.GroupDone) -> None:
-        p = order[done.index]
-        got = {}
-        for tag, result in done.results.items():
-            if not result.ok or result.latency is None:
-                raise DeviceError(f"layout probe {tag} failed on {device}: {result.error}")
-            got[tag] = result.latency.median
-        saved[done.index // len(probes)][p.key] = link_saving(got[alone[p.key].key], got[chained[p.key].key])
-        if progress is not None and (done.index + 1) % len(probes) == 0:
-            r = (done.index + 1) // len(probes)
-            progress(r, rounds, f"layout probes, round {r}/{rounds}")
+    def take(index: int, got: dict) -> None:
+        p = order[index]
+        saved[index // len(probes)][p.key] = link_saving(got[alone[p.key].key].median, got[chained[p.key].key].median)
 
-    run = runner.run_groups(db, device, client, config, protocol, groups,
-                            runner.RunOptions(store=False, after_group=take))
-    if run.lost is not None:
-        raise run.lost
+    runner.run_probes(db, device, client, config, protocol, groups, "layout probe", take, len(probes), progress)
     elements = {p.key: 2.0 * p.h * p.w * p.cin for p in probes}  # one link: an output and an input
     fits = [fit_slope([elements[k] for k in r], list(r.values())) for r in saved]
     slopes = [s for s, _ in fits]

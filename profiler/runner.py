@@ -256,6 +256,32 @@ def run_groups(db: sqlite_utils.Database, device: str, client: Any, config: Runt
     return summary
 
 
+def run_probes(db: sqlite_utils.Database, device: str, client: Any, config: RuntimeConfig,
+               protocol: MeasurementProtocol, groups: Sequence[Sequence[Item]], what: str,
+               take: Callable[[int, dict[str, Any]], None], per_round: int,
+               progress: Callable[[int, int, str], None] | None = None) -> None:
+    """Measure probe groups (a build's fusion and layout probes), storing nothing: each group's
+    latencies by key go to ``take(index, latencies)``. A probe that fails raises DeviceError
+    naming ``what``; a lost device raises its loss. ``progress(round, rounds, message)`` after
+    every ``per_round`` groups."""
+    rounds = len(groups) // max(1, per_round)
+
+    def after(done: GroupDone) -> None:
+        got = {}
+        for tag, result in done.results.items():
+            if not result.ok or result.latency is None:
+                raise DeviceError(f"{what} {tag} failed on {device}: {result.error}")
+            got[tag] = result.latency
+        take(done.index, got)
+        if progress is not None and (done.index + 1) % per_round == 0:
+            r = (done.index + 1) // per_round
+            progress(r, rounds, f"{what}s, round {r}/{rounds}")
+
+    run = run_groups(db, device, client, config, protocol, groups, RunOptions(store=False, after_group=after))
+    if run.lost is not None:
+        raise run.lost
+
+
 def _keep(db: sqlite_utils.Database, device: str, by_key: dict[str, Item], result: BenchmarkResult,
           options: RunOptions, summary: RunSummary, done: int) -> None:
     """Store one kept result (or count its failure) and tell ``progress``."""

@@ -107,18 +107,24 @@ def test_only_onnxruntime_on_cpu_converts():
     assert not converts(RuntimeConfig(provider="cuda"))
 
 
-def test_search_takes_off_what_predict_takes_off_an_exported_network():
+def _priced_space(seed: int):
+    """The ofa-mbv3 space, made-up prices of its vocabulary, and one architecture's prices."""
     space = get_space("ofa-mbv3")
     vocab = space.kernel_vocabulary()
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     prices = rng.uniform(0.01, 0.5, len(vocab))
     index = {k.key: i for i, k in enumerate(vocab)}
+    return space, vocab, prices, rng, lambda ks: [prices[index[k.key]] for k in ks]
+
+
+def test_search_takes_off_what_predict_takes_off_an_exported_network():
+    space, vocab, prices, _, price_of = _priced_space(5)
     cost = LayoutCost(8e-8)
     pop = space.sample(np.random.default_rng(9), 64)
     ordered, got = ChainLayout(vocab, cost).prices(space.kernel_ids(pop), np.append(prices, 0.0))
     for i in range(len(pop)):
         ks = space.kernels(pop[i])
-        ms = [prices[index[k.key]] for k in ks]
+        ms = price_of(ks)
         assert [vocab[j].key for j in ordered[i] if j >= 0] == [k.key for k in ks]
         assert got[i][: len(ks)] == pytest.approx(in_model_prices(ks, None, ms, cost), rel=1e-12)
         assert not got[i][len(ks):].any()
@@ -131,17 +137,13 @@ def test_search_takes_off_what_predict_takes_off_an_exported_network():
 
 
 def test_a_calibrated_search_prices_an_architecture_as_its_kernel_list():
-    space = get_space("ofa-mbv3")
-    vocab = space.kernel_vocabulary()
-    rng = np.random.default_rng(3)
-    prices = rng.uniform(0.01, 0.5, len(vocab))
-    index = {k.key: i for i, k in enumerate(vocab)}
+    space, vocab, prices, rng, price_of = _priced_space(3)
     cost = LayoutCost(8e-8)
     train = space.sample(rng, 40)
     sums, counts, weights, measured = [], [], [], []
     for g in train:
         ks = space.kernels(g)
-        parts = model_parts(ks, [prices[index[k.key]] for k in ks], cost)
+        parts = model_parts(ks, price_of(ks), cost)
         sums.append(parts), counts.append(len(ks)), weights.append(model_weights(ks))
         measured.append(0.95 * parts.sum() + 0.003 * len(ks) + rng.normal(0, 0.01))
     cal = Calibration(forms=("identity", "groups+count")).fit(sums, counts, measured, weights)
@@ -150,7 +152,7 @@ def test_a_calibrated_search_prices_an_architecture_as_its_kernel_list():
     got = TableLatency(space, "dev", "cfg", prices, calibration=cal).predict(pop)
     for i in (0, 17, 99):
         ks = space.kernels(pop[i])
-        ms = [prices[index[k.key]] for k in ks]
+        ms = price_of(ks)
         assert got[i] == pytest.approx(cal.predict([model_parts(ks, ms, cost)], [len(ks)], [model_weights(ks)])[0], rel=1e-9)
         # and the conversions really come off
         assert got[i] < cal.predict([group_sums(ks, ms)], [len(ks)], [model_weights(ks)])[0]
@@ -203,3 +205,29 @@ def _no_blocked_layout(tmp_path) -> bool:
     sub = tmp_path / "opt"
     sub.mkdir()
     return _ort_conversions(path, sub) is None
+
+
+def test_predict_takes_the_conversions_off_a_real_model_before_its_calibration(tmp_path):
+    from edgelat.lut.store import open_db
+    from edgelat.on_demand import predict_model_file
+    from edgelat.predictors.calibration import kernel_weights
+    from edgelat.values import MeasurementProtocol
+
+    config = RuntimeConfig(threads=1)
+    short = MeasurementProtocol(warmup=1, min_runs=3, max_runs=20, target_rel_ci=0.5, max_seconds=0.05)
+    db = open_db()
+    path = materialize("squeezenet1_1", tmp_path)
+    first = predict_model_file(db, "local", config, path, protocol=short, speed_check=False)  # measures its kernels
+    assert first["layout"] is None and not first["calibrated"]  # no calibration, nothing taken off
+    cal = Calibration(forms=("identity", "ratio")).fit([1.0, 2.0, 3.0], [1, 2, 3], [1.2, 2.4, 3.6])
+    cal.layout_ = LayoutCost(8e-8)
+    cal.save(db, "local", config)
+    out = predict_model_file(db, "local", config, path, speed_check=False)
+    split = split_file(path)
+    ms = [k["predicted_ms"] for k in out["kernels"]]
+    parts = model_parts(split.items, ms, cal.layout_, split.links)
+    assert out["latency_ms"] == pytest.approx(cal.predict([parts], [len(ms)], [kernel_weights(split.items)])[0])
+    assert out["layout"]["saved_ms"] == pytest.approx(sum(ms) - parts.sum()) and out["layout"]["saved_ms"] > 0
+    assert out["layout"]["conversions_not_made"] == sum(c for c, _ in saved_conversions(split.items, split.links)) > 40
+    assert out["layout"]["per_element_ms"] == 8e-8
+    assert out["latency_ms"] < 1.2 * out["kernels_sum_ms"]  # the ratio alone would give exactly that

@@ -30,6 +30,9 @@ def test_build_then_report_on_local(tmp_path):
     assert summary["fusion"] == {f"{r['op']}+{r['act']}": r["verdict"] for r in verdict_rows(open_db(), "local", RuntimeConfig())}
     assert set(summary["fusion"]) == {f"{op}+{act}" for op, act in DEFAULT_PAIRS}
     assert summary["kernels_measured"] > 0 and summary["regressors"]
+    # the layout conversion's price was measured (onnxruntime on a CPU) and prints as it is stored
+    price = summary["layout"]["per_element_ms"]
+    assert price >= 0 and len(summary["layout"]["probes"]) == 8
 
     db = open_db()
     config = RuntimeConfig()
@@ -43,6 +46,8 @@ def test_build_then_report_on_local(tmp_path):
     assert rep.exit_code == 0, rep.output
     data = json.loads(rep.stdout)
     assert data["kernels"]["overall"]["n"] == len(predictor.cv_pred_)
+    if data["calibration"] is not None:
+        assert data["calibration"]["layout"] == {"per_element_ms": price}
     assert 0 <= data["kernels"]["overall"]["within_10"] <= 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
     table = runner.invoke(main, ["predictor", "report", "--device", "local"])
@@ -53,6 +58,8 @@ def test_build_then_report_on_local(tmp_path):
     assert again.exit_code == 0, again.output
     assert "the budget was already spent" in again.stdout
     printed = " ".join(again.stdout.split())  # rich wraps lines at the terminal width
+    # nothing left to measure with: the price the finished run kept is the one used and shown
+    assert f"layout conversion (kernels alone and chained): {price * 1e6:.3f} ns per element" in printed
     # one calibration per state the build could fit: on a loaded machine a 24 s build may not get
     # its whole models measured (test_predictors_build checks the fit per state structurally)
     fitted = ((summary.get("calibration") or {}).get("states") or {})

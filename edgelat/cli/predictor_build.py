@@ -99,6 +99,9 @@ def _print_build(d: dict[str, Any]) -> None:
         fused = sorted(k for k, v in d["fusion"].items() if v == "fused")
         separate = sorted(k for k, v in d["fusion"].items() if v == "separate")
         out.print(f"fused on this runtime: {', '.join(fused) or 'none'}; run apart: {', '.join(separate) or 'none'}")
+    if d.get("layout"):
+        out.print(f"layout conversion (kernels alone and chained): {d['layout']['per_element_ms'] * 1e6:.3f} ns per element, "
+                  "taken off the kernel prices where a model does not convert")
     if d["regressors"]:
         t = Table("kernel type", "rows", "regressor", "CV MAPE", title="per-type regressors")
         for op, r in d["regressors"].items():
