@@ -463,7 +463,8 @@ def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfi
     models = [m for m in models if not predictor.missing(m["kernels"])]
     if not models:
         return None
-    sums = [model_parts(m["kernels"], predictor.predict_specs(m["kernels"]), layout) for m in models]
+    prices = [predictor.predict_specs(m["kernels"]) for m in models]
+    sums = [model_parts(m["kernels"], p, layout) for m, p in zip(models, prices)]
     cal = Calibration(overhead_ms=run_overhead_ms(predictor))
     cal.state_ = state
     cal.layout_ = layout
@@ -472,5 +473,7 @@ def fit_calibration(db: sqlite_utils.Database, device: str, config: RuntimeConfi
         sums, [len(m["kernels"]) for m in models], [m["measured_ms"] for m in models], [kernel_weights(m["kernels"]) for m in models],
         families=[model_family(m["name"]) for m in models],
     )
+    if cal.range_ is not None:  # the span of the kernel sums as predict's interval reads them (before the conversions)
+        cal.range_["sum_ms"] = [float(min(sum(p) for p in prices)), float(max(sum(p) for p in prices))]
     cal.save(db, device, config)
     return cal

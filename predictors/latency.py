@@ -151,7 +151,8 @@ class TableLatency(LatencyModel):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "calibrated": self.calibration is not None,
-                "calibration": None if self.calibration is None else self.calibration.form_}
+                "calibration": None if self.calibration is None else self.calibration.form_,
+                "layout_per_element_ms": None if self.layout_ is None else self.calibration.layout_.per_element_ms}
 
 
 class ArchModelLatency(LatencyModel):

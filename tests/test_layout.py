@@ -149,7 +149,9 @@ def test_a_calibrated_search_prices_an_architecture_as_its_kernel_list():
     cal = Calibration(forms=("identity", "groups+count")).fit(sums, counts, measured, weights)
     cal.layout_ = cost
     pop = space.sample(np.random.default_rng(8), 100)
-    got = TableLatency(space, "dev", "cfg", prices, calibration=cal).predict(pop)
+    model = TableLatency(space, "dev", "cfg", prices, calibration=cal)
+    assert model.describe()["layout_per_element_ms"] == 8e-8
+    got = model.predict(pop)
     for i in (0, 17, 99):
         ks = space.kernels(pop[i])
         ms = price_of(ks)

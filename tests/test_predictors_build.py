@@ -128,6 +128,9 @@ def test_build_profiles_within_budget_fits_calibrates_and_reports(tmp_path, monk
     # the build measured the device's layout conversion price and calibrated on prices less it
     assert summary.layout is not None and cal.layout_ == LayoutCost.from_dict(summary.layout)
     parts = model_parts(networks.tiny_net(80), predictor.predict_specs(networks.tiny_net(80)), cal.layout_)
+    # its span of kernel sums is of the sums before the conversions, as predict's interval reads them
+    plain = [float(predictor.predict_specs(m["kernels"]).sum()) for m in measured_models(db, "local", CONFIG, role="calibration")]
+    assert cal.range_["sum_ms"] == pytest.approx([min(plain), max(plain)])
     expected_pred = sum_ms if cal.is_identity else float(cal.predict([parts], [n], [weights])[0])
     assert hold["predicted_ms"] == pytest.approx(expected_pred)
     expected = metrics_report([hold["measured_ms"]], [hold["predicted_ms"]])
