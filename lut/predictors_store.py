@@ -8,7 +8,9 @@ Tables, each keyed by device + runtime config (and more):
 - ``predictor_models``: which whole models calibrate (or are held out), and the kernels
   each splits into;
 - ``fusion_rules``: the measured fusion verdict of each (op, activation) pair;
-- ``predictor_builds``: a build's progress, so an interrupted build resumes.
+- ``predictor_builds``: a build's progress, so an interrupted build resumes;
+- ``speed_checks``: each speed check's probe latencies, beside the build's figures they were
+  compared with (see :mod:`edgelat.predictors.speed_probe`).
 
 Every table is created by :mod:`edgelat.lut.schema`; a database opened elsewhere (in
 memory) is brought to the latest schema first, as the predictors did before.
@@ -29,6 +31,7 @@ CALIBRATIONS = "kernel_calibrations"
 MODELS = "predictor_models"
 FUSION_RULES = "fusion_rules"
 BUILDS = "predictor_builds"
+SPEED_CHECKS = "speed_checks"
 
 _WHERE = "device = ? and config_key = ?"
 
@@ -131,3 +134,21 @@ def save_build_state(db: sqlite_utils.Database, state: dict[str, Any]) -> None:
     """Store (replace) a build's progress (``updated_at`` is set to now)."""
     state["updated_at"] = time.time()
     _upsert(db, BUILDS, state, ("device", "config_key"))
+
+
+# ---------------------------------------------------------------- speed checks
+def save_speed_probes(db: sqlite_utils.Database, device: str, config: RuntimeConfig,
+                      probes: list[tuple[str, float, float]], measured_at: float) -> None:
+    """Store one speed check's probes: (model ref, the build's ms, ms now) each."""
+    ensure_schema(db)
+    with db.conn:
+        db[SPEED_CHECKS].insert_all({"device": device, "config_key": config.key(), "model_ref": ref, "then_ms": then,
+                                     "now_ms": now, "measured_at": measured_at} for ref, then, now in probes)
+
+
+def recent_speed_probes(db: sqlite_utils.Database, device: str, config: RuntimeConfig,
+                        since: float) -> list[dict[str, Any]]:
+    """The probes of the device's speed checks measured at or after ``since``, oldest first."""
+    ensure_schema(db)
+    return [dict(r) for r in db[SPEED_CHECKS].rows_where(f"{_WHERE} and measured_at >= ?", [device, config.key(), since],
+                                                        order_by="measured_at")]

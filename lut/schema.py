@@ -141,6 +141,16 @@ def _m6_layers(conn: sqlite3.Connection) -> None:
     add_column(conn, "measurement_history", "layers_json", "TEXT")
 
 
+def _m7_speed_checks(conn: sqlite3.Connection) -> None:
+    """The speed check's measurements (:mod:`edgelat.predictors.speed`): each probe model's
+    latency now, beside the build's figure it was compared with, so that checks a few minutes
+    apart are combined."""
+    conn.execute("CREATE TABLE IF NOT EXISTS [speed_checks] (id INTEGER PRIMARY KEY, device TEXT, config_key TEXT, "
+                 "model_ref TEXT, then_ms REAL, now_ms REAL, measured_at REAL)")
+    conn.execute("CREATE INDEX IF NOT EXISTS [idx_speed_checks_device_config_key_measured_at] "
+                 "ON speed_checks (device, config_key, measured_at)")
+
+
 #: Applied in order; a database at version N has had the first N applied.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m1_base,
@@ -149,6 +159,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m4_drift_sentinel,
     _m5_history,
     _m6_layers,
+    _m7_speed_checks,
 ]
 LATEST = len(MIGRATIONS)
 

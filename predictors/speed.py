@@ -31,6 +31,10 @@ import numpy as np
 MIN_PROBES = 2
 #: weight, in probes, of the pull of each kind's factor toward the plain one (see :meth:`SpeedCheck.of`)
 KIND_PRIOR = 0.5
+#: checks this recent (s) are combined: each probe's median over them is its "now". One check is a
+#: snapshot of a few seconds; a machine's speed wanders by a few percent from one to the next
+#: (docs/calibration.md, stops 16 and 17), and its real moves take hours
+RECENT_S = 600.0
 
 
 @dataclass
@@ -53,6 +57,7 @@ class SpeedCheck:
     probes: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
     by_kind: tuple[float, float] | None = None  # (inverted-residual blocks, everything else)
+    checks: int = 1  # the checks combined (within RECENT_S) into each probe's now_ms
 
     @classmethod
     def skipped(cls, why: str, probes: list[dict[str, Any]] | None = None) -> "SpeedCheck":
@@ -61,10 +66,11 @@ class SpeedCheck:
                                              "predictor was built")
 
     @classmethod
-    def of(cls, then_now: dict[str, tuple[float, float | None]], shares: dict[str, float] | None = None
-           ) -> "SpeedCheck":
+    def of(cls, then_now: dict[str, tuple[float, float | None]], shares: dict[str, float] | None = None,
+           checks: int = 1) -> "SpeedCheck":
         """From ``{name: (then_ms, now_ms)}`` (``now_ms`` None: that probe failed now) and, per
-        probe, its block share (:func:`block_share`; without them, one factor for every kernel)."""
+        probe, its block share (:func:`block_share`; without them, one factor for every kernel);
+        ``checks``: how many recent checks each ``now_ms`` is the median of."""
         shares = shares or {}
         probes = [{"name": n, "then_ms": t, "now_ms": m, "block_share": shares.get(n)} for n, (t, m) in then_now.items()]
         ok = [(n, t, m) for n, (t, m) in then_now.items() if m is not None and m > 0 and t > 0]
@@ -81,10 +87,11 @@ class SpeedCheck:
             a, b = np.linalg.lstsq(A, y, rcond=None)[0]
             by_kind = (math.exp(float(a)), math.exp(float(b)))
         how = "faster" if factor < 1 else "slower"
+        when = "now" if checks <= 1 else f"now (the median of {checks} checks in the last {RECENT_S / 60:.0f} minutes)"
         note = (f"speed check: the device ran {len(ok)} of its build's held-out models {100 * abs(1 - factor):.1f}% "
-                f"{how} now than when the predictor was built (factor {factor:.3f}")
+                f"{how} {when} than when the predictor was built (factor {factor:.3f}")
         note += f"; {by_kind[0]:.3f} for inverted-residual blocks, {by_kind[1]:.3f} for other kernels)" if by_kind else ")"
-        return cls(factor, probes, note + "; the prediction is scaled by it", by_kind)
+        return cls(factor, probes, note + "; the prediction is scaled by it", by_kind, checks)
 
     def factor_for(self, block_share: Any) -> Any:
         """The factor of a model whose kernel sum has ``block_share`` (a number, or an array of
@@ -98,7 +105,7 @@ class SpeedCheck:
     def to_dict(self) -> dict[str, Any]:
         return {"factor": self.factor, "by_kind": None if self.by_kind is None else
                 {"inverted-residual": self.by_kind[0], "other": self.by_kind[1]}, "probes": self.probes,
-                "note": self.note}
+                "checks": self.checks, "note": self.note}
 
 
 def block_share(parts: Any) -> Any:

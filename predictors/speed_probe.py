@@ -12,7 +12,7 @@ from typing import Any
 import sqlite_utils
 
 from edgelat.errors import EdgelatError
-from edgelat.predictors.speed import MIN_PROBES, SpeedCheck, block_share
+from edgelat.predictors.speed import MIN_PROBES, RECENT_S, SpeedCheck, block_share
 from edgelat.values import RuntimeConfig
 
 
@@ -52,8 +52,35 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
     if run.lost is not None:
         return SpeedCheck.skipped(f"{device} was lost while measuring ({run.lost})")
     now = {ref: r.latency.median for ref, r in run.results.items() if r.ok and r.latency is not None}
-    return SpeedCheck.of({name: (ms, now.get(ref)) for ref, (name, ms) in then.items()},
-                         _block_shares(db, device, config, [kept[name] for name, _ in then.values()]))
+    then_now, checks = _with_recent(db, device, config, then, now)
+    return SpeedCheck.of(then_now, _block_shares(db, device, config, [kept[name] for name, _ in then.values()]), checks)
+
+
+def _with_recent(db: sqlite_utils.Database, device: str, config: RuntimeConfig, then: dict[str, tuple[str, float]],
+                 now: dict[str, float]) -> tuple[dict[str, tuple[float, float | None]], int]:
+    """Store this check and combine it with the device's checks of the last ``RECENT_S``
+    against the same build rows: per probe, ``{name: (then_ms, median of now_ms)}``, and how
+    many checks went into the medians. A probe that failed now stays failed. Where the
+    database takes no write (read-only, full), this check alone."""
+    import sqlite3
+    import statistics
+    import time
+
+    from edgelat.lut import predictors_store
+
+    at = time.time()
+    try:
+        predictors_store.save_speed_probes(db, device, config, [(ref, then[ref][1], ms) for ref, ms in now.items()], at)
+        recent = predictors_store.recent_speed_probes(db, device, config, at - RECENT_S)
+    except (sqlite3.Error, EdgelatError):
+        recent = [{"model_ref": ref, "then_ms": then[ref][1], "now_ms": ms} for ref, ms in now.items()]
+    out: dict[str, tuple[float, float | None]] = {}
+    checks = 1
+    for ref, (name, then_ms) in then.items():
+        values = [r["now_ms"] for r in recent if r["model_ref"] == ref and r["then_ms"] == then_ms]
+        out[name] = (then_ms, statistics.median(values) if ref in now and values else None)
+        checks = max(checks, len(values))
+    return out, checks
 
 
 @functools.lru_cache(maxsize=16)

@@ -152,3 +152,36 @@ def test_cli_predict_speed_check_and_its_opt_out(built):
     bad = CliRunner().invoke(main, ["predict", "--space", "nasbench201", "--arch", "x", "--device", "local",
                                     "--no-speed-check"])
     assert bad.exit_code == 1 and bad.stderr.strip() == "error: --no-speed-check goes with a model file"
+
+
+def test_checks_of_the_last_minutes_are_combined_probe_by_probe(built, monkeypatch):
+    import sqlite3
+    import time
+
+    from edgelat.lut import predictors_store
+    from edgelat.predictors.speed import RECENT_S
+
+    db, _ = built
+    first = check_speed(db, "local", CONFIG)
+    assert first.checks == 1 and "median of" not in first.note
+    second = check_speed(db, "local", CONFIG)
+    stored = predictors_store.recent_speed_probes(db, "local", CONFIG, 0.0)
+    assert len(stored) == 4  # two checks of two probes, each beside the build's figure it was compared with
+    refs = {model_ref_for(build_model(specs, "onnx", seed=0)): name for name, _, specs in PROBES}
+    for p in second.probes:
+        values = sorted(r["now_ms"] for r in stored if refs[r["model_ref"]] == p["name"])
+        assert p["now_ms"] == pytest.approx(sum(values) / 2)  # the median of two
+        assert all(r["then_ms"] == p["then_ms"] for r in stored if refs[r["model_ref"]] == p["name"])
+    assert second.checks == 2 and "the median of 2 checks in the last 10 minutes" in second.note
+    # checks older than the window, and checks against another build's figures, are left out
+    db.execute("update speed_checks set measured_at = ?", [time.time() - RECENT_S - 5])
+    db.execute("insert into speed_checks (device, config_key, model_ref, then_ms, now_ms, measured_at) "
+               "select device, config_key, model_ref, then_ms * 2, now_ms * 10, ? from speed_checks", [time.time()])
+    db.conn.commit()
+    third = check_speed(db, "local", CONFIG)
+    assert third.checks == 1
+    # a database that takes no write: this check alone, and still a factor
+    monkeypatch.setattr(predictors_store, "save_speed_probes",
+                        lambda *a, **k: (_ for _ in ()).throw(sqlite3.OperationalError("database or disk is full")))
+    full = check_speed(db, "local", CONFIG)
+    assert full.factor is not None and full.factor < 0.6 and full.checks == 1
