@@ -25,6 +25,7 @@ import numpy as np
 from edgelat.profiler.ops import KernelSpec
 from edgelat.values import RuntimeConfig
 
+BLOCK = 16  # channels per block on the machine these rules were read on (AVX-512; 8 with AVX2)
 BLOCKED_OPS = frozenset({"conv2d", "dwconv2d", "mbconv", "maxpool", "avgpool"})
 # ops that run in whichever layout their inputs arrive in (a residual add, a channel concat, an
 # activation the runtime folds into the conv before it)
@@ -35,7 +36,7 @@ KEPT_ACTS = frozenset({"none", "relu", "relu6"})
 # a conv with fewer input channels than one block reads the plain layout itself: alone it
 # converts only its output (seen with 3 to 12 channels on `local`), and in a model the op
 # before it converts its output back (MNASNet's 8-channel projection)
-MIN_CONVERTED_CIN = 16
+MIN_CONVERTED_CIN = BLOCK
 RUNTIMES = frozenset({"onnxruntime", "ort-perf-test"})
 MIN_SHARE = 0.2  # an item keeps at least this share of its alone price
 
@@ -49,9 +50,6 @@ def chain_links(n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """Links of ``n`` kernels run as one chain (how the builder lowers a kernel list; a
     shortcut's source is a blocked op of the chain as well, so it is left out)."""
     return [((i - 1 if i else -1,), (i + 1 if i < n - 1 else -1,)) for i in range(n)]
-
-
-BLOCK = 16  # channels per block where the tests were run (AVX-512; 8 on AVX2 machines)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import sqlite_utils
 
 from edgelat.errors import EdgelatError
-from edgelat.predictors.speed import MIN_PROBES, RECENT_S, SpeedCheck, block_share
+from edgelat.predictors.speed import MIN_AGE_S, MIN_PROBES, RECENT_S, SpeedCheck, block_share
 from edgelat.values import RuntimeConfig
 
 
@@ -41,6 +41,10 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
     if len(items) < MIN_PROBES:
         return SpeedCheck.skipped(f"the predictor build of {device} left {len(items)} held-out models to measure "
                                   "again (rebuild with 'edgelat predictor build')")
+    age = _age_s(db, device, config, list(then))
+    if age is not None and age < MIN_AGE_S:
+        return SpeedCheck.skipped(f"the build measured its held-out models {age / 60:.0f} minutes ago (the check "
+                                  f"starts {MIN_AGE_S / 60:.0f} minutes after)")
     try:
         if client is not None:
             run = _measure(db, device, client, config, items)
@@ -54,6 +58,16 @@ def check_speed(db: sqlite_utils.Database, device: str, config: RuntimeConfig, c
     now = {ref: r.latency.median for ref, r in run.results.items() if r.ok and r.latency is not None}
     then_now, checks = _with_recent(db, device, config, then, now)
     return SpeedCheck.of(then_now, _block_shares(db, device, config, [kept[name] for name, _ in then.values()]), checks)
+
+
+def _age_s(db: sqlite_utils.Database, device: str, config: RuntimeConfig, refs: list[str]) -> float | None:
+    """Seconds since the newest of the build's measurements of ``refs`` (None without a time)."""
+    import time
+
+    marks = ",".join("?" * len(refs))
+    row = db.execute(f"select max(measured_at) from model_measurements where device = ? and config_key = ? "
+                     f"and model_ref in ({marks})", [device, config.key(), *refs]).fetchone()
+    return None if row is None or row[0] is None else time.time() - float(row[0])
 
 
 def _with_recent(db: sqlite_utils.Database, device: str, config: RuntimeConfig, then: dict[str, tuple[str, float]],

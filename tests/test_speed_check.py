@@ -71,7 +71,9 @@ def built(tmp_path, monkeypatch):
             ref = model_ref_for(data)
             record_model(db, "local", CONFIG, ref, name, role, "onnx", split_model(data, "onnx").kernels)
             profile_model(db, "local", client, data, "onnx", CONFIG, SHORT, name=name)
-            db.execute("update model_measurements set median_ms = median_ms * ? where model_ref = ?", [SLOWER_THEN, ref])
+            # as if built two hours ago (a build younger than MIN_AGE_S is not checked)
+            db.execute("update model_measurements set median_ms = median_ms * ?, measured_at = measured_at - 7200 "
+                       "where model_ref = ?", [SLOWER_THEN, ref])
             db.conn.commit()
     path = tmp_path / "net.onnx"
     path.write_bytes(build_model(tiny_net(64, classes=7), "onnx"))
@@ -185,3 +187,16 @@ def test_checks_of_the_last_minutes_are_combined_probe_by_probe(built, monkeypat
                         lambda *a, **k: (_ for _ in ()).throw(sqlite3.OperationalError("database or disk is full")))
     full = check_speed(db, "local", CONFIG)
     assert full.factor is not None and full.factor < 0.6 and full.checks == 1
+
+
+def test_a_build_younger_than_an_hour_is_not_checked(built):
+    from edgelat.predictors.speed import MIN_AGE_S
+
+    db, path = built
+    db.execute("update model_measurements set measured_at = ?", [__import__("time").time() - MIN_AGE_S / 2])
+    db.conn.commit()
+    young = check_speed(db, "local", CONFIG)
+    assert young.factor is None and "held-out models 30 minutes ago" in young.note
+    out = predict_model_file(db, "local", CONFIG, path)
+    assert out["speed"]["factor"] is None
+    assert out["latency_ms"] == pytest.approx(predict_model_file(db, "local", CONFIG, path, speed_check=False)["latency_ms"])
