@@ -33,7 +33,7 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import sqlite_utils
 
@@ -351,6 +351,14 @@ def model_median(db: sqlite_utils.Database, device: str, config: RuntimeConfig, 
         "select median_ms from model_measurements where device = ? and config_key = ? and model_ref = ?",
         [device, config.key(), model_ref],
     ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def models_measured_at(db: sqlite_utils.Database, device: str, config: RuntimeConfig, model_refs: Sequence[str]) -> float | None:
+    """When the newest of these whole models' rows was measured (epoch seconds), or None."""
+    marks = ",".join("?" * len(model_refs))
+    row = db.execute(f"select max(measured_at) from model_measurements where device = ? and config_key = ? "
+                     f"and model_ref in ({marks})", [device, config.key(), *model_refs]).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 

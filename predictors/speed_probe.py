@@ -64,10 +64,10 @@ def _age_s(db: sqlite_utils.Database, device: str, config: RuntimeConfig, refs: 
     """Seconds since the newest of the build's measurements of ``refs`` (None without a time)."""
     import time
 
-    marks = ",".join("?" * len(refs))
-    row = db.execute(f"select max(measured_at) from model_measurements where device = ? and config_key = ? "
-                     f"and model_ref in ({marks})", [device, config.key(), *refs]).fetchone()
-    return None if row is None or row[0] is None else time.time() - float(row[0])
+    from edgelat.lut.store import models_measured_at
+
+    at = models_measured_at(db, device, config, refs)
+    return None if at is None else time.time() - at
 
 
 def _with_recent(db: sqlite_utils.Database, device: str, config: RuntimeConfig, then: dict[str, tuple[str, float]],
