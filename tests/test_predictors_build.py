@@ -313,3 +313,21 @@ def test_agent_lost_in_the_models_phase_keeps_the_kernels_and_still_fits(tmp_pat
     assert summary.kernels_total == len(kernel_rows(db, "board", CONFIG)) > 0
     assert KernelPredictor.load(db, "board", CONFIG) is not None
     assert build_state(db, "board", CONFIG)["spent_s"] == pytest.approx(summary.spent_s) and summary.spent_s > 0
+
+
+def test_a_device_lost_during_the_layout_probe_ends_the_build_in_one_line_and_a_rerun_goes_on(tmp_path):
+    from edgelat.errors import AgentUnreachable
+
+    class Gone:  # the agent stops answering before the first probe reaches it
+        def put_model(self, data):
+            raise AgentUnreachable("the agent stopped answering")
+
+        def close(self):
+            pass
+
+    db = open_db(tmp_path / "edgelat.db")
+    summary = build_predictor(db, "local", Gone(), CONFIG, 5.0, detect_fusion=False, models=[])
+    assert "stopped answering" in summary.interrupted and "rerun the same command" in summary.interrupted
+    assert summary.layout is None and kernel_rows(db, "local", CONFIG) == []
+    again = _build(db, 5.0, models=[])  # the device is back: the probe and the build go on
+    assert not again.interrupted and again.layout is not None and again.kernels_measured > 0
